@@ -1,0 +1,247 @@
+"""The one source of truth for configuration.
+
+Every setting lives in a dataclass field here, with its default and a ``help`` text in the field
+metadata. The CLI builds its options from these fields where it can, ``--config FILE`` (TOML or JSON)
+fills them, and ``docs/configuration.md`` documents them. Plugins read what they need from the
+``Config`` they are handed; they never parse argv themselves.
+
+Precedence: built-in default < ``--config`` file < explicit command-line flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+MODEL_NAMES = [
+    "lama",
+    "ldm",
+    "zits",
+    "mat",
+    "fcf",
+    "sd1.5",
+    "anything4",
+    "realisticVision1.4",
+    "cv2",
+    "manga",
+    "sd2",
+    "paint_by_example",
+    "instruct_pix2pix",
+]
+"""The 13 names the 1.2.x front end knows (contract §5.1). ``/model`` must answer one of them."""
+
+CONTROLNET_METHODS = [
+    "control_v11p_sd15_canny",
+    "control_v11p_sd15_openpose",
+    "control_v11p_sd15_inpaint",
+    "control_v11f1p_sd15_depth",
+]
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field carrying its documentation (read by the CLI and the docs)."""
+    meta = {"help": help, **extra}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RetryConfig:
+    """Retry policy for one task kind (``inpaint`` or ``plugin``)."""
+
+    max_attempts: int = _opt(3, "Attempts before a task is failed for good (1 = never retry).")
+    backoff_base_s: float = _opt(0.5, "Delay before the first retry; doubles on each further attempt.")
+    backoff_max_s: float = _opt(30.0, "Upper bound of the retry delay.")
+
+
+@dataclass
+class DistributedConfig:
+    """Settings of the ``distributed`` plugin (scheduler, journal, nodes)."""
+
+    scheduler_bind: str = _opt(
+        "tcp://127.0.0.1:5570",
+        "Where the scheduler's control socket listens. Queue sockets bind the following ports "
+        "(one per queue, in the order of `queues`). Loopback only by default.",
+    )
+    scheduler: str | None = _opt(
+        None,
+        "Address of an external scheduler (`lama-cleaner scheduler`). When set, the web server "
+        "only produces tasks and embeds no scheduler.",
+    )
+    data_dir: str = _opt(
+        "~/.cache/lama-cleaner/distributed",
+        "Directory of the SQLite journal (tasks, input and result blobs).",
+    )
+    queues: list[str] = _opt(["gpu", "cpu"], "Queue names; each gets its own ZeroMQ endpoint.")
+    routes: dict[str, str] = _opt(
+        {},
+        "Extra routing rules, `model-or-plugin name -> queue`, applied before the defaults "
+        "(erase and diffusion models -> gpu; cv2 and CPU image plugins -> cpu).",
+    )
+    gpu_queue_requires_gpu: bool = _opt(
+        True, "A node may join a queue named `gpu` only if it has a CUDA device."
+    )
+    local_nodes: int = _opt(1, "Node subprocesses the web server spawns and keeps alive.")
+    local_node_queues: list[str] = _opt(
+        [], "Queues the local nodes ask to join (empty = every queue they qualify for)."
+    )
+    local_node_device: str = _opt("cpu", "`--device` passed to local nodes.")
+    max_queued: int = _opt(1000, "Queued tasks allowed in total; beyond this new work gets HTTP 503.")
+    max_queued_per_queue: int = _opt(500, "Queued tasks allowed per queue.")
+    retry_after_s: int = _opt(5, "`Retry-After` seconds sent with a 503 when full.")
+    heartbeat_interval_s: float = _opt(1.0, "Heartbeat period, both directions.")
+    heartbeat_liveness: int = _opt(3, "Missed heartbeats before a peer counts as offline.")
+    reconnect_min_s: float = _opt(0.25, "First reconnect delay of a node; doubles up to the max.")
+    reconnect_max_s: float = _opt(16.0, "Largest reconnect delay of a node.")
+    retention_s: float = _opt(24 * 3600.0, "How long finished tasks and their blobs are kept.")
+    request_timeout_s: float = _opt(
+        600.0, "How long a classic `/inpaint` waits for its task before answering 504."
+    )
+    retry: dict[str, RetryConfig] = field(
+        default_factory=lambda: {"inpaint": RetryConfig(), "plugin": RetryConfig()},
+        metadata={"help": "Retry policy per task kind (`inpaint`, `plugin`)."},
+    )
+
+
+@dataclass
+class Config:
+    """Everything the server, nodes and plugins are configured with."""
+
+    host: str = _opt("127.0.0.1", "Address the HTTP server binds.")
+    port: int = _opt(8080, "Port of the HTTP server.")
+    model: str = _opt("lama", "Initial model.", choices=MODEL_NAMES)
+    device: str = _opt("cuda", "Device for models: cuda, cpu or mps.", choices=["cuda", "cpu", "mps"])
+    no_half: bool = _opt(False, "Use fp32 instead of fp16 where a model would use half precision.")
+    cpu_offload: bool = _opt(False, "Accepted for compatibility (diffusion models).")
+    disable_nsfw: bool = _opt(False, "Accepted for compatibility (diffusion models).")
+    sd_cpu_textencoder: bool = _opt(False, "Accepted for compatibility (diffusion models).")
+    sd_controlnet: bool = _opt(False, "ControlNet mode for SD1.5-family models.")
+    sd_controlnet_method: str = _opt(
+        "control_v11p_sd15_canny", "Initial ControlNet method.", choices=CONTROLNET_METHODS
+    )
+    sd_local_model_path: str | None = _opt(None, "Local SD checkpoint (diffusion models).")
+    local_files_only: bool = _opt(False, "Do not contact the Hugging Face hub.")
+    enable_xformers: bool = _opt(False, "Accepted for compatibility (diffusion models).")
+    gui: bool = _opt(False, "Desktop mode flag; only changes `/is_desktop` here.")
+    no_gui_auto_close: bool = _opt(False, "Accepted for compatibility.")
+    gui_size: list[int] = _opt([1600, 1000], "Accepted for compatibility.")
+    input: str | None = _opt(None, "An image file served by /inputimage, or a directory (file manager).")
+    output_dir: str | None = _opt(None, "Where /save_image writes; enables auto-saving.")
+    model_dir: str | None = _opt(None, "Model cache root (sets XDG_CACHE_HOME); default ~/.cache.")
+    disable_model_switch: bool = _opt(False, "Make POST /model answer 400.")
+    quality: int = _opt(95, "Encoder quality (0-100) of every image reply.")
+    enable_interactive_seg: bool = _opt(False, "Image plugin InteractiveSeg (needs SAM weights).")
+    interactive_seg_model: str = _opt("vit_l", "SAM size.", choices=["vit_b", "vit_l", "vit_h"])
+    interactive_seg_device: str = _opt("cpu", "SAM device.", choices=["cuda", "cpu", "mps"])
+    enable_remove_bg: bool = _opt(False, "Image plugin RemoveBG (needs rembg).")
+    enable_anime_seg: bool = _opt(False, "Image plugin AnimeSeg (needs its weights).")
+    enable_realesrgan: bool = _opt(False, "Image plugin RealESRGAN (needs realesrgan).")
+    realesrgan_device: str = _opt("cpu", "RealESRGAN device.", choices=["cpu", "cuda", "mps"])
+    realesrgan_model: str = _opt(
+        "realesr-general-x4v3",
+        "RealESRGAN model.",
+        choices=["realesr-general-x4v3", "RealESRGAN_x4plus", "RealESRGAN_x4plus_anime_6B"],
+    )
+    realesrgan_no_half: bool = _opt(False, "fp32 for RealESRGAN.")
+    enable_gfpgan: bool = _opt(False, "Image plugin GFPGAN (needs gfpgan).")
+    gfpgan_device: str = _opt("cpu", "GFPGAN device.", choices=["cpu", "cuda", "mps"])
+    enable_restoreformer: bool = _opt(False, "Image plugin RestoreFormer (needs gfpgan).")
+    restoreformer_device: str = _opt("cpu", "RestoreFormer device.", choices=["cpu", "cuda", "mps"])
+    enable_gif: bool = _opt(False, "Image plugin MakeGIF (no weights needed).")
+    debug: bool = _opt(False, "Flask debug mode.")
+    plugins: list[str] = _opt(
+        [],
+        "Pluggy plugins to enable: built-in names (distributed, autoscale, monitor), entry-point "
+        "names of the `lama_cleaner` group, or importable module paths.",
+    )
+    distributed: DistributedConfig = field(
+        default_factory=DistributedConfig, metadata={"help": "The `[distributed]` section."}
+    )
+    extra: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Sections of the config file that belong to third-party plugins."},
+    )
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def data_path(self) -> Path:
+        return Path(os.path.expanduser(self.distributed.data_dir))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+def _to_plain(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message is shown to the operator."""
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON file into a plain dict."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid {p.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a table/object at the top level")
+    return data
+
+
+def apply_mapping(target: Any, data: dict[str, Any], where: str = "") -> None:
+    """Set dataclass fields of ``target`` from ``data``, recursing into nested sections.
+
+    Unknown top-level keys go to ``Config.extra`` (third-party plugin sections); unknown keys inside
+    a known section are an error, because a typo there would otherwise be silently ignored.
+    """
+    known = {f.name: f for f in fields(target)}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            if isinstance(target, Config):
+                target.extra[key] = value
+                continue
+            raise ConfigError(f"unknown setting {where}{key}")
+        current = getattr(target, name)
+        if is_dataclass(current) and isinstance(value, dict):
+            apply_mapping(current, value, f"{where}{key}.")
+        elif name == "retry" and isinstance(value, dict):
+            for kind, policy in value.items():
+                rc = current.get(kind) or RetryConfig()
+                if not isinstance(policy, dict):
+                    raise ConfigError(f"{where}retry.{kind} must be a table")
+                apply_mapping(rc, policy, f"{where}retry.{kind}.")
+                current[kind] = rc
+        else:
+            setattr(target, name, value)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
+    """Build a Config from defaults, an optional file, then keyword overrides."""
+    cfg = Config()
+    if path:
+        apply_mapping(cfg, read_config_file(path))
+    if overrides:
+        apply_mapping(cfg, overrides)
+    return cfg

@@ -1,0 +1,155 @@
+"""Plain data that describes one unit of work and what came out of it.
+
+A ``TaskRequest`` is exactly what the HTTP edge received (raw form strings and raw file bytes), so
+that the same ``pipeline.execute_task`` runs it in-process (classic mode) or on a node (distributed
+mode) and produces byte-identical replies. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+TaskKind = Literal["inpaint", "plugin"]
+
+TASK_STATES = ("queued", "processing", "completed", "failed", "cancelled")
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass
+class TaskRequest:
+    """One ``/inpaint`` or ``/run_plugin`` call (or its ``/api/v1/tasks`` equivalent).
+
+    ``name`` is the model name for ``inpaint`` and the image-plugin name for ``plugin``.
+    ``submitter`` is the Socket.IO sid of the client that asked, when known (for targeted events).
+    """
+
+    kind: TaskKind
+    name: str
+    form: dict[str, str] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+    submitter: str | None = None
+    idempotency_key: str | None = None
+    task_id: str | None = None
+
+
+@dataclass
+class TaskOutput:
+    """An encoded reply: body bytes, its MIME type and extra headers (``X-Seed``, ...)."""
+
+    body: bytes
+    mimetype: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """Progress of a running task.
+
+    ``step`` is 0-based and set only by models that step (diffusion); ``percent`` is always set.
+    """
+
+    percent: float
+    step: int | None = None
+    total_steps: int | None = None
+
+
+@dataclass
+class TaskEvent:
+    """A lifecycle change, observed by the ``task_event`` hook and sent to Socket.IO clients."""
+
+    task_id: str
+    status: str
+    kind: TaskKind = "inpaint"
+    name: str = ""
+    queue: str | None = None
+    node: str | None = None
+    progress: float | None = None
+    step: int | None = None
+    error: str | None = None
+    submitter: str | None = None
+    attempts: int = 0
+    at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        """The ``task_status`` Socket.IO payload."""
+        return {
+            "id": self.task_id,
+            "status": self.status,
+            "progress": self.progress,
+            "queue": self.queue,
+            "node": self.node,
+            "error": self.error,
+        }
+
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+def never_cancelled() -> bool:
+    return False
+
+
+def ignore_progress(_: Progress) -> None:
+    return None
+
+
+@dataclass
+class TaskInfo:
+    """What the task API reports about one task (``GET /api/v1/tasks/{id}``)."""
+
+    id: str
+    kind: TaskKind
+    name: str
+    status: str
+    queue: str | None = None
+    node: str | None = None
+    progress: float | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    position: int | None = None
+    error: str | None = None
+
+
+class TaskService(Protocol):
+    """Asynchronous task access, provided by executors that keep tasks (the distributed one).
+
+    The ``/api/v1`` blueprint is written against this protocol only. Errors are the exceptions
+    of ``lama_cleaner.errors``: ``NotFound`` (unknown id), ``Overloaded`` (full), ``ClientError``
+    (bad input, unknown model/plugin), ``TaskFailed``/``TaskCancelled`` (result of such a task),
+    ``LamaCleanerError(status=409, code="not_finished")`` and ``(status=410, code="expired")``.
+    """
+
+    def submit(self, request: TaskRequest) -> TaskInfo:
+        """Accept a task durably and return at once (status ``queued``). Honour
+        ``request.idempotency_key``: the same key returns the already existing task."""
+        ...
+
+    def get(self, task_id: str) -> TaskInfo:
+        ...
+
+    def result(self, task_id: str) -> TaskOutput:
+        ...
+
+    def cancel(self, task_id: str) -> TaskInfo:
+        """Cancel a queued (never dispatched afterwards) or running (node told to stop) task."""
+        ...
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
+        """A page of tasks, newest first, and the total count matching ``status``."""
+        ...
+
+    def queues(self) -> list[dict[str, Any]]:
+        """Per queue: name, endpoint, queued, processing, nodes (idle/busy counts)."""
+        ...
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Per node: id, name, state (idle/busy/draining/offline), capabilities, queues,
+        current_task, loaded_model, last_heartbeat."""
+        ...

@@ -1,0 +1,53 @@
+"""Packaging for lama-cleaner (distributed edition).
+
+Torch is optional: the cv2 model and the whole distributed system run without it. Install the
+``[torch]`` extra for the LaMa model (``pip install -e .[torch]`` takes the CPU build pinned here).
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="lama-cleaner",
+    version="2.0.0.dev0",
+    description="Lama Cleaner compatible inpainting server with a distributed ZeroMQ task backend",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["lama_cleaner", "lama_cleaner.*"]),
+    include_package_data=True,
+    package_data={"lama_cleaner": ["server/static/*"]},
+    install_requires=[
+        "flask>=2.3",
+        "flask-cors>=4",
+        "flask-socketio>=5.3",
+        "simple-websocket>=1.0",
+        "pluggy>=1.3",
+        "pillow>=10",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyzmq>=25",
+        "marshmallow>=3.20",
+        "apispec>=6",
+        "requests>=2.31",
+        "python-socketio[client]>=5.9",
+        "piexif>=1.1",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "torch": ["torch==2.13.0"],
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.2",
+            "playwright>=1.40",
+            "openapi-spec-validator>=0.7",
+            "schemathesis>=3.25",
+            "ruff>=0.4",
+        ],
+        "bench": ["celery>=5.3", "redis>=5"],
+    },
+    entry_points={"console_scripts": ["lama-cleaner=lama_cleaner.cli:entry_point"]},
+)

@@ -99,6 +99,12 @@ class DistributedConfig:
     reconnect_min_s: float = _opt(0.25, "First reconnect delay of a node; doubles up to the max.")
     reconnect_max_s: float = _opt(16.0, "Largest reconnect delay of a node.")
     retention_s: float = _opt(24 * 3600.0, "How long finished tasks and their blobs are kept.")
+    journal_synchronous: str = _opt(
+        "NORMAL",
+        "SQLite `synchronous` pragma of the task journal (WAL mode): NORMAL survives a process crash "
+        "and loses at most the last commits on a power cut; FULL fsyncs every commit; OFF is fastest.",
+        choices=["OFF", "NORMAL", "FULL", "EXTRA"],
+    )
     request_timeout_s: float = _opt(
         600.0, "How long a classic `/inpaint` waits for its task before answering 504."
     )

@@ -1,0 +1,1 @@
+"""Image plugins served by ``/run_plugin`` (contract §6): MakeGIF built in, the others when installed."""

@@ -32,6 +32,8 @@ OPTIONAL_BUILTINS = {
 ENTRY_POINT_GROUP = "lama_cleaner"
 AUTOLOAD_ENV = "LAMA_CLEANER_DISABLE_PLUGIN_AUTOLOAD"
 
+_current: pluggy.PluginManager | None = None
+
 
 def _import(path: str) -> ModuleType:
     try:
@@ -49,7 +51,7 @@ def create_plugin_manager(enabled: Iterable[str] = (), *, autoload: bool | None 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for path in BUILTIN_DEFAULTS:
-        pm.register(_import(path), name=f"builtin:{path.rsplit('.', 1)[-1]}")
+        pm.register(_import(path), name=f"builtin:{path.removeprefix('lama_cleaner.')}")
     if autoload is None:
         autoload = not os.environ.get(AUTOLOAD_ENV)
     if autoload:
@@ -69,7 +71,17 @@ def create_plugin_manager(enabled: Iterable[str] = (), *, autoload: bool | None 
                 f"'{ENTRY_POINT_GROUP}' entry point and not a module path"
             )
     pm.check_pending()
+    global _current
+    _current = pm
     return pm
+
+
+def current_plugin_manager() -> pluggy.PluginManager:
+    """The manager most recently built by ``create_plugin_manager`` (a default one if none was built).
+
+    Lets hook implementations that only receive ``config`` (the built-in executor) reach the registries.
+    """
+    return _current if _current is not None else create_plugin_manager()
 
 
 def plugin_names(pm: pluggy.PluginManager) -> list[str]:

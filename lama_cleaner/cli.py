@@ -1,0 +1,287 @@
+"""The ``lama-cleaner`` command: serve by default (as upstream), plus a few subcommands.
+
+``lama-cleaner [serve] [options]`` builds its options from the ``Config`` dataclass (one source of
+truth for names, defaults, choices and help), reads ``--config FILE`` and applies only the flags the
+user actually typed on top of it: default < file < explicit flag. ``node``, ``scheduler``, ``batch``
+and ``install-frontend`` hand their arguments to the module that owns them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import platform
+import signal
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, Field, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import Config, ConfigError, apply_mapping, read_config_file
+from .errors import LamaCleanerError
+
+log = logging.getLogger("lama_cleaner")
+
+PROG = "lama-cleaner"
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("lama_cleaner.plugins.distributed.cli", "node_main"),
+    "scheduler": ("lama_cleaner.plugins.distributed.cli", "scheduler_main"),
+    "batch": ("lama_cleaner.batch", "main"),
+    "install-frontend": ("lama_cleaner.frontend", "main"),
+}
+"""Subcommand -> (module, function taking argv and returning an exit code)."""
+
+NOT_FLAGS = {"plugins", "distributed", "extra"}
+"""Config fields without a generated flag (``--plugins`` is handwritten; sections come from files)."""
+HIDDEN_FIELDS = {"debug"}
+HIDDEN_ALIASES = {
+    "--sd-disable-nsfw": "disable_nsfw",
+    "--sd-run-local": "local_files_only",
+    "--sd-enable-xformers": "enable_xformers",
+}
+"""Upstream's hidden spellings, kept so old start scripts still work."""
+BANNER_PACKAGES = (
+    "torch", "torchvision", "Pillow", "opencv-python-headless", "numpy", "flask", "flask-socketio",
+    "python-socketio", "pyzmq", "pluggy", "diffusers", "transformers", "rembg", "realesrgan", "gfpgan",
+)
+DEVICE_EXIT_CODE = 2
+
+
+# ------------------------------------------------------------------ parser
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field_option(parser: argparse.ArgumentParser, f: Field[Any], hint: Any, choices: Sequence[str] | None) -> None:
+    """One option generated from one Config field (type, default, choices and help come from it)."""
+    default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    help_text = argparse.SUPPRESS if f.name in HIDDEN_FIELDS else f.metadata.get("help", "")
+    kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
+    args = typing.get_args(hint)
+    base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
+    if base is bool:
+        kwargs["action"] = "store_true"
+    elif typing.get_origin(base) is list:
+        item = (typing.get_args(base) or (str,))[0]
+        kwargs.update(type=item, nargs=len(default) if default else "+")
+    else:
+        kwargs["type"] = base if base in (int, float, str) else str
+        if choices:
+            kwargs["choices"] = list(choices)
+        if base is str and default is None:
+            kwargs["metavar"] = f.name.upper()
+    parser.add_argument(_flag(f.name), **kwargs)
+
+
+def build_serve_parser(model_names: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``serve`` parser, generated from ``Config``. ``model_names`` replaces ``--model`` choices
+    (plugins may register more models than the 13 built-in names)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Lama Cleaner 1.2.x compatible inpainting server. Without a subcommand it serves.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Subcommands: serve (default), node, scheduler, batch, install-frontend. "
+        f"Run '{PROG} <subcommand> --help' for theirs.",
+    )
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML or JSON file with settings; explicit flags override it.")
+    parser.add_argument("--plugins", metavar="NAME[,NAME]", action="append", default=None,
+                        help="Plugins to enable: built-in names (distributed), entry-point names, module paths.")
+    hints = typing.get_type_hints(Config)
+    for f in fields(Config):
+        if f.name in NOT_FLAGS:
+            continue
+        choices = f.metadata.get("choices")
+        if f.name == "model" and model_names:
+            choices = list(model_names)
+        _add_field_option(parser, f, hints[f.name], choices)
+    for alias, dest in HIDDEN_ALIASES.items():
+        parser.add_argument(alias, dest=dest, action="store_true", default=False, help=argparse.SUPPRESS)
+    parser.add_argument("--hf_access_token", dest="hf_access_token", default="", help=argparse.SUPPRESS)
+    return parser
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Names of the options the user actually typed: parse again with every default suppressed."""
+    saved = [(action, action.default) for action in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(list(argv))
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(namespace))
+
+
+def split_plugins(values: Sequence[str] | None) -> list[str]:
+    """``--plugins a,b --plugins c`` -> ``["a", "b", "c"]``."""
+    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
+
+
+def _preparse(argv: Sequence[str]) -> argparse.Namespace:
+    """``--config``, ``--plugins`` and ``--model-dir`` are needed before the full parser exists."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--plugins", action="append", default=None)
+    pre.add_argument("--model-dir", dest="model_dir", default=None)
+    namespace, _ = pre.parse_known_args(list(argv))
+    return namespace
+
+
+def build_config(file_data: dict[str, Any], args: argparse.Namespace, explicit: set[str]) -> Config:
+    """Defaults, then the file, then the explicitly given flags."""
+    config = Config()
+    apply_mapping(config, file_data)
+    known = {f.name for f in fields(Config)} - {"distributed", "extra"}
+    overrides = {name: getattr(args, name) for name in explicit if name in known and name != "plugins"}
+    apply_mapping(config, overrides)
+    if "plugins" in explicit:
+        config.plugins = split_plugins(args.plugins)
+    return config
+
+
+# ------------------------------------------------------------------ checks
+def apply_model_dir(model_dir: str | None) -> None:
+    """Upstream's ``--model-dir``: set ``XDG_CACHE_HOME`` and ``U2NET_HOME`` before torch is imported."""
+    if not model_dir:
+        return
+    path = Path(os.path.expanduser(model_dir))
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    os.environ["U2NET_HOME"] = str(path)
+
+
+def check_config(config: Config, model_names: Sequence[str]) -> None:
+    """Refuse settings the server cannot start with, each with a one-line ConfigError."""
+    from .models.device import resolve_device
+
+    if config.model not in model_names:
+        raise ConfigError(f"unknown model {config.model!r}; choose one of: {', '.join(model_names)}")
+    if not 0 <= int(config.quality) <= 100:
+        raise ConfigError(f"--quality must be between 0 and 100, got {config.quality}")
+    try:
+        resolve_device(config.device)
+    except (ValueError, RuntimeError, LamaCleanerError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if config.input:
+        path = Path(os.path.expanduser(config.input))
+        if not path.exists():
+            raise ConfigError(f"--input {config.input} does not exist")
+        if path.is_dir() and not config.output_dir:
+            raise ConfigError("--output-dir is required when --input is a directory (file manager mode)")
+    if config.output_dir:
+        Path(os.path.expanduser(config.output_dir)).mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------ banner
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def banner(config: Config, plugin_names: Sequence[str]) -> str:
+    """Start-up environment summary (upstream prints one too; it makes bug reports useful)."""
+    versions = ", ".join(f"{name} {v}" for name in BANNER_PACKAGES if (v := _version(name)))
+    return "\n".join([
+        f"lama-cleaner {__version__} | Python {platform.python_version()} | {platform.platform()}",
+        f"packages: {versions}",
+        f"plugins: {', '.join(plugin_names) or '-'}",
+        f"model {config.model} on {config.device}; serving http://{config.host}:{config.port}",
+    ])
+
+
+# ------------------------------------------------------------------ commands
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _stop_on_sigterm(_signum: int, _frame: Any) -> None:
+    """SIGTERM stops the server like Ctrl+C: serving ends, then executors and plugins shut down."""
+    raise KeyboardInterrupt
+
+
+def prepare(argv: Sequence[str]) -> tuple[Config, Any, argparse.Namespace]:
+    """Resolve ``serve``'s configuration and plugin manager (raises ConfigError)."""
+    from .models.registry import build_model_registry
+    from .plugins.manager import create_plugin_manager
+
+    pre = _preparse(argv)
+    file_data = read_config_file(pre.config) if pre.config else {}
+    apply_model_dir(pre.model_dir or file_data.get("model_dir") or file_data.get("model-dir"))
+    enabled = split_plugins(pre.plugins) if pre.plugins else list(file_data.get("plugins") or [])
+    pm = create_plugin_manager(enabled)
+    model_names = build_model_registry(pm).names()
+    parser = build_serve_parser(model_names)
+    pm.hook.add_cli_options(parser=parser, command="serve")
+    args = parser.parse_args(list(argv))
+    config = build_config(file_data, args, explicit_dests(parser, argv))
+    config.plugins = enabled  # what the manager actually loaded
+    pm.hook.configure(config=config, args=args)
+    check_config(config, model_names)
+    return config, pm, args
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    """``lama-cleaner [serve]``: start the web server and block until it stops."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config, pm, _args = prepare(argv)
+    except ConfigError as exc:
+        return _fail(str(exc), DEVICE_EXIT_CODE)
+
+    from .plugins.manager import plugin_names
+    from .server.app import create_app
+
+    print(banner(config, plugin_names(pm)), flush=True)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    executor = None
+    try:
+        app, socketio, executor = create_app(config, pm)
+        pm.hook.server_started(config=config, app=app)
+        socketio.run(app, host=config.host, port=config.port, debug=config.debug, use_reloader=False,
+                     allow_unsafe_werkzeug=True)
+    except LamaCleanerError as exc:
+        return _fail(exc.message, 1)
+    except OSError as exc:
+        return _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}", 1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if executor is not None:
+            executor.close()
+        pm.hook.shutdown(config=config)
+    return 0
+
+
+def _dispatch(command: str, argv: list[str]) -> int:
+    module_name, func_name = SUBCOMMANDS[command]
+    try:
+        func: Callable[[list[str]], int | None] = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError) as exc:
+        return _fail(f"the '{command}' command is not available: {exc}", 2)
+    return int(func(argv) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lama-cleaner`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        return _dispatch(args[0], args[1:])
+    if args and args[0] == "serve":
+        args = args[1:]
+    return serve_main(args)
+
+
+def entry_point() -> None:
+    """Console script ``lama-cleaner``."""
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""What a node can do, as sent in HELLO: device, GPU, memory, CPUs, runnable models and labels.
+
+The scheduler decides which queues a node may join from this (a CPU-only node never joins ``gpu``
+when ``gpu_queue_requires_gpu`` is on) and which tasks it may receive (only models it listed).
+torch is optional: without it a node simply reports no GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``"zone=eu,tier=spot"`` -> ``{"zone": "eu", "tier": "spot"}``; raises ValueError on a bad item."""
+    labels: dict[str, str] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"bad label {item!r}: expected key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def split_list(text: str | Iterable[str] | None) -> list[str]:
+    """A comma-separated option (or a list from a config file) as a clean list of names."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [s.strip() for s in items if s and s.strip()]
+
+
+def total_ram_mb() -> int | None:
+    """Physical memory in MiB (POSIX ``sysconf``); None where the platform does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def gpu_info(device: str) -> tuple[str | None, int | None]:
+    """Name and memory (MiB) of the CUDA device when ``device`` is cuda and torch can see one."""
+    if not device.startswith("cuda"):
+        return None, None
+    try:
+        import torch  # optional: nodes run cv2 and fake models without it
+    except ImportError:
+        return None, None
+    try:
+        if not torch.cuda.is_available():
+            return None, None
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        props = torch.cuda.get_device_properties(index)
+        return str(props.name), int(props.total_memory // (1024 * 1024))
+    except Exception as exc:  # noqa: BLE001 - a broken driver means "no GPU", not a crash
+        log.warning("cannot query CUDA device %s: %s", device, exc)
+        return None, None
+
+
+def effective_device(requested: str) -> str:
+    """``cuda`` falls back to ``cpu`` when no CUDA device is usable, so a node still starts."""
+    if requested.startswith("cuda") and gpu_info(requested)[0] is None:
+        log.warning("--device %s requested but no CUDA device is usable; using cpu", requested)
+        return "cpu"
+    return requested
+
+
+def available_models(registry: Any, config: Any, wanted: Iterable[str] = ()) -> list[str]:
+    """Registry models whose ``is_available(config)`` is true, filtered by ``wanted`` when given."""
+    wanted_set = set(wanted)
+    names: list[str] = []
+    for name in registry.names():
+        if wanted_set and name not in wanted_set:
+            continue
+        try:
+            ok, reason = registry.get(name).is_available(config)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot answer cannot run here
+            ok, reason = False, str(exc)
+        if ok:
+            names.append(name)
+        elif wanted_set:
+            log.warning("model %s is not available on this node: %s", name, reason)
+    missing = wanted_set - set(registry.names())
+    for name in sorted(missing):
+        log.warning("model %s is not registered; ignored", name)
+    return names
+
+
+def collect(
+    *,
+    device: str,
+    models: list[str],
+    plugins: list[str],
+    labels: Mapping[str, str],
+    queues_requested: list[str],
+) -> dict[str, Any]:
+    """The ``capabilities`` object of HELLO (see docs/protocol.md)."""
+    gpu_name, gpu_memory_mb = gpu_info(device)
+    return {
+        "device": device,
+        "gpu_name": gpu_name,
+        "gpu_memory_mb": gpu_memory_mb,
+        "ram_mb": total_ram_mb(),
+        "cpus": os.cpu_count() or 1,
+        "models": list(models),
+        "plugins": list(plugins),
+        "labels": dict(labels),
+        "queues_requested": list(queues_requested),
+    }

@@ -1,0 +1,319 @@
+"""``DistributedExecutor``: the web server's executor when ``--plugins distributed`` is on.
+
+It implements both seams the server knows: ``InpaintExecutor`` (the classic blocking ``/inpaint`` and
+``/run_plugin``) and ``tasks.TaskService`` (the asynchronous ``/api/v1``). Every call becomes a
+request to the scheduler through one :class:`SchedulerClient`; no model is ever loaded here.
+
+By default the scheduler runs inside this process (embedded mode); with ``distributed.scheduler``
+set the web server is only a producer for an external ``lama-cleaner scheduler``. Either way it also
+supervises ``distributed.local_nodes`` node subprocesses.
+
+A classic call validates its input first (bad input is a 400 before anything is queued), submits,
+waits for the task's terminal EVENT (re-checking with GET now and then, so a missed event after a
+scheduler restart cannot hang a request), then FETCHes the result bytes the node produced with the
+same ``pipeline.execute_task`` the classic mode uses: replies are byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from ...errors import (
+    ClientError,
+    LamaCleanerError,
+    ModelNotSupported,
+    NotFound,
+    Overloaded,
+    TaskCancelled,
+    TaskFailed,
+    TaskTimeout,
+)
+from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
+from . import protocol as p
+from .producer import SchedulerClient
+
+log = logging.getLogger(__name__)
+
+_RECHECK_S = 2.0
+"""While waiting for a terminal EVENT, ask GET this often (events can be missed across a restart)."""
+_RECENT_TERMINAL = 10000
+
+_EVENT_FIELDS = {f.name for f in dataclasses.fields(TaskEvent)}
+_INFO_FIELDS = {f.name for f in dataclasses.fields(TaskInfo)}
+
+
+def task_info(data: dict[str, Any]) -> TaskInfo:
+    """A TaskInfo from the scheduler's dict, ignoring fields this version does not know."""
+    return TaskInfo(**{k: v for k, v in data.items() if k in _INFO_FIELDS})
+
+
+def task_event(data: dict[str, Any]) -> TaskEvent:
+    """A TaskEvent from an EVENT header (``task_id``/``status`` are required by the protocol)."""
+    return TaskEvent(**{k: v for k, v in data.items() if k in _EVENT_FIELDS})
+
+
+def error_from_reply(header: dict[str, Any], retry_after_default: int = 5) -> LamaCleanerError:
+    """The exception a REJECTED reply stands for (what the HTTP edge turns into a status + text)."""
+    status = int(header.get("status") or 500)
+    code = str(header.get("code") or "")
+    message = str(header.get("message") or "Scheduler rejected the request")
+    if status == 503:
+        err: LamaCleanerError = Overloaded(message, int(header.get("retry_after") or retry_after_default))
+        if code:
+            err.code = code
+        return err
+    if code == "cancelled":
+        return TaskCancelled(message or "Task was cancelled")
+    if code == "task_failed":
+        return TaskFailed(message, header.get("traceback"), status=status)
+    if status == 404:
+        return NotFound(message)
+    if 400 <= status < 500:
+        return ClientError(message, status=status, code=code or None)
+    return LamaCleanerError(message, status=status, code=code or None)
+
+
+def connectable(endpoint: str) -> str:
+    """A bind address (``tcp://*:5570``, ``tcp://0.0.0.0:5570``) as an address to connect to."""
+    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
+        if endpoint.startswith(wildcard):
+            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
+    return endpoint
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.status: str | None = None
+
+
+class DistributedExecutor:
+    """See the module docstring. ``pm`` provides the model and image-plugin registries."""
+
+    def __init__(self, config: Any, events: Any, pm: Any = None, *, start_local_nodes: bool = True) -> None:
+        from ...image_plugins.registry import build_image_plugin_registry
+        from ...models.registry import build_model_registry
+
+        if pm is None:
+            from ..manager import create_plugin_manager
+
+            pm = create_plugin_manager(config.plugins)
+        self.config = config
+        self.events = events
+        self.models = build_model_registry(pm)
+        self.image_plugins = build_image_plugin_registry(pm, config)
+        self._current = config.model
+        self._lock = threading.Lock()
+        self._waiters: dict[str, _Waiter] = {}
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        self.scheduler: Any = None
+        self.local_nodes: Any = None
+        self.client: SchedulerClient | None = None
+        dist = config.distributed
+        try:
+            if dist.scheduler:
+                endpoint = dist.scheduler
+            else:
+                from .scheduler import Scheduler
+
+                self.scheduler = Scheduler(config, self.resource_class_of)
+                self.scheduler.start()
+                endpoint = self._scheduler_endpoint()
+            self.endpoint = connectable(endpoint)
+            self.client = SchedulerClient(
+                self.endpoint, config, on_event=self._on_event, on_reconnect=self._on_reconnect
+            )
+            if start_local_nodes and dist.local_nodes > 0:
+                from .local_nodes import LocalNodeSupervisor
+
+                self.local_nodes = LocalNodeSupervisor(config, self.endpoint)
+                self.local_nodes.start()
+        except BaseException:
+            self.close()
+            raise
+        log.info("distributed executor using scheduler %s (%s)", self.endpoint,
+                 "embedded" if self.scheduler is not None else "external")
+
+    def _scheduler_endpoint(self) -> str:
+        for attr in ("control_endpoint", "endpoint", "bound_endpoint"):
+            value = getattr(self.scheduler, attr, None)
+            if callable(value):
+                value = value()
+            if isinstance(value, str) and value:
+                return value
+        return self.config.distributed.scheduler_bind
+
+    # ------------------------------------------------------------------ routing helper
+    def resource_class_of(self, kind: str, name: str) -> str | None:
+        """``gpu``/``cpu`` for a model or image plugin this server knows, else None."""
+        try:
+            if kind == "inpaint":
+                return self.models.get(name).resource_class
+            if kind == "plugin":
+                return getattr(self.image_plugins.get(name), "resource_class", "cpu")
+        except NotFound:
+            return None
+        return None
+
+    # ------------------------------------------------------------------ InpaintExecutor
+    def current_model(self) -> str:
+        return self._current
+
+    def switch_model(self, name: str) -> bool:
+        """Validate and remember ``name``; nodes load models on demand, so nothing is loaded here."""
+        if name not in self.models:
+            raise ModelNotSupported(f"{name} not implemented")
+        ok, reason = self.models.get(name).is_available(self.config)
+        if not ok:
+            raise ModelNotSupported(reason or f"{name} is not available on this server")
+        with self._lock:
+            if name == self._current:
+                return False
+            self._current = name
+        return True
+
+    def run(self, request: TaskRequest) -> TaskOutput:
+        from ... import pipeline
+
+        if request.kind == "inpaint" and not request.name:
+            request.name = self._current
+        pipeline.validate_task(request, self.config, self.image_plugins)
+        info = self.submit(request)
+        timeout = float(self.config.distributed.request_timeout_s)
+        status = self._wait_terminal(info.id, timeout)
+        if status is None:
+            try:
+                self.cancel(info.id)
+            except LamaCleanerError:
+                pass
+            raise TaskTimeout(f"Task {info.id} did not finish within {timeout:g}s")
+        return self.result(info.id)
+
+    def close(self) -> None:
+        if self.local_nodes is not None:
+            try:
+                self.local_nodes.stop()
+            finally:
+                self.local_nodes = None
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.scheduler is not None:
+            try:
+                self.scheduler.stop()
+            finally:
+                self.scheduler = None
+
+    # ------------------------------------------------------------------ TaskService
+    def _request(self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None) -> p.Message:
+        if self.client is None:
+            raise Overloaded("The distributed executor is closed", int(self.config.distributed.retry_after_s))
+        reply = self.client.request(command, header, blobs)
+        if reply.command == p.REJECTED:
+            raise error_from_reply(reply.header, int(self.config.distributed.retry_after_s))
+        if reply.command == p.ERROR:
+            raise LamaCleanerError(str(reply.header.get("message")), status=500, code="scheduler_error")
+        return reply
+
+    def submit(self, request: TaskRequest) -> TaskInfo:
+        names = list(request.files)
+        header = {
+            "task": {
+                "kind": request.kind,
+                "name": request.name,
+                "form": dict(request.form),
+                "submitter": request.submitter,
+                # A key is always sent so that a SUBMIT re-sent after a reconnect never makes a second task.
+                "idempotency_key": request.idempotency_key or f"auto-{uuid.uuid4().hex}",
+            },
+            "blobs": names,
+        }
+        reply = self._request(p.SUBMIT, header, [request.files[n] for n in names])
+        return task_info(reply.header["task"])
+
+    def get(self, task_id: str) -> TaskInfo:
+        return task_info(self._request(p.GET, {"task_id": task_id}).header["task"])
+
+    def result(self, task_id: str) -> TaskOutput:
+        reply = self._request(p.FETCH, {"task_id": task_id})
+        blobs = reply.blob_map()
+        body = blobs.get("body", reply.blobs[0] if reply.blobs else b"")
+        headers = {str(k): str(v) for k, v in (reply.header.get("headers") or {}).items()}
+        return TaskOutput(body=body, mimetype=reply.header["mimetype"], headers=headers)
+
+    def cancel(self, task_id: str) -> TaskInfo:
+        return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
+        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
+        return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
+
+    def queues(self) -> list[dict[str, Any]]:
+        return list(self._request(p.QUEUES, {}).header.get("queues") or [])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request(p.NODES, {}).header.get("nodes") or [])
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, header: dict[str, Any]) -> None:
+        """Runs on the client's I/O thread: forward to observers, then wake a waiting ``run``."""
+        try:
+            event = task_event(header)
+        except TypeError as exc:
+            log.warning("ignoring malformed EVENT %s: %s", header, exc)
+            return
+        self.events.emit(event)
+        if event.status in TERMINAL_STATES:
+            self._mark_terminal(event.task_id, event.status)
+
+    def _mark_terminal(self, task_id: str, status: str) -> None:
+        with self._lock:
+            self._recent[task_id] = status
+            self._recent.move_to_end(task_id)
+            while len(self._recent) > _RECENT_TERMINAL:
+                self._recent.popitem(last=False)
+            waiter = self._waiters.get(task_id)
+        if waiter is not None:
+            waiter.status = status
+            waiter.done.set()
+
+    def _on_reconnect(self) -> None:
+        """Wake every waiter so it re-checks with GET (events during the outage are lost)."""
+        with self._lock:
+            waiters = list(self._waiters.values())
+        for waiter in waiters:
+            waiter.done.set()
+
+    def _wait_terminal(self, task_id: str, timeout: float) -> str | None:
+        """The task's terminal status, or None if it did not finish within ``timeout`` seconds."""
+        import time
+
+        waiter = _Waiter()
+        with self._lock:
+            if task_id in self._recent:
+                return self._recent[task_id]
+            self._waiters[task_id] = waiter
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                waiter.done.wait(min(_RECHECK_S, remaining))
+                if waiter.status is not None:
+                    return waiter.status
+                waiter.done.clear()
+                try:
+                    info = self.get(task_id)
+                except Overloaded:
+                    continue  # scheduler unreachable for now: keep waiting until the deadline
+                if info.status in TERMINAL_STATES:
+                    return info.status
+        finally:
+            with self._lock:
+                self._waiters.pop(task_id, None)

@@ -1,0 +1,140 @@
+"""The child process of a node that holds the model and runs ``pipeline.execute_task``.
+
+Why a separate process: the node's main process must keep answering heartbeats and CANCEL while a
+model runs, and a model call that cannot be interrupted (a long C/CUDA call) can then still be
+stopped by terminating this process, which also frees its memory. The parent talks to it over a
+``multiprocessing`` Pipe and a shared Event:
+
+parent -> child: ``("task", header_dict, files_dict)``, ``("stop",)``
+child -> parent: ``("ready", info)``, ``("init_failed", message)``,
+``("progress", task_id, percent, step, total_steps)``, ``("result", task_id, body, mimetype, headers,
+loaded_model)``, ``("failed", task_id, message, traceback, retryable, status)``, ``("cancelled", task_id)``.
+
+The cancel Event is set by the parent on CANCEL; models that report steps check it between steps
+through the ``cancelled`` callback of ``execute_task``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent (the node) dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def classify(exc: BaseException) -> tuple[str, bool, int]:
+    """(message, retryable, status) for a failure: bad input is final, infrastructure is retried."""
+    from ...errors import ClientError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
+
+    if isinstance(exc, (ClientError, NotFound, ModelNotSupported)):
+        return exc.message, False, exc.status
+    if isinstance(exc, OutOfMemory):
+        return exc.message, True, exc.status
+    if isinstance(exc, LamaCleanerError):
+        return exc.message, exc.status >= 500, exc.status
+    if isinstance(exc, MemoryError):
+        return "Out of memory", True, 500
+    return str(exc) or type(exc).__name__, True, 500
+
+
+class _Runtime:
+    """Everything the child builds once: plugin manager, model manager, image plugins."""
+
+    def __init__(self, config: Any, plugins: list[str], device: str) -> None:
+        from ...image_plugins.registry import build_image_plugin_registry
+        from ...models.manager import ModelManager
+        from ...models.registry import build_model_registry
+        from ..manager import create_plugin_manager
+
+        self.config = config
+        pm = create_plugin_manager(plugins)
+        self.models = ModelManager(build_model_registry(pm), config, device)
+        self.image_plugins = build_image_plugin_registry(pm, config)
+
+    def run(self, header: dict[str, Any], files: dict[str, bytes], conn: Connection, cancel_event: Any) -> None:
+        from ... import pipeline
+        from ...errors import TaskCancelled
+        from ...tasks import Progress, TaskRequest
+
+        task_id = header["task_id"]
+        request = TaskRequest(
+            kind=header["kind"],
+            name=header["name"],
+            form={str(k): str(v) for k, v in (header.get("form") or {}).items()},
+            files=files,
+            submitter=header.get("submitter"),
+            task_id=task_id,
+        )
+
+        def progress(p: Progress) -> None:
+            conn.send(("progress", task_id, float(p.percent), p.step, p.total_steps))
+
+        try:
+            out = pipeline.execute_task(
+                request,
+                models=self.models,
+                image_plugins=self.image_plugins,
+                config=self.config,
+                progress=progress,
+                cancelled=cancel_event.is_set,
+            )
+        except TaskCancelled:
+            conn.send(("cancelled", task_id))
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, none kills the worker
+            if cancel_event.is_set():
+                conn.send(("cancelled", task_id))
+                return
+            message, retryable, status = classify(exc)
+            conn.send(("failed", task_id, message, traceback.format_exc(), retryable, status))
+            return
+        loaded = _loaded(self.models)
+        conn.send(("result", task_id, out.body, out.mimetype, dict(out.headers), loaded))
+
+
+def _loaded(models: Any) -> str | None:
+    try:
+        return models.loaded_model()
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+
+
+def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str) -> None:
+    """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
+    logging.basicConfig(level=os.environ.get("LAMA_CLEANER_LOG_LEVEL", "INFO"))
+    try:
+        runtime = _Runtime(config, plugins, device)
+    except BaseException as exc:  # noqa: BLE001 - report, then exit: the node decides what to do
+        conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", {"pid": os.getpid(), "loaded_model": _loaded(runtime.models)}))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # parent closed the pipe or died
+        if not msg or msg[0] == "stop":
+            return
+        if msg[0] == "task":
+            runtime.run(msg[1], msg[2], conn, cancel_event)

@@ -1,0 +1,163 @@
+"""Node subprocesses the web server starts for itself (``distributed.local_nodes``).
+
+Each is an ordinary ``python -m lama_cleaner node ...`` process, visible in ``ps`` and killable like
+any other node, started with ``--parent-pid`` so it exits when the server dies, even by SIGKILL. A
+supervisor thread restarts a node that exits, with exponential backoff so a node that cannot start
+does not spin, and ``stop()`` terminates them all at shutdown (SIGTERM, then SIGKILL).
+
+The nodes receive the server's effective configuration as a JSON file (heartbeat intervals,
+reconnect bounds, model settings), so what the operator configured applies to them too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .heartbeat import Backoff
+
+log = logging.getLogger(__name__)
+
+_STABLE_S = 30.0
+"""A node that ran this long before exiting restarts without accumulated backoff."""
+_STOP_GRACE_S = 5.0
+
+
+@dataclass
+class _Slot:
+    name: str
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float = 0.0
+    restarts: int = 0
+    backoff: Backoff | None = None
+
+
+class LocalNodeSupervisor:
+    """Starts ``config.distributed.local_nodes`` nodes against ``endpoint`` and keeps them alive."""
+
+    def __init__(self, config: Any, endpoint: str, *, count: int | None = None, check_interval_s: float = 0.2) -> None:
+        dist = config.distributed
+        self.config = config
+        self.endpoint = endpoint
+        self.count = int(dist.local_nodes if count is None else count)
+        self.check_interval_s = check_interval_s
+        self._slots = [
+            _Slot(f"local-{i + 1}", backoff=Backoff(max(0.5, dist.reconnect_min_s), max(5.0, dist.reconnect_max_s)))
+            for i in range(self.count)
+        ]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="lama-cleaner-nodes-")
+        self.config_path = Path(self._tmpdir.name) / "node-config.json"
+
+    # ------------------------------------------------------------------ command line
+    def command(self, name: str) -> list[str]:
+        """The exact command line of one local node."""
+        dist = self.config.distributed
+        plugins = [x for x in self.config.plugins if x and x != "distributed"]
+        cmd = [
+            sys.executable, "-m", "lama_cleaner", "node",
+            "--scheduler", self.endpoint,
+            "--name", name,
+            "--parent-pid", str(os.getpid()),
+            "--device", dist.local_node_device,
+            "--config", str(self.config_path),
+            "--stop-grace", "1",
+        ]
+        if plugins:
+            cmd += ["--plugins", ",".join(plugins)]
+        if dist.local_node_queues:
+            cmd += ["--queues", ",".join(dist.local_node_queues)]
+        return cmd
+
+    def _write_config(self) -> None:
+        data = self.config.to_dict()
+        data["plugins"] = [x for x in self.config.plugins if x and x != "distributed"]
+        data["device"] = self.config.distributed.local_node_device
+        self.config_path.write_text(json.dumps(data, indent=1, default=str))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.count <= 0:
+            return
+        self._write_config()
+        with self._lock:
+            for slot in self._slots:
+                self._spawn(slot)
+        self._thread = threading.Thread(target=self._watch, name="lama-local-nodes", daemon=True)
+        self._thread.start()
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.poll() is None]
+
+    def _spawn(self, slot: _Slot) -> None:
+        cmd = self.command(slot.name)
+        env = dict(os.environ)
+        cwd = os.getcwd()
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (cwd, env.get("PYTHONPATH", "")) if x)
+        slot.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+        slot.started_at = time.monotonic()
+        log.info("started local node %s (pid %s)", slot.name, slot.proc.pid)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.check_interval_s):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                for slot in self._slots:
+                    self._check(slot, now)
+
+    def _check(self, slot: _Slot, now: float) -> None:
+        assert slot.backoff is not None
+        proc = slot.proc
+        if proc is not None:
+            code = proc.poll()
+            if code is None:
+                return
+            ran = now - slot.started_at
+            if ran > _STABLE_S:
+                slot.backoff.reset()
+            delay = slot.backoff.next_delay()
+            log.warning(
+                "local node %s exited with code %s after %.1fs; restarting in %.1fs", slot.name, code, ran, delay
+            )
+            slot.proc = None
+            slot.restart_at = now + delay
+            return
+        if now >= slot.restart_at:
+            slot.restarts += 1
+            self._spawn(slot)
+
+    def stop(self) -> None:
+        """Terminate every node (SIGTERM, SIGKILL after a grace) and stop supervising."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        with self._lock:
+            procs = [s.proc for s in self._slots if s.proc is not None]
+            for slot in self._slots:
+                slot.proc = None
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for proc in procs:
+            try:
+                proc.wait(max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(2.0)
+        self._tmpdir.cleanup()

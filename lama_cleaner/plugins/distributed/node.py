@@ -1,0 +1,640 @@
+"""A worker node: registers with the scheduler, pulls one task at a time and runs it in a child process.
+
+Threading model. The node's main process owns every ZeroMQ socket and runs one poll loop over the
+control socket, the joined queue sockets and the Pipe to the inference child. Inference happens in
+that child (``inference_worker.py``), so a long model call never delays heartbeats, CANCEL handling
+or reconnects: the loop wakes at least every ``_TICK_S`` whatever the model does.
+
+Flow control is pull-based (ZeroMQ Guide ch. 3, "load balancing"): when idle the node sends READY
+(a credit of exactly one task) on each joined queue socket; the scheduler hands out at most one TASK
+and the node sends READY again only once that task is finished. No task ever waits in a busy node.
+
+Failure handling:
+- scheduler silent for ``interval * liveness`` -> sockets are recreated and HELLO is sent again after
+  an exponential backoff (``reconnect_min_s`` doubling to ``reconnect_max_s``); a finished task's
+  outcome is re-sent after every WELCOME (the scheduler discards duplicates);
+- UNKNOWN (the scheduler lost us, e.g. restarted) -> HELLO again at once;
+- CANCEL -> the shared Event is set; a model that reports steps stops at its next step, anything
+  else (or a stepping model that does not stop within ``_STEP_CANCEL_GRACE_S``) is stopped by
+  terminating the child (SIGTERM, then SIGKILL after ``_KILL_GRACE_S``) and a fresh child is spawned;
+- the inference child dies -> the task is reported FAILED (retryable) and a new child is spawned;
+- ``parent_pid`` dies -> the node exits (local nodes must not outlive their web server).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import protocol as p
+from .capabilities import available_models, collect
+from .heartbeat import Backoff, Liveness
+from .inference_worker import worker_main
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.05
+_KILL_GRACE_S = 0.5
+_STEP_CANCEL_GRACE_S = 3.0
+_BYE_LINGER_MS = 500
+
+
+@dataclass
+class _Current:
+    """The task the node is working on."""
+
+    task_id: str
+    attempt: int
+    kind: str
+    name: str
+    queue: str
+    started: float
+    cancel_deadline: float | None = None
+
+
+class _Child:
+    """One inference child process and its Pipe; stopping it never blocks the poll loop."""
+
+    def __init__(self, ctx: Any, config: Any, plugins: list[str], device: str) -> None:
+        self.conn, child_conn = ctx.Pipe()
+        self.cancel_event = ctx.Event()
+        self.proc = ctx.Process(
+            target=worker_main,
+            args=(child_conn, self.cancel_event, config, plugins, device),
+            name="lama-cleaner-inference",
+            daemon=True,
+        )
+        self.proc.start()
+        child_conn.close()
+        self.ready = False
+        self.kill_deadline: float | None = None
+
+    def terminate(self) -> None:
+        """SIGTERM now; :meth:`reap` escalates to SIGKILL after the grace period."""
+        if self.kill_deadline is None:
+            self.kill_deadline = time.monotonic() + _KILL_GRACE_S
+            try:
+                self.proc.terminate()
+            except (OSError, AttributeError):
+                pass
+
+    def reap(self) -> bool:
+        """True once the process is gone (escalating to SIGKILL when the grace has passed)."""
+        if not self.proc.is_alive():
+            self.proc.join(0)
+            self.close_pipe()
+            return True
+        if self.kill_deadline is not None and time.monotonic() > self.kill_deadline:
+            try:
+                self.proc.kill()
+            except (OSError, AttributeError):
+                pass
+            self.kill_deadline = time.monotonic() + _KILL_GRACE_S
+        return False
+
+    def close_pipe(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Blocking stop used at exit: ask politely, then terminate, then kill."""
+        try:
+            self.conn.send(("stop",))
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(_KILL_GRACE_S)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(_KILL_GRACE_S)
+        self.close_pipe()
+
+
+class Node:
+    """See the module docstring. ``run()`` blocks until the node stops and returns an exit code."""
+
+    def __init__(
+        self,
+        scheduler: str,
+        config: Any,
+        *,
+        name: str | None = None,
+        queues: list[str] | None = None,
+        models: list[str] | None = None,
+        device: str = "cpu",
+        labels: dict[str, str] | None = None,
+        plugins: list[str] | None = None,
+        exit_on_drain: bool = False,
+        parent_pid: int | None = None,
+        stop_grace_s: float = 10.0,
+    ) -> None:
+        from ...image_plugins.registry import build_image_plugin_registry
+        from ...models.registry import build_model_registry
+        from ..manager import create_plugin_manager
+
+        self.scheduler = scheduler
+        self.config = config
+        self.node_id = uuid.uuid4().hex
+        self.name = name or f"{os.uname().nodename}-{os.getpid()}"
+        self.device = device
+        self.plugins = [x for x in (plugins or []) if x and x != "distributed"]
+        self.exit_on_drain = exit_on_drain
+        self.parent_pid = parent_pid
+        self._direct_parent = parent_pid is not None and os.getppid() == parent_pid
+        self.stop_grace_s = stop_grace_s
+
+        pm = create_plugin_manager(self.plugins)
+        self.registry = build_model_registry(pm)
+        try:
+            image_plugins = build_image_plugin_registry(pm, config).names()
+        except Exception as exc:  # noqa: BLE001 - plugins are optional capabilities
+            log.warning("image plugins unavailable on this node: %s", exc)
+            image_plugins = []
+        self.models = available_models(self.registry, config, models or [])
+        self.capabilities = collect(
+            device=device,
+            models=self.models,
+            plugins=image_plugins,
+            labels=labels or {},
+            queues_requested=list(queues or []),
+        )
+
+        dist = config.distributed
+        self.liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
+        self.backoff = Backoff(dist.reconnect_min_s, dist.reconnect_max_s)
+        self.ctx = zmq.Context()
+        self.mp_ctx = mp.get_context("spawn")
+        self.control: zmq.Socket | None = None
+        self.queue_socks: dict[zmq.Socket, str] = {}
+        self.welcomed = False
+        self.next_connect_at = 0.0
+        self.current: _Current | None = None
+        self.pending_outcome: list[bytes] | None = None
+        self.ready_sent = False
+        self.draining = False
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.exit_code: int | None = None
+        self.loaded_model: str | None = None
+        self.child: _Child | None = None
+        self.dying: list[_Child] = []
+        self._next_parent_check = 0.0
+
+    # ------------------------------------------------------------------ public
+    def request_stop(self, *, immediate: bool = False) -> None:
+        """Signal-safe: stop taking work; finish the current task (up to ``stop_grace_s``) then exit."""
+        if self.stopping or immediate:
+            self.stop_deadline = 0.0
+        else:
+            self.stop_deadline = time.monotonic() + self.stop_grace_s
+        self.stopping = True
+
+    def run(self) -> int:
+        self._spawn_child()
+        try:
+            while self.exit_code is None:
+                self._tick()
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    # ------------------------------------------------------------------ loop
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._parent_gone(now):
+            log.warning("parent process %s is gone; exiting", self.parent_pid)
+            self._exit("parent exited", 0, kill_child=True)
+            return
+        if self.stopping and (self.current is None or (self.stop_deadline or 0) <= now):
+            self._exit("shutdown", 0, kill_child=self.current is not None)
+            return
+        self._reap_dying()
+        if self.control is None and now >= self.next_connect_at:
+            self._connect()
+        elif self.control is not None and self.liveness.expired:
+            log.warning("scheduler %s silent; reconnecting", self.scheduler)
+            self._disconnect(backoff=True)
+        if self.control is not None and self.welcomed and self.liveness.due():
+            self._send_heartbeat()
+        self._check_cancel_deadline(now)
+
+        poller = zmq.Poller()
+        if self.control is not None:
+            poller.register(self.control, zmq.POLLIN)
+        for sock in self.queue_socks:
+            poller.register(sock, zmq.POLLIN)
+        if self.child is not None:
+            poller.register(self.child.conn.fileno(), zmq.POLLIN)
+        timeout = min(_TICK_S, self.liveness.time_to_next()) if self.welcomed else _TICK_S
+        events = dict(poller.poll(timeout * 1000))
+        if not events:
+            return
+        if self.child is not None and self.child.conn.fileno() in events:
+            self._drain_child()
+        if self.control is not None and self.control in events:
+            self._drain_socket(self.control, None)
+        for sock, queue in list(self.queue_socks.items()):
+            if sock in events:
+                self._drain_socket(sock, queue)
+
+    def _drain_socket(self, sock: zmq.Socket, queue: str | None) -> None:
+        for _ in range(100):
+            if sock.closed:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = p.decode(frames, receiver="node")
+            except p.ProtocolError as exc:
+                log.warning("dropping malformed message from scheduler: %s", exc)
+                continue
+            self.liveness.seen()
+            if queue is None:
+                self._on_control(msg)
+            else:
+                self._on_queue(msg, queue)
+
+    # ------------------------------------------------------------------ connection
+    def _connect(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.scheduler)
+        self.control = sock
+        self.welcomed = False
+        self.liveness.reset()
+        self._send(self._hello())
+        log.info("node %s (%s) says HELLO to %s", self.name, self.node_id, self.scheduler)
+
+    def _disconnect(self, *, backoff: bool) -> None:
+        for sock in list(self.queue_socks):
+            sock.close(0)
+        self.queue_socks.clear()
+        if self.control is not None:
+            self.control.close(0)
+        self.control = None
+        self.welcomed = False
+        self.ready_sent = False
+        delay = self.backoff.next_delay() if backoff else 0.0
+        self.next_connect_at = time.monotonic() + delay
+
+    def _hello(self) -> list[bytes]:
+        from ... import __version__
+
+        cur = self.current
+        return p.encode(
+            p.HELLO,
+            {
+                "node_id": self.node_id,
+                "name": self.name,
+                "version": __version__,
+                "pid": os.getpid(),
+                "capabilities": self.capabilities,
+                "loaded_model": self.loaded_model,
+                "public_key": None,
+                "task_id": cur.task_id if cur else None,
+                "attempt": cur.attempt if cur else None,
+            },
+        )
+
+    def _send(self, frames: list[bytes], sock: zmq.Socket | None = None) -> bool:
+        target = sock if sock is not None else self.control
+        if target is None:
+            return False
+        try:
+            target.send_multipart(frames, zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            log.debug("scheduler not reachable; message dropped")
+            return False
+
+    def _state(self) -> str:
+        if self.draining or self.stopping:
+            return p.NODE_DRAINING
+        return p.NODE_BUSY if self.current is not None else p.NODE_IDLE
+
+    def _send_heartbeat(self) -> None:
+        self._send(
+            p.encode(
+                p.HEARTBEAT,
+                {
+                    "node_id": self.node_id,
+                    "state": self._state(),
+                    "task_id": self.current.task_id if self.current else None,
+                    "loaded_model": self.loaded_model,
+                },
+            )
+        )
+
+    def _idle(self) -> bool:
+        return (
+            self.current is None
+            and self.child is not None
+            and not self.draining
+            and not self.stopping
+        )
+
+    def _offer_credit(self) -> None:
+        """READY (one credit) on every joined queue, once per idle period."""
+        if self.ready_sent or not self.welcomed or not self._idle():
+            return
+        for sock in self.queue_socks:
+            self._send(p.encode(p.READY, {"node_id": self.node_id}), sock)
+        self.ready_sent = True
+
+    # ------------------------------------------------------------------ control messages
+    def _on_control(self, msg: p.Message) -> None:
+        cmd = msg.command
+        if cmd == p.WELCOME:
+            self._on_welcome(msg)
+        elif cmd == p.HEARTBEAT:
+            pass
+        elif cmd == p.CANCEL:
+            self._on_cancel(msg.header["task_id"], msg.header["attempt"])
+        elif cmd == p.UNKNOWN:
+            log.info("scheduler does not know this node (%s); saying HELLO again", msg.get("reason"))
+            self._disconnect(backoff=False)
+        elif cmd == p.DRAIN:
+            log.info("drain requested")
+            self.draining = True
+            self._send_heartbeat()
+            if self.exit_on_drain and self.current is None:
+                self._exit("drained", 0)
+        elif cmd == p.ERROR:
+            log.error("scheduler error %s: %s", msg.header["code"], msg.header["message"])
+            if msg.header["code"] == p.ERR_VERSION:
+                self._exit("protocol version mismatch", 2)
+        else:
+            log.warning("unexpected %s on the control socket", cmd)
+
+    def _on_welcome(self, msg: p.Message) -> None:
+        header = msg.header
+        self.liveness.configure(header["heartbeat_interval_s"], header["liveness"])
+        self.backoff.reset()
+        for sock in list(self.queue_socks):
+            sock.close(0)
+        self.queue_socks.clear()
+        for queue, endpoint in header["queues"].items():
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            self.queue_socks[sock] = queue
+        for queue, reason in (header.get("rejected") or {}).items():
+            log.info("not joining queue %s: %s", queue, reason)
+        self.welcomed = True
+        self.ready_sent = False
+        log.info("welcomed by %s; queues %s", self.scheduler, sorted(header["queues"]))
+        if self.pending_outcome is not None:
+            self._send(self.pending_outcome)
+        self._send_heartbeat()
+        self._offer_credit()
+
+    # ------------------------------------------------------------------ tasks
+    def _on_queue(self, msg: p.Message, queue: str) -> None:
+        if msg.command != p.TASK:
+            log.warning("unexpected %s on queue %s", msg.command, queue)
+            return
+        header = msg.header
+        task_id, attempt = header["task_id"], header["attempt"]
+        if not self._idle() or self.child is None:
+            log.warning("TASK %s arrived while not idle; handing it back", task_id)
+            self._send(self._failed_frames(task_id, attempt, "node was not idle", "", True, 503))
+            return
+        try:
+            files = msg.blob_map()
+        except ValueError:
+            files = {}
+        self.current = _Current(task_id, attempt, header["kind"], header["name"], queue, time.monotonic())
+        self.pending_outcome = None
+        self.ready_sent = False
+        self.child.cancel_event.clear()
+        try:
+            self.child.conn.send(("task", dict(header), files))
+        except (OSError, ValueError) as exc:
+            log.error("cannot hand task %s to the inference process: %s", task_id, exc)
+        self._send_heartbeat()
+        log.info("running %s %s (task %s attempt %s)", header["kind"], header["name"], task_id, attempt)
+
+    def _on_cancel(self, task_id: str, attempt: int) -> None:
+        cur = self.current
+        if cur is None or cur.task_id != task_id or self.child is None:
+            return
+        if cur.cancel_deadline is not None:
+            return
+        self.child.cancel_event.set()
+        if self._reports_steps(cur):
+            cur.cancel_deadline = time.monotonic() + _STEP_CANCEL_GRACE_S
+            log.info("cancel %s: asked the model to stop at its next step", task_id)
+        else:
+            log.info("cancel %s: model cannot be interrupted; terminating the inference process", task_id)
+            self._kill_child_for_cancel()
+
+    def _reports_steps(self, cur: _Current) -> bool:
+        if cur.kind != "inpaint":
+            return False
+        try:
+            return bool(getattr(self.registry.get(cur.name), "reports_steps", False))
+        except Exception:  # noqa: BLE001 - unknown model: treat as uninterruptible
+            return False
+
+    def _check_cancel_deadline(self, now: float) -> None:
+        cur = self.current
+        if cur is not None and cur.cancel_deadline is not None and now > cur.cancel_deadline:
+            log.warning("task %s did not stop at a step boundary; terminating the inference process", cur.task_id)
+            self._kill_child_for_cancel()
+
+    def _kill_child_for_cancel(self) -> None:
+        cur = self.current
+        if self.child is not None:
+            self.child.terminate()
+            self.dying.append(self.child)
+            self.child = None
+        if cur is not None:
+            self._finish(self._cancelled_frames(cur))
+        self.loaded_model = None
+
+    def _finish(self, frames: list[bytes]) -> None:
+        """Report the outcome of the current task, keep it for re-sending, and become idle."""
+        self.pending_outcome = frames
+        self._send(frames)
+        self.current = None
+        self.ready_sent = False
+        if self.draining and self.exit_on_drain:
+            self._exit("drained", 0)
+            return
+        self._send_heartbeat()
+        self._offer_credit()
+
+    def _cancelled_frames(self, cur: _Current) -> list[bytes]:
+        return p.encode(p.CANCELLED, {"node_id": self.node_id, "task_id": cur.task_id, "attempt": cur.attempt})
+
+    def _failed_frames(
+        self, task_id: str, attempt: int, error: str, tb: str, retryable: bool, status: int
+    ) -> list[bytes]:
+        return p.encode(
+            p.FAILED,
+            {
+                "node_id": self.node_id,
+                "task_id": task_id,
+                "attempt": attempt,
+                "error": error,
+                "traceback": tb,
+                "retryable": retryable,
+                "status": status,
+            },
+        )
+
+    # ------------------------------------------------------------------ child process
+    def _spawn_child(self) -> None:
+        self.child = _Child(self.mp_ctx, self.config, self.plugins, self.device)
+        log.info("inference process %s started", self.child.proc.pid)
+
+    def _reap_dying(self) -> None:
+        if not self.dying:
+            return
+        self.dying = [c for c in self.dying if not c.reap()]
+        if not self.dying and self.child is None and not self.stopping:
+            self._spawn_child()
+            self._offer_credit()
+
+    def _drain_child(self) -> None:
+        child = self.child
+        assert child is not None
+        while child is self.child:
+            try:
+                if not child.conn.poll():
+                    return
+                msg = child.conn.recv()
+            except (EOFError, OSError):
+                self._child_died(child)
+                return
+            self._on_child(msg)
+
+    def _child_died(self, child: _Child) -> None:
+        child.proc.join(1.0)
+        code = child.proc.exitcode
+        log.error("inference process %s exited (code %s)", child.proc.pid, code)
+        child.close_pipe()
+        self.child = None
+        self.loaded_model = None
+        cur = self.current
+        if cur is not None:
+            if cur.cancel_deadline is not None:
+                self._finish(self._cancelled_frames(cur))
+            else:
+                error = f"inference process exited unexpectedly (exit code {code})"
+                self._finish(self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500))
+        if not self.stopping and self.exit_code is None:
+            self._spawn_child()
+            self._offer_credit()
+
+    def _on_child(self, msg: tuple) -> None:
+        kind = msg[0]
+        cur = self.current
+        if kind == "ready":
+            assert self.child is not None
+            self.child.ready = True
+            self.loaded_model = msg[1].get("loaded_model")
+            self._offer_credit()
+            return
+        if kind == "init_failed":
+            log.error("inference process could not start: %s", msg[1])
+            self._exit("inference process could not start", 3, kill_child=True)
+            return
+        if cur is None or msg[1] != cur.task_id:
+            return  # a late message about a task we already gave up on
+        if kind == "progress":
+            _, task_id, percent, step, total = msg
+            self._send(
+                p.encode(
+                    p.PROGRESS,
+                    {
+                        "node_id": self.node_id,
+                        "task_id": task_id,
+                        "attempt": cur.attempt,
+                        "percent": percent,
+                        "step": step,
+                        "total_steps": total,
+                    },
+                )
+            )
+        elif kind == "result":
+            _, task_id, body, mimetype, headers, loaded = msg
+            self.loaded_model = loaded
+            header = {
+                "node_id": self.node_id,
+                "task_id": task_id,
+                "attempt": cur.attempt,
+                "mimetype": mimetype,
+                "headers": headers,
+            }
+            self._finish(p.encode_named(p.RESULT, header, {"body": body}))
+        elif kind == "failed":
+            _, task_id, error, tb, retryable, status = msg
+            log.warning("task %s failed: %s", task_id, error)
+            self._finish(self._failed_frames(task_id, cur.attempt, error, tb, retryable, status))
+        elif kind == "cancelled":
+            self._finish(self._cancelled_frames(cur))
+
+    # ------------------------------------------------------------------ exit
+    def _parent_gone(self, now: float) -> bool:
+        if self.parent_pid is None or now < self._next_parent_check:
+            return False
+        self._next_parent_check = now + 0.2
+        if self._direct_parent and os.getppid() != self.parent_pid:
+            return True
+        try:
+            os.kill(self.parent_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        try:
+            with open(f"/proc/{self.parent_pid}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+            return state in (b"Z", b"X")
+        except (OSError, IndexError):
+            return False
+
+    def _exit(self, reason: str, code: int, *, kill_child: bool = False) -> None:
+        if self.exit_code is not None:
+            return
+        self.exit_code = code
+        self._bye_reason = reason
+        if kill_child and self.child is not None:
+            self.child.terminate()
+            self.dying.append(self.child)
+            self.child = None
+
+    def _shutdown(self) -> None:
+        reason = getattr(self, "_bye_reason", "shutdown")
+        if self.control is not None and self.welcomed:
+            self._send(p.encode(p.BYE, {"node_id": self.node_id, "reason": reason}))
+            self.control.setsockopt(zmq.LINGER, _BYE_LINGER_MS)
+        for sock in list(self.queue_socks):
+            sock.close(0)
+        self.queue_socks.clear()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.child is not None:
+            self.child.stop()
+            self.child = None
+        deadline = time.monotonic() + 3 * _KILL_GRACE_S
+        while self.dying and time.monotonic() < deadline:
+            self.dying = [c for c in self.dying if not c.reap()]
+            time.sleep(0.02)
+        self.ctx.term()
+        log.info("node %s stopped (%s)", self.name, reason)

@@ -1,0 +1,119 @@
+"""``lama-cleaner node``: parse the command line, build the config and run a :class:`Node`.
+
+Example::
+
+    lama-cleaner node --scheduler tcp://10.0.0.5:5570 --queues gpu --device cuda --labels zone=lab
+
+Signals: the first SIGTERM/SIGINT stops taking work and lets the current task finish (up to
+``--stop-grace`` seconds), a second one exits at once. Either way the node says BYE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from ...config import ConfigError, load_config
+from .capabilities import effective_device, parse_labels, split_list
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="lama-cleaner node",
+        description="Run a worker node that pulls inpainting tasks from a lama-cleaner scheduler.",
+    )
+    ap.add_argument("--scheduler", help="Scheduler control endpoint, e.g. tcp://127.0.0.1:5570 "
+                    "(default: distributed.scheduler, else distributed.scheduler_bind of the config).")
+    ap.add_argument("--queues", default=None, help="Comma-separated queues to join (default: all it qualifies for).")
+    ap.add_argument("--models", default=None, help="Comma-separated models to offer (default: every available one).")
+    ap.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
+                    help="Device for models (default: the config's device; cuda falls back to cpu without a GPU).")
+    ap.add_argument("--name", default=None, help="Human-readable node name (default: host-pid).")
+    ap.add_argument("--labels", default=None, help="Comma-separated key=value labels reported to the scheduler.")
+    ap.add_argument("--plugins", default=None, help="Comma-separated plugins (same syntax as the server's --plugins).")
+    ap.add_argument("--config", default=None, help="TOML or JSON config file.")
+    ap.add_argument("--parent-pid", type=int, default=None, help="Exit when this process dies.")
+    ap.add_argument("--exit-on-drain", action="store_true", help="Exit once a DRAIN from the scheduler is done.")
+    ap.add_argument("--stop-grace", type=float, default=10.0,
+                    help="Seconds a SIGTERM waits for the current task before exiting.")
+    ap.add_argument("--log-level", default="INFO", help="Python logging level.")
+    return ap
+
+
+def _pre_plugins(argv: Sequence[str]) -> list[str]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugins", default=None)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(list(argv))
+    plugins = split_list(known.plugins)
+    if not plugins and known.config:
+        try:
+            plugins = list(load_config(known.config).plugins)
+        except ConfigError:
+            plugins = []
+    return plugins
+
+
+def node_main(argv: Sequence[str] | None = None) -> int:
+    """Run a node until it is told to stop; returns the process exit code."""
+    from ..manager import create_plugin_manager
+    from .node import Node
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        plugins = _pre_plugins(argv)
+        pm = create_plugin_manager([x for x in plugins if x != "distributed"])
+    except ConfigError as exc:
+        parser.error(str(exc))
+    pm.hook.add_cli_options(parser=parser, command="node")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s node[%(process)d] %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        labels = parse_labels(args.labels)
+    except (ConfigError, ValueError) as exc:
+        parser.error(str(exc))
+    if args.plugins is not None:
+        config.plugins = split_list(args.plugins)
+    pm.hook.configure(config=config, args=args)
+    scheduler = args.scheduler or config.distributed.scheduler or config.distributed.scheduler_bind
+    if not scheduler.startswith("tcp://"):
+        parser.error(f"--scheduler must be a tcp:// endpoint, got {scheduler!r}")
+    device = effective_device(args.device or config.device)
+    config.device = device
+
+    node = Node(
+        scheduler,
+        config,
+        name=args.name,
+        queues=split_list(args.queues),
+        models=split_list(args.models),
+        device=device,
+        labels=labels,
+        plugins=list(config.plugins),
+        exit_on_drain=args.exit_on_drain,
+        parent_pid=args.parent_pid,
+        stop_grace_s=args.stop_grace,
+    )
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signum)
+        node.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("node %s offers models %s on %s", node.name, node.models, device)
+    return node.run()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.node_main`
+    sys.exit(node_main())

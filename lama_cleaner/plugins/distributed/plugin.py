@@ -1,0 +1,98 @@
+"""The ``distributed`` plugin (``--plugins distributed``): hook implementations only.
+
+- ``add_cli_options``/``configure``: ``serve`` gets ``--local-nodes``, ``--scheduler``,
+  ``--scheduler-bind`` and ``--data-dir`` (the ``[distributed]`` section is not generated as flags).
+- ``inpaint_executor``: replaces the local executor with :class:`DistributedExecutor`.
+- ``register_routes``: serves ``/api/v1`` from that executor (it is also the TaskService).
+- ``shutdown``: stops local nodes, the client and the embedded scheduler.
+
+Without this plugin nothing of the distributed system is imported or started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from ..hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+_SERVE_OPTIONS = (
+    # flag, dest, type, help
+    ("--local-nodes", "dist_local_nodes", int, "Node subprocesses the server starts and keeps alive "
+     "(distributed.local_nodes, default 1)."),
+    ("--scheduler", "dist_scheduler", str, "Use an external scheduler at this tcp:// address instead of "
+     "embedding one (distributed.scheduler)."),
+    ("--scheduler-bind", "dist_scheduler_bind", str, "Where the embedded scheduler listens "
+     "(distributed.scheduler_bind, default tcp://127.0.0.1:5570)."),
+    ("--data-dir", "dist_data_dir", str, "Directory of the scheduler's SQLite journal (distributed.data_dir)."),
+)
+_FIELDS = {
+    "dist_local_nodes": "local_nodes",
+    "dist_scheduler": "scheduler",
+    "dist_scheduler_bind": "scheduler_bind",
+    "dist_data_dir": "data_dir",
+}
+
+_executors: list[Any] = []
+
+
+@hookimpl
+def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
+    if command != "serve":
+        return
+    group = parser.add_argument_group("distributed plugin")
+    for flag, dest, kind, help_text in _SERVE_OPTIONS:
+        if flag in parser._option_string_actions:  # the CLI may already generate it
+            continue
+        group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+
+
+@hookimpl
+def configure(config: Any, args: argparse.Namespace | None) -> None:
+    if args is None:
+        return
+    for dest, name in _FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            setattr(config.distributed, name, value)
+    if config.distributed.local_nodes < 0:
+        from ...config import ConfigError
+
+        raise ConfigError("--local-nodes must be 0 or more")
+
+
+@hookimpl
+def inpaint_executor(config: Any, events: Any) -> Any:
+    from .executor import DistributedExecutor
+
+    pm = getattr(events, "pm", None) or getattr(events, "_pm", None)
+    executor = DistributedExecutor(config, events, pm)
+    _executors.append(executor)
+    return executor
+
+
+@hookimpl
+def register_routes(app: Any, config: Any, executor: Any) -> None:
+    from .executor import DistributedExecutor
+
+    if not isinstance(executor, DistributedExecutor):
+        return  # another plugin won the executor hook; it owns its routes
+    try:
+        from ...server.api_v1 import register_api
+    except ImportError as exc:
+        log.warning("/api/v1 is not available: %s", exc)
+        return
+    register_api(app, executor, config)
+
+
+@hookimpl
+def shutdown(config: Any) -> None:
+    while _executors:
+        executor = _executors.pop()
+        try:
+            executor.close()
+        except Exception:  # noqa: BLE001 - shutting down: log and keep releasing the rest
+            log.exception("closing the distributed executor failed")

@@ -1,0 +1,269 @@
+"""``SchedulerClient``: the web server's thread-safe connection to the scheduler.
+
+ZeroMQ sockets must not be shared between threads, and Flask serves each request on its own
+thread. So one I/O thread owns the single DEALER socket; callers hand it requests through a
+``queue.Queue`` and wake it with a byte on an ``os.pipe`` (which the zmq Poller watches next to the
+socket). Replies are matched to requests by ``req_id`` and delivered through a small future.
+
+Keepalive and recovery: after connecting the client sends WATCH (subscribe to EVENTs) and then PING
+every heartbeat interval. When the scheduler has been silent for ``interval * liveness`` (it was
+restarted, or the network dropped) the socket is recreated, WATCH is sent again and every request
+still waiting for its reply is re-sent (SUBMIT carries an idempotency key, so a re-sent SUBMIT never
+creates a second task). A request that gets no reply before its own timeout fails with
+``SchedulerUnavailable`` (HTTP 503, with Retry-After).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from ...errors import Overloaded
+from . import protocol as p
+from .heartbeat import Liveness
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT_S = 15.0
+
+
+class SchedulerUnavailable(Overloaded):
+    """The scheduler did not answer in time (down, restarting, or unreachable)."""
+
+    code = "scheduler_unavailable"
+
+
+@dataclass
+class _Pending:
+    req_id: str
+    command: str
+    header: dict[str, Any]
+    blobs: list[bytes]
+    deadline: float
+    done: threading.Event = field(default_factory=threading.Event)
+    reply: p.Message | None = None
+    error: BaseException | None = None
+
+
+class SchedulerClient:
+    """Request/reply and event subscription over one DEALER, safe to call from any thread.
+
+    ``on_event(header)`` is called on the I/O thread for every EVENT; it must not block for long.
+    ``on_reconnect()`` is called after a reconnect, so waiters can re-check what they may have missed.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        config: Any,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
+        dist = config.distributed
+        self.endpoint = endpoint
+        self.producer_id = uuid.uuid4().hex
+        self.request_timeout_s = request_timeout_s
+        self.retry_after = int(dist.retry_after_s)
+        self.on_event = on_event
+        self.on_reconnect = on_reconnect
+        self._liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
+        self._ctx = zmq.Context()
+        self._inbox: queue.Queue[_Pending | None] = queue.Queue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._pending: dict[str, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._connected_once = threading.Event()
+        self._sock: zmq.Socket | None = None
+        self._thread = threading.Thread(target=self._loop, name="lama-scheduler-client", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+    def request(
+        self, command: str, header: dict[str, Any] | None = None, blobs: list[bytes] | None = None,
+        *, timeout: float | None = None,
+    ) -> p.Message:
+        """Send one request and wait for its reply (any of the producer-bound reply commands)."""
+        if self._closed:
+            raise SchedulerUnavailable("Scheduler client is closed", self.retry_after)
+        req_id = f"{self.producer_id[:8]}-{next(self._ids)}"
+        head = dict(header or {})
+        head["req_id"] = req_id
+        wait = self.request_timeout_s if timeout is None else timeout
+        pending = _Pending(req_id, command, head, list(blobs or []), time.monotonic() + wait)
+        self._inbox.put(pending)
+        self._wake()
+        if not pending.done.wait(wait + 1.0):
+            pending.error = SchedulerUnavailable(
+                f"Scheduler at {self.endpoint} did not answer within {wait:g}s", self.retry_after
+            )
+        if pending.error is not None:
+            raise pending.error
+        assert pending.reply is not None
+        return pending.reply
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._inbox.put(None)
+        self._wake()
+        self._thread.join(5.0)
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # ------------------------------------------------------------------ I/O thread
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (already awake) or closed
+
+    def _connect(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._liveness.reset()
+        self._send(p.encode(p.WATCH, {"producer_id": self.producer_id}))
+        for pending in self._pending.values():
+            self._send_request(pending)
+
+    def _send(self, frames: list[bytes]) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("scheduler not reachable; message dropped (will be retried)")
+
+    def _send_request(self, pending: _Pending) -> None:
+        try:
+            if pending.blobs:
+                frames = p.encode(pending.command, pending.header, pending.blobs)
+            else:
+                frames = p.encode(pending.command, pending.header)
+        except p.ProtocolError as exc:
+            self._complete(pending, error=exc)
+            return
+        self._send(frames)
+
+    def _complete(self, pending: _Pending, reply: p.Message | None = None, error: BaseException | None = None) -> None:
+        self._pending.pop(pending.req_id, None)
+        pending.reply, pending.error = reply, error
+        pending.done.set()
+
+    def _loop(self) -> None:
+        self._connect()
+        reconnected = False
+        try:
+            while not self._closed:
+                if self._liveness.due():
+                    self._send(p.encode(p.PING, {}))
+                if self._liveness.expired:
+                    log.warning("scheduler %s silent; reconnecting", self.endpoint)
+                    self._connect()
+                    reconnected = True
+                now = time.monotonic()
+                for pending in [x for x in self._pending.values() if x.deadline < now]:
+                    self._complete(pending, error=SchedulerUnavailable(
+                        f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
+                poller = zmq.Poller()
+                assert self._sock is not None
+                poller.register(self._sock, zmq.POLLIN)
+                poller.register(self._wake_r, zmq.POLLIN)
+                events = dict(poller.poll(max(1.0, min(100.0, self._liveness.time_to_next() * 1000))))
+                if self._wake_r in events:
+                    self._take_requests()
+                if self._sock in events:
+                    got_any = self._receive()
+                    if got_any and reconnected:
+                        reconnected = False
+                        self._notify_reconnect()
+        except Exception:  # pragma: no cover - a bug here must not hang every request forever
+            log.exception("scheduler client I/O thread crashed")
+        finally:
+            for pending in list(self._pending.values()):
+                self._complete(pending, error=SchedulerUnavailable("Scheduler client stopped", self.retry_after))
+            if self._sock is not None:
+                self._sock.close(0)
+            self._ctx.term()
+
+    def _take_requests(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        while True:
+            try:
+                pending = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if pending is None:
+                self._closed = True
+                return
+            self._pending[pending.req_id] = pending
+            self._send_request(pending)
+
+    def _receive(self) -> bool:
+        got = False
+        assert self._sock is not None
+        for _ in range(1000):
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                msg = p.decode(frames, receiver="producer")
+            except p.ProtocolError as exc:
+                log.warning("dropping malformed message from scheduler: %s", exc)
+                continue
+            got = True
+            self._liveness.seen()
+            self._dispatch(msg)
+        return got
+
+    def _dispatch(self, msg: p.Message) -> None:
+        if msg.command == p.EVENT:
+            if self.on_event is not None:
+                try:
+                    self.on_event(msg.header)
+                except Exception:  # noqa: BLE001 - a listener bug must not stop the I/O thread
+                    log.exception("event listener failed")
+            return
+        if msg.command == p.PONG:
+            return
+        if msg.command == p.ERROR:
+            log.error("scheduler error %s: %s", msg.header.get("code"), msg.header.get("message"))
+            return
+        req_id = msg.header.get("req_id")
+        pending = self._pending.get(str(req_id)) if req_id is not None else None
+        if pending is None:
+            return  # a reply to a request that already timed out, or a duplicate after a re-send
+        self._complete(pending, reply=msg)
+
+    def _notify_reconnect(self) -> None:
+        if self.on_reconnect is None:
+            return
+        try:
+            self.on_reconnect()
+        except Exception:  # noqa: BLE001
+            log.exception("reconnect listener failed")

@@ -1,0 +1,319 @@
+"""Wire protocol v1 between the scheduler, its nodes and its producers (the web servers).
+
+Every message is a ZeroMQ multipart message (after the ROUTER identity frame on the scheduler side)::
+
+    [0] b"LC1"                 signature + protocol version
+    [1] command                ASCII, e.g. b"HELLO"
+    [2] header                 UTF-8 JSON object
+    [3..] blobs                binary frames, named in order by ``header["blobs"]``
+
+This module is pure: it turns frames into a :class:`Message` and back, and refuses anything
+malformed with :class:`ProtocolError` so that a peer can log, count and drop garbage instead of
+crashing. ``docs/protocol.md`` describes every command, the task state machine and the rules
+(credit flow, heartbeats, recovery, exactly-once) that the peers follow.
+
+Validation has two levels. :func:`decode` always checks the envelope (signature, version, known
+command, JSON object header, blob count). Given ``receiver=`` (``"scheduler"``, ``"node"`` or
+``"producer"``) it also checks that the command may be sent to that receiver and that its required
+header fields are present with the right types, because the same command name (``HEARTBEAT``,
+``CANCEL``) carries different headers in different directions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+SIGNATURE = b"LC1"
+SIGNATURE_PREFIX = b"LC"
+MAX_HEADER_BYTES = 4 * 1024 * 1024
+"""A header larger than this is refused: headers carry form fields, never images."""
+
+# ---------------------------------------------------------------- commands
+# node -> scheduler (control socket)
+HELLO = "HELLO"
+HEARTBEAT = "HEARTBEAT"
+PROGRESS = "PROGRESS"
+RESULT = "RESULT"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+BYE = "BYE"
+# scheduler -> node (control socket)
+WELCOME = "WELCOME"
+CANCEL = "CANCEL"
+UNKNOWN = "UNKNOWN"
+DRAIN = "DRAIN"
+ERROR = "ERROR"
+# node -> scheduler (queue socket) and scheduler -> node (queue socket)
+READY = "READY"
+TASK = "TASK"
+# producer -> scheduler (control socket)
+SUBMIT = "SUBMIT"
+GET = "GET"
+FETCH = "FETCH"
+LIST = "LIST"
+QUEUES = "QUEUES"
+NODES = "NODES"
+WATCH = "WATCH"
+PING = "PING"
+# scheduler -> producer
+ACCEPTED = "ACCEPTED"
+REJECTED = "REJECTED"
+INFO = "INFO"
+OUTPUT = "OUTPUT"
+TASKS = "TASKS"
+STATS = "STATS"
+EVENT = "EVENT"
+PONG = "PONG"
+
+COMMANDS = frozenset(
+    {
+        HELLO, HEARTBEAT, PROGRESS, RESULT, FAILED, CANCELLED, BYE,
+        WELCOME, CANCEL, UNKNOWN, DRAIN, ERROR,
+        READY, TASK,
+        SUBMIT, GET, FETCH, LIST, QUEUES, NODES, WATCH, PING,
+        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, PONG,
+    }
+)  # fmt: skip
+
+# ---------------------------------------------------------------- vocabulary
+NODE_IDLE = "idle"
+NODE_BUSY = "busy"
+NODE_DRAINING = "draining"
+NODE_OFFLINE = "offline"
+NODE_STATES = (NODE_IDLE, NODE_BUSY, NODE_DRAINING, NODE_OFFLINE)
+
+ERR_VERSION = "version"
+"""ERROR code sent to a peer that speaks another protocol version."""
+ERR_MALFORMED = "malformed"
+ERR_UNKNOWN_COMMAND = "unknown_command"
+
+RECEIVERS = ("scheduler", "node", "producer")
+
+_NONE = type(None)
+_NUM = (int, float)
+
+# Required header fields per (receiver, command): name -> accepted types. Extra fields are allowed
+# (forward compatible); a missing field or a field of the wrong type is a ProtocolError.
+SCHEMAS: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
+    "scheduler": {
+        HELLO: {"node_id": (str,), "capabilities": (dict,)},
+        HEARTBEAT: {"node_id": (str,), "state": (str,)},
+        PROGRESS: {"node_id": (str,), "task_id": (str,), "attempt": (int,), "percent": _NUM},
+        RESULT: {"node_id": (str,), "task_id": (str,), "attempt": (int,), "mimetype": (str,), "headers": (dict,)},
+        FAILED: {"node_id": (str,), "task_id": (str,), "attempt": (int,), "error": (str,), "retryable": (bool,)},
+        CANCELLED: {"node_id": (str,), "task_id": (str,), "attempt": (int,)},
+        BYE: {"node_id": (str,)},
+        READY: {"node_id": (str,)},
+        SUBMIT: {"req_id": (str, int), "task": (dict,)},
+        GET: {"req_id": (str, int), "task_id": (str,)},
+        FETCH: {"req_id": (str, int), "task_id": (str,)},
+        CANCEL: {"req_id": (str, int), "task_id": (str,)},
+        LIST: {"req_id": (str, int)},
+        QUEUES: {"req_id": (str, int)},
+        NODES: {"req_id": (str, int)},
+        WATCH: {"producer_id": (str,)},
+        PING: {},
+    },
+    "node": {
+        WELCOME: {"node_id": (str,), "queues": (dict,), "heartbeat_interval_s": _NUM, "liveness": (int,)},
+        HEARTBEAT: {},
+        CANCEL: {"task_id": (str,), "attempt": (int,)},
+        UNKNOWN: {},
+        DRAIN: {},
+        ERROR: {"code": (str,), "message": (str,)},
+        TASK: {"task_id": (str,), "attempt": (int,), "kind": (str,), "name": (str,), "form": (dict,)},
+    },
+    "producer": {
+        ACCEPTED: {"req_id": (str, int), "task": (dict,)},
+        REJECTED: {"req_id": (str, int, _NONE), "status": (int,), "code": (str,), "message": (str,)},
+        INFO: {"req_id": (str, int), "task": (dict,)},
+        OUTPUT: {"req_id": (str, int), "mimetype": (str,), "headers": (dict,)},
+        TASKS: {"req_id": (str, int), "tasks": (list,), "total": (int,)},
+        STATS: {"req_id": (str, int)},
+        EVENT: {"task_id": (str,), "status": (str,)},
+        PONG: {},
+        ERROR: {"code": (str,), "message": (str,)},
+    },
+}
+"""What each receiver accepts. Nested objects (``task`` of SUBMIT, ``capabilities`` of HELLO) are
+checked by the receiver itself, which knows what it needs from them."""
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow protocol v1; ``code`` is ``version``, ``malformed`` or
+    ``unknown_command`` (the ERROR code a peer may be answered with)."""
+
+    def __init__(self, message: str, code: str = ERR_MALFORMED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Message:
+    """One decoded message: ``command``, JSON ``header`` and the ``blobs`` in header order."""
+
+    command: str
+    header: dict[str, Any] = field(default_factory=dict)
+    blobs: list[bytes] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.header.get(key, default)
+
+    def blob_map(self) -> dict[str, bytes]:
+        """Blobs keyed by the names listed in ``header["blobs"]``."""
+        return dict(zip(self.header.get("blobs") or [], self.blobs, strict=True))
+
+    def frames(self) -> list[bytes]:
+        return encode(self.command, self.header, self.blobs)
+
+
+def _blob_names(header: Mapping[str, Any], count: int) -> None:
+    names = header.get("blobs")
+    if names is None:
+        if count:
+            raise ProtocolError(f"{count} blob frame(s) but no 'blobs' list in the header")
+        return
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ProtocolError("header 'blobs' must be a list of non-empty names")
+    if len(set(names)) != len(names):
+        raise ProtocolError("header 'blobs' names must be unique")
+    if len(names) != count:
+        raise ProtocolError(f"header names {len(names)} blob(s) but {count} blob frame(s) follow")
+
+
+def encode(command: str, header: Mapping[str, Any] | None = None, blobs: Iterable[bytes] = ()) -> list[bytes]:
+    """Frames for one message (without any routing identity).
+
+    When ``blobs`` are given the header must name them in ``header["blobs"]``; use
+    :func:`encode_named` to build both from a name -> bytes mapping.
+    """
+    if command not in COMMANDS:
+        raise ProtocolError(f"unknown command {command!r}", ERR_UNKNOWN_COMMAND)
+    head = dict(header or {})
+    blob_list = [bytes(b) for b in blobs]
+    _blob_names(head, len(blob_list))
+    try:
+        raw = json.dumps(head, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"header of {command} is not JSON-serialisable: {exc}") from exc
+    return [SIGNATURE, command.encode("ascii"), raw, *blob_list]
+
+
+def encode_named(command: str, header: Mapping[str, Any] | None, named: Mapping[str, bytes]) -> list[bytes]:
+    """Like :func:`encode`, setting ``header["blobs"]`` from the keys of ``named`` (in order)."""
+    head = dict(header or {})
+    head["blobs"] = list(named.keys())
+    return encode(command, head, list(named.values()))
+
+
+def _as_bytes(frame: Any) -> bytes:
+    if isinstance(frame, bytes):
+        return frame
+    if isinstance(frame, (bytearray, memoryview)):
+        return bytes(frame)
+    buf = getattr(frame, "bytes", None)  # zmq.Frame
+    if isinstance(buf, bytes):
+        return buf
+    raise ProtocolError(f"frame of type {type(frame).__name__} is not bytes")
+
+
+def check_fields(command: str, header: Mapping[str, Any], schema: Mapping[str, tuple[type, ...]]) -> None:
+    """Raise ProtocolError unless ``header`` has every field of ``schema`` with an accepted type."""
+    for name, types in schema.items():
+        if name not in header:
+            raise ProtocolError(f"{command} header lacks field {name!r}")
+        value = header[name]
+        # bool is an int subclass: accept it only where bool is listed.
+        if isinstance(value, bool) and bool not in types:
+            raise ProtocolError(f"{command} field {name!r} has the wrong type (bool)")
+        if not isinstance(value, types):
+            raise ProtocolError(f"{command} field {name!r} has the wrong type ({type(value).__name__})")
+
+
+def decode(frames: Sequence[Any], *, receiver: str | None = None) -> Message:
+    """Parse frames (identity already removed) into a :class:`Message`.
+
+    Raises :class:`ProtocolError` on a wrong signature or version, an unknown command, a header that
+    is not a JSON object, a blob count that does not match ``header["blobs"]``, and (with
+    ``receiver``) a command not meant for that receiver or a missing/mistyped required field.
+    """
+    if receiver is not None and receiver not in SCHEMAS:
+        raise ValueError(f"unknown receiver {receiver!r}")
+    if len(frames) < 3:
+        raise ProtocolError(f"expected at least 3 frames, got {len(frames)}")
+    parts = [_as_bytes(f) for f in frames]
+    sig = parts[0]
+    if sig != SIGNATURE:
+        if sig.startswith(SIGNATURE_PREFIX) and sig[2:].isdigit():
+            raise ProtocolError(
+                f"protocol version {sig[2:].decode()} is not supported (this peer speaks {PROTOCOL_VERSION})",
+                ERR_VERSION,
+            )
+        raise ProtocolError("bad signature frame")
+    try:
+        command = parts[1].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("command frame is not ASCII", ERR_UNKNOWN_COMMAND) from exc
+    if command not in COMMANDS:
+        raise ProtocolError(f"unknown command {command[:32]!r}", ERR_UNKNOWN_COMMAND)
+    if len(parts[2]) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"{command} header is larger than {MAX_HEADER_BYTES} bytes")
+    try:
+        header = json.loads(parts[2].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"{command} header is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(f"{command} header must be a JSON object")
+    blobs = parts[3:]
+    _blob_names(header, len(blobs))
+    if receiver is not None:
+        schema = SCHEMAS[receiver].get(command)
+        if schema is None:
+            raise ProtocolError(f"{command} is not a message a {receiver} accepts", ERR_UNKNOWN_COMMAND)
+        check_fields(command, header, schema)
+    return Message(command, header, blobs)
+
+
+def split_identity(frames: Sequence[Any]) -> tuple[bytes, list[Any]]:
+    """Split what a ROUTER received into (identity, message frames).
+
+    DEALER peers send no empty delimiter, so the identity is exactly the first frame. An empty
+    delimiter frame (a REQ peer) is tolerated and skipped.
+    """
+    if not frames:
+        raise ProtocolError("empty message")
+    ident = _as_bytes(frames[0])
+    rest = list(frames[1:])
+    if rest and _as_bytes(rest[0]) == b"":
+        rest = rest[1:]
+    return ident, rest
+
+
+def error_frames(code: str, message: str) -> list[bytes]:
+    """An ``ERROR`` message (e.g. to a peer with another protocol version)."""
+    return encode(ERROR, {"code": code, "message": message})
+
+
+def queue_endpoints(control_endpoint: str, queues: Sequence[str]) -> dict[str, str]:
+    """Default queue endpoints: the ports after the control port, in queue order.
+
+    ``tcp://127.0.0.1:5570`` with ``["gpu", "cpu"]`` -> gpu at 5571, cpu at 5572. For a wildcard
+    port (``:0`` or ``:*``) each queue gets a wildcard too; the scheduler then reports the ports
+    it actually bound in WELCOME.
+    """
+    if not control_endpoint.startswith("tcp://"):
+        raise ValueError(f"only tcp:// endpoints are supported, got {control_endpoint!r}")
+    host, sep, port = control_endpoint[len("tcp://") :].rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"endpoint {control_endpoint!r} has no port")
+    if port in ("0", "*"):
+        return {q: f"tcp://{host}:{port}" for q in queues}
+    try:
+        base = int(port)
+    except ValueError as exc:
+        raise ValueError(f"endpoint {control_endpoint!r} has a bad port") from exc
+    return {q: f"tcp://{host}:{base + i + 1}" for i, q in enumerate(queues)}

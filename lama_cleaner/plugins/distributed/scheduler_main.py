@@ -1,0 +1,133 @@
+"""``lama-cleaner scheduler``: run the scheduler as its own process.
+
+Example::
+
+    lama-cleaner scheduler --bind tcp://0.0.0.0:5570 --data-dir /var/lib/lama-cleaner --config lc.toml
+
+Web servers then use it with ``distributed.scheduler = "tcp://host:5570"`` and nodes with
+``lama-cleaner node --scheduler tcp://host:5570``. SIGTERM or SIGINT stops it cleanly (the journal is
+closed; queued and running tasks are recovered by the next start on the same data directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ...config import Config, ConfigError, load_config
+from ...errors import NotFound
+from .routing import ResourceClassOf
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="lama-cleaner scheduler",
+        description="Run the distributed scheduler: durable task journal, queues and node registry.",
+    )
+    ap.add_argument("--bind", default=None,
+                    help="Control endpoint to bind (distributed.scheduler_bind, default tcp://127.0.0.1:5570); "
+                    "queue sockets bind the following ports.")  # fmt: skip
+    ap.add_argument("--data-dir", default=None, help="Directory of the SQLite journal (distributed.data_dir).")
+    ap.add_argument("--config", default=None, help="TOML or JSON config file.")
+    ap.add_argument("--plugins", default=None,
+                    help="Comma-separated plugins whose models/image plugins must be routable.")  # fmt: skip
+    ap.add_argument("--log-level", default="INFO", help="Python logging level.")
+    return ap
+
+
+def _split(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def _pre_parse(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugins", default=None)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(list(argv))
+    return known.config, _split(known.plugins)
+
+
+def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
+    """``(kind, name) -> "gpu"|"cpu"|None`` from the model and image-plugin registries of ``pm``."""
+    from ...image_plugins.registry import build_image_plugin_registry
+    from ...models.registry import build_model_registry
+
+    models = build_model_registry(pm)
+    image_plugins = build_image_plugin_registry(pm, config)
+
+    def resource_class_of(kind: str, name: str) -> str | None:
+        try:
+            if kind == "inpaint":
+                return models.get(name).resource_class
+            if kind == "plugin":
+                return getattr(image_plugins.get(name), "resource_class", "cpu")
+        except NotFound:
+            return None
+        return None
+
+    return resource_class_of
+
+
+def scheduler_main(argv: Sequence[str] | None = None) -> int:
+    """Run the scheduler until SIGTERM/SIGINT; returns the process exit code."""
+    from ..manager import create_plugin_manager
+    from .scheduler import Scheduler
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        config_path, plugins = _pre_parse(argv)
+        config = load_config(config_path)
+        enabled = [x for x in [*config.plugins, *plugins] if x != "distributed"]
+        pm = create_plugin_manager(enabled)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    pm.hook.add_cli_options(parser=parser, command="scheduler")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(),
+        format="%(asctime)s %(levelname)s scheduler[%(process)d] %(name)s: %(message)s",
+    )
+    if args.bind:
+        config.distributed.scheduler_bind = args.bind
+    if args.data_dir:
+        config.distributed.data_dir = args.data_dir
+    pm.hook.configure(config=config, args=args)
+
+    scheduler = Scheduler(config, build_resource_class_of(pm, config))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        scheduler.start()
+    except Exception as exc:  # bind or journal errors: say what and where, no traceback wall
+        log.error("scheduler could not start: %s", exc)
+        return 1
+    print(f"scheduler ready: control {scheduler.control_endpoint} queues {scheduler.endpoints['queues']}", flush=True)
+    try:
+        while not stop.wait(0.2) and scheduler.running:
+            pass
+    finally:
+        scheduler.stop()
+        scheduler.join(10.0)
+        try:
+            pm.hook.shutdown(config=config)
+        except Exception:  # noqa: BLE001 - shutdown hooks of other plugins must not block ours
+            log.exception("a shutdown hook failed")
+    return 0 if not scheduler.running else 1
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.scheduler_main`
+    raise SystemExit(scheduler_main())

@@ -1,0 +1,350 @@
+"""``/api/v1``: the asynchronous task API (submit, poll, fetch, cancel, list; queues and nodes).
+
+It is written against ``tasks.TaskService`` only, so any executor that keeps tasks can serve it (the
+``distributed`` plugin's does, and calls :func:`register_api` from its ``register_routes`` hook).
+Everything that leaves this blueprint is JSON, errors included: ``{"error": {"code", "message"}}``
+with a meaningful status, never an HTML page, also for unknown paths and wrong methods under the
+prefix. Input is validated with the marshmallow schemas of ``api_schemas`` that also generate the
+OpenAPI document, and with ``pipeline.validate_task`` (the check ``/inpaint`` runs), so a request
+that can never succeed is a 400 before anything is queued.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
+
+from ..client import inpaint_form
+from ..config import Config
+from ..errors import ClientError, LamaCleanerError, NotFound, Overloaded, TaskFailed
+from ..tasks import TaskInfo, TaskOutput, TaskRequest, TaskService
+from . import api_docs
+from .api_schemas import (
+    NodeListSchema,
+    NodeSchema,
+    QueueListSchema,
+    QueueSchema,
+    TaskListQuerySchema,
+    TaskPageSchema,
+    TaskSchema,
+    TaskSubmitFormSchema,
+    dump_with_extras,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+EXTENSION_KEY = "lama_cleaner.api_v1"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+SOCKET_ID_HEADER = "X-Socket-ID"
+MAX_IDEMPOTENCY_KEY = 200
+_INPAINT_FILES = ("image", "mask", "paintByExampleImage")
+
+blueprint = Blueprint("api_v1", __name__, url_prefix=PREFIX)
+
+
+@dataclass
+class ApiState:
+    """What the blueprint serves from, kept on ``app.extensions`` (no module globals)."""
+
+    service: TaskService
+    config: Config
+    image_plugins: Any = None
+    models: Any = None
+    notifier: Any = None
+    openapi: dict[str, Any] = field(default_factory=dict)
+
+
+def register_api(app: Flask, service: TaskService, config: Config | None = None) -> None:
+    """Serve ``/api/v1`` on ``app`` from ``service``.
+
+    ``config`` and the registries default to the ones the web server keeps on the app (see
+    ``server.state``); a bare Flask app (unit tests) gets a default ``Config``.
+    """
+    server_state = app.extensions.get("lama_cleaner")
+    if config is None:
+        config = server_state.config if server_state is not None else Config()
+    app.extensions[EXTENSION_KEY] = ApiState(
+        service=service,
+        config=config,
+        image_plugins=getattr(server_state, "image_plugins", None),
+        models=getattr(server_state, "models", None),
+        notifier=getattr(server_state, "notifier", None),
+    )
+    app.register_blueprint(blueprint)
+
+
+def _api() -> ApiState:
+    return current_app.extensions[EXTENSION_KEY]
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The one error shape of the API."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _validation_message(messages: Any, prefix: str = "") -> str:
+    """marshmallow's nested ``{field: [msgs]}`` -> ``field: msg; other: msg``."""
+    if isinstance(messages, dict):
+        parts = [_validation_message(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}") for k, v in messages.items()]
+        return "; ".join(p for p in parts if p)
+    if isinstance(messages, list):
+        text = " ".join(str(m) for m in messages if not isinstance(m, dict | list))
+        nested = [_validation_message(m, prefix) for m in messages if isinstance(m, dict | list)]
+        text = " ".join([text, *nested]).strip()
+        return f"{prefix}: {text}" if prefix else text
+    return f"{prefix}: {messages}" if prefix else str(messages)
+
+
+@blueprint.errorhandler(ValidationError)
+def _on_validation(exc: ValidationError) -> Response:
+    return error_response(400, "validation_error", _validation_message(exc.messages) or "Invalid request")
+
+
+@blueprint.errorhandler(LamaCleanerError)
+def _on_lama_error(exc: LamaCleanerError) -> Response:
+    if isinstance(exc, Overloaded):
+        return error_response(503, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, TaskFailed):
+        # Asking for the result of a failed task is a conflict with the task's state, not a server
+        # error of this request: 409 + code "task_failed" + the failure text.
+        return error_response(409, "task_failed", exc.message)
+    if exc.status >= 500:
+        log.warning("api request failed: %s (%s)", exc.message, exc.code)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _http_error_response(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status) or (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+    message = exc.description or exc.name or "Error"
+    if status == 400 and message.startswith("The browser (or proxy) sent a request"):
+        message = "The request body could not be parsed"
+    headers = {}
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return error_response(status, code, message, headers)
+
+
+@blueprint.errorhandler(HTTPException)
+def _on_http_error(exc: HTTPException) -> Response:
+    return _http_error_response(exc)
+
+
+@blueprint.errorhandler(Exception)
+def _on_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error in %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "Internal Server Error")
+
+
+@blueprint.before_app_request
+def _json_routing_errors() -> Response | None:
+    """Unknown paths and wrong methods under ``/api/v1`` answer JSON, like everything else there.
+
+    Flask only consults blueprint error handlers for requests routed *into* the blueprint; a routing
+    failure has no blueprint yet, so it is caught here, before Flask would raise it.
+    """
+    exc = request.routing_exception
+    if exc is None or not (request.path == PREFIX or request.path.startswith(PREFIX + "/")):
+        return None
+    if isinstance(exc, RouteNotFound | MethodNotAllowed):
+        if isinstance(exc, RouteNotFound):
+            return error_response(404, "not_found", f"No such API endpoint: {request.method} {request.path}")
+        return _http_error_response(exc)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def task_url(task_id: str) -> str:
+    return f"{PREFIX}/tasks/{task_id}"
+
+
+def dump_task(info: TaskInfo | dict[str, Any]) -> dict[str, Any]:
+    """A ``TaskInfo`` (or its dict) -> the API's task object, with links."""
+    raw = asdict(info) if is_dataclass(info) else dict(info)  # type: ignore[arg-type]
+    raw["links"] = {"self_": task_url(raw["id"]), "result": task_url(raw["id"]) + "/result"}
+    return dump_with_extras(TaskSchema(), raw)
+
+
+def _task_response(info: TaskInfo, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(dump_task(info))
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _submitter(st: ApiState) -> str | None:
+    """The Socket.IO sid behind this request: the server's notifier knows which sids are connected."""
+    if st.notifier is not None:
+        return st.notifier.submitter_sid()
+    sid = (request.headers.get(SOCKET_ID_HEADER) or "").strip()
+    return sid or None
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ClientError(
+            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY} printable characters", code="validation_error"
+        )
+    return key
+
+
+def _current_model(st: ApiState) -> str:
+    current = getattr(st.service, "current_model", None)
+    return current() if callable(current) else st.config.model
+
+
+def build_task_request(st: ApiState) -> TaskRequest:
+    """The multipart body -> a validated ``TaskRequest`` (raw strings, as ``/inpaint`` would pass them).
+
+    Typed validation runs through the marshmallow schema; what is forwarded stays the client's own
+    strings, so the node parses exactly what the classic route would have parsed.
+    """
+    if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise ClientError("Send the task as multipart/form-data (fields and files like /inpaint)", code="bad_request")
+    raw_form = request.form.to_dict(flat=True)
+    uploads = request.files.to_dict(flat=True)
+    payload: dict[str, Any] = {**raw_form, **uploads}
+    loaded = TaskSubmitFormSchema().load(payload)
+    files = {key: value for key, value in loaded.items() if isinstance(value, bytes) and key in uploads}
+    plugin = loaded.get("plugin")
+    model = loaded.get("model")
+    if plugin and model:
+        raise ClientError("Give either model (inpaint) or plugin, not both", code="validation_error")
+    if plugin:
+        form = {k: v for k, v in raw_form.items() if k != "plugin"}
+        form["name"] = plugin  # what /run_plugin receives
+        return TaskRequest(kind="plugin", name=plugin, form=form, files=files)
+    if "mask" not in files:
+        raise ClientError("Missing file: mask", code="validation_error")
+    name = model or _current_model(st)
+    form = inpaint_form(name)
+    form.update({k: v for k, v in raw_form.items() if k in form})
+    files = {k: v for k, v in files.items() if k in _INPAINT_FILES}
+    return TaskRequest(kind="inpaint", name=name, form=form, files=files)
+
+
+def _check_name(st: ApiState, task: TaskRequest) -> None:
+    """Unknown model or plugin names are a 400 here (the URL exists; the value is wrong)."""
+    if task.kind == "inpaint" and st.models is not None:
+        names = st.models.names()
+        if task.name not in names:
+            raise ClientError(f"Unknown model: {task.name}", code="unknown_model")
+    if task.kind == "plugin" and st.image_plugins is not None:
+        if task.name not in st.image_plugins.names():
+            raise ClientError("Plugin not found", code="unknown_plugin")
+
+
+# ---------------------------------------------------------------------------------------------- routes
+
+
+@blueprint.post("/tasks")
+def submit_task() -> Response:
+    st = _api()
+    task = build_task_request(st)
+    _check_name(st, task)
+    task.submitter = _submitter(st)
+    task.idempotency_key = _idempotency_key()
+    from ..pipeline import validate_task
+
+    try:
+        validate_task(task, st.config, st.image_plugins)
+    except NotFound as exc:  # unknown plugin: a bad value in the body, not a missing URL
+        raise ClientError(exc.message, code="unknown_plugin") from None
+    info = st.service.submit(task)
+    status = 202 if info.status in ("queued", "processing") else 200
+    return _task_response(info, status, {"Location": task_url(info.id)})
+
+
+@blueprint.get("/tasks")
+def list_tasks() -> Response:
+    st = _api()
+    query = TaskListQuerySchema().load(request.args.to_dict(flat=True))
+    status, limit, offset = query.get("status"), query["limit"], query["offset"]
+    tasks, total = st.service.list(status=status, limit=limit, offset=offset)
+    next_url = None
+    if offset + len(tasks) < total and tasks:
+        params = {k: v for k, v in (("status", status), ("limit", limit), ("offset", offset + len(tasks))) if v}
+        next_url = f"{PREFIX}/tasks?{urlencode(params)}"
+    page = {"tasks": [dump_task(t) for t in tasks], "total": total, "limit": limit, "offset": offset, "next": next_url}
+    return jsonify(TaskPageSchema().dump(page) | {"tasks": page["tasks"]})
+
+
+@blueprint.get("/tasks/<task_id>")
+def get_task(task_id: str) -> Response:
+    return _task_response(_api().service.get(task_id))
+
+
+@blueprint.delete("/tasks/<task_id>")
+def cancel_task(task_id: str) -> Response:
+    return _task_response(_api().service.cancel(task_id))
+
+
+@blueprint.get("/tasks/<task_id>/result")
+def task_result(task_id: str) -> Response:
+    output: TaskOutput = _api().service.result(task_id)
+    response = send_file(io.BytesIO(output.body), mimetype=output.mimetype, etag=False, max_age=None)
+    for key, value in output.headers.items():
+        response.headers[key] = value
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@blueprint.get("/queues")
+def list_queues() -> Response:
+    queues = [dump_with_extras(QueueSchema(), q) for q in _api().service.queues()]
+    return jsonify(QueueListSchema().dump({"queues": []}) | {"queues": queues})
+
+
+@blueprint.get("/nodes")
+def list_nodes() -> Response:
+    nodes = [dump_with_extras(NodeSchema(), n) for n in _api().service.nodes()]
+    return jsonify(NodeListSchema().dump({"nodes": []}) | {"nodes": nodes})
+
+
+@blueprint.get("/openapi.json")
+def openapi_document() -> Response:
+    st = _api()
+    if not st.openapi:
+        st.openapi = api_docs.build_openapi()
+    return jsonify(st.openapi)
+
+
+@blueprint.get("/docs")
+def docs_page() -> Response:
+    st = _api()
+    if not st.openapi:
+        st.openapi = api_docs.build_openapi()
+    return Response(api_docs.render_html(st.openapi), mimetype="text/html")

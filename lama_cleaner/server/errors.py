@@ -1,0 +1,56 @@
+"""Turn every failure into a short plain-text reply: the front end shows error bodies verbatim.
+
+Upstream leaked Werkzeug's HTML pages for anything uncaught. Here a ``LamaCleanerError`` keeps its
+status and message, an HTTP error (404, 405, 413, a broken multipart body) keeps its status with a
+one-line text, and anything else is logged with its traceback and answered ``Internal Server Error``.
+The ``/api/v1`` blueprint registers its own JSON handlers, which Flask prefers for its routes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response
+from werkzeug.exceptions import HTTPException
+
+from ..errors import LamaCleanerError, Overloaded
+
+log = logging.getLogger(__name__)
+
+
+def text_response(message: str, status: int, headers: dict[str, str] | None = None) -> Response:
+    """A ``text/plain`` reply, the shape of every classic error."""
+    return Response(message, status=status, mimetype="text/plain", headers=headers or {})
+
+
+def _lama_error(exc: LamaCleanerError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else {}
+    if exc.status >= 500:
+        log.warning("request failed: %s (%s)", exc.message, exc.code)
+    return text_response(exc.message, exc.status, headers)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    if status < 400:  # redirects raised as exceptions keep their own response
+        return exc.get_response()
+    message = exc.description or exc.name
+    if status == 400 and message.startswith("The browser (or proxy) sent a request"):
+        message = "Bad Request: the request body could not be parsed"
+    response = text_response(message, status)
+    valid_methods = getattr(exc, "valid_methods", None)
+    if status == 405 and valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error: %s", exc)
+    return text_response("Internal Server Error", 500)
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Register the plain-text handlers on ``app``."""
+    app.register_error_handler(LamaCleanerError, _lama_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,101 @@
+"""Socket.IO side of the server: who submitted a request, and the events sent back to them.
+
+Upstream broadcast every progress/finish event to every tab, mixing users. Here each HTTP request
+is tied to the Socket.IO client that sent it (header ``X-Socket-ID``, or the engine.io ``io``
+cookie the browser sends with ``fetch``), and events go only to that client and to clients that
+subscribed to the task's room. A request whose submitter is unknown gets no events: never guess.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import request
+from flask_socketio import SocketIO, join_room, leave_room
+
+from ..plugins.hookspecs import hookimpl
+from ..tasks import TaskEvent
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "/"
+SOCKET_ID_HEADER = "X-Socket-ID"
+ENGINEIO_COOKIE = "io"
+ENGINEIO_COOKIE_OPTIONS = {"name": ENGINEIO_COOKIE, "path": "/", "SameSite": "Lax"}
+"""Passed as ``cookie=`` to engine.io so browsers get the ``io`` cookie on the handshake."""
+
+
+def task_room(task_id: str) -> str:
+    """Room that ``subscribe {"id": task_id}`` joins."""
+    return f"task:{task_id}"
+
+
+class SocketNotifier:
+    """Built-in ``task_event`` observer that turns task events into Socket.IO messages."""
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self.socketio = socketio
+
+    # ------------------------------------------------------------ submitter lookup
+    def _connected(self, sid: str) -> bool:
+        try:
+            return bool(self.socketio.server.manager.is_connected(sid, NAMESPACE))
+        except (KeyError, AttributeError):
+            return False
+
+    def submitter_sid(self) -> str | None:
+        """The Socket.IO sid of the client behind the current HTTP request, if it is connected."""
+        sid = (request.headers.get(SOCKET_ID_HEADER) or "").strip()
+        if sid and self._connected(sid):
+            return sid
+        eio_sid = request.cookies.get(ENGINEIO_COOKIE)
+        if eio_sid:
+            mapped = self.socketio.server.manager.sid_from_eio_sid(eio_sid, NAMESPACE)
+            if mapped and self._connected(mapped):
+                return mapped
+        return None
+
+    # ------------------------------------------------------------ outgoing events
+    def finish(self, submitter: str | None) -> None:
+        """``diffusion_finish`` after a successful ``/inpaint``, to its submitter only."""
+        if submitter:
+            self.socketio.emit("diffusion_finish", to=submitter, namespace=NAMESPACE)
+
+    @hookimpl
+    def task_event(self, event: TaskEvent) -> None:
+        targets: list[str] = [task_room(event.task_id)]
+        if event.submitter:
+            targets.insert(0, event.submitter)
+        self.socketio.emit("task_status", event.public(), to=targets, namespace=NAMESPACE)
+        if event.step is not None and event.submitter:
+            self.socketio.emit("diffusion_progress", {"step": event.step}, to=event.submitter, namespace=NAMESPACE)
+
+    # ------------------------------------------------------------ incoming events
+    def register_handlers(self) -> None:
+        """``subscribe``/``unsubscribe`` ``{"id": task_id}`` join or leave the task's room."""
+
+        def _task_id(data: Any) -> str | None:
+            value = data.get("id") if isinstance(data, dict) else data
+            return value if isinstance(value, str) and value else None
+
+        @self.socketio.on("subscribe", namespace=NAMESPACE)
+        def _subscribe(data: Any = None) -> dict[str, Any]:
+            task_id = _task_id(data)
+            if task_id is None:
+                return {"ok": False, "error": 'expected {"id": "<task id>"}'}
+            join_room(task_room(task_id))
+            return {"ok": True, "room": task_room(task_id)}
+
+        @self.socketio.on("unsubscribe", namespace=NAMESPACE)
+        def _unsubscribe(data: Any = None) -> dict[str, Any]:
+            task_id = _task_id(data)
+            if task_id is None:
+                return {"ok": False, "error": 'expected {"id": "<task id>"}'}
+            leave_room(task_room(task_id))
+            return {"ok": True, "room": task_room(task_id)}
+
+        @self.socketio.on("whoami", namespace=NAMESPACE)
+        def _whoami(_data: Any = None) -> dict[str, Any]:
+            """The client's own sid, for clients that want to send ``X-Socket-ID``."""
+            return {"sid": request.sid}  # type: ignore[attr-defined]

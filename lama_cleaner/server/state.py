@@ -1,0 +1,36 @@
+"""What the web server owns, kept on the Flask app (no module-level globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from ..config import Config
+    from ..executor import InpaintExecutor
+    from .notifications import SocketNotifier
+
+EXTENSION_KEY = "lama_cleaner"
+
+
+@dataclass
+class ServerState:
+    """The configuration, executor and registries the routes read."""
+
+    config: Config
+    pm: pluggy.PluginManager
+    executor: InpaintExecutor
+    models: Any
+    """``models.registry.ModelRegistry``: names for ``/model`` and ``/model_downloaded``."""
+    image_plugins: Any
+    """``image_plugins.registry.ImagePluginRegistry``: names for ``/run_plugin`` and ``/server_config``."""
+    notifier: SocketNotifier
+
+
+def state() -> ServerState:
+    """The :class:`ServerState` of the current app."""
+    return current_app.extensions[EXTENSION_KEY]

@@ -1,0 +1,54 @@
+"""Helpers shared by the ``/api/v1`` and ``batch`` integration tests: images and a distributed server."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.support.server_process import ServerProcess, free_port
+
+FAKE_MODELS = "tests.support.fake_models"
+FAST_CONFIG = {
+    "distributed": {
+        "heartbeat_interval_s": 0.2,
+        "heartbeat_liveness": 3,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 0.4,
+        "retry": {"inpaint": {"backoff_base_s": 0.05, "backoff_max_s": 0.2}},
+    }
+}
+
+
+def png(width: int = 48, height: int = 32, seed: int = 1, fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def mask_png(width: int = 48, height: int = 32) -> bytes:
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[height // 4 : height // 2, width // 4 : width // 2] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def distributed_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """A (not yet started) server with the distributed plugin, the fake models, one local node and a
+    0.2 s heartbeat, its journal in ``tmp``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    config = tmp / "config.json"
+    config.write_text(json.dumps(FAST_CONFIG))
+    args = [
+        "--plugins", f"distributed,{FAKE_MODELS}",
+        "--config", str(config),
+        "--data-dir", str(tmp / "journal"),
+        "--scheduler-bind", f"tcp://127.0.0.1:{free_port()}",
+        *extra,
+    ]
+    return ServerProcess(args, env=env, ready_timeout=90)

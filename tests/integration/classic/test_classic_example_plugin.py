@@ -1,0 +1,61 @@
+"""A real third-party plugin package, pip-installed and found through its entry point."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import requests
+
+from tests.support.server_process import REPO_ROOT
+
+from .media_helpers import decode, image_array, image_bytes, mask_array, mask_bytes, post_inpaint
+
+PLUGIN_SOURCE = REPO_ROOT / "tests" / "support" / "example_plugin"
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    """``pip install`` the example package into a private target dir (the test env stays untouched)."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    source = tmp_path_factory.mktemp("plugin-src") / "example_plugin"
+    # Build from a copy: pip builds local projects in place and would leave build/ in the repo.
+    shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(source)],
+        check=True, timeout=300,
+    )
+    assert list(target.glob("lama_cleaner_example_plugin-*.dist-info/entry_points.txt")), "entry point missing"
+    return target
+
+
+@pytest.fixture
+def plugin_server(server_factory, plugin_site):
+    return server_factory("--example-greeting", "tester", env={"PYTHONPATH": f"{REPO_ROOT}:{plugin_site}"})
+
+
+def test_plugin_route_option_and_model(plugin_server):
+    base = plugin_server.url
+    assert requests.get(base + "/hello-plugin", timeout=30).text == "hello from example plugin, tester"
+    assert requests.get(base + "/model_downloaded/example-invert", timeout=30).text == "True"
+    switched = requests.post(base + "/model", data={"name": "example-invert"}, timeout=30)
+    assert switched.text == "ok, switch to example-invert"
+    assert requests.get(base + "/model", timeout=30).text == "example-invert"
+
+    response = post_inpaint(base, image_bytes(64, 48, seed=9), mask_bytes(64, 48))
+    assert response.status_code == 200, response.text
+    source, result, masked = image_array(64, 48, seed=9), decode(response.content), mask_array(64, 48)
+    assert np.array_equal(result[masked], 255 - source[masked]), "the plugin model inverts masked pixels"
+    assert np.array_equal(result[~masked], source[~masked])
+
+    events = requests.get(base + "/hello-plugin/events", timeout=30).json()
+    assert events.get("completed", 0) >= 1, events
+
+
+def test_without_the_package_the_route_does_not_exist(classic_server):
+    assert requests.get(classic_server.url + "/hello-plugin", timeout=30).status_code == 404
+    assert requests.post(classic_server.url + "/model", data={"name": "example-invert"}, timeout=30).status_code == 403

@@ -1,0 +1,103 @@
+"""Socket.IO against a real server with real python-socketio clients: events reach the submitter only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import socketio
+
+from tests.support.waiting import wait_for
+
+from .media_helpers import image_bytes, mask_bytes, post_inpaint
+
+
+class RecordingClient:
+    """A connected client that records every event it receives."""
+
+    def __init__(self, url: str) -> None:
+        self.events: list[tuple[str, object]] = []
+        self._lock = threading.Lock()
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("*", self._record)
+        self.sio.connect(url, wait_timeout=10)
+
+    def _record(self, event: str, *args: object) -> None:
+        with self._lock:
+            self.events.append((event, args[0] if args else None))
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return [name for name, _ in self.events]
+
+    def payloads(self, name: str) -> list[object]:
+        with self._lock:
+            return [payload for event, payload in self.events if event == name]
+
+    def round_trip(self) -> None:
+        """An acknowledged call: events the server emitted to us before it are delivered by now."""
+        assert self.sio.call("whoami", timeout=10)["sid"] == self.sid
+
+    @property
+    def sid(self) -> str:
+        return self.sio.get_sid("/")
+
+    def close(self) -> None:
+        self.sio.disconnect()
+
+
+@pytest.fixture
+def clients(classic_server) -> Iterator[tuple[RecordingClient, RecordingClient]]:
+    a, b = RecordingClient(classic_server.url), RecordingClient(classic_server.url)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def test_finish_and_status_go_to_the_submitter_named_by_header(classic_server, clients):
+    a, b = clients
+    response = post_inpaint(classic_server.url, image_bytes(), mask_bytes(), headers={"X-Socket-ID": a.sid})
+    assert response.status_code == 200, response.text
+    wait_for(lambda: "diffusion_finish" in a.names(), 10, "diffusion_finish at the submitter")
+    statuses = [p["status"] for p in a.payloads("task_status")]  # type: ignore[index]
+    assert "completed" in statuses, a.events
+    a.round_trip()
+    b.round_trip()
+    assert b.events == [], f"a second client must not see another user's events: {b.events}"
+
+
+def test_submitter_found_through_the_engineio_cookie(classic_server, clients):
+    a, b = clients
+    response = post_inpaint(classic_server.url, image_bytes(), mask_bytes(), cookies={"io": a.sio.eio.sid})
+    assert response.status_code == 200
+    wait_for(lambda: "diffusion_finish" in a.names(), 10, "diffusion_finish via the io cookie")
+    b.round_trip()
+    assert b.events == []
+
+
+def test_unknown_submitter_gets_no_broadcast(classic_server, clients):
+    a, b = clients
+    response = post_inpaint(classic_server.url, image_bytes(), mask_bytes(), headers={"X-Socket-ID": "not-a-sid"})
+    assert response.status_code == 200
+    a.round_trip()
+    b.round_trip()
+    assert a.events == [] and b.events == []
+
+
+def test_failed_inpaint_emits_no_finish(classic_server, clients):
+    a, _ = clients
+    response = post_inpaint(classic_server.url, image_bytes(64, 48), mask_bytes(8, 8), headers={"X-Socket-ID": a.sid})
+    assert response.status_code == 400
+    a.round_trip()
+    assert "diffusion_finish" not in a.names()
+
+
+def test_subscribe_and_unsubscribe_acknowledge(classic_server, clients):
+    a, _ = clients
+    assert a.sio.call("subscribe", {"id": "abc123"}, timeout=10) == {"ok": True, "room": "task:abc123"}
+    assert a.sio.call("unsubscribe", {"id": "abc123"}, timeout=10) == {"ok": True, "room": "task:abc123"}
+    bad = a.sio.call("subscribe", {"nope": 1}, timeout=10)
+    assert bad["ok"] is False

@@ -1,0 +1,174 @@
+"""The real node process against a scripted scheduler: registration, credit, results, cancellation,
+heartbeats during inference, reconnects and parent death."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from lama_cleaner.plugins.distributed import protocol as p
+
+from .conftest import Proc, ScriptedScheduler, handshake, png, start_node, wait_for
+
+
+def test_registers_capabilities_and_pulls_one_task_at_a_time(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    start_node(procs, scripted.endpoint, tmp_config, "--name", "n1", "--labels", "zone=lab,tier=a")
+    _, ident, hello = scripted.recv(60, [p.HELLO])
+    caps = hello.header["capabilities"]
+    assert hello.header["name"] == "n1"
+    assert caps["device"] == "cpu" and caps["gpu_name"] is None
+    assert caps["cpus"] >= 1 and caps["ram_mb"] > 0
+    assert {"cv2", "sleep", "steps", "block", "count", "gpu_sleep"} <= set(caps["models"])
+    assert caps["labels"] == {"zone": "lab", "tier": "a"}
+    node_id = hello.header["node_id"]
+    scripted.welcome(ident, node_id)
+    _, qident, _ = scripted.recv(30, [p.READY])
+
+    scripted.send_task(qident, "t1", "sleep", "50")
+    _, _, result = scripted.recv(60, [p.RESULT, p.FAILED])
+    assert result.command == p.RESULT, result.header
+    assert result.header["task_id"] == "t1" and result.header["attempt"] == 1
+    assert result.header["mimetype"] == "image/png"
+    decoded = cv2.imdecode(np.frombuffer(result.blob_map()["body"], np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(decoded, cv2.imdecode(np.frombuffer(png(), np.uint8), cv2.IMREAD_COLOR))
+    # Exactly one new credit once idle again.
+    where, _, ready = scripted.recv(10, [p.READY])
+    assert where == "queue" and ready.header["node_id"] == node_id
+
+
+def test_bad_input_is_a_final_failure(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    start_node(procs, scripted.endpoint, tmp_config)
+    _, qident, _ = handshake(scripted)
+    scripted.send("queue", qident, p.TASK, {
+        "task_id": "bad", "attempt": 1, "kind": "inpaint", "name": "cv2", "form": {}, "submitter": None,
+    }, {"image": png(), "mask": png()})
+    _, _, failed = scripted.recv(60, [p.FAILED, p.RESULT])
+    assert failed.command == p.FAILED
+    assert failed.header["retryable"] is False and failed.header["status"] == 400
+    assert "Missing form field" in failed.header["error"]
+
+
+def test_heartbeats_continue_during_an_uninterruptible_model_call(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, qident, node_id = handshake(scripted)
+    scripted.send_task(qident, "long", "block", "20000")
+    wait_for(lambda: scripted.recv(5, [p.HEARTBEAT])[2].header["state"] == "busy", 30, "a busy heartbeat")
+    start = time.monotonic()
+    beats = 0
+    while time.monotonic() - start < 1.5:
+        scripted.recv(2, [p.HEARTBEAT])
+        beats += 1
+    assert beats >= 5  # 0.2 s interval: the blocked child does not starve the node's loop
+
+
+def test_cancel_kills_an_uninterruptible_model_and_node_becomes_idle(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, qident, node_id = handshake(scripted)
+    scripted.send_task(qident, "blk", "block", "60000")
+    wait_for(lambda: scripted.recv(5, [p.HEARTBEAT])[2].header.get("task_id") == "blk", 30, "node busy with blk")
+    sent = time.monotonic()
+    scripted.send("control", ident, p.CANCEL, {"task_id": "blk", "attempt": 1})
+    _, _, cancelled = scripted.recv(10, [p.CANCELLED])
+    assert cancelled.header["task_id"] == "blk"
+    assert time.monotonic() - sent < 2.0
+    scripted.recv(60, [p.READY])  # a fresh inference process, and a new credit
+    scripted.send_task(qident, "after", "sleep", "10")
+    _, _, result = scripted.recv(60, [p.RESULT])
+    assert result.header["task_id"] == "after"
+
+
+def test_cancel_stops_a_stepping_model_at_a_step_boundary(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, qident, _ = handshake(scripted)
+    scripted.send_task(qident, "st", "steps", "steps=500 100")
+    _, _, progress = scripted.recv(60, [p.PROGRESS])
+    assert progress.header["task_id"] == "st" and progress.header["total_steps"] == 500
+    assert progress.header["step"] == 0
+    scripted.send("control", ident, p.CANCEL, {"task_id": "st", "attempt": 1})
+    _, _, cancelled = scripted.recv(5, [p.CANCELLED])
+    assert cancelled.header["task_id"] == "st"
+    scripted.recv(5, [p.READY])
+
+
+def test_reconnects_with_a_new_hello_when_the_scheduler_goes_silent(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, qident, node_id = handshake(scripted)
+    scripted.answer_heartbeats = False
+    # Say nothing: after 3 missed heartbeats (0.6 s) the node recreates its socket and says HELLO again.
+    _, ident2, hello = scripted.recv(10, [p.HELLO])
+    assert hello.header["node_id"] == node_id
+    assert ident2 != ident
+
+
+def test_resends_a_result_finished_while_disconnected(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, qident, node_id = handshake(scripted)
+    scripted.send_task(qident, "r1", "sleep", "3000")
+    wait_for(lambda: scripted.recv(5, [p.HEARTBEAT])[2].header.get("task_id") == "r1", 30, "node busy with r1")
+    scripted.unbind()  # the scheduler disappears while the task runs
+    scripted.bind()
+    _, ident2, hello = scripted.recv(20, [p.HELLO])
+    assert hello.header["task_id"] == "r1"
+    deadline = time.monotonic() + 20
+    got = None
+    while time.monotonic() < deadline and got is None:
+        _, ident2, msg = scripted.recv(20, [p.HELLO, p.RESULT])
+        if msg.command == p.HELLO:
+            scripted.welcome(ident2, node_id)
+        else:
+            got = msg
+    assert got is not None and got.header["task_id"] == "r1"
+
+
+def test_unknown_makes_the_node_say_hello_again(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, _, node_id = handshake(scripted)
+    scripted.send("control", ident, p.UNKNOWN, {"reason": "scheduler restarted"})
+    _, _, hello = scripted.recv(10, [p.HELLO])
+    assert hello.header["node_id"] == node_id
+
+
+def test_drain_with_exit_on_drain_says_bye_and_exits(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    node = start_node(procs, scripted.endpoint, tmp_config, "--exit-on-drain")
+    ident, qident, _ = handshake(scripted)
+    scripted.send_task(qident, "d1", "sleep", "300")
+    scripted.send("control", ident, p.DRAIN, {})
+    _, _, result = scripted.recv(30, [p.RESULT])  # the current task still finishes
+    assert result.header["task_id"] == "d1"
+    _, _, bye = scripted.recv(10, [p.BYE, p.READY])
+    assert bye.command == p.BYE
+    wait_for(lambda: not node.alive(), 10, "node to exit after drain")
+    assert node.proc.returncode == 0
+
+
+def test_node_exits_when_its_parent_dies(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        node = start_node(procs, scripted.endpoint, tmp_config, "--parent-pid", str(parent.pid))
+        handshake(scripted)
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not node.alive(), 10, "node to exit after its parent died")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
+def test_sigterm_says_bye(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    node = start_node(procs, scripted.endpoint, tmp_config)
+    handshake(scripted)
+    node.proc.terminate()
+    _, _, bye = scripted.recv(10, [p.BYE])
+    assert bye.header["reason"] == "shutdown"
+    wait_for(lambda: not node.alive(), 10, "node to exit")

@@ -1,0 +1,133 @@
+"""Test-only models, enabled with ``--plugins tests.support.fake_models`` (a pluggy plugin module).
+
+They return the input image unchanged (so replies are valid images) and differ only in how they
+spend their time, which is what the distributed tests need to control. Parameters come from the
+``prompt`` form field as whitespace-separated tokens: a bare integer is a duration in milliseconds,
+``steps=N`` sets a step count, ``marker=X`` (or any other bare word) is a marker; environment
+variables give defaults.
+
+- ``sleep`` (cpu): sleeps ``ms`` (default ``LAMA_TEST_SLEEP_MS`` or 100).
+- ``steps`` (cpu, reports steps): ``steps`` steps of ``ms`` each (defaults ``LAMA_TEST_STEPS`` 10,
+  ``LAMA_TEST_STEP_MS`` 100), reporting progress and checking for cancellation between steps.
+- ``block`` (cpu): one uninterruptible sleep of ``ms`` (default ``LAMA_TEST_BLOCK_MS`` or 60000);
+  cancelling it requires killing the inference process.
+- ``count`` (cpu): sleeps ``ms`` (default ``LAMA_TEST_COUNT_MS`` or 0), then appends the marker as
+  one line to the file named by ``LAMA_TEST_COUNT_FILE`` (exactly-once checks).
+- ``gpu_sleep`` (gpu): like ``sleep`` but needs the gpu queue.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from lama_cleaner.errors import TaskCancelled
+from lama_cleaner.models.base import InpaintModel
+from lama_cleaner.plugins.hookspecs import hookimpl
+from lama_cleaner.tasks import CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancelled
+
+
+def params(req: Any) -> dict[str, str]:
+    """Tokens of ``req.prompt``: ``k=v`` pairs; a bare integer -> ``ms``; another bare word -> ``marker``."""
+    out: dict[str, str] = {}
+    for token in (getattr(req, "prompt", "") or "").split():
+        key, sep, value = token.partition("=")
+        if sep:
+            out[key] = value
+        elif token.lstrip("-").isdigit():
+            out["ms"] = token
+        else:
+            out["marker"] = token
+    return out
+
+
+def _int(values: dict[str, str], key: str, env: str, default: int) -> int:
+    raw = values.get(key) or os.environ.get(env)
+    return int(raw) if raw else default
+
+
+def _unchanged(image_rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image_rgb[:, :, ::-1])
+
+
+class _Fake(InpaintModel):
+    resource_class = "cpu"
+    memory_mb = 1
+    pad_mod = 1
+    supports_hd = False
+
+    def __call__(
+        self,
+        image_rgb: np.ndarray,
+        mask: np.ndarray,
+        req: Any,
+        progress: ProgressCallback = ignore_progress,
+        cancelled: CancelCheck = never_cancelled,
+    ) -> np.ndarray:
+        self.work(params(req), progress, cancelled)
+        progress(Progress(percent=100.0))
+        return _unchanged(image_rgb)
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        raise NotImplementedError
+
+
+class SleepModel(_Fake):
+    name = "sleep"
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        time.sleep(_int(values, "ms", "LAMA_TEST_SLEEP_MS", 100) / 1000.0)
+
+
+class GpuSleepModel(SleepModel):
+    name = "gpu_sleep"
+    resource_class = "gpu"
+
+
+class StepsModel(_Fake):
+    name = "steps"
+    reports_steps = True
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        steps = _int(values, "steps", "LAMA_TEST_STEPS", 10)
+        step_s = _int(values, "ms", "LAMA_TEST_STEP_MS", 100) / 1000.0
+        for step in range(steps):
+            if cancelled():
+                raise TaskCancelled()
+            time.sleep(step_s)
+            progress(Progress(percent=100.0 * (step + 1) / steps, step=step, total_steps=steps))
+
+
+class BlockModel(_Fake):
+    name = "block"
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        time.sleep(_int(values, "ms", "LAMA_TEST_BLOCK_MS", 60000) / 1000.0)  # never looks at `cancelled`
+
+
+class CountModel(_Fake):
+    name = "count"
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        time.sleep(_int(values, "ms", "LAMA_TEST_COUNT_MS", 0) / 1000.0)
+        path = os.environ.get("LAMA_TEST_COUNT_FILE")
+        if not path:
+            return
+        line = (values.get("marker") or "-") + "\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one write of a short line with O_APPEND: atomic across processes
+        finally:
+            os.close(fd)
+
+
+FAKE_MODELS = (SleepModel, GpuSleepModel, StepsModel, BlockModel, CountModel)
+
+
+@hookimpl
+def register_models(registry: Any) -> None:
+    for cls in FAKE_MODELS:
+        registry.register(cls)

@@ -1,0 +1,155 @@
+"""ModelManager: switches without gaps, failed switches keep the old model, inference is serialised."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lama_cleaner import pipeline
+from lama_cleaner.config import Config
+from lama_cleaner.errors import InferenceError, ModelNotSupported
+from lama_cleaner.image_plugins.registry import ImagePluginRegistry
+from lama_cleaner.inpaint_request import default_form
+from lama_cleaner.models.base import InpaintModel
+from lama_cleaner.models.manager import ModelManager
+from lama_cleaner.models.opencv import OpenCV2
+from lama_cleaner.models.registry import ModelRegistry
+from lama_cleaner.models.unsupported import SD15
+from lama_cleaner.tasks import TaskRequest
+
+from .images import decode, encode, mask_bytes, pixels
+
+
+class Broken(InpaintModel):
+    name = "broken"
+    resource_class = "cpu"
+
+    def __init__(self, device, config):
+        raise RuntimeError("weights are corrupt")
+
+
+class Witness(InpaintModel):
+    """Records which model was still loaded while it was being built."""
+
+    name = "witness"
+    resource_class = "cpu"
+    manager: ModelManager | None = None
+    seen_loaded: list[str | None] = []
+
+    def __init__(self, device, config):
+        super().__init__(device, config)
+        Witness.seen_loaded.append(Witness.manager.loaded_model())
+
+
+class Unsafe(InpaintModel):
+    """Keeps per-call state on the instance (like upstream's shared pipelines) and counts overlap."""
+
+    name = "unsafe"
+    resource_class = "cpu"
+    pad_mod = 1
+    supports_hd = False
+    active = 0
+    max_active = 0
+    guard = threading.Lock()
+
+    def forward(self, image_rgb, mask, req):
+        with Unsafe.guard:
+            Unsafe.active += 1
+            Unsafe.max_active = max(Unsafe.max_active, Unsafe.active)
+        self.current = image_rgb.copy()
+        time.sleep(0.002)  # widens the window in which an unserialised caller would overwrite self.current
+        out = self.current[:, :, ::-1].copy()
+        with Unsafe.guard:
+            Unsafe.active -= 1
+        return out
+
+
+def manager(*classes) -> ModelManager:
+    registry = ModelRegistry()
+    for cls in (OpenCV2, SD15, *classes):
+        registry.register(cls)
+    return ModelManager(registry, Config(model="cv2", device="cpu"), "cpu")
+
+
+def test_switch_to_same_model_is_a_no_op():
+    m = manager()
+    assert m.switch("cv2") is True
+    assert m.switch("cv2") is False
+    assert m.name == "cv2" and m.loaded_model() == "cv2"
+
+
+def test_failed_switch_keeps_the_old_model():
+    m = manager(Broken)
+    m.switch("cv2")
+    old = m.get()
+    with pytest.raises(InferenceError, match="^Failed to load model broken: weights are corrupt$"):
+        m.switch("broken")
+    assert m.loaded_model() == "cv2" and m.get() is old
+
+
+def test_unknown_and_unsupported_names():
+    m = manager()
+    m.switch("cv2")
+    with pytest.raises(ModelNotSupported) as err:
+        m.switch("nope")
+    assert str(err.value) == "nope not implemented" and err.value.status == 403
+    with pytest.raises(ModelNotSupported, match=r"^sd1\.5 is not supported by this server yet \(diffusion"):
+        m.switch("sd1.5")
+    assert m.loaded_model() == "cv2"
+
+
+def test_new_model_is_built_before_the_old_one_is_dropped():
+    m = manager(Witness)
+    Witness.manager, Witness.seen_loaded = m, []
+    m.switch("cv2")
+    m.switch("witness")
+    assert Witness.seen_loaded == ["cv2"]
+    assert m.loaded_model() == "witness"
+
+
+def test_get_loads_on_demand_and_keeps_one_model():
+    m = manager(Witness)
+    Witness.manager, Witness.seen_loaded = m, []
+    assert m.loaded_model() is None
+    assert isinstance(m.get("witness"), Witness)
+    assert isinstance(m.get("cv2"), OpenCV2)
+    assert m.loaded_model() == "cv2"
+
+
+def test_concurrent_requests_are_serialised_and_never_mix():
+    m = manager(Unsafe)
+    Unsafe.active = Unsafe.max_active = 0
+    config = Config(model="unsafe", device="cpu")
+    n = 16
+    images = [pixels(12, 12, seed=i) for i in range(n)]
+    results: list[bytes | None] = [None] * n
+    errors: list[BaseException] = []
+    start = threading.Barrier(n)
+
+    def worker(i: int) -> None:
+        task = TaskRequest(
+            kind="inpaint",
+            name="unsafe",
+            form=default_form(sdSeed="1"),
+            files={"image": encode(images[i]), "mask": mask_bytes(12, 12, [(0, 0, 12, 12)])},
+        )
+        try:
+            start.wait(timeout=10)
+            out = pipeline.execute_task(task, models=m, image_plugins=ImagePluginRegistry(), config=config)
+            results[i] = out.body
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert Unsafe.max_active == 1, "inference on one model must never overlap"
+    for i, body in enumerate(results):
+        assert body is not None
+        np.testing.assert_array_equal(np.asarray(decode(body)), images[i], err_msg=f"request {i} got another image")

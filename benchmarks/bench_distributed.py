@@ -95,14 +95,15 @@ class OursRunner:
 
     The producer side is the product's own :class:`SchedulerClient` (the web server's connection):
     each task is SUBMIT -> ACCEPTED (after the journal commit) -> EVENT completed -> FETCH -> OUTPUT,
-    exactly what a classic ``/inpaint`` does in distributed mode. Batches run ``concurrency``
-    of those at once from a thread pool, like concurrent HTTP requests on the web server.
+    exactly what a classic ``/inpaint`` does in distributed mode. Batches run several of those at
+    once from a thread pool, like concurrent HTTP requests on the web server: ``2 * nodes + 2`` in
+    flight keeps every node busy with a short queue behind it (more threads only add GIL contention
+    in this process: measured 312 tasks/s with 4 threads, 229 with 16, 126 with 64 on 2 cores).
     """
 
     name = "ours"
     label = "ours: durable scheduler (SQLite journal)"
     cpu_roles = {"broker/scheduler": "ours-scheduler", "workers": "ours-node-"}
-    concurrency = 16
     node_plugins = "tests.support.fake_models,benchmarks.bench_fakes"
 
     def __init__(self, group: ProcessGroup, work_dir: Path, timeout_s: float, profile: Path | None = None) -> None:
@@ -144,7 +145,7 @@ class OursRunner:
         self.form = default_form(hdStrategy="Original", sdSeed="42", paintByExampleSeed="42", prompt="0")
         self.tiny_png = _tiny_png()
         self.nodes = 0
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bench-producer")
+        self._pools: dict[int, ThreadPoolExecutor] = {}
 
     # ------------------------------------------------------------------ events
     def _on_event(self, header: dict[str, Any]) -> None:
@@ -203,8 +204,12 @@ class OursRunner:
 
     def batch(self, op: str, count: int, body: bytes = b"") -> float:
         bodies = [_variant(body, i) for i in range(count)] if body else [b""] * count
+        workers = max(1, min(count, 2 * self.nodes + 2))
+        pool = self._pools.get(workers)
+        if pool is None:
+            pool = self._pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="bench-producer")
         start = time.perf_counter()
-        futures = [self._pool.submit(self._run_one, op, b) for b in bodies]
+        futures = [pool.submit(self._run_one, op, b) for b in bodies]
         for fut in futures:
             fut.result(timeout=self.timeout_s * 2)
         return time.perf_counter() - start
@@ -241,7 +246,8 @@ class OursRunner:
         raise TimeoutError(f"{want} of our nodes never ran tasks in parallel")
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
         self.client.close()
         for name in [n for n in self.group.procs if n.startswith("ours-node-")]:
             self.group.stop(name, grace=15)

@@ -416,7 +416,8 @@ def _check_dirs(args: argparse.Namespace) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
 
 
-def summarize(done: int, skipped: int, failed: list[Outcome], out: Any = sys.stdout) -> None:
+def summarize(done: int, skipped: int, failed: list[Outcome], out: Any = None) -> None:
+    out = out or sys.stdout
     print(f"done: {done}  skipped: {skipped}  failed: {len(failed)}", file=out)
     for outcome in failed:
         print(f"  failed {outcome.job.name}: {outcome.error}", file=out)

@@ -1,8 +1,9 @@
 """The one way work reports its lifecycle: an ``EventSink`` that forwards to the ``task_event`` hook.
 
 Executors (local or distributed) only know this tiny object, not Socket.IO, metrics or logs; every
-observer is a plugin implementing ``task_event``. An observer that raises must not fail the task it
-observes, so errors are logged and swallowed here.
+observer is a plugin implementing ``task_event``. An observer that raises must neither fail the task it
+observes nor keep the other observers (the Socket.IO notifier, metrics) from seeing the event, so each
+implementation is called on its own and its errors are logged and swallowed here.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ class EventSink:
         return self._pm
 
     def emit(self, event: TaskEvent) -> None:
-        """Deliver ``event`` to the observers; never raises (observers are not part of the task)."""
-        try:
-            self._pm.hook.task_event(event=event)
-        except Exception:  # noqa: BLE001 - an observer bug must not fail the work it watches
-            log.exception("task_event observer failed for task %s (%s)", event.task_id, event.status)
+        """Deliver ``event`` to every observer; never raises (observers are not part of the task)."""
+        kwargs = {"event": event}
+        for impl in reversed(self._pm.hook.task_event.get_hookimpls()):  # pluggy's own call order
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception:  # noqa: BLE001 - an observer bug must not fail the work it watches
+                log.exception("task_event observer %s failed for task %s (%s)",
+                              impl.plugin_name, event.task_id, event.status)

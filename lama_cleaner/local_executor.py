@@ -59,11 +59,17 @@ class LocalExecutor:
         return self.models.switch(name)
 
     def run(self, request: TaskRequest) -> TaskOutput:
-        """Run one task now. Inpaint tasks run on the current model (classic mode has one global model)."""
+        """Run one task now.
+
+        Inpaint tasks run on whatever model is current when they execute (classic mode has one global
+        model): pinning the name given at request time would switch back if ``POST /model`` ran meanwhile.
+        """
+        shown_name = request.name
         if request.kind == "inpaint":
-            request = replace(request, name=self.models.name)
+            shown_name = self.models.name
+            request = replace(request, name="")
         task_id = request.task_id or uuid.uuid4().hex
-        base = {"task_id": task_id, "kind": request.kind, "name": request.name, "submitter": request.submitter}
+        base = {"task_id": task_id, "kind": request.kind, "name": shown_name, "submitter": request.submitter}
         self.events.emit(TaskEvent(status="processing", progress=0.0, attempts=1, **base))
 
         def progress(p: Progress) -> None:

@@ -106,9 +106,10 @@ def _inpaint(
     mask = imaging.decode_mask(require_file(request, "mask"), "mask")
     if mask.shape[:2] != source.size:
         raise ClientError(imaging.mask_mismatch_message(mask.shape[:2], source.size))
-    name = request.name or models.name
-    with models.lock_for(name):
-        model = models.get(name)
+    # An empty name means "the current model" (classic mode). The reference taken here stays valid even if
+    # a switch replaces the model meanwhile; the per-model lock keeps concurrent calls on it apart.
+    model = models.get(request.name or None)
+    with models.lock_for(model.name):
         result_bgr = model(source.rgb, mask[:, :, None], req, progress, cancelled)
     body = imaging.encode_like(result_bgr[:, :, ::-1], source, quality=config.quality)
     return TaskOutput(body=body, mimetype=imaging.mimetype(source.format), headers={"X-Seed": str(req.sd_seed)})

@@ -354,11 +354,12 @@ class Scheduler:
                 try:
                     with self.store.savepoint():
                         self._handle(sock, frames, now, outbox)
-                except Exception:
+                except Exception as exc:
                     del outbox[mark:]
                     del self._events[events_mark:]
                     self._count("handler_errors")
                     log.exception("error while handling a message; it was dropped")
+                    self._internal_error(sock, frames, exc, outbox)
             self._timers(now, outbox)
             self._dispatch(now, outbox)
         self._flush(outbox)
@@ -432,6 +433,15 @@ class Scheduler:
                 p.REJECTED,
                 {"req_id": req_id, "status": 400, "code": "malformed", "message": str(exc), "retry_after": None},
             )
+
+    def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: list[_Out]) -> None:
+        """A producer whose request hit a scheduler bug gets a 500 now rather than a timeout."""
+        if sock is not self._control or len(frames) < 2:
+            return
+        req_id = _peek_req_id(frames[1:])
+        if req_id is not None:
+            message = f"Scheduler error: {type(exc).__name__}: {exc}"
+            self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
 
     def _garbage(self, why: str) -> None:
         self._count("garbage_frames")

@@ -141,3 +141,17 @@ def test_install_frontend_refuses_a_wheel_without_build(tmp_path):
     assert result.returncode == 1
     assert "index.html" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not dest.exists(), "a failed install leaves nothing half-written"
+
+
+def test_model_dir_moves_the_weight_cache(server_factory, tmp_path, monkeypatch):
+    """``--model-dir`` sets XDG_CACHE_HOME before anything reads it: torch-hub weights are looked up there."""
+    monkeypatch.delenv("TORCH_HOME", raising=False)
+    monkeypatch.delenv("LAMA_MODEL_URL", raising=False)
+    model_dir = tmp_path / "models"
+    server = server_factory("--model-dir", str(model_dir))
+    assert model_dir.is_dir()
+    assert requests.get(server.url + "/model_downloaded/lama", timeout=30).text == "False"
+    checkpoints = model_dir / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "big-lama.pt").write_bytes(b"placeholder")
+    assert requests.get(server.url + "/model_downloaded/lama", timeout=30).text == "True"

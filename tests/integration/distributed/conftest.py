@@ -129,6 +129,9 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for proc in reversed(started):
         proc.stop()
+        # Shown by pytest only when the test failed.
+        print(f"----- {' '.join(proc.cmd[2:5])} (pid {proc.pid}, exit {proc.proc.returncode}) -----")
+        print(proc.output()[-6000:])
 
 
 @pytest.fixture
@@ -164,6 +167,7 @@ class ScriptedScheduler:
         self.control: zmq.Socket | None = None
         self.queue: zmq.Socket | None = None
         self.answer_heartbeats = True
+        self.backlog: list[tuple[str, bytes, p.Message]] = []
         """Answer each node HEARTBEAT while receiving (so the node sees a live scheduler)."""
         self.bind()
 
@@ -183,13 +187,21 @@ class ScriptedScheduler:
         return sock
 
     def unbind(self) -> None:
+        self.backlog.clear()
         for sock in (self.control, self.queue):
             if sock is not None:
                 sock.close(0)
         self.control = self.queue = None
 
     def recv(self, timeout: float = 10.0, commands: Sequence[str] = ()) -> tuple[str, bytes, p.Message]:
-        """Next message ("control" | "queue", identity, message), skipping commands not in ``commands``."""
+        """Next message ("control" | "queue", identity, message) whose command is in ``commands``.
+
+        Other messages are kept (except heartbeats) for a later ``recv`` that asks for them, so two
+        messages the node sends at once on different sockets are never lost to the test.
+        """
+        for i, item in enumerate(self.backlog):
+            if not commands or item[2].command in commands:
+                return self.backlog.pop(i)
         deadline = time.monotonic() + timeout
         poller = zmq.Poller()
         assert self.control is not None and self.queue is not None
@@ -204,8 +216,11 @@ class ScriptedScheduler:
                 msg = p.decode(frames, receiver="scheduler")
                 if msg.command == p.HEARTBEAT and self.answer_heartbeats and sock is self.control:
                     self.send("control", ident, p.HEARTBEAT, {})
+                item = ("control" if sock is self.control else "queue", ident, msg)
                 if not commands or msg.command in commands:
-                    return ("control" if sock is self.control else "queue"), ident, msg
+                    return item
+                if msg.command != p.HEARTBEAT:
+                    self.backlog.append(item)
 
     def send(self, where: str, ident: bytes, command: str, header: dict[str, Any], blobs: dict[str, bytes] | None = None):
         sock = self.control if where == "control" else self.queue

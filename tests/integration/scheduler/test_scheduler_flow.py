@@ -8,6 +8,8 @@ import os
 import zmq
 
 from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from tests.integration.scheduler.peers import make_config, resource_class_of
 from tests.support.waiting import wait_for
 
 
@@ -301,3 +303,73 @@ def test_drain_stops_credit(scheduler_factory, peers):
     assert node.take_task() is None
     queues = {q["name"]: q for q in producer.request(p.QUEUES, {}).header["queues"]}
     assert queues["cpu"]["queued"] == 1 and queues["cpu"]["nodes"]["draining"] == 1
+
+
+def test_older_attempt_result_wins_and_newer_attempt_is_cancelled(scheduler_factory, peers):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    slow = peers("node", sched)
+    slow.hello()
+    slow.ready()
+    task = producer.submit("cv2").header["task"]
+    first = slow.expect_task()
+    slow.silent = True  # declared lost while it still works on attempt 1
+    other = peers("node", sched)
+    other.hello()
+    other.ready()
+    second = other.expect_task(timeout=10)
+    assert second.header["attempt"] == 2
+    slow.silent = False
+    slow.result(first, body=b"from-attempt-1")  # the "dead" node finishes after all
+    slow.control.expect(p.UNKNOWN)  # ...and is told to register again
+    cancel = other.control.expect(p.CANCEL)
+    assert cancel.header == {"task_id": task["id"], "attempt": 2}
+    out = producer.request(p.FETCH, {"task_id": task["id"]})
+    assert out.blob_map() == {"body": b"from-attempt-1"}
+    other.result(second, body=b"from-attempt-2")
+    wait_for(lambda: sched.stats()["duplicates"] == 1, message="second result discarded")
+    assert producer.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"from-attempt-1"}
+
+
+def test_positions_and_retention_expiry(scheduler_factory, peers):
+    sched = scheduler_factory(retention_s=0.5)
+    producer = peers("producer", sched)
+    first = producer.submit("cv2").header["task"]
+    second = producer.submit("cv2").header["task"]
+    assert (first["position"], second["position"]) == (0, 1)
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    sent = node.expect_task()
+    assert producer.get(second["id"])["position"] == 0  # the first one left the line
+    node.result(sent)
+    wait_for(lambda: producer.status(first["id"]) == "completed", message="completed")
+
+    def expired():
+        reply = producer.request(p.GET, {"task_id": first["id"]})
+        return reply.command == p.REJECTED and reply.header["status"] == 410
+
+    wait_for(expired, timeout=10, message="finished task pruned by retention")
+    assert sched.stats()["pruned_tasks"] >= 1
+    fetch = producer.request(p.FETCH, {"task_id": first["id"]})
+    assert fetch.header["status"] == 410 and fetch.header["code"] == "expired"
+
+
+def test_a_failing_handler_answers_500_and_the_loop_goes_on(tmp_path, peers):
+    def flaky(kind: str, name: str) -> str | None:
+        if name == "explode":
+            raise RuntimeError("registry is broken")
+        return resource_class_of(kind, name)
+
+    sched = Scheduler(make_config(tmp_path), flaky).start()
+    try:
+        producer = peers("producer", sched)
+        reply = producer.submit("explode")
+        assert reply.command == p.REJECTED and reply.header["status"] == 500
+        assert "registry is broken" in reply.header["message"]
+        assert sched.stats()["handler_errors"] == 1
+        assert producer.submit("cv2").command == p.ACCEPTED
+        assert producer.request(p.LIST, {"status": None, "limit": 5, "offset": 0}).header["total"] == 1
+    finally:
+        sched.stop()
+        assert sched.join(10)

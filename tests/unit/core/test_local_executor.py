@@ -9,6 +9,7 @@ from lama_cleaner.errors import ClientError, ModelNotSupported
 from lama_cleaner.executor import InpaintExecutor
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.tasks import TaskEvent, TaskRequest
+from tests.support.waiting import wait_for
 
 from .images import encode, mask_bytes, pixels
 
@@ -67,3 +68,52 @@ def test_switch_to_unsupported_keeps_current(setup):
         executor.switch_model("sd1.5")
     assert executor.current_model() == "cv2"
     assert executor.run(task()).mimetype == "image/png"
+
+
+def test_inpaint_during_a_switch_uses_the_new_model_and_never_switches_back(pm):
+    import threading
+
+    import numpy as np
+
+    from lama_cleaner.models.opencv import OpenCV2
+    from lama_cleaner.plugins.hookspecs import hookimpl
+
+    building, release = threading.Event(), threading.Event()
+
+    class SlowBuild(OpenCV2):
+        name = "slowbuild"
+
+        def __init__(self, device, config):
+            super().__init__(device, config)
+            building.set()
+            assert release.wait(timeout=20)
+
+        def forward(self, image_rgb, mask, req):
+            return np.zeros_like(image_rgb)  # recognisable: masked area turns black
+
+    class Plugin:
+        @hookimpl
+        def register_models(self, registry):
+            registry.register(SlowBuild)
+
+    pm.register(Plugin())
+    recorder = Recorder()
+    executor = pm.hook.inpaint_executor(config=Config(model="cv2", device="cpu"), events=recorder)
+    results = {}
+    switcher = threading.Thread(target=lambda: results.update(switched=executor.switch_model("slowbuild")))
+    switcher.start()
+    assert building.wait(timeout=20)
+    runner = threading.Thread(target=lambda: results.update(out=executor.run(task(hdStrategy="Original"))))
+    runner.start()
+    # The inpaint has started (and, in the old design, pinned the model name) while the switch is still building.
+    wait_for(lambda: any(e.status == "processing" for e in recorder.events), 20, "inpaint started")
+    release.set()
+    switcher.join(timeout=20)
+    runner.join(timeout=20)
+    assert results["switched"] is True
+    assert executor.current_model() == "slowbuild", "the inpaint must not switch back to the old model"
+    from .images import decode
+
+    out = np.asarray(decode(results["out"].body))
+    assert out[2:8, 2:8].max() == 0, "ran on the new model"
+    executor.close()

@@ -115,11 +115,22 @@ class Target:
     def row(self) -> dict[str, Any]:
         return {
             "target": self.name,
-            "measured": fmt_num(self.value) + (f" {self.unit}" if self.unit and self.value is not None else ""),
+            "measured": self._measured() + (f" {self.unit}" if self.unit and self.value is not None else ""),
             "goal": f"{self.op} {fmt_num(self.threshold)}" + (f" {self.unit}" if self.unit else ""),
             "verdict": self.verdict,
             "note": self.note,
         }
+
+    def _measured(self) -> str:
+        """Like ``fmt_num``, with more digits when rounding would print a miss as the threshold itself."""
+        text = fmt_num(self.value)
+        if isinstance(self.value, float) and self.value != self.threshold:
+            try:
+                if float(text.replace(",", "")) == self.threshold:
+                    text = f"{self.value:.6g}"
+            except ValueError:
+                pass
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict}

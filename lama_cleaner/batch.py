@@ -439,6 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = Manifest(args.output / MANIFEST_NAME)
     pending = [job for job in jobs if not manifest.is_done(job)]
     skipped = len(jobs) - len(pending)
+    for job in jobs:
+        if job.name not in manifest.images and job.output.exists():
+            # finished by an interrupted run after its last manifest update: the output is complete
+            manifest.record(job.name, {"status": "done", "output": job.output.name, "task_id": None,
+                                       "note": "found on disk"})
     if not pending:
         summarize(0, skipped, [])
         return 0

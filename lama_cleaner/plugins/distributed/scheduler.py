@@ -34,6 +34,11 @@ from typing import Any
 
 import zmq
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from ...config import Config, DistributedConfig
 from ...errors import ClientError
 from ...tasks import TASK_STATES, TaskEvent
@@ -46,6 +51,7 @@ from .task_store import TaskRecord, TaskStore
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "journal.sqlite3"
+LOCK_FILE = "scheduler.lock"
 MAX_MESSAGES_PER_ROUND = 512
 MAX_POLL_S = 0.1
 OFFLINE_FORGET_S = 600.0
@@ -112,6 +118,7 @@ class NodeEntry:
             "queues": sorted(self.allowed),
             "rejected": dict(self.rejected),
             "current_task": self.current_task,
+            "credit": sorted(self.ready) if self.has_credit() else [],
             "loaded_model": self.loaded_model,
             "last_heartbeat": self.last_seen,
             "version": self.version,
@@ -195,6 +202,7 @@ class Scheduler:
         self._next_snapshot = 0.0
         self._garbage_logged = 0.0
         self.recovery: Any = None
+        self._lock_file: Any = None
 
     # ================================================================== lifecycle
     def start(self) -> Scheduler:
@@ -202,7 +210,12 @@ class Scheduler:
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = TaskStore(self.data_dir / JOURNAL_FILE, synchronous=self.dcfg.journal_synchronous)
+        self._lock_data_dir()
+        try:
+            self.store = TaskStore(self.data_dir / JOURNAL_FILE, synchronous=self.dcfg.journal_synchronous)
+        except BaseException:
+            self._unlock_data_dir()
+            raise
         try:
             self.recovery = self.store.recover()
             if self.recovery.requeued or self.recovery.queued:
@@ -216,11 +229,30 @@ class Scheduler:
         except BaseException:
             self._close_sockets()
             self.store.close()
+            self._unlock_data_dir()
             raise
         self._refresh_snapshot(time.time())
         self._thread = threading.Thread(target=self._run, name="lama-cleaner-scheduler", daemon=True)
         self._thread.start()
         return self
+
+    def _lock_data_dir(self) -> None:
+        """One scheduler per journal: a second one on the same directory would hand out the same
+        tasks twice. The OS drops the lock when the process dies, even by SIGKILL."""
+        self._lock_file = open(self.data_dir / LOCK_FILE, "a+")  # held (and locked) until the loop ends
+        if fcntl is None:  # pragma: no cover - Windows: no advisory locks, rely on the operator
+            return
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RuntimeError(f"another scheduler is already using {self.data_dir}") from None
+
+    def _unlock_data_dir(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
 
     def stop(self) -> None:
         """Ask the loop to finish; it closes its sockets and the journal. Safe to call twice."""
@@ -326,6 +358,7 @@ class Scheduler:
             self._close_sockets()
             if self.store is not None:
                 self.store.close()
+            self._unlock_data_dir()
             log.info("scheduler stopped")
 
     def _poll_timeout(self, now: float) -> float:
@@ -514,7 +547,9 @@ class Scheduler:
         if node is None:
             return
         h = msg.header
-        if "loaded_model" in h:
+        if "loaded_model" in h and not node.current_task:
+            # While it holds a task the node may still be loading the model we predicted at
+            # dispatch; a heartbeat sent before the TASK arrived would undo that prediction.
             node.loaded_model = h.get("loaded_model")
         state = h.get("state")
         if state == p.NODE_DRAINING:

@@ -12,7 +12,7 @@ from lama_cleaner.client import LamaCleanerClient
 from tests.support.server_process import ServerProcess
 from tests.support.waiting import wait_for
 
-from .helpers import distributed_server
+from .helpers import start_distributed_server
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,8 @@ def count_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory, count_file: Path) -> Iterator[ServerProcess]:
-    server = distributed_server(tmp_path_factory.mktemp("api-server"), env={"LAMA_TEST_COUNT_FILE": str(count_file)})
-    server.start()
+    server = start_distributed_server(tmp_path_factory.mktemp("api-server"),
+                                      env={"LAMA_TEST_COUNT_FILE": str(count_file)})
     try:
         client = LamaCleanerClient(server.url)
         wait_for(lambda: any(n["state"] == "idle" for n in client.nodes()), 60, "the local node to join")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.support.server_process import ServerProcess, free_port
+from tests.support.server_process import ServerProcess, ServerStartError, free_port
+from tests.support.waiting import WaitTimeout
 
 FAKE_MODELS = "tests.support.fake_models"
 FAST_CONFIG = {
@@ -52,3 +53,12 @@ def distributed_server(tmp: Path, *extra: str, env: dict[str, str] | None = None
         *extra,
     ]
     return ServerProcess(args, env=env, ready_timeout=90)
+
+
+def start_distributed_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+    """Start :func:`distributed_server`; one more try with fresh ports if the first start fails
+    (free ports are picked before the server binds them, and parallel test runs can take them)."""
+    try:
+        return distributed_server(tmp, *extra, env=env).start()
+    except (ServerStartError, WaitTimeout):
+        return distributed_server(tmp, *extra, env=env).start()

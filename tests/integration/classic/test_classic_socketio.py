@@ -21,7 +21,7 @@ class RecordingClient:
         self._lock = threading.Lock()
         self.sio = socketio.Client(reconnection=False)
         self.sio.on("*", self._record)
-        self.sio.connect(url, wait_timeout=10)
+        self.sio.connect(url, transports=["websocket"], wait_timeout=10)  # no long-poll to wait out on close
 
     def _record(self, event: str, *args: object) -> None:
         with self._lock:
@@ -35,6 +35,10 @@ class RecordingClient:
         with self._lock:
             return [payload for event, payload in self.events if event == name]
 
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
     def round_trip(self) -> None:
         """An acknowledged call: events the server emitted to us before it are delivered by now."""
         assert self.sio.call("whoami", timeout=10)["sid"] == self.sid
@@ -47,14 +51,24 @@ class RecordingClient:
         self.sio.disconnect()
 
 
-@pytest.fixture
-def clients(classic_server) -> Iterator[tuple[RecordingClient, RecordingClient]]:
+@pytest.fixture(scope="module")
+def connected(classic_server) -> Iterator[tuple[RecordingClient, RecordingClient]]:
+    """Two clients for the whole module (closing a client takes seconds, connecting does not)."""
     a, b = RecordingClient(classic_server.url), RecordingClient(classic_server.url)
     try:
         yield a, b
     finally:
         a.close()
         b.close()
+
+
+@pytest.fixture
+def clients(connected) -> tuple[RecordingClient, RecordingClient]:
+    """The two clients with empty event logs (anything earlier was delivered before the round trips)."""
+    for client in connected:
+        client.round_trip()
+        client.clear()
+    return connected
 
 
 def test_finish_and_status_go_to_the_submitter_named_by_header(classic_server, clients):

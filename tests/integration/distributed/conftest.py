@@ -18,11 +18,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import zmq
 
+import cv2
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.plugins.distributed import protocol as p
 from tests.support.server_process import REPO_ROOT, free_port, server_env
@@ -222,7 +222,9 @@ class ScriptedScheduler:
                 if msg.command != p.HEARTBEAT:
                     self.backlog.append(item)
 
-    def send(self, where: str, ident: bytes, command: str, header: dict[str, Any], blobs: dict[str, bytes] | None = None):
+    def send(
+        self, where: str, ident: bytes, command: str, header: dict[str, Any], blobs: dict[str, bytes] | None = None
+    ) -> None:
         sock = self.control if where == "control" else self.queue
         assert sock is not None
         frames = p.encode_named(command, header, blobs) if blobs else p.encode(command, header)
@@ -266,3 +268,93 @@ __all__ = [
     "FAKE_PLUGIN", "FAST", "Proc", "ScriptedScheduler", "handshake", "mask_png", "merged", "png", "start_node",
     "task_form", "wait_for", "write_config",
 ]
+
+
+# ---------------------------------------------------------------------- whole-system helpers
+class DistServer:
+    """A ``lama-cleaner`` web server with ``--plugins distributed`` (embedded scheduler by default)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Path,
+        *,
+        local_nodes: int = 1,
+        scheduler_port: int | None = None,
+        external_scheduler: str | None = None,
+        env: dict[str, str] | None = None,
+        model: str = "cv2",
+    ) -> None:
+        from tests.support.server_process import ServerProcess
+
+        self.scheduler_port = scheduler_port or free_port()
+        self.scheduler = external_scheduler or f"tcp://127.0.0.1:{self.scheduler_port}"
+        args = ["--plugins", f"distributed,{FAKE_PLUGIN}", "--config", str(config), "--local-nodes", str(local_nodes)]
+        if external_scheduler:
+            args += ["--scheduler", external_scheduler]
+        else:
+            args += ["--data-dir", str(data_dir), "--scheduler-bind", self.scheduler]
+        self.server = ServerProcess(args, env=env, model=model)
+        self.url = self.server.url
+
+    def start(self) -> DistServer:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def sigkill(self) -> None:
+        """SIGKILL the web process only (what a crash looks like to its local nodes)."""
+        assert self.server.proc is not None
+        os.kill(self.server.proc.pid, signal.SIGKILL)
+        self.server.proc.wait(10)
+
+
+def api_submit(url: str, model: str, prompt: str = "", **extra: str) -> dict[str, Any]:
+    import requests
+
+    data = {"model": model, "prompt": prompt, "hdStrategy": "Original", **extra}
+    r = requests.post(f"{url}/api/v1/tasks", data=data,
+                      files={"image": ("i.png", png()), "mask": ("m.png", mask_png())}, timeout=30)
+    assert r.status_code in (200, 202), (r.status_code, r.text)
+    return r.json()
+
+
+def api_task(url: str, task_id: str) -> dict[str, Any]:
+    import requests
+
+    r = requests.get(f"{url}/api/v1/tasks/{task_id}", timeout=10)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()
+
+
+def api_nodes(url: str) -> list[dict[str, Any]]:
+    import requests
+
+    r = requests.get(f"{url}/api/v1/nodes", timeout=10)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return r.json()["nodes"]
+
+
+def wait_status(url: str, task_id: str, statuses: Sequence[str], timeout: float = 30.0) -> dict[str, Any]:
+    return wait_for(lambda: (t := api_task(url, task_id))["status"] in statuses and t, timeout,
+                    f"task {task_id} to reach {statuses}")
+
+
+def wait_nodes(url: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+    def ready() -> list[dict[str, Any]] | None:
+        nodes = [n for n in api_nodes(url) if n["state"] in ("idle", "busy")]
+        return nodes if len(nodes) >= count else None
+
+    return wait_for(ready, timeout, f"{count} node(s) online")
+
+
+@pytest.fixture
+def servers() -> Iterator[list[DistServer]]:
+    started: list[DistServer] = []
+    yield started
+    for server in reversed(started):
+        server.stop()
+        print(f"----- server {server.url} -----")
+        print(server.server.output()[-8000:])

@@ -7,15 +7,17 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 
+import cv2
 from lama_cleaner.plugins.distributed import protocol as p
 
 from .conftest import Proc, ScriptedScheduler, handshake, png, start_node, wait_for
 
 
-def test_registers_capabilities_and_pulls_one_task_at_a_time(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+def test_registers_capabilities_and_pulls_one_task_at_a_time(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
     start_node(procs, scripted.endpoint, tmp_config, "--name", "n1", "--labels", "zone=lab,tier=a")
     _, ident, hello = scripted.recv(60, [p.HELLO])
     caps = hello.header["capabilities"]
@@ -142,6 +144,7 @@ def test_drain_with_exit_on_drain_says_bye_and_exits(scripted: ScriptedScheduler
     node = start_node(procs, scripted.endpoint, tmp_config, "--exit-on-drain")
     ident, qident, _ = handshake(scripted)
     scripted.send_task(qident, "d1", "sleep", "300")
+    wait_for(lambda: scripted.recv(5, [p.HEARTBEAT])[2].header.get("task_id") == "d1", 30, "node busy with d1")
     scripted.send("control", ident, p.DRAIN, {})
     _, _, result = scripted.recv(30, [p.RESULT])  # the current task still finishes
     assert result.header["task_id"] == "d1"

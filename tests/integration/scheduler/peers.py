@@ -93,6 +93,7 @@ class ScriptedNode:
         self.queue_peers: dict[str, Peer] = {}
         self.welcome: p.Message | None = None
         self.silent = False
+        self.loaded_model: str | None = None
         self.last_beat = 0.0
         self.control.on_pump = self.tick
 
@@ -120,12 +121,14 @@ class ScriptedNode:
     def heartbeat(self, state: str = "idle", task_id: str | None = None) -> None:
         self.last_beat = time.monotonic()
         self.control.send(p.HEARTBEAT, {"node_id": self.node_id, "state": state, "task_id": task_id,
-                                        "loaded_model": None})  # fmt: skip
+                                        "loaded_model": self.loaded_model})  # fmt: skip
 
     def take_task(self) -> p.Message | None:
         for peer in self.queue_peers.values():
             msg = peer.take(p.TASK)
             if msg is not None:
+                if msg.header["kind"] == "inpaint":
+                    self.loaded_model = msg.header["name"]  # a real node loads the model it runs
                 return msg
         return None
 

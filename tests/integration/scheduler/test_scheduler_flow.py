@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 import zmq
 
 from lama_cleaner.plugins.distributed import protocol as p
@@ -275,16 +276,24 @@ def test_affinity_prefers_node_with_model_loaded(scheduler_factory, peers):
     warm = peers("node", sched)
     cold.hello()
     warm.hello()
-    # The warm node ran a "fake" task before: the scheduler remembers what it loaded.
     warm.ready()
-    producer.submit("fake")
-    warm.result(warm.expect_task())
-    cold.ready()
-    wait_for(lambda: sched.stats()["nodes"]["idle"] == 2, message="both idle")
+    first = producer.submit("fake").header["task"]
+    ran = warm.expect_task()
+    cold.ready()  # cold is now idle for longer than warm will be: least-recently-used picks cold...
+    warm.result(ran)
+
+    def both_have_credit():
+        nodes = producer.request(p.NODES, {}).header["nodes"]
+        return all(n["credit"] == ["cpu"] for n in nodes) and len(nodes) == 2
+
+    wait_for(both_have_credit, message="both nodes idle with credit")
+    assert producer.status(first["id"]) == "completed"
     task = producer.submit("fake").header["task"]
-    got = warm.expect_task()
+    got = warm.expect_task()  # ...but the warm node has "fake" loaded: affinity wins
     assert got.header["task_id"] == task["id"]
     assert cold.take_task() is None
+    other = producer.submit("cv2").header["task"]
+    assert cold.expect_task().header["task_id"] == other["id"]
 
 
 def test_drain_stops_credit(scheduler_factory, peers):
@@ -373,3 +382,11 @@ def test_a_failing_handler_answers_500_and_the_loop_goes_on(tmp_path, peers):
     finally:
         sched.stop()
         assert sched.join(10)
+
+
+def test_second_scheduler_on_same_journal_is_refused(tmp_path, scheduler_factory):
+    scheduler_factory()
+    other = Scheduler(make_config(tmp_path), resource_class_of)
+    with pytest.raises(RuntimeError, match="another scheduler"):
+        other.start()
+    assert not other.running

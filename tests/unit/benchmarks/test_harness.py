@@ -84,6 +84,12 @@ def test_target_verdicts() -> None:
     assert Target("t", 1.0, ">=", 1.0).to_json()["verdict"] == "PASS"
 
 
+def test_target_never_prints_a_miss_as_the_threshold() -> None:
+    row = Target("scaling", 0.89996, ">=", 0.9).row()
+    assert row["verdict"] == "MISS"
+    assert row["measured"] == "0.89996"
+
+
 def test_format_table_aligns_columns() -> None:
     text = format_table([{"name": "a", "value": 1234.5}, {"name": "bbb", "value": 0.5}], title="T")
     lines = text.splitlines()

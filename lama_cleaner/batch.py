@@ -206,12 +206,17 @@ class Runner:
             return Outcome(job, "failed", f"cannot read input: {exc.strerror or exc}")
         key = self.idempotency_key(image, mask)
         try:
-            task = self._retrying(
-                "submit",
-                lambda: self.client.submit(image, mask, self.model, idempotency_key=key, **self.fields),
-            )
+            task = self._submit(image, mask, key)
+            if task["status"] in ("failed", "cancelled"):
+                # an earlier run's task under this key ended badly: this run tries again, under a key
+                # derived from that task so a retry of this submission still finds its own task
+                task = self._submit(image, mask, f"{key}-after-{task['id'][:12]}")
             task_id = task["id"]
-            task = self._wait(task_id)
+            try:
+                task = self._wait(task_id)
+            except TimeoutError:
+                self._cancel_quietly(task_id)  # free the node for the next image
+                raise
             if task["status"] != "completed":
                 return Outcome(job, "failed", task.get("error") or f"task {task['status']}", task_id)
             result = self._retrying("download", lambda: self.client.result(task_id))
@@ -221,6 +226,17 @@ class Runner:
             return Outcome(job, "failed", str(exc))
         write_atomic(job.output, result.body)
         return Outcome(job, "done", None, task_id, result.seed)
+
+    def _submit(self, image: bytes, mask: bytes, key: str) -> dict[str, Any]:
+        return self._retrying(
+            "submit", lambda: self.client.submit(image, mask, self.model, idempotency_key=key, **self.fields)
+        )
+
+    def _cancel_quietly(self, task_id: str) -> None:
+        try:
+            self.client.cancel(task_id)
+        except (ApiError, requests.RequestException):
+            pass
 
     def _wait(self, task_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.task_timeout
@@ -243,26 +259,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _free_port_run(count: int) -> int:
-    """A port P with P..P+count-1 all free a moment ago (the scheduler binds its queues after its
-    control port)."""
-    for _ in range(50):
-        base = _free_port()
-        socks = []
-        try:
-            for offset in range(count):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise BatchError("no free loopback ports for the embedded scheduler")
 
 
 def _die_with_parent() -> None:
@@ -302,8 +298,7 @@ class EmbeddedServer:
             self.journal = args.output / JOURNAL_NAME
             self.cmd += ["--data-dir", str(self.journal)]
         if not any(section.get(k) for k in ("scheduler", "scheduler_bind", "scheduler-bind")):
-            queues = section.get("queues") or ["gpu", "cpu"]
-            self.cmd += ["--scheduler-bind", f"tcp://127.0.0.1:{_free_port_run(len(queues) + 1)}"]
+            self.cmd += ["--scheduler-bind", "tcp://127.0.0.1:0"]  # free ports, picked by the scheduler
         self.log = tempfile.NamedTemporaryFile(prefix="lama-cleaner-batch-server-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -50,7 +50,8 @@ BANNER_PACKAGES = (
     "torch", "torchvision", "Pillow", "opencv-python-headless", "numpy", "flask", "flask-socketio",
     "python-socketio", "pyzmq", "pluggy", "diffusers", "transformers", "rembg", "realesrgan", "gfpgan",
 )
-DEVICE_EXIT_CODE = 2
+CONFIG_EXIT_CODE = 2
+"""Exit code of every refused setting (argparse uses 2 for usage errors too), --device cuda included."""
 
 
 # ------------------------------------------------------------------ parser
@@ -127,7 +128,8 @@ def split_plugins(values: Sequence[str] | None) -> list[str]:
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     """``--config``, ``--plugins`` and ``--model-dir`` are needed before the full parser exists."""
-    pre = argparse.ArgumentParser(add_help=False)
+    # allow_abbrev=False: otherwise "--model cv2" would be read as an abbreviation of "--model-dir".
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--plugins", action="append", default=None)
     pre.add_argument("--model-dir", dest="model_dir", default=None)
@@ -237,7 +239,7 @@ def serve_main(argv: Sequence[str]) -> int:
     try:
         config, pm, _args = prepare(argv)
     except ConfigError as exc:
-        return _fail(str(exc), DEVICE_EXIT_CODE)
+        return _fail(str(exc), CONFIG_EXIT_CODE)
 
     from .plugins.manager import plugin_names
     from .server.app import create_app
@@ -250,6 +252,8 @@ def serve_main(argv: Sequence[str]) -> int:
         pm.hook.server_started(config=config, app=app)
         socketio.run(app, host=config.host, port=config.port, debug=config.debug, use_reloader=False,
                      allow_unsafe_werkzeug=True)
+    except ConfigError as exc:  # a plugin refusing its settings while the app is built
+        return _fail(str(exc), CONFIG_EXIT_CODE)
     except LamaCleanerError as exc:
         return _fail(exc.message, 1)
     except OSError as exc:

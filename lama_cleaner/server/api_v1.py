@@ -28,12 +28,9 @@ from ..errors import ClientError, LamaCleanerError, NotFound, Overloaded, TaskFa
 from ..tasks import TaskInfo, TaskOutput, TaskRequest, TaskService
 from . import api_docs
 from .api_schemas import (
-    NodeListSchema,
     NodeSchema,
-    QueueListSchema,
     QueueSchema,
     TaskListQuerySchema,
-    TaskPageSchema,
     TaskSchema,
     TaskSubmitFormSchema,
     dump_with_extras,
@@ -238,7 +235,9 @@ def build_task_request(st: ApiState) -> TaskRequest:
     uploads = request.files.to_dict(flat=True)
     payload: dict[str, Any] = {**raw_form, **uploads}
     loaded = TaskSubmitFormSchema().load(payload)
-    files = {key: value for key, value in loaded.items() if isinstance(value, bytes) and key in uploads}
+    # declared uploads were read by the schema; others (a third-party plugin's) are read here
+    files = {key: loaded[key] if isinstance(loaded.get(key), bytes) else storage.read()
+             for key, storage in uploads.items()}
     plugin = loaded.get("plugin")
     model = loaded.get("model")
     if plugin and model:
@@ -262,6 +261,13 @@ def _check_name(st: ApiState, task: TaskRequest) -> None:
         names = st.models.names()
         if task.name not in names:
             raise ClientError(f"Unknown model: {task.name}", code="unknown_model")
+        from ..models.unsupported import UnsupportedModel
+
+        model_cls = st.models.get(task.name)
+        if isinstance(model_cls, type) and issubclass(model_cls, UnsupportedModel):
+            # runs nowhere, so it would wait in its queue forever; models that only lack something on
+            # this web server (torch for lama) are left to the nodes, which may have it
+            raise ClientError(model_cls.message(), code="model_not_supported")
     if task.kind == "plugin" and st.image_plugins is not None:
         if task.name not in st.image_plugins.names():
             raise ClientError("Plugin not found", code="unknown_plugin")
@@ -298,8 +304,9 @@ def list_tasks() -> Response:
     if offset + len(tasks) < total and tasks:
         params = {k: v for k, v in (("status", status), ("limit", limit), ("offset", offset + len(tasks))) if v}
         next_url = f"{PREFIX}/tasks?{urlencode(params)}"
-    page = {"tasks": [dump_task(t) for t in tasks], "total": total, "limit": limit, "offset": offset, "next": next_url}
-    return jsonify(TaskPageSchema().dump(page) | {"tasks": page["tasks"]})
+    # shape of TaskPageSchema (each task already dumped through TaskSchema)
+    return jsonify({"tasks": [dump_task(t) for t in tasks], "total": total, "limit": limit, "offset": offset,
+                    "next": next_url})
 
 
 @blueprint.get("/tasks/<task_id>")
@@ -324,14 +331,12 @@ def task_result(task_id: str) -> Response:
 
 @blueprint.get("/queues")
 def list_queues() -> Response:
-    queues = [dump_with_extras(QueueSchema(), q) for q in _api().service.queues()]
-    return jsonify(QueueListSchema().dump({"queues": []}) | {"queues": queues})
+    return jsonify({"queues": [dump_with_extras(QueueSchema(), q) for q in _api().service.queues()]})
 
 
 @blueprint.get("/nodes")
 def list_nodes() -> Response:
-    nodes = [dump_with_extras(NodeSchema(), n) for n in _api().service.nodes()]
-    return jsonify(NodeListSchema().dump({"nodes": []}) | {"nodes": nodes})
+    return jsonify({"nodes": [dump_with_extras(NodeSchema(), n) for n in _api().service.nodes()]})
 
 
 @blueprint.get("/openapi.json")

@@ -205,7 +205,8 @@ class DistributedExecutor:
             self.client = None
         if self.scheduler is not None:
             try:
-                self.scheduler.stop()
+                closer = getattr(self.scheduler, "close", None) or self.scheduler.stop
+                closer()  # stop the loop and wait for it: the journal is closed cleanly
             finally:
                 self.scheduler = None
 

@@ -20,14 +20,14 @@ from ..hookspecs import hookimpl
 log = logging.getLogger(__name__)
 
 _SERVE_OPTIONS = (
-    # flag, dest, type, help
-    ("--local-nodes", "dist_local_nodes", int, "Node subprocesses the server starts and keeps alive "
+    # flag, dest, type, metavar, help
+    ("--local-nodes", "dist_local_nodes", int, "N", "Node subprocesses the server starts and keeps alive "
      "(distributed.local_nodes, default 1)."),
-    ("--scheduler", "dist_scheduler", str, "Use an external scheduler at this tcp:// address instead of "
+    ("--scheduler", "dist_scheduler", str, "ADDR", "Use an external scheduler at this tcp:// address instead of "
      "embedding one (distributed.scheduler)."),
-    ("--scheduler-bind", "dist_scheduler_bind", str, "Where the embedded scheduler listens "
+    ("--scheduler-bind", "dist_scheduler_bind", str, "ADDR", "Where the embedded scheduler listens "
      "(distributed.scheduler_bind, default tcp://127.0.0.1:5570)."),
-    ("--data-dir", "dist_data_dir", str, "Directory of the scheduler's SQLite journal (distributed.data_dir)."),
+    ("--data-dir", "dist_data_dir", str, "DIR", "Directory of the scheduler's SQLite journal (distributed.data_dir)."),
 )
 _FIELDS = {
     "dist_local_nodes": "local_nodes",
@@ -44,10 +44,10 @@ def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
     if command != "serve":
         return
     group = parser.add_argument_group("distributed plugin")
-    for flag, dest, kind, help_text in _SERVE_OPTIONS:
+    for flag, dest, kind, metavar, help_text in _SERVE_OPTIONS:
         if flag in parser._option_string_actions:  # the CLI may already generate it
             continue
-        group.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+        group.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=help_text)
 
 
 @hookimpl

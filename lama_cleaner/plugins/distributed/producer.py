@@ -5,12 +5,15 @@ thread. So one I/O thread owns the single DEALER socket; callers hand it request
 ``queue.Queue`` and wake it with a byte on an ``os.pipe`` (which the zmq Poller watches next to the
 socket). Replies are matched to requests by ``req_id`` and delivered through a small future.
 
-Keepalive and recovery: after connecting the client sends WATCH (subscribe to EVENTs) and then PING
-every heartbeat interval. When the scheduler has been silent for ``interval * liveness`` (it was
-restarted, or the network dropped) the socket is recreated, WATCH is sent again and every request
-still waiting for its reply is re-sent (SUBMIT carries an idempotency key, so a re-sent SUBMIT never
-creates a second task). A request that gets no reply before its own timeout fails with
-``SchedulerUnavailable`` (HTTP 503, with Retry-After).
+Keepalive and recovery: the client sends WATCH (subscribe to EVENTs) every heartbeat interval and
+the scheduler answers PONG. WATCH rather than PING is the keepalive because it is idempotent and
+re-subscribes by itself: a scheduler that restarted on the same address (ZeroMQ reconnects the TCP
+connection transparently) or dropped us as a watcher starts sending EVENTs again within one
+interval. When the scheduler has been silent for ``interval * liveness`` the socket is recreated.
+Every request still waiting for its reply is re-sent after such a silence window (Lazy Pirate);
+all requests are idempotent (SUBMIT carries an idempotency key), and a duplicate reply is ignored.
+A request without a reply before its own timeout fails with ``SchedulerUnavailable`` (HTTP 503,
+with Retry-After).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class _Pending:
     header: dict[str, Any]
     blobs: list[bytes]
     deadline: float
+    sent_at: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
     reply: p.Message | None = None
     error: BaseException | None = None
@@ -143,9 +147,12 @@ class SchedulerClient:
         sock.connect(self.endpoint)
         self._sock = sock
         self._liveness.reset()
-        self._send(p.encode(p.WATCH, {"producer_id": self.producer_id}))
+        self._watch()
         for pending in self._pending.values():
             self._send_request(pending)
+
+    def _watch(self) -> None:
+        self._send(p.encode(p.WATCH, {"producer_id": self.producer_id}))
 
     def _send(self, frames: list[bytes]) -> None:
         assert self._sock is not None
@@ -155,6 +162,7 @@ class SchedulerClient:
             log.debug("scheduler not reachable; message dropped (will be retried)")
 
     def _send_request(self, pending: _Pending) -> None:
+        pending.sent_at = time.monotonic()
         try:
             if pending.blobs:
                 frames = p.encode(pending.command, pending.header, pending.blobs)
@@ -176,15 +184,19 @@ class SchedulerClient:
         try:
             while not self._closed:
                 if self._liveness.due():
-                    self._send(p.encode(p.PING, {}))
+                    self._watch()
                 if self._liveness.expired:
                     log.warning("scheduler %s silent; reconnecting", self.endpoint)
                     self._connect()
                     reconnected = True
                 now = time.monotonic()
-                for pending in [x for x in self._pending.values() if x.deadline < now]:
-                    self._complete(pending, error=SchedulerUnavailable(
-                        f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
+                window = self._liveness.interval_s * self._liveness.liveness
+                for pending in list(self._pending.values()):
+                    if pending.deadline < now:
+                        self._complete(pending, error=SchedulerUnavailable(
+                            f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
+                    elif now - pending.sent_at > window:
+                        self._send_request(pending)  # lost to a restart the socket did not notice
                 poller = zmq.Poller()
                 assert self._sock is not None
                 poller.register(self._sock, zmq.POLLIN)

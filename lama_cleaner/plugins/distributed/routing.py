@@ -142,7 +142,7 @@ def choose_node(
         return None
     if task.kind == "inpaint":
         warm = [n for n in candidates if n.loaded_model == task.name]
-        if warm and False:
+        if warm:
             return min(warm, key=lambda n: (n.idle_since, n.node_id))
     later = wanted_later or {}
 

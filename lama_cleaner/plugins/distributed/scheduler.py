@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "journal.sqlite3"
 LOCK_FILE = "scheduler.lock"
+PRUNE_BATCH = 200
+"""Tasks (and blobs) removed per retention pass, so pruning never stalls the loop for long."""
 MAX_MESSAGES_PER_ROUND = 512
 MAX_POLL_S = 0.1
 OFFLINE_FORGET_S = 600.0
@@ -189,6 +191,7 @@ class Scheduler:
                 "rejected_overloaded",
                 "rejected_bad_request",
                 "handler_errors",
+                "journal_errors",
                 "undelivered",
                 "pruned_tasks",
                 "pruned_blobs",
@@ -225,6 +228,7 @@ class Scheduler:
                     len(self.recovery.requeued),
                     len(self.recovery.failed),
                 )
+            self._fail_orphans(time.time())
             self._bind()
         except BaseException:
             self._close_sockets()
@@ -235,6 +239,16 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="lama-cleaner-scheduler", daemon=True)
         self._thread.start()
         return self
+
+    def _fail_orphans(self, now: float) -> None:
+        """Queued tasks of a queue that is no longer configured would wait forever: fail them."""
+        store = self._store()
+        with store.batch():
+            for rec in store.unfinished():
+                if rec.queue not in self.queues:
+                    message = f"queue {rec.queue!r} is no longer configured (queues: {', '.join(self.queues)})"
+                    store.fail(rec.id, error=message, status=503, now=now)
+                    log.warning("task %s failed at start-up: %s", rec.id, message)
 
     def _lock_data_dir(self) -> None:
         """One scheduler per journal: a second one on the same directory would hand out the same
@@ -374,6 +388,25 @@ class Scheduler:
         """Handle a burst of messages, timers and dispatch in one transaction, then send."""
         assert self.store is not None
         outbox: list[_Out] = []
+        try:
+            self._round_in_transaction(inbound, now, outbox)
+        except Exception:
+            # The commit failed (disk full, journal locked by another process...): nothing of this
+            # round is durable, so nothing of it may be announced. Producers re-send after their
+            # timeout (SUBMIT is idempotent) and node state converges through heartbeats.
+            self._events.clear()
+            self._count("journal_errors")
+            log.exception("journal transaction failed; the replies of this round were dropped")
+            return
+        self._flush(outbox)
+        self._publish_events()
+        if inbound or now >= self._next_snapshot:
+            self._refresh_snapshot(now)
+
+    def _round_in_transaction(
+        self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: list[_Out]
+    ) -> None:
+        assert self.store is not None
         with self.store.batch():
             while True:
                 try:
@@ -395,10 +428,6 @@ class Scheduler:
                     self._internal_error(sock, frames, exc, outbox)
             self._timers(now, outbox)
             self._dispatch(now, outbox)
-        self._flush(outbox)
-        self._publish_events()
-        if inbound or now >= self._next_snapshot:
-            self._refresh_snapshot(now)
 
     def _flush(self, outbox: list[_Out]) -> None:
         failures: list[Callable[[], None]] = []
@@ -619,7 +648,7 @@ class Scheduler:
             self._garbage(f"RESULT for {task_id} must carry exactly one blob named 'body'")
             return
         rec = store.get(task_id)
-        if node is not None and node.current_task == task_id:
+        if node is not None and _holds(node, task_id, h["attempt"]):
             node.tasks_done += 1
             node.grant_implied_credit(now)
         if rec is None:
@@ -645,7 +674,7 @@ class Scheduler:
             now=now,
         )
         self._count("completed")
-        if holder is not None and holder.node_id != h["node_id"] and holder.current_task == task_id:
+        if holder is not None and holder.current_task == task_id and not _holds(holder, task_id, h["attempt"]):
             # First result wins; the other attempt is now wasted work: stop it.
             self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
         self._event(rec)
@@ -658,7 +687,7 @@ class Scheduler:
             return  # its task was already re-queued when it went offline
         self._node_for(ident, msg, outbox, now)
         task_id = h["task_id"]
-        if node.current_task == task_id:
+        if _holds(node, task_id, h["attempt"]):
             node.grant_implied_credit(now)
         store = self._store()
         rec = store.get(task_id)
@@ -683,7 +712,7 @@ class Scheduler:
         if node is None:
             return
         h = msg.header
-        if node.current_task == h["task_id"]:
+        if _holds(node, h["task_id"], h["attempt"]):
             node.grant_implied_credit(now)
         rec = self._store().get(h["task_id"])
         if rec is not None and rec.status == states.PROCESSING and rec.node_id == node.node_id:
@@ -923,7 +952,9 @@ class Scheduler:
         if now >= self._next_prune:
             retention = float(self.dcfg.retention_s)
             self._next_prune = now + min(300.0, max(1.0, retention / 10))
-            tasks, blobs = self._store().prune(now - retention, now)
+            tasks, blobs = self._store().prune(now - retention, now, limit=PRUNE_BATCH)
+            if max(tasks, blobs) >= PRUNE_BATCH:
+                self._next_prune = now + 0.5  # more to do: continue soon, in small bites
             if tasks or blobs:
                 self._count("pruned_tasks", tasks)
                 self._count("pruned_blobs", blobs)
@@ -936,7 +967,7 @@ class Scheduler:
             return
         queues = sorted({q for n in idle_nodes.values() for q in n.ready})
         store = self._store()
-        waiting = store.runnable(now, limit=max(256, 16 * len(idle_nodes)), queues=queues)
+        waiting = store.runnable_refs(now, limit=max(64, 8 * len(idle_nodes)), queues=queues)
         if not waiting:
             return
         views = [
@@ -950,7 +981,7 @@ class Scheduler:
             )
             for n in idle_nodes.values()
         ]
-        tasks = [WaitingTask(r.id, r.kind, r.name, r.queue) for r in waiting]
+        tasks = [WaitingTask(*ref) for ref in waiting]
         for task, view in plan_dispatch(tasks, views):
             node = idle_nodes[view.node_id]
             ident = node.queue_idents.get(task.queue)
@@ -1088,11 +1119,17 @@ class Scheduler:
             "tasks": store.status_counts(),
             "queues": {q["name"]: q for q in self._queue_stats()},
             "nodes": node_states,
+            "node_list": [n.public() for n in self.nodes.values()],
             "watchers": len(self._watchers),
             "endpoints": self.endpoints,
         }
         with self._lock:
             self._snapshot = snap
+
+
+def _holds(node: NodeEntry, task_id: str, attempt: int) -> bool:
+    """Whether ``node`` is running exactly this attempt of the task (so its outcome frees the node)."""
+    return node.current_task == task_id and node.current_attempt == attempt
 
 
 def _is_int(value: Any) -> bool:

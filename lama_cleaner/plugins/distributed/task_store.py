@@ -410,7 +410,16 @@ class TaskStore:
 
     def runnable(self, now: float, limit: int = 100, queues: list[str] | None = None) -> list[TaskRecord]:
         """Queued tasks whose retry delay has passed, oldest first (FIFO by submission)."""
-        sql = f"SELECT {_COLUMNS} FROM tasks WHERE status = 'queued' AND not_before <= ?"
+        ids = [ref[0] for ref in self.runnable_refs(now, limit, queues)]
+        records = [self.get(task_id) for task_id in ids]
+        return [r for r in records if r is not None]
+
+    def runnable_refs(
+        self, now: float, limit: int = 100, queues: list[str] | None = None
+    ) -> list[tuple[str, str, str, str]]:
+        """Like :meth:`runnable` but only ``(id, kind, name, queue)``: what the dispatcher needs to
+        choose, read every loop round, so it must stay cheap."""
+        sql = "SELECT id, kind, name, queue FROM tasks WHERE status = 'queued' AND not_before <= ?"
         params: list[Any] = [now]
         if queues is not None:
             if not queues:
@@ -419,7 +428,7 @@ class TaskStore:
             params.extend(queues)
         sql += " ORDER BY seq LIMIT ?"
         params.append(max(1, int(limit)))
-        return [_record(r) for r in self._exec(sql, params).fetchall()]
+        return [(r[0], r[1], r[2], r[3]) for r in self._exec(sql, params).fetchall()]
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest ``not_before`` still in the future among queued tasks (when a retry is due)."""
@@ -573,30 +582,36 @@ class TaskStore:
                     report.charged.append(record.id)
         return report
 
-    def prune(self, older_than: float, now: float | None = None) -> tuple[int, int]:
-        """Delete finished tasks with ``finished_at < older_than`` and blobs no task references.
+    def prune(self, older_than: float, now: float | None = None, limit: int = 500) -> tuple[int, int]:
+        """Delete up to ``limit`` finished tasks with ``finished_at < older_than``, then blobs no task
+        references (also at most ``limit``). Bounded so one call never stalls the scheduler loop;
+        call again while it returns ``limit`` tasks or blobs.
 
         Returns (tasks removed, blobs removed). Pruned ids become tombstones (answered as
         "expired"), themselves forgotten once they are as old again as the retention window.
         """
         now = time.time() if now is None else now
+        limit = max(1, int(limit))
         with self.batch():
-            self._exec(
-                "INSERT OR IGNORE INTO tombstones (id, expired_at) SELECT id, ? FROM tasks "
-                "WHERE finished_at IS NOT NULL AND finished_at < ? AND status IN ('completed', 'failed', 'cancelled')",
-                (now, older_than),
-            )
-            tasks = self._exec(
-                "DELETE FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? "
-                "AND status IN ('completed', 'failed', 'cancelled')",
-                (older_than,),
-            ).rowcount
+            ids = [
+                r[0]
+                for r in self._exec(
+                    "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? "
+                    "AND status IN ('completed', 'failed', 'cancelled') ORDER BY finished_at LIMIT ?",
+                    (older_than, limit),
+                ).fetchall()
+            ]
+            for task_id in ids:
+                self._exec("INSERT OR IGNORE INTO tombstones (id, expired_at) VALUES (?, ?)", (task_id, now))
+                self._exec("DELETE FROM tasks WHERE id = ?", (task_id,))  # task_blobs rows cascade
             blobs = self._exec(
-                "DELETE FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM task_blobs) "
-                "AND sha256 NOT IN (SELECT result_sha256 FROM tasks WHERE result_sha256 IS NOT NULL)"
+                "DELETE FROM blobs WHERE sha256 IN (SELECT b.sha256 FROM blobs b "
+                "WHERE NOT EXISTS (SELECT 1 FROM task_blobs tb WHERE tb.sha256 = b.sha256) "
+                "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.result_sha256 = b.sha256) LIMIT ?)",
+                (limit,),
             ).rowcount
             self._exec("DELETE FROM tombstones WHERE expired_at < ?", (older_than,))
-        return int(tasks), int(blobs)
+        return len(ids), int(blobs)
 
 
 def _split_sql(script: str) -> list[str]:

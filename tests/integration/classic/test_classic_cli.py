@@ -155,3 +155,10 @@ def test_model_dir_moves_the_weight_cache(server_factory, tmp_path, monkeypatch)
     checkpoints.mkdir(parents=True)
     (checkpoints / "big-lama.pt").write_bytes(b"placeholder")
     assert requests.get(server.url + "/model_downloaded/lama", timeout=30).text == "True"
+
+
+def test_model_flag_is_not_mistaken_for_model_dir():
+    """The pre-parser must not treat ``--model cv2`` as an abbreviation of ``--model-dir``."""
+    pre = cli._preparse(["--model", "cv2", "--plugins", "x", "--config", "c.toml"])
+    assert pre.model_dir is None and pre.plugins == ["x"] and pre.config == "c.toml"
+    assert cli._preparse(["--model-dir", "/m"]).model_dir == "/m"

@@ -14,6 +14,7 @@ from PIL import Image
 from .media_helpers import (
     assert_plain_text_error,
     decode,
+    encode,
     image_array,
     image_bytes,
     mask_array,
@@ -160,3 +161,25 @@ def test_concurrent_requests_each_get_their_own_result(classic_server):
         assert reply.status_code == 200, reply.text
         assert decode(reply.content).shape == (h, w, 3)
         assert reply.content == want
+
+
+def test_exif_rotated_jpeg_answers_in_upright_size(classic_server):
+    """Orientation 6 (rotate 90): the front end shows it upright, so the mask and reply are upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = io.BytesIO()
+    Image.fromarray(image_array(80, 40, seed=4)).save(stored, format="JPEG", exif=exif.tobytes())
+    response = post_inpaint(classic_server.url, stored.getvalue(), mask_bytes(40, 80), image_name="r.jpg")
+    assert response.status_code == 200, response.text
+    assert decode(response.content).shape == (80, 40, 3)
+    mismatch = post_inpaint(classic_server.url, stored.getvalue(), mask_bytes(80, 40), image_name="r.jpg")
+    assert_plain_text_error(mismatch, 400, "not queal to Image shape(80, 40)")
+
+
+def test_rgba_png_keeps_its_alpha(classic_server):
+    rgba = np.dstack([image_array(64, 48, seed=6), np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))])
+    response = post_inpaint(classic_server.url, encode(rgba), mask_bytes(64, 48))
+    assert response.status_code == 200, response.text
+    with Image.open(io.BytesIO(response.content)) as img:
+        assert img.mode == "RGBA"
+        assert np.array_equal(np.asarray(img)[:, :, 3], rgba[:, :, 3])

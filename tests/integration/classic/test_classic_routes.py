@@ -127,3 +127,18 @@ def test_gui_flag_only_changes_desktop_answers(shared_servers):
     server = shared_servers.get("--gui")
     assert get(server, "/is_desktop").text == "True"
     assert get(server, "/flaskwebgui-keep-server-alive").text == "ok"
+
+
+def test_make_gif_plugin_when_enabled(shared_servers):
+    server = shared_servers.get("--enable-gif")
+    assert get(server, "/server_config").json()["plugins"] == ["MakeGIF"]
+    files = {"image": ("a.png", image_bytes(64, 48, seed=1), "image/png"),
+             "clean_img": ("b.png", image_bytes(64, 48, seed=2), "image/png")}
+    response = post(server, "/run_plugin", data={"name": "MakeGIF", "filename": "a.gif"}, files=files)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/gif"
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    assert response.content[:6] in (b"GIF87a", b"GIF89a")
+    missing = post(server, "/run_plugin", data={"name": "MakeGIF", "filename": "a.gif"},
+                   files={"image": files["image"]})
+    assert_plain_text_error(missing, 400, "clean_img")

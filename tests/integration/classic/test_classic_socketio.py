@@ -115,3 +115,36 @@ def test_subscribe_and_unsubscribe_acknowledge(classic_server, clients):
     assert a.sio.call("unsubscribe", {"id": "abc123"}, timeout=10) == {"ok": True, "room": "task:abc123"}
     bad = a.sio.call("subscribe", {"nope": 1}, timeout=10)
     assert bad["ok"] is False
+
+
+def test_engineio_handshake_sets_the_io_cookie(classic_server):
+    """Browsers then send ``io=<engine.io sid>`` with every fetch, which identifies the submitter."""
+    import json
+
+    import requests
+
+    response = requests.get(classic_server.url + "/socket.io/", params={"EIO": "4", "transport": "polling"},
+                            headers={"Origin": "http://elsewhere.test"}, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "http://elsewhere.test"  # cors_allowed_origins="*"
+    handshake = json.loads(response.text[1:])  # engine.io "open" packet: "0{...}"
+    assert response.cookies.get("io") == handshake["sid"]
+    assert "SameSite=Lax" in response.headers["Set-Cookie"]
+
+
+def test_step_progress_goes_to_the_submitter_only(shared_servers):
+    """A model that reports steps (like the SD family) drives ``diffusion_progress`` for its submitter."""
+    server = shared_servers.get("--plugins", "tests.support.fake_models", model="steps")
+    a, b = RecordingClient(server.url), RecordingClient(server.url)
+    try:
+        response = post_inpaint(server.url, image_bytes(), mask_bytes(), form={"prompt": "steps=3 5"},
+                                headers={"X-Socket-ID": a.sid})
+        assert response.status_code == 200, response.text
+        wait_for(lambda: "diffusion_finish" in a.names(), 10, "diffusion_finish after the steps")
+        assert a.payloads("diffusion_progress") == [{"step": 0}, {"step": 1}, {"step": 2}]
+        assert a.names().index("diffusion_finish") > a.names().index("diffusion_progress")
+        b.round_trip()
+        assert b.events == []
+    finally:
+        a.close()
+        b.close()

@@ -40,6 +40,28 @@ FAST = {
 }
 
 
+def free_port_block(count: int = 3) -> int:
+    """A port P such that P..P+count-1 were all free a moment ago (control port + one per queue)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        base = random.randint(20000, 60000)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no block of free ports found")
+
+
 def png(width: int = 48, height: int = 32, seed: int = 1) -> bytes:
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
@@ -287,7 +309,7 @@ class DistServer:
     ) -> None:
         from tests.support.server_process import ServerProcess
 
-        self.scheduler_port = scheduler_port or free_port()
+        self.scheduler_port = scheduler_port or free_port_block()
         self.scheduler = external_scheduler or f"tcp://127.0.0.1:{self.scheduler_port}"
         args = ["--plugins", f"distributed,{FAKE_PLUGIN}", "--config", str(config), "--local-nodes", str(local_nodes)]
         if external_scheduler:

@@ -21,6 +21,7 @@ from .conftest import (
     api_nodes,
     api_submit,
     api_task,
+    free_port_block,
     mask_png,
     merged,
     png,
@@ -187,10 +188,8 @@ def test_long_task_on_one_node_does_not_delay_a_short_task(tmp_path: Path, serve
 
 
 def test_scheduler_restart_nodes_reconnect_and_finish(tmp_path: Path, servers: list[DistServer], procs: list[Proc]):
-    from tests.support.server_process import free_port
-
     config = write_config(tmp_path, FAST)
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port_block()}"
     data = tmp_path / "sched-data"
 
     def start_scheduler() -> Proc:
@@ -216,3 +215,41 @@ def test_scheduler_restart_nodes_reconnect_and_finish(tmp_path: Path, servers: l
     wait_nodes(dist.url, 2, 30)  # both nodes registered again with the new scheduler
     response = _inpaint(dist.url)  # the web server's producer reconnected too
     assert response.status_code == 200
+
+
+def test_local_nodes_are_restarted_when_they_die_and_die_with_the_server(tmp_path: Path, servers: list[DistServer]):
+    import os
+
+    dist = DistServer(tmp_path / "data", write_config(tmp_path, FAST), local_nodes=1)
+    servers.append(dist.start())
+    [node] = wait_nodes(dist.url, 1)
+    os.kill(node["pid"], signal.SIGKILL)
+
+    def replaced() -> dict | None:
+        fresh = [n for n in api_nodes(dist.url) if n["state"] == "idle" and n["pid"] != node["pid"]]
+        return fresh[0] if fresh else None
+
+    new_node = wait_for(replaced, 60, "the supervisor to start a new local node")
+    assert new_node["name"] == "local-1"
+    assert _inpaint(dist.url).status_code == 200
+    dist.sigkill()
+    wait_for(lambda: not _alive(new_node["pid"]), 10, "the local node to exit after its server was SIGKILLed")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def test_classic_request_times_out_with_504_and_its_task_is_cancelled(tmp_path: Path, servers: list[DistServer]):
+    config = write_config(tmp_path, merged(FAST, {"distributed": {"request_timeout_s": 1.0}}))
+    dist = DistServer(tmp_path / "data", config, local_nodes=0)
+    servers.append(dist.start())
+    response = _inpaint(dist.url)
+    assert response.status_code == 504
+    assert response.headers["Content-Type"].startswith("text/plain")
+    tasks = requests.get(f"{dist.url}/api/v1/tasks", timeout=10).json()["tasks"]
+    assert [t["status"] for t in tasks] == ["cancelled"]

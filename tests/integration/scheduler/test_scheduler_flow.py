@@ -10,6 +10,7 @@ import zmq
 
 from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.task_store import TaskStore
 from tests.integration.scheduler.peers import make_config, resource_class_of
 from tests.support.waiting import wait_for
 
@@ -18,6 +19,8 @@ def test_submit_ready_task_result_fetch(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
     producer.request(p.WATCH, {"producer_id": "web-1"})  # WATCH is answered with PONG (req_id echoed)
+    producer.send(p.PING, {})
+    assert producer.expect(p.PONG).header == {}
     node = peers("node", sched)
     welcome = node.hello()
     assert set(welcome.header["queues"]) == {"cpu"}
@@ -390,3 +393,35 @@ def test_second_scheduler_on_same_journal_is_refused(tmp_path, scheduler_factory
     with pytest.raises(RuntimeError, match="another scheduler"):
         other.start()
     assert not other.running
+
+
+def test_start_fails_tasks_of_a_queue_no_longer_configured(tmp_path, scheduler_factory, peers):
+    journal = tmp_path / "data" / "journal.sqlite3"
+    with TaskStore(journal) as store:
+        gone = store.create_task(kind="inpaint", name="cv2", queue="old-queue", max_attempts=3)[0]
+        kept = store.create_task(kind="inpaint", name="cv2", queue="cpu", max_attempts=3)[0]
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    info = producer.get(gone.id)
+    assert info["status"] == "failed" and "old-queue" in info["error"]
+    assert producer.get(kept.id)["status"] == "queued"
+
+
+def test_a_failing_journal_commit_drops_the_round_not_the_scheduler(scheduler_factory, peers):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    store = sched.store
+    real_batch = store.batch
+    failures = {"left": 3}
+
+    def flaky_batch():
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise OSError("disk full")
+        return real_batch()
+
+    store.batch = flaky_batch  # the loop thread picks it up on its next round
+    wait_for(lambda: failures["left"] == 0, message="failing rounds")
+    assert sched.stats()["journal_errors"] == 3
+    assert sched.running
+    assert producer.submit("cv2").command == p.ACCEPTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 from lama_cleaner.tasks import TaskOutput
@@ -53,6 +54,10 @@ def test_submit_plugin_forwards_plugin_fields(client, service, image_files):
     sent = service.requests[response.get_json()["id"]]
     assert (sent.kind, sent.name) == ("plugin", "MakeGIF")
     assert sent.form == {"filename": "x.gif", "name": "MakeGIF"} and set(sent.files) == {"image", "clean_img"}
+    other = image_files()
+    other["extra"] = (io.BytesIO(b"EXTRA"), "extra.bin")  # a third-party plugin's own upload
+    sent = service.requests[client.post("/api/v1/tasks", data={**other, "plugin": "Mine"}).get_json()["id"]]
+    assert sent.files["extra"] == b"EXTRA" and sent.files["mask"].startswith(b"\x89PNG")
     both = client.post("/api/v1/tasks", data={**image_files(), "plugin": "MakeGIF", "model": "cv2"})
     _error(both, 400, "validation_error")
 
@@ -82,7 +87,7 @@ def test_mask_size_mismatch_is_400_with_upstream_text(client, service, image_fil
 
 def test_undecodable_image_is_400(client, image_files):
     files = image_files()
-    files["image"] = (__import__("io").BytesIO(b"not an image"), "x.png")
+    files["image"] = (io.BytesIO(b"not an image"), "x.png")
     _error(client.post("/api/v1/tasks", data=files), 400, "bad_request")
 
 

@@ -126,3 +126,53 @@ def test_nothing_to_do_when_every_output_exists(tmp_path: Path, capsys):
     code = batch.main(["--input", str(tmp_path / "in"), "--mask", str(mask), "--output", str(tmp_path / "out"),
                        "--server", "http://127.0.0.1:9"])
     assert code == 0 and "done: 0  skipped: 1  failed: 0" in capsys.readouterr().out
+
+
+class FakeApi:
+    """Just enough of LamaCleanerClient for Runner.run."""
+
+    def __init__(self, by_key: dict[str, dict], statuses: dict[str, str]) -> None:
+        self.by_key, self.statuses = by_key, statuses
+        self.keys: list[str] = []
+        self.cancelled: list[str] = []
+
+    def submit(self, image, mask, model, idempotency_key=None, **fields):
+        self.keys.append(idempotency_key)
+        return self.by_key.get(idempotency_key, {"id": "new", "status": "queued"})
+
+    def get(self, task_id):
+        return {"id": task_id, "status": self.statuses[task_id]}
+
+    def result(self, task_id):
+        from lama_cleaner.client import TaskResult
+
+        return TaskResult(b"RESULT", "image/png", {"X-Seed": "5"})
+
+    def cancel(self, task_id):
+        self.cancelled.append(task_id)
+        return {"id": task_id, "status": "cancelled"}
+
+
+def _job(tmp_path: Path) -> batch.Job:
+    image, mask = _touch(tmp_path / "in" / "a.png", b"I"), _touch(tmp_path / "m.png", b"M")
+    (tmp_path / "out").mkdir()
+    return batch.Job("a.png", image, mask, tmp_path / "out" / "a.png")
+
+
+def test_a_failed_task_from_an_earlier_run_is_not_reused(tmp_path: Path):
+    job = _job(tmp_path)
+    runner = batch.Runner(None, "cv2", {}, 0, 5)  # type: ignore[arg-type]
+    key = runner.idempotency_key(b"I", b"M")
+    api = FakeApi({key: {"id": "old-task-id-1234", "status": "failed"}}, {"new": "completed"})
+    runner.client = api  # type: ignore[assignment]
+    outcome = runner.run(job)
+    assert outcome.status == "done" and outcome.task_id == "new" and outcome.seed == 5
+    assert api.keys == [key, f"{key}-after-old-task-id-"] and job.output.read_bytes() == b"RESULT"
+
+
+def test_a_task_that_does_not_finish_in_time_is_cancelled(tmp_path: Path):
+    job = _job(tmp_path)
+    api = FakeApi({}, {"new": "processing"})
+    outcome = batch.Runner(api, None, {}, 0, task_timeout=0.05).run(job)  # type: ignore[arg-type]
+    assert outcome.status == "failed" and "not finished after" in (outcome.error or "")
+    assert api.cancelled == ["new"] and not job.output.exists()

@@ -23,14 +23,14 @@ def new(store: TaskStore, name="cv2", queue="cpu", **kw):
 
 def test_migrations_applied_once_and_wal(path):
     with TaskStore(path) as store:
-        assert store.applied_migrations == ["0001_initial.sql"]
-        assert store.schema_version() == 1
+        assert store.applied_migrations == ["0001_initial.sql", "0002_result_blob_index.sql"]
+        assert store.schema_version() == 2
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with TaskStore(path, synchronous="full") as store:
         assert store.applied_migrations == []
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    rows = sqlite3.connect(path).execute("SELECT version, name FROM schema_version").fetchall()
-    assert rows == [(1, "0001_initial.sql")]
+    rows = sqlite3.connect(path).execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
+    assert rows == [(1, "0001_initial.sql"), (2, "0002_result_blob_index.sql")]
 
 
 def test_bad_synchronous_and_missing_migrations(path, tmp_path, monkeypatch):
@@ -189,5 +189,21 @@ def test_prune_removes_old_finished_tasks_and_unreferenced_blobs(path):
         assert store.get(fresh.id) is not None and store.get(running.id) is not None
         assert store.inputs(fresh.id) == {"image": b"FRESH", "mask": b"SHARED"}
         assert store.prune(older_than=100.0, now=200.0) == (0, 0)
+        assert store._db.execute("PRAGMA foreign_key_check").fetchall() == []
         store.prune(older_than=300.0, now=400.0)  # tombstones age out after another window
         assert not store.is_expired(old.id)
+
+
+def test_prune_works_in_bounded_bites(path):
+    with TaskStore(path) as store:
+        for i in range(5):
+            rec = new(store, files={"image": f"IMG{i}".encode()})
+            store.mark_processing(rec.id, "n", now=1.0)
+            store.complete(rec.id, mimetype="image/png", headers={}, body=f"OUT{i}".encode(), now=2.0)
+        assert store.prune(older_than=100.0, now=200.0, limit=2) == (2, 2)
+        assert store.prune(older_than=100.0, now=200.0, limit=2) == (2, 2)
+        removed = store.prune(older_than=100.0, now=200.0, limit=2)
+        assert removed[0] == 1
+        while store.prune(older_than=100.0, now=200.0, limit=2) != (0, 0):
+            pass
+        assert store.list()[1] == 0 and store.blob_count() == 0

@@ -355,30 +355,53 @@ class EmbeddedServer:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones (``None``, ``[]``) whose meaning the help text gives."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, [], False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lama-cleaner batch",
         description="Inpaint every image of a folder through the task API (resumable).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument("--input", required=True, type=Path, help="Folder of images.")
-    p.add_argument("--mask", required=True, type=Path,
+    p.add_argument("--input", required=True, type=Path, metavar="DIR", help="Folder of images.")
+    p.add_argument("--mask", required=True, type=Path, metavar="FILE|DIR",
                    help="One mask for every image, or a folder of masks named like the images (same stem).")
-    p.add_argument("--output", required=True, type=Path, help="Folder for results (same file names).")
+    p.add_argument("--output", required=True, type=Path, metavar="DIR", help="Folder for results (same file names).")
     p.add_argument("--model", default=None, help="Model to use (default: the server's current model).")
-    p.add_argument("--server", default=None,
+    p.add_argument("--server", default=None, metavar="URL",
                    help="URL of a running server with the distributed plugin; default: start one here.")
-    p.add_argument("--concurrency", type=int, default=2, help="Images in flight at once.")
-    p.add_argument("--retries", type=int, default=5, help="Retries of a transient error per request.")
-    p.add_argument("--task-timeout", type=float, default=600.0, help="Seconds to wait for one image.")
+    p.add_argument("--concurrency", type=int, default=2, metavar="N", help="Images in flight at once.")
+    p.add_argument("--retries", type=int, default=5, metavar="N", help="Retries of a transient error per request.")
+    p.add_argument("--task-timeout", type=float, default=600.0, metavar="S", help="Seconds to wait for one image.")
     p.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
                    help="An /inpaint field to change, e.g. --field hdStrategy=Original (repeatable).")
-    p.add_argument("--config", type=Path, default=None, help="Config file for the embedded server.")
-    p.add_argument("--plugins", action="append", default=None, help="Extra plugins for the embedded server.")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE", help="Config file for the embedded server.")
+    p.add_argument("--plugins", action="append", default=None, metavar="NAME[,NAME]",
+                   help="Extra plugins for the embedded server (distributed is always on).")
     p.add_argument("--device", default="cpu", help="Device of the embedded server's local nodes.")
-    p.add_argument("--start-timeout", type=float, default=120.0, help="Seconds to wait for the embedded server.")
+    p.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
+                   help="Seconds to wait for the embedded server.")
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     return p
+
+
+def _plugin_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Let plugins named by ``--plugins`` (and installed entry points) add ``batch`` options, as the
+    ``add_cli_options`` hook promises."""
+    from .plugins.manager import create_plugin_manager
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugins", action="append", default=None)
+    known, _ = pre.parse_known_args(argv)
+    pm = create_plugin_manager(split_plugins(known.plugins))
+    pm.hook.add_cli_options(parser=parser, command="batch")
 
 
 def split_plugins(values: Sequence[str] | None) -> list[str]:
@@ -420,8 +443,14 @@ def summarize(done: int, skipped: int, failed: list[Outcome], out: Any = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry of ``lama-cleaner batch``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        _plugin_options(parser, argv)
+    except ConfigError as exc:
+        print(f"lama-cleaner batch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     try:
         _check_dirs(args)
         fields = parse_fields(args.field, args.model)

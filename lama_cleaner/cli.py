@@ -105,6 +105,11 @@ def build_serve_parser(model_names: Sequence[str] | None = None) -> argparse.Arg
     for alias, dest in HIDDEN_ALIASES.items():
         parser.add_argument(alias, dest=dest, action="store_true", default=False, help=argparse.SUPPRESS)
     parser.add_argument("--hf_access_token", dest="hf_access_token", default="", help=argparse.SUPPRESS)
+    # Upstream's Windows-installer flags: the JSON file is read like --config; the rest is refused clearly.
+    parser.add_argument("--load-installer-config", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--installer-config", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config-installer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--install-plugins-package", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -133,8 +138,25 @@ def _preparse(argv: Sequence[str]) -> argparse.Namespace:
     pre.add_argument("--config", default=None)
     pre.add_argument("--plugins", action="append", default=None)
     pre.add_argument("--model-dir", dest="model_dir", default=None)
+    pre.add_argument("--load-installer-config", action="store_true")
+    pre.add_argument("--installer-config", default=None)
+    pre.add_argument("--config-installer", action="store_true")
+    pre.add_argument("--install-plugins-package", action="store_true")
     namespace, _ = pre.parse_known_args(list(argv))
     return namespace
+
+
+def _config_file(pre: argparse.Namespace) -> str | None:
+    """``--config FILE``, or upstream's ``--load-installer-config --installer-config FILE`` (JSON)."""
+    if pre.config_installer:
+        raise ConfigError("--config-installer (the gradio installer page) is not supported; edit a --config file")
+    if pre.install_plugins_package:
+        raise ConfigError("--install-plugins-package is not supported; run: pip install rembg realesrgan gfpgan")
+    if pre.load_installer_config:
+        if not pre.installer_config:
+            raise ConfigError("--load-installer-config needs --installer-config FILE")
+        return pre.config or pre.installer_config
+    return pre.config
 
 
 def build_config(file_data: dict[str, Any], args: argparse.Namespace, explicit: set[str]) -> Config:
@@ -218,7 +240,8 @@ def prepare(argv: Sequence[str]) -> tuple[Config, Any, argparse.Namespace]:
     from .plugins.manager import create_plugin_manager
 
     pre = _preparse(argv)
-    file_data = read_config_file(pre.config) if pre.config else {}
+    config_file = _config_file(pre)
+    file_data = read_config_file(config_file) if config_file else {}
     apply_model_dir(pre.model_dir or file_data.get("model_dir") or file_data.get("model-dir"))
     enabled = split_plugins(pre.plugins) if pre.plugins else list(file_data.get("plugins") or [])
     pm = create_plugin_manager(enabled)

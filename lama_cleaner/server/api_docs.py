@@ -8,6 +8,7 @@ rendering of that document by a tiny template of our own: no CDN, no JavaScript,
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 from apispec import APISpec
@@ -225,6 +226,11 @@ def build_openapi() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- HTML
 
 
+def _text(markdown: str) -> str:
+    """Escape ``markdown`` and render its only markup, `code` spans."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(markdown))
+
+
 def _resolve(doc: dict[str, Any], schema: dict[str, Any] | None) -> dict[str, Any]:
     if schema and "$ref" in schema:
         return doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
@@ -250,7 +256,7 @@ def _props_table(schema: dict[str, Any]) -> str:
     required = set(schema.get("required", []))
     rows = "".join(
         f"<tr><td><code>{html.escape(name)}</code>{' *' if name in required else ''}</td>"
-        f"<td>{html.escape(_type_of(prop))}</td><td>{html.escape(prop.get('description', ''))}</td></tr>"
+        f"<td>{html.escape(_type_of(prop))}</td><td>{_text(prop.get('description', ''))}</td></tr>"
         for name, prop in schema.get("properties", {}).items()
     )
     return f"<table><tr><th>Field</th><th>Type</th><th>Description</th></tr>{rows}</table>" if rows else ""
@@ -260,16 +266,16 @@ def _operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any], 
     parts = [
         f'<section class="op" id="{html.escape(op.get("operationId", ""))}">',
         f'<h3><span class="m {method}">{method.upper()}</span> <code>{html.escape(path)}</code></h3>',
-        f"<p><b>{html.escape(op.get('summary', ''))}</b></p>",
+        f"<p><b>{_text(op.get('summary', ''))}</b></p>",
     ]
     if op.get("description"):
-        parts.append(f"<p>{html.escape(op['description'])}</p>")
+        parts.append(f"<p>{_text(op['description'])}</p>")
     params = [*shared, *op.get("parameters", [])]
     if params:
         rows = "".join(
             f"<tr><td><code>{html.escape(p['name'])}</code>{' *' if p.get('required') else ''}</td>"
             f"<td>{html.escape(p['in'])}</td><td>{html.escape(_type_of(p.get('schema', {})))}</td>"
-            f"<td>{html.escape(p.get('description', ''))}</td></tr>"
+            f"<td>{_text(p.get('description', ''))}</td></tr>"
             for p in params
         )
         parts.append(f"<h4>Parameters</h4><table><tr><th>Name</th><th>In</th><th>Type</th><th>Description</th></tr>{rows}</table>")
@@ -284,7 +290,7 @@ def _operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any], 
         schemas = [c.get("schema", {}) for c in resp.get("content", {}).values()]
         shape = ", ".join(_type_of(s) for s in schemas if s)
         rows += (
-            f"<tr><td>{html.escape(status)}</td><td>{html.escape(resp.get('description', ''))}</td>"
+            f"<tr><td>{html.escape(status)}</td><td>{_text(resp.get('description', ''))}</td>"
             f"<td>{html.escape(media)}</td><td>{html.escape(shape)}</td></tr>"
         )
     parts.append(f"<h4>Responses</h4><table><tr><th>Status</th><th>Meaning</th><th>Type</th><th>Body</th></tr>{rows}</table>")
@@ -330,7 +336,7 @@ def render_html(doc: dict[str, Any]) -> str:
 <style>{_CSS}</style></head>
 <body>
 <h1>{html.escape(info.get("title", "API"))} <small>{html.escape(str(info.get("version", "")))}</small></h1>
-<p>{html.escape(info.get("description", ""))}</p>
+<p>{_text(info.get("description", ""))}</p>
 <p>Machine-readable: <a href="openapi.json">openapi.json</a> (OpenAPI {html.escape(doc.get("openapi", ""))}).</p>
 <nav>{"".join(toc)}</nav>
 <h2>Operations</h2>

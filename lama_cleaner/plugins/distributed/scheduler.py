@@ -12,6 +12,11 @@ registry or the journal. Each loop iteration:
 4. commits, then sends the outbox: an ACCEPTED or TASK never announces something the journal
    could still lose.
 
+Cost per task matters (it bounds throughput on small boxes), so the hot paths avoid the journal
+where it is not the point: unfinished tasks are read from the store's in-memory live index, a round
+or message that writes nothing opens no transaction or savepoint, event and TaskInfo dicts are
+built by hand, and the monitoring snapshot is only computed when ``stats()`` asks for it.
+
 Why these rules (details in ``docs/protocol.md``): node-level credit of one (a task never waits
 inside a busy node), any message counts as liveness, a lost node's task is re-queued with its
 attempt charged and backoff applied, a terminal task never changes (late results are duplicates),
@@ -20,14 +25,13 @@ garbage is counted and dropped, never fatal.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import queue as queue_mod
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,16 @@ from ...tasks import TASK_STATES, TaskEvent
 from . import protocol as p
 from . import states
 from .retry_policy import next_retry, policy_for
-from .routing import IdleNode, ResourceClassOf, RoutingError, WaitingTask, allowed_queues, plan_dispatch, route_task
+from .routing import (
+    IdleNode,
+    ResourceClassOf,
+    RoutingError,
+    WaitingTask,
+    allowed_queues,
+    node_can_run,
+    plan_dispatch,
+    route_task,
+)
 from .task_store import TaskRecord, TaskStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +68,10 @@ LOCK_FILE = "scheduler.lock"
 PRUNE_BATCH = 200
 """Tasks (and blobs) removed per retention pass, so pruning never stalls the loop for long."""
 MAX_MESSAGES_PER_ROUND = 512
+CANDIDATE_LOOKAHEAD = 8
+"""Runnable tasks looked at per round beyond one per idle node (for the affinity choice)."""
+CANDIDATE_SCAN_LIMIT = 2000
+"""Queued tasks scanned per round at most, looking for ones an idle node can run."""
 MAX_POLL_S = 0.1
 OFFLINE_FORGET_S = 600.0
 """Offline nodes stay listed (state ``offline``) this long, then are forgotten."""
@@ -199,10 +216,16 @@ class Scheduler:
             0,
         )
         self._snapshot: dict[str, Any] = {"tasks": dict.fromkeys(states.STATES, 0), "queues": {}, "nodes": {}}
-        self._events: list[TaskEvent] = []
+        self._snapshot_at = 0.0
+        self._events: list[dict[str, Any]] = []
+        self._wake_r = self._wake_w = -1  # a pipe (made by _bind) whose byte wakes the poll for commands
+        self._handlers: dict[str, Callable[[bytes, p.Message, float, list[_Out]], None]] = {
+            command: getattr(self, f"_on_{command.lower()}")
+            for command in p.SCHEMAS["scheduler"]
+            if command != p.READY
+        }
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
-        self._next_snapshot = 0.0
         self._garbage_logged = 0.0
         self.recovery: Any = None
         self._lock_file: Any = None
@@ -307,6 +330,10 @@ class Scheduler:
             self._sock_queue[sock] = name
             self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._control, zmq.POLLIN)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller.register(self._wake_r, zmq.POLLIN)
         self.endpoints = {"control": control_ep, "queues": queue_eps}
         log.info("scheduler listening: control %s, queues %s", control_ep, queue_eps)
 
@@ -325,18 +352,46 @@ class Scheduler:
                 sock.close()
         self._queue_socks.clear()
         self._control = None
+        wake, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in wake:
+            if fd >= 0:
+                os.close(fd)
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
 
     # ================================================================== public, thread-safe
-    def stats(self) -> dict[str, Any]:
+    def stats(self, timeout: float = 2.0) -> dict[str, Any]:
         """Counters for monitoring: tasks by state and per queue, node states, and event counts
-        (dispatched, duplicates, garbage_frames, requeued_on_node_loss, retries, ...)."""
+        (dispatched, duplicates, garbage_frames, requeued_on_node_loss, retries, ...).
+
+        The task/queue/node part is computed by the loop thread on request (it scans the journal,
+        which the loop should not do every round); this waits up to ``timeout`` for it and falls
+        back to the last snapshot if the loop is busy or stopped."""
+        if self.running and threading.current_thread() is not self._thread:
+            done = threading.Event()
+
+            def refresh(now: float, outbox: list[_Out]) -> None:
+                try:
+                    self._refresh_snapshot(now)
+                finally:
+                    done.set()
+
+            self._commands.put(refresh)
+            self._wake()
+            done.wait(timeout)
+        elif threading.current_thread() is self._thread:
+            self._refresh_snapshot(time.time())
         with self._lock:
             snap = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._snapshot.items()}
-            snap.update(self._counters)
+        snap.update(self._counters)
         return snap
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # pipe full (the loop is awake anyway), or already closed by the loop
+            pass
 
     def drain_node(self, node_id: str) -> None:
         """Tell a node to stop taking work after its current task (it gets no more credit)."""
@@ -350,6 +405,7 @@ class Scheduler:
             self._send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
 
         self._commands.put(command)
+        self._wake()
 
     # ================================================================== loop
     def _run(self) -> None:
@@ -359,6 +415,9 @@ class Scheduler:
                 ready = dict(self._poller.poll(int(timeout * 1000)))
                 inbound: list[tuple[zmq.Socket, list[bytes]]] = []
                 for sock in ready:
+                    if sock == self._wake_r:
+                        self._drain_wake_pipe()
+                        continue
                     for _ in range(MAX_MESSAGES_PER_ROUND):
                         try:
                             inbound.append((sock, sock.recv_multipart(zmq.NOBLOCK, copy=True)))
@@ -375,11 +434,18 @@ class Scheduler:
             self._unlock_data_dir()
             log.info("scheduler stopped")
 
+    def _drain_wake_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
     def _poll_timeout(self, now: float) -> float:
         timeout = min(MAX_POLL_S, max(0.0, self._next_heartbeat - now))
         assert self.store is not None
         if any(n.has_credit() for n in self.nodes.values()):
-            due = self.store.next_wakeup(now)
+            due = self.store.live.next_wakeup(now)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - now))
         return timeout
@@ -400,8 +466,6 @@ class Scheduler:
             return
         self._flush(outbox)
         self._publish_events()
-        if inbound or now >= self._next_snapshot:
-            self._refresh_snapshot(now)
 
     def _round_in_transaction(
         self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: list[_Out]
@@ -471,12 +535,13 @@ class Scheduler:
         if msg.command == p.READY:
             self._garbage("READY on the control socket")
             return
-        handler = getattr(self, f"_on_{msg.command.lower()}", None)
+        handler = self._handlers.get(msg.command)
         if handler is None:  # pragma: no cover - SCHEMAS and handlers are kept in step
             self._garbage(f"no handler for {msg.command}")
             return
-        if ident in self._watchers:
-            self._watchers[ident] = (self._watchers[ident][0], now)
+        watcher = self._watchers.get(ident)
+        if watcher is not None:
+            self._watchers[ident] = (watcher[0], now)
         handler(ident, msg, now, outbox)
 
     def _reject_garbage(
@@ -627,9 +692,10 @@ class Scheduler:
             return
         percent = max(0.0, min(100.0, float(h["percent"])))
         step = h.get("step") if isinstance(h.get("step"), int) else None
+        if percent >= 100.0 and step is None:
+            return  # "done" without a step says nothing the RESULT right behind it will not say
         total = h.get("total_steps") if isinstance(h.get("total_steps"), int) else None
         self._store().set_progress(rec.id, percent, step, total)
-        rec.progress, rec.step = percent, step
         self._event(rec, progress=percent, step=step)
 
     def _on_result(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
@@ -967,9 +1033,6 @@ class Scheduler:
             return
         queues = sorted({q for n in idle_nodes.values() for q in n.ready})
         store = self._store()
-        waiting = store.runnable_refs(now, limit=max(64, 8 * len(idle_nodes)), queues=queues)
-        if not waiting:
-            return
         views = [
             IdleNode(
                 node_id=n.node_id,
@@ -981,7 +1044,9 @@ class Scheduler:
             )
             for n in idle_nodes.values()
         ]
-        tasks = [WaitingTask(*ref) for ref in waiting]
+        tasks = _candidates(store.live.runnable(now, queues), views)
+        if not tasks:
+            return
         for task, view in plan_dispatch(tasks, views):
             node = idle_nodes[view.node_id]
             ident = node.queue_idents.get(task.queue)
@@ -1050,24 +1115,44 @@ class Scheduler:
             self._counters[name] = self._counters.get(name, 0) + n
 
     def _info(self, rec: TaskRecord) -> dict[str, Any]:
-        position = self._store().position(rec.id) if rec.status == states.QUEUED else None
-        return dataclasses.asdict(rec.to_info(position))
+        """``dataclasses.asdict(TaskInfo)`` of the record, built directly (this runs for every reply)."""
+        return {
+            "id": rec.id,
+            "kind": rec.kind,
+            "name": rec.name,
+            "status": rec.status,
+            "queue": rec.queue,
+            "node": rec.node_id,
+            "progress": rec.progress,
+            "attempts": rec.attempts,
+            "max_attempts": rec.max_attempts,
+            "created_at": rec.created_at,
+            "started_at": rec.started_at,
+            "finished_at": rec.finished_at,
+            "position": self._store().live.position(rec) if rec.status == states.QUEUED else None,
+            "error": rec.error,
+        }
 
     def _event(self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None) -> None:
+        """Queue an EVENT (the fields of :class:`TaskEvent`, in its order) for after the commit."""
+        if not self._watchers and self.on_event is None:
+            return  # nobody listens: skip building it
+        status = rec.status
         self._events.append(
-            TaskEvent(
-                task_id=rec.id,
-                status=rec.status,
-                kind=rec.kind,  # type: ignore[arg-type]
-                name=rec.name,
-                queue=rec.queue,
-                node=rec.node_id,
-                progress=progress if progress is not None else rec.progress,
-                step=step,
-                error=rec.error if rec.status in (states.FAILED, states.CANCELLED, states.QUEUED) else None,
-                submitter=rec.submitter,
-                attempts=rec.attempts,
-            )
+            {
+                "task_id": rec.id,
+                "status": status,
+                "kind": rec.kind,
+                "name": rec.name,
+                "queue": rec.queue,
+                "node": rec.node_id,
+                "progress": progress if progress is not None else rec.progress,
+                "step": step,
+                "error": rec.error if status in _STATES_WITH_ERROR else None,
+                "submitter": rec.submitter,
+                "attempts": rec.attempts,
+                "at": time.time(),
+            }
         )
 
     def _publish_events(self) -> None:
@@ -1076,22 +1161,23 @@ class Scheduler:
         if not events:
             return
         if self._watchers and self._control is not None:
+            send = self._control.send_multipart
             for event in events:
-                frames = p.encode(p.EVENT, dataclasses.asdict(event))
+                frames = p.encode(p.EVENT, event)
                 for ident in list(self._watchers):
                     try:
-                        self._control.send_multipart([ident, *frames], zmq.NOBLOCK)
+                        send([ident, *frames], zmq.NOBLOCK)
                     except zmq.ZMQError:
                         self._watchers.pop(ident, None)  # gone or not reading: it must WATCH again
         if self.on_event is not None:
             for event in events:
                 try:
-                    self.on_event(event)
+                    self.on_event(TaskEvent(**event))
                 except Exception:
                     log.exception("on_event observer failed")
 
     def _queue_stats(self) -> list[dict[str, Any]]:
-        counts = self._store().counts()
+        live = self._store().live
         result = []
         for name in self.queues:
             per_state = dict.fromkeys(p.NODE_STATES, 0)
@@ -1102,15 +1188,17 @@ class Scheduler:
                 {
                     "name": name,
                     "endpoint": self.endpoints.get("queues", {}).get(name),
-                    "queued": counts.get(name, {}).get(states.QUEUED, 0),
-                    "processing": counts.get(name, {}).get(states.PROCESSING, 0),
+                    "queued": live.queued_count(name),
+                    "processing": live.processing_count(name),
                     "nodes": per_state,
                 }
             )
         return result
 
     def _refresh_snapshot(self, now: float) -> None:
-        self._next_snapshot = now + 0.25
+        """Compute what ``stats()`` reports about tasks, queues and nodes (on request only: the
+        per-state task counts scan the journal)."""
+        self._snapshot_at = now
         store = self._store()
         node_states = dict.fromkeys(p.NODE_STATES, 0)
         for node in self.nodes.values():
@@ -1125,6 +1213,29 @@ class Scheduler:
         }
         with self._lock:
             self._snapshot = snap
+
+
+_STATES_WITH_ERROR = frozenset({states.FAILED, states.CANCELLED, states.QUEUED})
+
+
+def _candidates(runnable: Iterator[TaskRecord], idle: list[IdleNode]) -> list[WaitingTask]:
+    """The oldest runnable tasks that some idle node can run, bounded by the idle credit.
+
+    Enough for :func:`plan_dispatch` to give every idle node a task (plus a small look-ahead for
+    its affinity choice), without building a view of every queued task each round. Tasks no idle
+    node can run are skipped (they do not use up the window), up to a scan limit.
+    """
+    want = len(idle) + CANDIDATE_LOOKAHEAD
+    chosen: list[WaitingTask] = []
+    for scanned, rec in enumerate(runnable):
+        if scanned >= CANDIDATE_SCAN_LIMIT:
+            break
+        task = WaitingTask(rec.id, rec.kind, rec.name, rec.queue)
+        if any(node_can_run(n, task) for n in idle):
+            chosen.append(task)
+            if len(chosen) >= want:
+                break
+    return chosen
 
 
 def _holds(node: NodeEntry, task_id: str, attempt: int) -> bool:

@@ -8,6 +8,14 @@ store.batch():``, in which case everything commits once when the block ends. The
 a burst of messages in one batch and sends its replies (ACCEPTED, TASK, ...) only after the commit,
 so a reply never announces something the journal could still lose. ``with store.savepoint():``
 inside a batch undoes one message's changes if handling it fails, without losing the others.
+Both are lazy: ``BEGIN`` and ``SAVEPOINT`` are only issued before the first write inside them, so a
+round or a message that writes nothing (READY, HEARTBEAT, GET, FETCH...) costs no statement at all.
+
+Live index: the store keeps every unfinished task's record in memory (:class:`~.live_tasks.LiveTasks`,
+loaded when the journal opens) and updates it with each write, rolling it back with the transaction.
+Reads of live tasks, positions, queue counts and the runnable scan never touch SQLite; records are
+values (a change makes a new one), so a record handed out never changes under its holder. The index
+assumes this store is the journal's only writer, which the scheduler's data-directory lock ensures.
 
 Durability: ``synchronous`` is the SQLite pragma (``NORMAL`` by default, see
 ``DistributedConfig.journal_synchronous``). In WAL mode ``NORMAL`` survives a crash or SIGKILL of
@@ -33,6 +41,7 @@ from typing import Any
 
 from ...tasks import TaskInfo
 from . import states
+from .live_tasks import LiveTasks
 
 MIGRATIONS_ENV = "LAMA_CLEANER_MIGRATIONS_DIR"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -139,6 +148,28 @@ def _record(row: sqlite3.Row) -> TaskRecord:
     return TaskRecord(**data)
 
 
+def _evolve(rec: TaskRecord, changes: Mapping[str, Any]) -> TaskRecord:
+    """A copy of ``rec`` with ``changes`` applied (records are values; the original is untouched)."""
+    new = object.__new__(TaskRecord)
+    data = rec.__dict__.copy()
+    data.update(changes)
+    new.__dict__ = data
+    return new
+
+
+_JSON_COLUMNS = frozenset({"form", "result_headers"})
+_UPDATE_SQL: dict[tuple[str, ...], str] = {}
+
+
+def _update_sql(columns: tuple[str, ...]) -> str:
+    """``UPDATE tasks SET status = ?, <columns> = ? ... WHERE id = ? AND status = ?`` (cached)."""
+    sql = _UPDATE_SQL.get(columns)
+    if sql is None:
+        sets = "".join(f", {c} = ?" for c in columns)
+        sql = _UPDATE_SQL[columns] = f"UPDATE tasks SET status = ?{sets} WHERE id = ? AND status = ?"
+    return sql
+
+
 class TaskStore:
     """SQLite journal of tasks and blobs. See the module docstring for batching and durability."""
 
@@ -156,6 +187,8 @@ class TaskStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._depth = 0
+        self._begun = False
+        self._savepoints: list[list[Any]] = []  # [name, opened] for each savepoint() block, innermost last
         self._sp_counter = 0
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -167,6 +200,11 @@ class TaskStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self.migrations_dir = Path(migrations_dir) if migrations_dir else default_migrations_dir()
         self.applied_migrations = self._migrate()
+        self.live = LiveTasks()
+        if self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone():
+            rows = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('queued', 'processing') ORDER BY seq")
+            for row in rows.fetchall():
+                self.live.put(_record(row))
 
     # ------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -219,7 +257,7 @@ class TaskStore:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """Group every change made inside into one transaction (committed at the end, rolled back
-        if the block raises). Nested batches join the outer one."""
+        if the block raises). Nested batches join the outer one. ``BEGIN`` waits for the first write."""
         if self._depth:
             self._depth += 1
             try:
@@ -227,31 +265,59 @@ class TaskStore:
             finally:
                 self._depth -= 1
             return
-        self._db.execute("BEGIN IMMEDIATE")
         self._depth = 1
+        self._begun = False
+        self.live.begin()
         try:
             yield
         except BaseException:
-            self._depth = 0
-            self._db.execute("ROLLBACK")
+            self._finish(commit=False)
             raise
-        self._depth = 0
-        self._db.execute("COMMIT")
+        self._finish(commit=True)
+
+    def _finish(self, *, commit: bool) -> None:
+        """End the outermost batch: COMMIT (or ROLLBACK, index included) if anything was written."""
+        begun, self._begun, self._depth = self._begun, False, 0
+        self._savepoints.clear()
+        try:
+            if begun and commit:
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    self.live.rollback_to(0)
+                    raise
+            elif not commit:
+                if begun:
+                    self._db.execute("ROLLBACK")
+                self.live.rollback_to(0)
+        finally:
+            self.live.end()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """Undo the changes of this block alone if it raises (the exception propagates)."""
+        """Undo the changes of this block alone if it raises (the exception propagates). The
+        ``SAVEPOINT`` itself is only issued if the block writes."""
         with self.batch():
             self._sp_counter += 1
-            name = f"sp{self._sp_counter}"
-            self._db.execute(f"SAVEPOINT {name}")
+            entry: list[Any] = [f"sp{self._sp_counter}", False]
+            self._savepoints.append(entry)
+            mark = self.live.mark()
             try:
                 yield
             except BaseException:
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
+                if self._savepoints and self._savepoints[-1] is entry:
+                    self._savepoints.pop()
+                if entry[1]:
+                    self._db.execute(f"ROLLBACK TO {entry[0]}")
+                    self._db.execute(f"RELEASE {entry[0]}")
+                self.live.rollback_to(mark)
                 raise
-            self._db.execute(f"RELEASE {name}")
+            if self._savepoints and self._savepoints[-1] is entry:
+                self._savepoints.pop()
+            if entry[1]:
+                self._db.execute(f"RELEASE {entry[0]}")
 
     @property
     def in_batch(self) -> bool:
@@ -260,12 +326,32 @@ class TaskStore:
     def _exec(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
 
+    def _opened(self) -> None:
+        """Before a write: open the batch's transaction and any pending savepoints."""
+        if not self._begun:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._begun = True
+        for entry in self._savepoints:
+            if not entry[1]:
+                self._db.execute(f"SAVEPOINT {entry[0]}")
+                entry[1] = True
+
+    def _write(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        """Run a writing statement (callers are inside ``batch()``)."""
+        self._opened()
+        return self._db.execute(sql, params)
+
+    def _write_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self._opened()
+            self._db.executemany(sql, rows)
+
     # ------------------------------------------------------------ blobs
     def put_blob(self, data: bytes, now: float | None = None) -> str:
         """Store ``data`` once under its sha256 and return the hash."""
         digest = sha256_of(data)
         with self.batch():
-            self._exec(
+            self._write(
                 "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
                 (digest, len(data), sqlite3.Binary(data), now if now is not None else time.time()),
             )
@@ -313,33 +399,41 @@ class TaskStore:
                 return existing, False
         now = time.time() if now is None else now
         task_id = task_id or uuid.uuid4().hex
+        form_dict = dict(form or {})
+        max_attempts = max(1, int(max_attempts))
         with self.batch():
-            self._exec(
+            cur = self._write(
                 "INSERT INTO tasks (id, kind, name, queue, status, max_attempts, submitter, idempotency_key, form, "
                 "created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-                (
-                    task_id,
-                    kind,
-                    name,
-                    queue,
-                    max(1, int(max_attempts)),
-                    submitter,
-                    idempotency_key or None,
-                    json.dumps(dict(form or {})),
-                    now,
-                ),
-            )
+                (task_id, kind, name, queue, max_attempts, submitter, idempotency_key or None,
+                 json.dumps(form_dict), now),
+            )  # fmt: skip
+            seq = int(cur.lastrowid or 0)
+            blobs: list[tuple[Any, ...]] = []
+            links: list[tuple[Any, ...]] = []
             for position, (fname, data) in enumerate((files or {}).items()):
-                digest = self.put_blob(data, now)
-                self._exec(
-                    "INSERT INTO task_blobs (task_id, role, name, position, sha256) VALUES (?, 'input', ?, ?, ?)",
-                    (task_id, fname, position, digest),
-                )
-        record = self.get(task_id)
-        assert record is not None
+                digest = sha256_of(data)
+                blobs.append((digest, len(data), sqlite3.Binary(data), now))
+                links.append((task_id, fname, position, digest))
+            self._write_many("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)", blobs)
+            self._write_many(
+                "INSERT INTO task_blobs (task_id, role, name, position, sha256) VALUES (?, 'input', ?, ?, ?)", links
+            )
+            record = TaskRecord(
+                seq=seq, id=task_id, kind=kind, name=name, queue=queue, status=states.QUEUED, attempts=0,
+                max_attempts=max_attempts, dispatches=0, recoveries=0, not_before=0.0, node_id=None, progress=None,
+                step=None, total_steps=None, submitter=submitter, idempotency_key=idempotency_key or None,
+                form=form_dict, error=None, error_status=None, traceback=None, created_at=now, started_at=None,
+                finished_at=None, result_mimetype=None, result_headers=None, result_sha256=None, duplicates=0,
+            )  # fmt: skip
+            self.live.put(record)
         return record, True
 
     def get(self, task_id: str) -> TaskRecord | None:
+        """The task's record: from memory while it is unfinished (or recently finished), else the journal."""
+        rec = self.live.get(task_id)
+        if rec is not None:
+            return rec
         row = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return _record(row) if row else None
 
@@ -354,8 +448,8 @@ class TaskStore:
         return self._exec("SELECT 1 FROM tombstones WHERE id = ?", (task_id,)).fetchone() is not None
 
     def find_by_idempotency_key(self, key: str) -> TaskRecord | None:
-        row = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
-        return _record(row) if row else None
+        row = self._exec("SELECT id FROM tasks WHERE idempotency_key = ?", (key,)).fetchone()
+        return self.get(row[0]) if row else None
 
     def output(self, task_id: str) -> tuple[str, dict[str, str], bytes] | None:
         """(mimetype, headers, body) of a completed task, None if it has none (or it was pruned)."""
@@ -375,107 +469,94 @@ class TaskStore:
             f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
             (*params, max(0, int(limit)), max(0, int(offset))),
         ).fetchall()
-        return [_record(r) for r in rows], total
+        return [self.live.get(r["id"]) or _record(r) for r in rows], total
 
     def position(self, task_id: str) -> int | None:
         """0-based place of a queued task in its queue (FIFO by submission); None if not queued."""
-        row = self._exec("SELECT seq, queue, status FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if row is None or row["status"] != states.QUEUED:
-            return None
-        ahead = self._exec(
-            "SELECT COUNT(*) FROM tasks WHERE status = 'queued' AND queue = ? AND seq < ?",
-            (row["queue"], row["seq"]),
-        ).fetchone()[0]
-        return int(ahead)
+        rec = self.live.get(task_id)
+        return self.live.position(rec) if rec is not None else None
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{queue: {status: n}}`` over every task in the journal."""
+        """``{queue: {status: n}}`` over every task in the journal (a full scan: for monitoring)."""
         result: dict[str, dict[str, int]] = {}
         for row in self._exec("SELECT queue, status, COUNT(*) FROM tasks GROUP BY queue, status"):
             result.setdefault(row[0], {})[row[1]] = int(row[2])
         return result
 
     def status_counts(self) -> dict[str, int]:
+        """Tasks per state over the whole journal (a full scan: for monitoring, not hot paths)."""
         totals = dict.fromkeys(states.STATES, 0)
         for row in self._exec("SELECT status, COUNT(*) FROM tasks GROUP BY status"):
             totals[row[0]] = int(row[1])
         return totals
 
     def count_queued(self, queue: str | None = None) -> int:
-        if queue is None:
-            return int(self._exec("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0])
-        return int(
-            self._exec("SELECT COUNT(*) FROM tasks WHERE status = 'queued' AND queue = ?", (queue,)).fetchone()[0]
-        )
+        return self.live.queued_count(queue)
 
     def runnable(self, now: float, limit: int = 100, queues: list[str] | None = None) -> list[TaskRecord]:
         """Queued tasks whose retry delay has passed, oldest first (FIFO by submission)."""
-        ids = [ref[0] for ref in self.runnable_refs(now, limit, queues)]
-        records = [self.get(task_id) for task_id in ids]
-        return [r for r in records if r is not None]
+        wanted = self.live._queued.keys() if queues is None else queues
+        result: list[TaskRecord] = []
+        for rec in self.live.runnable(now, list(wanted)):
+            result.append(rec)
+            if len(result) >= max(1, int(limit)):
+                break
+        return result
 
     def runnable_refs(
         self, now: float, limit: int = 100, queues: list[str] | None = None
     ) -> list[tuple[str, str, str, str]]:
-        """Like :meth:`runnable` but only ``(id, kind, name, queue)``: what the dispatcher needs to
-        choose, read every loop round, so it must stay cheap."""
-        sql = "SELECT id, kind, name, queue FROM tasks WHERE status = 'queued' AND not_before <= ?"
-        params: list[Any] = [now]
-        if queues is not None:
-            if not queues:
-                return []
-            sql += f" AND queue IN ({', '.join('?' * len(queues))})"
-            params.extend(queues)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(max(1, int(limit)))
-        return [(r[0], r[1], r[2], r[3]) for r in self._exec(sql, params).fetchall()]
+        """Like :meth:`runnable` but only ``(id, kind, name, queue)``."""
+        return [(r.id, r.kind, r.name, r.queue) for r in self.runnable(now, limit, queues)]
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest ``not_before`` still in the future among queued tasks (when a retry is due)."""
-        row = self._exec("SELECT MIN(not_before) FROM tasks WHERE status = 'queued' AND not_before > ?", (now,))
-        value = row.fetchone()[0]
-        return float(value) if value is not None else None
+        return self.live.next_wakeup(now)
 
     def unfinished(self) -> list[TaskRecord]:
-        rows = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('queued', 'processing') ORDER BY seq")
-        return [_record(r) for r in rows.fetchall()]
+        return self.live.unfinished()
 
     # ------------------------------------------------------------ state changes
-    def _move(self, task_id: str, event: str, sets: str, params: tuple[Any, ...]) -> TaskRecord:
+    def _move(self, task_id: str, event: str, changes: dict[str, Any]) -> TaskRecord:
+        """Apply a state-machine ``event`` with new column values; journal and index change together."""
         current = self.require(task_id)
-        new = states.transition(current.status, event)
+        new_status = states.transition(current.status, event)
+        record = _evolve(current, changes)
+        record.status = new_status
+        self._update(current, record, tuple(changes))
+        return record
+
+    def _update(self, current: TaskRecord, record: TaskRecord, columns: tuple[str, ...]) -> None:
+        values = [json.dumps(v) if c in _JSON_COLUMNS and v is not None else v
+                  for c, v in ((c, getattr(record, c)) for c in columns)]  # fmt: skip
         with self.batch():
-            cur = self._exec(
-                f"UPDATE tasks SET status = ?, {sets} WHERE id = ? AND status = ?",
-                (new, *params, task_id, current.status),
-            )
+            cur = self._write(_update_sql(columns), (record.status, *values, current.id, current.status))
             if cur.rowcount != 1:  # pragma: no cover - single writer; would mean a concurrent writer
-                raise states.IllegalTransition(current.status, event)
-        return self.require(task_id)
+                raise states.IllegalTransition(current.status, "update")
+            self.live.put(record)
 
     def mark_processing(self, task_id: str, node_id: str, now: float | None = None) -> TaskRecord:
         """Hand-over to ``node_id``: charges one attempt and numbers the dispatch."""
         now = time.time() if now is None else now
-        return self._move(
-            task_id,
-            states.DISPATCH,
-            "attempts = attempts + 1, dispatches = dispatches + 1, node_id = ?, started_at = ?, progress = 0, "
-            "step = NULL, total_steps = NULL",
-            (node_id, now),
-        )
+        cur = self.require(task_id)
+        changes = {"attempts": cur.attempts + 1, "dispatches": cur.dispatches + 1, "node_id": node_id,
+                   "started_at": now, "progress": 0.0, "step": None, "total_steps": None}  # fmt: skip
+        return self._move(task_id, states.DISPATCH, changes)
 
     def undo_dispatch(self, task_id: str) -> TaskRecord:
         """The TASK never left this process (the node vanished first): back to queued, attempt refunded."""
-        return self._move(task_id, states.RETRY, "attempts = MAX(0, attempts - 1), node_id = NULL, progress = NULL", ())
+        cur = self.require(task_id)
+        changes = {"attempts": max(0, cur.attempts - 1), "node_id": None, "progress": None}
+        return self._move(task_id, states.RETRY, changes)
 
     def set_progress(
         self, task_id: str, percent: float, step: int | None = None, total_steps: int | None = None
     ) -> None:
-        with self.batch():
-            self._exec(
-                "UPDATE tasks SET progress = ?, step = ?, total_steps = ? WHERE id = ? AND status = 'processing'",
-                (float(percent), step, total_steps, task_id),
-            )
+        cur = self.get(task_id)
+        if cur is None or cur.status != states.PROCESSING:
+            return
+        record = _evolve(cur, {"progress": float(percent), "step": step, "total_steps": total_steps})
+        self._update(cur, record, ("progress", "step", "total_steps"))
 
     def complete(
         self,
@@ -489,16 +570,16 @@ class TaskStore:
     ) -> TaskRecord:
         """Record the (first) result; later results must be counted with :meth:`add_duplicate`."""
         now = time.time() if now is None else now
+        cur = self.require(task_id)
+        states.transition(cur.status, states.COMPLETE)  # refuse before writing the blob
         with self.batch():
             digest = self.put_blob(body, now)
-            record = self._move(
-                task_id,
-                states.COMPLETE,
-                "finished_at = ?, progress = 100, result_mimetype = ?, result_headers = ?, result_sha256 = ?, "
-                "node_id = COALESCE(?, node_id), error = NULL, error_status = NULL, traceback = NULL",
-                (now, mimetype, json.dumps(dict(headers)), digest, node_id),
-            )
-            self._exec(
+            changes = {"finished_at": now, "progress": 100.0, "result_mimetype": mimetype,
+                       "result_headers": dict(headers), "result_sha256": digest,
+                       "node_id": node_id if node_id is not None else cur.node_id, "error": None,
+                       "error_status": None, "traceback": None}  # fmt: skip
+            record = self._move(task_id, states.COMPLETE, changes)
+            self._write(
                 "INSERT OR REPLACE INTO task_blobs (task_id, role, name, position, sha256) "
                 "VALUES (?, 'output', 'body', 0, ?)",
                 (task_id, digest),
@@ -516,33 +597,30 @@ class TaskStore:
     ) -> TaskRecord:
         """Failed for good (budget exhausted or a client error); error and traceback are kept."""
         now = time.time() if now is None else now
-        return self._move(
-            task_id,
-            states.FAIL,
-            "finished_at = ?, error = ?, traceback = ?, error_status = ?",
-            (now, error, traceback, status),
-        )
+        changes = {"finished_at": now, "error": error, "traceback": traceback, "error_status": status}
+        return self._move(task_id, states.FAIL, changes)
 
     def retry(
         self, task_id: str, *, not_before: float, error: str | None = None, traceback: str | None = None
     ) -> TaskRecord:
         """Back to queued after a failed/lost attempt (already charged at dispatch), due at ``not_before``."""
-        return self._move(
-            task_id,
-            states.RETRY,
-            "not_before = ?, node_id = NULL, progress = NULL, step = NULL, total_steps = NULL, "
-            "error = COALESCE(?, error), traceback = COALESCE(?, traceback)",
-            (not_before, error, traceback),
-        )
+        cur = self.require(task_id)
+        changes = {"not_before": float(not_before), "node_id": None, "progress": None, "step": None,
+                   "total_steps": None, "error": error if error is not None else cur.error,
+                   "traceback": traceback if traceback is not None else cur.traceback}  # fmt: skip
+        return self._move(task_id, states.RETRY, changes)
 
     def cancel(self, task_id: str, now: float | None = None) -> TaskRecord:
         """Cancelled (queued: never dispatched afterwards; processing: any later result is discarded)."""
         now = time.time() if now is None else now
-        return self._move(task_id, states.CANCEL, "finished_at = ?, error = 'Task was cancelled'", (now,))
+        return self._move(task_id, states.CANCEL, {"finished_at": now, "error": "Task was cancelled"})
 
     def add_duplicate(self, task_id: str) -> None:
         with self.batch():
-            self._exec("UPDATE tasks SET duplicates = duplicates + 1 WHERE id = ?", (task_id,))
+            self._write("UPDATE tasks SET duplicates = duplicates + 1 WHERE id = ?", (task_id,))
+            cached = self.live.get(task_id)
+            if cached is not None:
+                self.live.put(_evolve(cached, {"duplicates": cached.duplicates + 1}))
 
     # ------------------------------------------------------------ recovery and retention
     def recover(self, now: float | None = None) -> RecoveryReport:
@@ -561,22 +639,17 @@ class TaskStore:
                     continue
                 free = record.recoveries < MAX_FREE_RECOVERIES
                 if not free and record.attempts >= record.max_attempts:
-                    self._move(
-                        record.id,
-                        states.FAIL,
-                        "finished_at = ?, error = ?, recoveries = recoveries + 1, node_id = NULL",
-                        (now, f"interrupted by {record.recoveries + 1} scheduler restarts; no attempts left"),
-                    )
+                    message = f"interrupted by {record.recoveries + 1} scheduler restarts; no attempts left"
+                    changes = {"finished_at": now, "error": message, "recoveries": record.recoveries + 1,
+                               "node_id": None}  # fmt: skip
+                    self._move(record.id, states.FAIL, changes)
                     report.failed.append(record.id)
                     continue
                 refund = 1 if free else 0
-                self._move(
-                    record.id,
-                    states.RECOVER,
-                    "attempts = MAX(0, attempts - ?), recoveries = recoveries + 1, not_before = 0, node_id = NULL, "
-                    "progress = NULL, step = NULL, total_steps = NULL",
-                    (refund,),
-                )
+                changes = {"attempts": max(0, record.attempts - refund), "recoveries": record.recoveries + 1,
+                           "not_before": 0.0, "node_id": None, "progress": None, "step": None,
+                           "total_steps": None}  # fmt: skip
+                self._move(record.id, states.RECOVER, changes)
                 report.requeued.append(record.id)
                 if not free:
                     report.charged.append(record.id)
@@ -602,15 +675,16 @@ class TaskStore:
                 ).fetchall()
             ]
             for task_id in ids:
-                self._exec("INSERT OR IGNORE INTO tombstones (id, expired_at) VALUES (?, ?)", (task_id, now))
-                self._exec("DELETE FROM tasks WHERE id = ?", (task_id,))  # task_blobs rows cascade
-            blobs = self._exec(
+                self._write("INSERT OR IGNORE INTO tombstones (id, expired_at) VALUES (?, ?)", (task_id, now))
+                self._write("DELETE FROM tasks WHERE id = ?", (task_id,))  # task_blobs rows cascade
+                self.live.forget(task_id)
+            blobs = self._write(
                 "DELETE FROM blobs WHERE sha256 IN (SELECT b.sha256 FROM blobs b "
                 "WHERE NOT EXISTS (SELECT 1 FROM task_blobs tb WHERE tb.sha256 = b.sha256) "
                 "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.result_sha256 = b.sha256) LIMIT ?)",
                 (limit,),
             ).rowcount
-            self._exec("DELETE FROM tombstones WHERE expired_at < ?", (older_than,))
+            self._write("DELETE FROM tombstones WHERE expired_at < ?", (older_than,))
         return len(ids), int(blobs)
 
 

@@ -197,3 +197,19 @@ def test_full_queue_answers_503_with_retry_after(tmp_path):
             api.cancel(blocker["id"])
     finally:
         server.stop()
+
+
+def test_minimal_multipart_like_the_curl_example(api, api_server):
+    """Only the two files: the current model and the front end's defaults fill in the rest."""
+    response = requests.post(
+        api_server.url + "/api/v1/tasks",
+        files={"image": ("photo.png", png(seed=5)), "mask": ("mask.png", mask_png())},
+        data={"cv2Radius": "7"},
+        timeout=30,
+    )
+    assert response.status_code == 202, response.text
+    assert response.headers["Location"] == f"/api/v1/tasks/{response.json()['id']}"
+    done = api.wait(response.json()["id"], timeout=60)
+    assert done["status"] == "completed" and done["name"] == "cv2"
+    image = requests.get(api_server.url + done["links"]["result"], timeout=30)
+    assert image.status_code == 200 and image.headers["Content-Type"] == "image/png" and image.headers["X-Seed"]

@@ -162,3 +162,18 @@ def test_model_flag_is_not_mistaken_for_model_dir():
     pre = cli._preparse(["--model", "cv2", "--plugins", "x", "--config", "c.toml"])
     assert pre.model_dir is None and pre.plugins == ["x"] and pre.config == "c.toml"
     assert cli._preparse(["--model-dir", "/m"]).model_dir == "/m"
+
+
+def test_upstream_installer_config_is_read_like_a_config_file(tmp_path):
+    path = tmp_path / "installer.json"
+    path.write_text('{"quality": 70, "disable_model_switch": true}')
+    config, _pm, _args = cli.prepare(["--model", "cv2", "--device", "cpu", "--load-installer-config",
+                                      "--installer-config", str(path)])
+    assert config.quality == 70 and config.disable_model_switch is True
+
+
+@pytest.mark.parametrize("flag", ["--config-installer", "--install-plugins-package"])
+def test_unsupported_upstream_flags_are_refused_in_one_line(flag):
+    result = run_cli("--model", "cv2", "--device", "cpu", flag)
+    assert result.returncode == 2 and flag in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

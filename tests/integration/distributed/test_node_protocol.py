@@ -66,7 +66,7 @@ def test_heartbeats_continue_during_an_uninterruptible_model_call(
     while time.monotonic() - start < 1.5:
         scripted.recv(2, [p.HEARTBEAT])
         beats += 1
-    assert beats >= 5  # 0.2 s interval: the blocked child does not starve the node's loop
+    assert beats >= 4  # 0.2 s interval (about 7 expected): the blocked child does not starve the node's loop
 
 
 def test_cancel_kills_an_uninterruptible_model_and_node_becomes_idle(

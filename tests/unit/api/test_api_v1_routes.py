@@ -209,3 +209,8 @@ def test_openapi_document_validates_and_docs_page_is_self_contained(client):
     text = page.get_data(as_text=True)
     assert page.status_code == 200 and page.mimetype == "text/html"
     assert "/api/v1/tasks/{task_id}/result" in text and "http://" not in text and "https://" not in text
+
+
+def test_body_too_large_is_json_413(app, client, image_files):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    _error(client.post("/api/v1/tasks", data={**image_files(), "prompt": "x" * 5000}), 413, "payload_too_large")

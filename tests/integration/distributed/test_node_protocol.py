@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 
+import cv2
 import numpy as np
 
-import cv2
 from lama_cleaner.plugins.distributed import protocol as p
 
 from .conftest import Proc, ScriptedScheduler, handshake, png, start_node, wait_for

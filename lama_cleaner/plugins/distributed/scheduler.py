@@ -12,6 +12,13 @@ registry or the journal. Each loop iteration:
 4. commits, then sends the outbox: an ACCEPTED or TASK never announces something the journal
    could still lose.
 
+Where things are: this module is the engine (lifecycle, the loop and its rounds, timers, dispatch,
+``stats()``); :mod:`.scheduler_nodes` handles node messages and retry decisions,
+:mod:`.scheduler_producers` handles producer requests, :mod:`.scheduler_base` holds the shared state,
+outbox, replies and events; :mod:`.node_registry` is the per-node record (credit rules);
+:mod:`.task_store` (with :mod:`.live_tasks`) is the journal and its in-memory live index;
+:mod:`.routing`, :mod:`.states` and :mod:`.retry_policy` are the pure decisions.
+
 Cost per task matters (it bounds throughput on small boxes), so the hot paths avoid the journal
 where it is not the point: unfinished tasks are read from the store's in-memory live index, a round
 or message that writes nothing opens no transaction or savepoint, event and TaskInfo dicts are
@@ -25,14 +32,12 @@ garbage is counted and dropped, never fatal.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue as queue_mod
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +49,17 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from ...config import Config, DistributedConfig
-from ...errors import ClientError
-from ...tasks import TASK_STATES, TaskEvent
+from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
-from .retry_policy import next_retry, policy_for
-from .routing import (
-    IdleNode,
-    ResourceClassOf,
-    RoutingError,
-    WaitingTask,
-    allowed_queues,
-    node_can_run,
-    plan_dispatch,
-    route_task,
-)
+from .node_registry import NodeEntry, name_set
+from .routing import IdleNode, ResourceClassOf, WaitingTask, node_can_run, plan_dispatch
+from .scheduler_base import Out
+from .scheduler_nodes import NodeMessages
+from .scheduler_producers import ProducerMessages, peek_req_id
 from .task_store import TaskRecord, TaskStore
+
+__all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 
 log = logging.getLogger(__name__)
 
@@ -75,88 +75,9 @@ CANDIDATE_SCAN_LIMIT = 2000
 MAX_POLL_S = 0.1
 OFFLINE_FORGET_S = 600.0
 """Offline nodes stay listed (state ``offline``) this long, then are forgotten."""
-TASK_KINDS = ("inpaint", "plugin")
 
 
-@dataclass
-class NodeEntry:
-    """What the scheduler knows about one node (in memory only: nodes re-register after a restart)."""
-
-    node_id: str
-    name: str
-    ctrl_ident: bytes
-    capabilities: dict[str, Any]
-    allowed: set[str]
-    rejected: dict[str, str]
-    version: str | None = None
-    pid: int | None = None
-    loaded_model: str | None = None
-    last_seen: float = 0.0
-    registered_at: float = 0.0
-    idle_since: float = 0.0
-    queue_idents: dict[str, bytes] = field(default_factory=dict)
-    ready: set[str] = field(default_factory=set)
-    current_task: str | None = None
-    current_attempt: int | None = None
-    dispatched_at: float = 0.0
-    draining: bool = False
-    offline: bool = False
-    offline_since: float = 0.0
-    tasks_done: int = 0
-
-    @property
-    def state(self) -> str:
-        if self.offline:
-            return p.NODE_OFFLINE
-        if self.draining:
-            return p.NODE_DRAINING
-        if self.current_task:
-            return p.NODE_BUSY
-        return p.NODE_IDLE
-
-    def has_credit(self) -> bool:
-        return not (self.offline or self.draining or self.current_task) and bool(self.ready)
-
-    def grant_implied_credit(self, now: float) -> None:
-        """A finished task (RESULT/FAILED/CANCELLED) is also the node's next READY on every queue
-        it joined, as in the Guide's load-balancing broker; READY on a queue socket may arrive
-        before the RESULT on the control socket and is then ignored, so this keeps the node usable."""
-        self.current_task = None
-        self.current_attempt = None
-        if not (self.offline or self.draining):
-            if not self.ready:
-                self.idle_since = now
-            self.ready = {q for q in self.queue_idents if q in self.allowed}
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.node_id,
-            "name": self.name,
-            "state": self.state,
-            "capabilities": self.capabilities,
-            "queues": sorted(self.allowed),
-            "rejected": dict(self.rejected),
-            "current_task": self.current_task,
-            "credit": sorted(self.ready) if self.has_credit() else [],
-            "loaded_model": self.loaded_model,
-            "last_heartbeat": self.last_seen,
-            "version": self.version,
-            "pid": self.pid,
-            "tasks_done": self.tasks_done,
-        }
-
-
-@dataclass
-class _Out:
-    """One message to send after the commit; ``on_fail`` runs if it cannot be delivered."""
-
-    socket: zmq.Socket
-    ident: bytes
-    frames: list[bytes]
-    on_fail: Callable[[], None] | None = None
-
-
-class Scheduler:
+class Scheduler(NodeMessages, ProducerMessages):
     """The scheduler service. ``start()`` opens the journal (migrations + recovery) and binds the
     sockets in the caller's thread, so errors surface there; then the loop runs in its own thread
     until ``stop()``. Usable embedded in the web server or standalone (``scheduler_main``).
@@ -191,7 +112,7 @@ class Scheduler:
         self._poller = zmq.Poller()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._commands: queue_mod.SimpleQueue[Callable[[float, list[_Out]], None]] = queue_mod.SimpleQueue()
+        self._commands: queue_mod.SimpleQueue[Callable[[float, list[Out]], None]] = queue_mod.SimpleQueue()
         self._lock = threading.Lock()
         self._counters: dict[str, int] = dict.fromkeys(
             (
@@ -219,7 +140,7 @@ class Scheduler:
         self._snapshot_at = 0.0
         self._events: list[dict[str, Any]] = []
         self._wake_r = self._wake_w = -1  # a pipe (made by _bind) whose byte wakes the poll for commands
-        self._handlers: dict[str, Callable[[bytes, p.Message, float, list[_Out]], None]] = {
+        self._handlers: dict[str, Callable[[bytes, p.Message, float, list[Out]], None]] = {
             command: getattr(self, f"_on_{command.lower()}")
             for command in p.SCHEMAS["scheduler"]
             if command != p.READY
@@ -371,7 +292,7 @@ class Scheduler:
         if self.running and threading.current_thread() is not self._thread:
             done = threading.Event()
 
-            def refresh(now: float, outbox: list[_Out]) -> None:
+            def refresh(now: float, outbox: list[Out]) -> None:
                 try:
                     self._refresh_snapshot(now)
                 finally:
@@ -396,7 +317,7 @@ class Scheduler:
     def drain_node(self, node_id: str) -> None:
         """Tell a node to stop taking work after its current task (it gets no more credit)."""
 
-        def command(now: float, outbox: list[_Out]) -> None:
+        def command(now: float, outbox: list[Out]) -> None:
             node = self.nodes.get(node_id)
             if node is None or node.offline:
                 return
@@ -453,7 +374,7 @@ class Scheduler:
     def _round(self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float) -> None:
         """Handle a burst of messages, timers and dispatch in one transaction, then send."""
         assert self.store is not None
-        outbox: list[_Out] = []
+        outbox: list[Out] = []
         try:
             self._round_in_transaction(inbound, now, outbox)
         except Exception:
@@ -468,7 +389,7 @@ class Scheduler:
         self._publish_events()
 
     def _round_in_transaction(
-        self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: list[_Out]
+        self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: list[Out]
     ) -> None:
         assert self.store is not None
         with self.store.batch():
@@ -493,7 +414,7 @@ class Scheduler:
             self._timers(now, outbox)
             self._dispatch(now, outbox)
 
-    def _flush(self, outbox: list[_Out]) -> None:
+    def _flush(self, outbox: list[Out]) -> None:
         failures: list[Callable[[], None]] = []
         for out in outbox:
             try:
@@ -514,7 +435,7 @@ class Scheduler:
             self._publish_events()
 
     # ================================================================== messages
-    def _handle(self, sock: zmq.Socket, frames: list[bytes], now: float, outbox: list[_Out]) -> None:
+    def _handle(self, sock: zmq.Socket, frames: list[bytes], now: float, outbox: list[Out]) -> None:
         try:
             ident, body = p.split_identity(frames)
         except p.ProtocolError:
@@ -545,14 +466,14 @@ class Scheduler:
         handler(ident, msg, now, outbox)
 
     def _reject_garbage(
-        self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: list[_Out]
+        self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: list[Out]
     ) -> None:
         self._garbage(str(exc))
         if exc.code == p.ERR_VERSION:
-            outbox.append(_Out(sock, ident, p.error_frames(p.ERR_VERSION, str(exc))))
+            outbox.append(Out(sock, ident, p.error_frames(p.ERR_VERSION, str(exc))))
             return
         # A producer waiting on a req_id gets an answer instead of a timeout, when we can tell it.
-        req_id = _peek_req_id(body)
+        req_id = peek_req_id(body)
         if req_id is not None and sock is self._control:
             self._send_ctrl(
                 outbox,
@@ -561,443 +482,16 @@ class Scheduler:
                 {"req_id": req_id, "status": 400, "code": "malformed", "message": str(exc), "retry_after": None},
             )
 
-    def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: list[_Out]) -> None:
+    def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: list[Out]) -> None:
         """A producer whose request hit a scheduler bug gets a 500 now rather than a timeout."""
         if sock is not self._control or len(frames) < 2:
             return
-        req_id = _peek_req_id(frames[1:])
+        req_id = peek_req_id(frames[1:])
         if req_id is not None:
             message = f"Scheduler error: {type(exc).__name__}: {exc}"
             self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
 
-    def _garbage(self, why: str) -> None:
-        self._count("garbage_frames")
-        now = time.time()
-        if now - self._garbage_logged > 1.0:  # rate-limited: a flood of junk must not flood the log
-            self._garbage_logged = now
-            log.warning("dropped a malformed message: %s", why)
-
-    # ---------------------------------------------------------------- node messages
-    def _node_for(self, ident: bytes, msg: p.Message, outbox: list[_Out], now: float) -> NodeEntry | None:
-        """The registered, online node that sent ``msg``; otherwise answer UNKNOWN and return None."""
-        node = self.nodes.get(msg.header["node_id"])
-        if node is None or node.offline:
-            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
-            return None
-        if node.ctrl_ident != ident:
-            self._ctrl_owner.pop(node.ctrl_ident, None)
-            node.ctrl_ident = ident
-            self._ctrl_owner[ident] = node.node_id
-        node.last_seen = now
-        return node
-
-    def _on_hello(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        h = msg.header
-        node_id = h["node_id"]
-        caps = h["capabilities"]
-        old = self.nodes.get(node_id)
-        if old is not None and old.current_task:
-            # The node restarted (or reconnected from scratch): whatever it was running is lost.
-            self._lose_task(old, now, outbox, f"node {old.name} re-registered while running the task")
-        if old is not None:
-            self._ctrl_owner.pop(old.ctrl_ident, None)
-        requested = caps.get("queues_requested") or h.get("queues_requested") or []
-        if not isinstance(requested, list):
-            requested = []
-        allowed, rejected = allowed_queues(caps, requested, self.dcfg)
-        node = NodeEntry(
-            node_id=node_id,
-            name=str(h.get("name") or node_id),
-            ctrl_ident=ident,
-            capabilities=caps,
-            allowed=allowed,
-            rejected=rejected,
-            version=h.get("version"),
-            pid=h.get("pid") if isinstance(h.get("pid"), int) else None,
-            loaded_model=h.get("loaded_model"),
-            last_seen=now,
-            registered_at=now,
-            idle_since=now,
-        )
-        self.nodes[node_id] = node
-        self._ctrl_owner[ident] = node_id
-        queues = {q: self.endpoints["queues"][q] for q in self.queues if q in allowed}
-        self._send_ctrl(
-            outbox,
-            ident,
-            p.WELCOME,
-            {
-                "node_id": node_id,
-                "queues": queues,
-                "rejected": rejected,
-                "heartbeat_interval_s": self.interval,
-                "liveness": self.liveness,
-            },
-        )
-        log.info("node %s (%s) joined: queues %s, rejected %s", node.name, node_id, sorted(allowed), rejected)
-
-    def _on_heartbeat(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        node = self._node_for(ident, msg, outbox, now)
-        if node is None:
-            return
-        h = msg.header
-        if "loaded_model" in h and not node.current_task:
-            # While it holds a task the node may still be loading the model we predicted at
-            # dispatch; a heartbeat sent before the TASK arrived would undo that prediction.
-            node.loaded_model = h.get("loaded_model")
-        state = h.get("state")
-        if state == p.NODE_DRAINING:
-            node.draining = True
-            node.ready.clear()
-        elif state in (p.NODE_IDLE, p.NODE_BUSY) and node.draining and h.get("undrain"):
-            node.draining = False
-        if (
-            state == p.NODE_IDLE
-            and node.current_task
-            and h.get("task_id") is None
-            and now - node.dispatched_at > self.interval * self.liveness
-        ):
-            # The node says it is idle, long after we handed it a task: the TASK or its outcome
-            # was lost (e.g. a connection was re-established). Retry it elsewhere.
-            self._lose_task(node, now, outbox, f"node {node.name} reported idle without finishing the task")
-            node.grant_implied_credit(now)
-
-    def _on_ready(self, queue_name: str, ident: bytes, msg: p.Message, now: float) -> None:
-        node = self.nodes.get(msg.header["node_id"])
-        if node is None or node.offline:
-            self._count("stale_messages")  # it will HELLO again after its control socket hears UNKNOWN
-            return
-        if queue_name not in node.allowed:
-            self._count("stale_messages")
-            return
-        node.last_seen = now
-        node.queue_idents[queue_name] = ident
-        if node.current_task or node.draining:
-            return  # credit sent before it got its task (or while draining): not a credit now
-        if not node.ready:
-            node.idle_since = now
-        node.ready.add(queue_name)
-
-    def _on_progress(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        node = self._node_for(ident, msg, outbox, now)
-        if node is None:
-            return
-        h = msg.header
-        rec = self._store().get(h["task_id"])
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
-            self._count("stale_messages")
-            return
-        if h["attempt"] != rec.dispatches:
-            self._count("stale_messages")
-            return
-        percent = max(0.0, min(100.0, float(h["percent"])))
-        step = h.get("step") if isinstance(h.get("step"), int) else None
-        if percent >= 100.0 and step is None:
-            return  # "done" without a step says nothing the RESULT right behind it will not say
-        total = h.get("total_steps") if isinstance(h.get("total_steps"), int) else None
-        self._store().set_progress(rec.id, percent, step, total)
-        self._event(rec, progress=percent, step=step)
-
-    def _on_result(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        h = msg.header
-        store = self._store()
-        node = self.nodes.get(h["node_id"])
-        known = node is not None and not node.offline
-        if known:
-            self._node_for(ident, msg, outbox, now)
-        else:
-            # Keep the work of a node we lost track of, but make it register again.
-            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
-        blobs = msg.blob_map()
-        task_id = h["task_id"]
-        if set(blobs) != {"body"}:
-            self._garbage(f"RESULT for {task_id} must carry exactly one blob named 'body'")
-            return
-        rec = store.get(task_id)
-        if node is not None and _holds(node, task_id, h["attempt"]):
-            node.tasks_done += 1
-            node.grant_implied_credit(now)
-        if rec is None:
-            if store.is_expired(task_id):
-                self._count("duplicates")
-            else:
-                self._garbage(f"RESULT for unknown task {task_id}")
-            return
-        if h["attempt"] > rec.dispatches:
-            self._count("stale_messages")  # an attempt we never handed out
-            return
-        if rec.terminal:
-            store.add_duplicate(task_id)
-            self._count("duplicates")
-            return
-        holder = self.nodes.get(rec.node_id) if rec.node_id else None
-        rec = store.complete(
-            task_id,
-            mimetype=h["mimetype"],
-            headers={str(k): str(v) for k, v in h["headers"].items()},
-            body=blobs["body"],
-            node_id=h["node_id"],
-            now=now,
-        )
-        self._count("completed")
-        if holder is not None and holder.current_task == task_id and not _holds(holder, task_id, h["attempt"]):
-            # First result wins; the other attempt is now wasted work: stop it.
-            self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
-        self._event(rec)
-
-    def _on_failed(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        h = msg.header
-        node = self.nodes.get(h["node_id"])
-        if node is None or node.offline:
-            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
-            return  # its task was already re-queued when it went offline
-        self._node_for(ident, msg, outbox, now)
-        task_id = h["task_id"]
-        if _holds(node, task_id, h["attempt"]):
-            node.grant_implied_credit(now)
-        store = self._store()
-        rec = store.get(task_id)
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
-            self._count("stale_messages")
-            return
-        if h["attempt"] != rec.dispatches:
-            self._count("stale_messages")
-            return
-        error = str(h["error"]) or "task failed"
-        trace = h.get("traceback") if isinstance(h.get("traceback"), str) else None
-        status = h.get("status") if isinstance(h.get("status"), int) else None
-        if not h["retryable"]:
-            rec = store.fail(task_id, error=error, traceback=trace, status=status or 400, now=now)
-            self._count("failed")
-            self._event(rec)
-            return
-        self._retry_or_fail(rec, now, error, trace, status)
-
-    def _on_cancelled(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        node = self._node_for(ident, msg, outbox, now)
-        if node is None:
-            return
-        h = msg.header
-        if _holds(node, h["task_id"], h["attempt"]):
-            node.grant_implied_credit(now)
-        rec = self._store().get(h["task_id"])
-        if rec is not None and rec.status == states.PROCESSING and rec.node_id == node.node_id:
-            # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
-            self._retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
-
-    def _on_bye(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        node = self.nodes.get(msg.header["node_id"])
-        if node is None:
-            return
-        reason = str(msg.header.get("reason") or "left")
-        self._go_offline(node, now, outbox, f"node {node.name} left ({reason})")
-
-    # ---------------------------------------------------------------- producer messages
-    def _reply(self, outbox: list[_Out], ident: bytes, command: str, req_id: Any, header: dict[str, Any]) -> None:
-        self._send_ctrl(outbox, ident, command, {"req_id": req_id, **header})
-
-    def _reject(
-        self,
-        outbox: list[_Out],
-        ident: bytes,
-        req_id: Any,
-        status: int,
-        code: str,
-        message: str,
-        retry_after: int | None = None,
-    ) -> None:
-        self._reply(
-            outbox,
-            ident,
-            p.REJECTED,
-            req_id,
-            {"status": status, "code": code, "message": message, "retry_after": retry_after},
-        )
-
-    def _on_submit(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        req_id = msg.header["req_id"]
-        task = msg.header["task"]
-        try:
-            kind, name, form, submitter, key = _parse_submit(task)
-        except ClientError as exc:
-            self._count("rejected_bad_request")
-            self._reject(outbox, ident, req_id, 400, exc.code, exc.message)
-            return
-        store = self._store()
-        if key:
-            existing = store.find_by_idempotency_key(key)
-            if existing is not None:
-                self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(existing), "existing": True})
-                return
-        try:
-            queue = route_task(
-                kind, name, resource_class_of=self.resource_class_of, rules=self.dcfg.routes, queues=self.queues
-            )
-        except RoutingError as exc:
-            self._count("rejected_bad_request")
-            self._reject(outbox, ident, req_id, exc.status, exc.code, exc.message)
-            return
-        if store.count_queued() >= self.dcfg.max_queued:
-            self._overloaded(outbox, ident, req_id, f"the scheduler holds {self.dcfg.max_queued} queued tasks")
-            return
-        if store.count_queued(queue) >= self.dcfg.max_queued_per_queue:
-            limit = self.dcfg.max_queued_per_queue
-            self._overloaded(outbox, ident, req_id, f"queue {queue!r} holds {limit} queued tasks")
-            return
-        rec, _ = store.create_task(
-            kind=kind,
-            name=name,
-            queue=queue,
-            max_attempts=policy_for(kind, self.dcfg.retry).max_attempts,
-            form=form,
-            files=msg.blob_map(),
-            submitter=submitter,
-            idempotency_key=key,
-            now=now,
-        )
-        self._count("submitted")
-        self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(rec)})
-        self._event(rec)
-
-    def _overloaded(self, outbox: list[_Out], ident: bytes, req_id: Any, why: str) -> None:
-        self._count("rejected_overloaded")
-        retry_after = int(self.dcfg.retry_after_s)
-        self._reject(outbox, ident, req_id, 503, "overloaded", f"Server is busy: {why}; retry later", retry_after)
-
-    def _lookup(self, outbox: list[_Out], ident: bytes, req_id: Any, task_id: str) -> TaskRecord | None:
-        rec = self._store().get(task_id)
-        if rec is None:
-            if self._store().is_expired(task_id):
-                self._reject(outbox, ident, req_id, 410, "expired", f"Task {task_id} has expired")
-            else:
-                self._reject(outbox, ident, req_id, 404, "not_found", f"Task {task_id} not found")
-        return rec
-
-    def _on_get(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        rec = self._lookup(outbox, ident, msg.header["req_id"], msg.header["task_id"])
-        if rec is not None:
-            self._reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": self._info(rec)})
-
-    def _on_fetch(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        req_id = msg.header["req_id"]
-        rec = self._lookup(outbox, ident, req_id, msg.header["task_id"])
-        if rec is None:
-            return
-        if rec.status in (states.QUEUED, states.PROCESSING):
-            self._reject(outbox, ident, req_id, 409, "not_finished", f"Task {rec.id} is {rec.status}")
-        elif rec.status == states.CANCELLED:
-            self._reject(outbox, ident, req_id, 409, "cancelled", "Task was cancelled")
-        elif rec.status == states.FAILED:
-            header = {
-                "status": 500,
-                "code": "task_failed",
-                "message": rec.error or "task failed",
-                "retry_after": None,
-                "error_status": rec.error_status,
-                "traceback": rec.traceback,
-            }
-            self._reply(outbox, ident, p.REJECTED, req_id, header)
-        else:
-            output = self._store().output(rec.id)
-            if output is None:
-                self._reject(outbox, ident, req_id, 410, "expired", f"The result of task {rec.id} has expired")
-                return
-            mimetype, headers, body = output
-            frames = p.encode(
-                p.OUTPUT, {"req_id": req_id, "mimetype": mimetype, "headers": headers, "blobs": ["body"]}, [body]
-            )
-            outbox.append(_Out(self._ctrl(), ident, frames))
-
-    def _on_cancel(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        req_id = msg.header["req_id"]
-        rec = self._lookup(outbox, ident, req_id, msg.header["task_id"])
-        if rec is None:
-            return
-        if not rec.terminal:
-            holder = self.nodes.get(rec.node_id) if rec.status == states.PROCESSING and rec.node_id else None
-            attempt = rec.dispatches
-            rec = self._store().cancel(rec.id, now)
-            self._count("cancelled")
-            if holder is not None and not holder.offline and holder.current_task == rec.id:
-                # Cancelled for the client at once; the node stays busy until it confirms
-                # (CANCELLED, then READY), and a late RESULT is discarded as a duplicate.
-                self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": rec.id, "attempt": attempt})
-            self._event(rec)
-        self._reply(outbox, ident, p.INFO, req_id, {"task": self._info(rec)})
-
-    def _on_list(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        h = msg.header
-        req_id = h["req_id"]
-        status = h.get("status") or None
-        limit, offset = h.get("limit", 50), h.get("offset", 0)
-        if status is not None and status not in TASK_STATES:
-            self._reject(outbox, ident, req_id, 400, "bad_request", f"Unknown status {status!r}")
-            return
-        if not _is_int(limit) or not _is_int(offset) or limit < 0 or offset < 0:
-            self._reject(outbox, ident, req_id, 400, "bad_request", "limit and offset must be integers >= 0")
-            return
-        records, total = self._store().list(status, min(int(limit), 1000), int(offset))
-        self._reply(outbox, ident, p.TASKS, req_id, {"tasks": [self._info(r) for r in records], "total": total})
-
-    def _on_queues(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"queues": self._queue_stats()})
-
-    def _on_nodes(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        nodes = [n.public() for n in sorted(self.nodes.values(), key=lambda n: n.registered_at)]
-        self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"nodes": nodes})
-
-    def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        self._watchers[ident] = (str(msg.header["producer_id"]), now)
-        self._on_ping(ident, msg, now, outbox)
-
-    def _on_ping(self, ident: bytes, msg: p.Message, now: float, outbox: list[_Out]) -> None:
-        """PONG (echoing ``req_id`` when the PING or WATCH carried one)."""
-        req_id = msg.header.get("req_id")
-        self._send_ctrl(outbox, ident, p.PONG, {"req_id": req_id} if req_id is not None else {})
-
-    # ================================================================== decisions
-    def _retry_or_fail(
-        self, rec: TaskRecord, now: float, error: str, trace: str | None, status: int | None
-    ) -> TaskRecord:
-        """After a failed or lost attempt: back to queued with backoff, or failed for good."""
-        store = self._store()
-        not_before = next_retry(rec.attempts, policy_for(rec.kind, self.dcfg.retry), now)
-        if not_before is None:
-            message = error if rec.attempts <= 1 else f"{error} (after {rec.attempts} attempts)"
-            rec = store.fail(rec.id, error=message, traceback=trace, status=status, now=now)
-            self._count("failed")
-        else:
-            rec = store.retry(rec.id, not_before=not_before, error=error, traceback=trace)
-            self._count("retries")
-        self._event(rec)
-        return rec
-
-    def _lose_task(self, node: NodeEntry, now: float, outbox: list[_Out], why: str) -> None:
-        """``node`` will not finish its task: re-queue it (attempt charged, backoff) or fail it."""
-        task_id = node.current_task
-        node.current_task = None
-        node.current_attempt = None
-        if task_id is None:
-            return
-        rec = self._store().get(task_id)
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
-            return  # already finished, cancelled, or re-dispatched elsewhere
-        self._count("requeued_on_node_loss")
-        log.warning("task %s: %s; retrying", task_id, why)
-        self._retry_or_fail(rec, now, why, None, None)
-
-    def _go_offline(self, node: NodeEntry, now: float, outbox: list[_Out], why: str) -> None:
-        if node.offline:
-            return
-        node.offline = True
-        node.offline_since = now
-        node.ready.clear()
-        node.queue_idents.clear()
-        self._ctrl_owner.pop(node.ctrl_ident, None)
-        log.warning("%s", why)
-        self._lose_task(node, now, outbox, why)
-
-    def _timers(self, now: float, outbox: list[_Out]) -> None:
+    def _timers(self, now: float, outbox: list[Out]) -> None:
         deadline = self.interval * self.liveness
         for node in list(self.nodes.values()):
             if node.offline:
@@ -1026,7 +520,7 @@ class Scheduler:
                 self._count("pruned_blobs", blobs)
                 log.info("retention: pruned %d finished tasks and %d blobs", tasks, blobs)
 
-    def _dispatch(self, now: float, outbox: list[_Out]) -> None:
+    def _dispatch(self, now: float, outbox: list[Out]) -> None:
         """Pair runnable tasks (oldest first) with idle nodes that hold credit; one task per node."""
         idle_nodes = {n.node_id: n for n in self.nodes.values() if n.has_credit()}
         if not idle_nodes:
@@ -1039,8 +533,8 @@ class Scheduler:
                 queues=frozenset(n.ready),
                 idle_since=n.idle_since,
                 loaded_model=n.loaded_model,
-                models=_name_set(n.capabilities.get("models")),
-                plugins=_name_set(n.capabilities.get("plugins")),
+                models=name_set(n.capabilities.get("models")),
+                plugins=name_set(n.capabilities.get("plugins")),
             )
             for n in idle_nodes.values()
         ]
@@ -1072,7 +566,7 @@ class Scheduler:
                 node.loaded_model = rec.name  # it will load it; affinity follows the model
             self._count("dispatched")
             outbox.append(
-                _Out(
+                Out(
                     self._queue_socks[task.queue],
                     ident,
                     p.encode(p.TASK, header, list(files.values())),
@@ -1098,125 +592,6 @@ class Scheduler:
 
         return undo
 
-    # ================================================================== helpers
-    def _store(self) -> TaskStore:
-        assert self.store is not None
-        return self.store
-
-    def _ctrl(self) -> zmq.Socket:
-        assert self._control is not None
-        return self._control
-
-    def _send_ctrl(self, outbox: list[_Out], ident: bytes, command: str, header: dict[str, Any]) -> None:
-        outbox.append(_Out(self._ctrl(), ident, p.encode(command, header)))
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counters[name] = self._counters.get(name, 0) + n
-
-    def _info(self, rec: TaskRecord) -> dict[str, Any]:
-        """``dataclasses.asdict(TaskInfo)`` of the record, built directly (this runs for every reply)."""
-        return {
-            "id": rec.id,
-            "kind": rec.kind,
-            "name": rec.name,
-            "status": rec.status,
-            "queue": rec.queue,
-            "node": rec.node_id,
-            "progress": rec.progress,
-            "attempts": rec.attempts,
-            "max_attempts": rec.max_attempts,
-            "created_at": rec.created_at,
-            "started_at": rec.started_at,
-            "finished_at": rec.finished_at,
-            "position": self._store().live.position(rec) if rec.status == states.QUEUED else None,
-            "error": rec.error,
-        }
-
-    def _event(self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None) -> None:
-        """Queue an EVENT (the fields of :class:`TaskEvent`, in its order) for after the commit."""
-        if not self._watchers and self.on_event is None:
-            return  # nobody listens: skip building it
-        status = rec.status
-        self._events.append(
-            {
-                "task_id": rec.id,
-                "status": status,
-                "kind": rec.kind,
-                "name": rec.name,
-                "queue": rec.queue,
-                "node": rec.node_id,
-                "progress": progress if progress is not None else rec.progress,
-                "step": step,
-                "error": rec.error if status in _STATES_WITH_ERROR else None,
-                "submitter": rec.submitter,
-                "attempts": rec.attempts,
-                "at": time.time(),
-            }
-        )
-
-    def _publish_events(self) -> None:
-        """Send the round's events (after commit) to watching producers and the in-process observer."""
-        events, self._events = self._events, []
-        if not events:
-            return
-        if self._watchers and self._control is not None:
-            send = self._control.send_multipart
-            for event in events:
-                frames = p.encode(p.EVENT, event)
-                for ident in list(self._watchers):
-                    try:
-                        send([ident, *frames], zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        self._watchers.pop(ident, None)  # gone or not reading: it must WATCH again
-        if self.on_event is not None:
-            for event in events:
-                try:
-                    self.on_event(TaskEvent(**event))
-                except Exception:
-                    log.exception("on_event observer failed")
-
-    def _queue_stats(self) -> list[dict[str, Any]]:
-        live = self._store().live
-        result = []
-        for name in self.queues:
-            per_state = dict.fromkeys(p.NODE_STATES, 0)
-            for node in self.nodes.values():
-                if name in node.allowed:
-                    per_state[node.state] += 1
-            result.append(
-                {
-                    "name": name,
-                    "endpoint": self.endpoints.get("queues", {}).get(name),
-                    "queued": live.queued_count(name),
-                    "processing": live.processing_count(name),
-                    "nodes": per_state,
-                }
-            )
-        return result
-
-    def _refresh_snapshot(self, now: float) -> None:
-        """Compute what ``stats()`` reports about tasks, queues and nodes (on request only: the
-        per-state task counts scan the journal)."""
-        self._snapshot_at = now
-        store = self._store()
-        node_states = dict.fromkeys(p.NODE_STATES, 0)
-        for node in self.nodes.values():
-            node_states[node.state] += 1
-        snap = {
-            "tasks": store.status_counts(),
-            "queues": {q["name"]: q for q in self._queue_stats()},
-            "nodes": node_states,
-            "node_list": [n.public() for n in self.nodes.values()],
-            "watchers": len(self._watchers),
-            "endpoints": self.endpoints,
-        }
-        with self._lock:
-            self._snapshot = snap
-
-
-_STATES_WITH_ERROR = frozenset({states.FAILED, states.CANCELLED, states.QUEUED})
-
 
 def _candidates(runnable: Iterator[TaskRecord], idle: list[IdleNode]) -> list[WaitingTask]:
     """The oldest runnable tasks that some idle node can run, bounded by the idle credit.
@@ -1236,56 +611,3 @@ def _candidates(runnable: Iterator[TaskRecord], idle: list[IdleNode]) -> list[Wa
             if len(chosen) >= want:
                 break
     return chosen
-
-
-def _holds(node: NodeEntry, task_id: str, attempt: int) -> bool:
-    """Whether ``node`` is running exactly this attempt of the task (so its outcome frees the node)."""
-    return node.current_task == task_id and node.current_attempt == attempt
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _name_set(value: Any) -> frozenset[str] | None:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return frozenset(value)
-    return None
-
-
-def _peek_req_id(body: list[bytes]) -> Any:
-    """The req_id of a message that failed validation, if its header is readable JSON."""
-    if len(body) < 3:
-        return None
-    try:
-        header = json.loads(bytes(body[2]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if isinstance(header, dict) and isinstance(header.get("req_id"), (str, int)):
-        return header["req_id"]
-    return None
-
-
-def _parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None, str | None]:
-    """Validate SUBMIT's ``task`` object: (kind, name, form, submitter, idempotency_key)."""
-    kind = task.get("kind")
-    name = task.get("name")
-    if kind not in TASK_KINDS:
-        raise ClientError(f"task kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
-    if not isinstance(name, str) or not name:
-        raise ClientError("task name must be a non-empty string")
-    form = task.get("form") or {}
-    if not isinstance(form, dict):
-        raise ClientError("task form must be an object of strings")
-    clean: dict[str, str] = {}
-    for key, value in form.items():
-        if isinstance(value, (dict, list)):
-            raise ClientError(f"form field {key!r} must be a string")
-        clean[str(key)] = "" if value is None else str(value)
-    submitter = task.get("submitter")
-    key = task.get("idempotency_key")
-    if submitter is not None and not isinstance(submitter, str):
-        raise ClientError("submitter must be a string")
-    if key is not None and (not isinstance(key, str) or len(key) > 256):
-        raise ClientError("idempotency_key must be a string of at most 256 characters")
-    return kind, name, clean, submitter, key or None

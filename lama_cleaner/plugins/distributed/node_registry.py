@@ -1,0 +1,92 @@
+"""What the scheduler knows about each node: registration, liveness, credit and current task.
+
+In memory only: nodes re-register (HELLO) after a scheduler restart, so nothing here is journaled.
+The credit rules (one task per node in total, a finished task doubles as the next READY) live on
+:class:`NodeEntry` so the message handlers and the dispatcher apply them the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol as p
+
+
+@dataclass
+class NodeEntry:
+    """What the scheduler knows about one node (in memory only: nodes re-register after a restart)."""
+
+    node_id: str
+    name: str
+    ctrl_ident: bytes
+    capabilities: dict[str, Any]
+    allowed: set[str]
+    rejected: dict[str, str]
+    version: str | None = None
+    pid: int | None = None
+    loaded_model: str | None = None
+    last_seen: float = 0.0
+    registered_at: float = 0.0
+    idle_since: float = 0.0
+    queue_idents: dict[str, bytes] = field(default_factory=dict)
+    ready: set[str] = field(default_factory=set)
+    current_task: str | None = None
+    current_attempt: int | None = None
+    dispatched_at: float = 0.0
+    draining: bool = False
+    offline: bool = False
+    offline_since: float = 0.0
+    tasks_done: int = 0
+
+    @property
+    def state(self) -> str:
+        if self.offline:
+            return p.NODE_OFFLINE
+        if self.draining:
+            return p.NODE_DRAINING
+        if self.current_task:
+            return p.NODE_BUSY
+        return p.NODE_IDLE
+
+    def has_credit(self) -> bool:
+        return not (self.offline or self.draining or self.current_task) and bool(self.ready)
+
+    def grant_implied_credit(self, now: float) -> None:
+        """A finished task (RESULT/FAILED/CANCELLED) is also the node's next READY on every queue
+        it joined, as in the Guide's load-balancing broker; READY on a queue socket may arrive
+        before the RESULT on the control socket and is then ignored, so this keeps the node usable."""
+        self.current_task = None
+        self.current_attempt = None
+        if not (self.offline or self.draining):
+            if not self.ready:
+                self.idle_since = now
+            self.ready = {q for q in self.queue_idents if q in self.allowed}
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.node_id,
+            "name": self.name,
+            "state": self.state,
+            "capabilities": self.capabilities,
+            "queues": sorted(self.allowed),
+            "rejected": dict(self.rejected),
+            "current_task": self.current_task,
+            "credit": sorted(self.ready) if self.has_credit() else [],
+            "loaded_model": self.loaded_model,
+            "last_heartbeat": self.last_seen,
+            "version": self.version,
+            "pid": self.pid,
+            "tasks_done": self.tasks_done,
+        }
+
+
+def holds(node: NodeEntry, task_id: str, attempt: int) -> bool:
+    """Whether ``node`` is running exactly this attempt of the task (so its outcome frees the node)."""
+    return node.current_task == task_id and node.current_attempt == attempt
+
+
+def name_set(value: Any) -> frozenset[str] | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    return None

@@ -1,0 +1,205 @@
+"""State and helpers shared by the scheduler's parts: the outbox, replies, events and counters.
+
+:class:`~.scheduler.Scheduler` is assembled from this base, :mod:`.scheduler_nodes` (node messages
+and the retry decisions) and :mod:`.scheduler_producers` (producer requests). Handlers never send:
+they append :class:`Out` messages and event dicts, which the loop sends after the journal commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from ...config import DistributedConfig
+from ...tasks import TaskEvent
+from . import protocol as p
+from . import states
+from .node_registry import NodeEntry
+from .routing import ResourceClassOf
+from .task_store import TaskRecord, TaskStore
+
+log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler")
+
+_STATES_WITH_ERROR = frozenset({states.FAILED, states.CANCELLED, states.QUEUED})
+
+
+@dataclass
+class Out:
+    """One message to send after the commit; ``on_fail`` runs if it cannot be delivered."""
+
+    socket: zmq.Socket
+    ident: bytes
+    frames: list[bytes]
+    on_fail: Callable[[], None] | None = None
+
+
+class SchedulerBase:
+    """The scheduler's shared state (set up by ``Scheduler.__init__``) and the helpers every part uses."""
+
+    dcfg: DistributedConfig
+    resource_class_of: ResourceClassOf
+    interval: float
+    liveness: int
+    queues: list[str]
+    endpoints: dict[str, Any]
+    store: TaskStore | None
+    nodes: dict[str, NodeEntry]
+    on_event: Callable[[TaskEvent], None] | None
+    _ctrl_owner: dict[bytes, str]
+    _watchers: dict[bytes, tuple[str, float]]
+    _control: zmq.Socket | None
+    _lock: threading.Lock
+    _counters: dict[str, int]
+    _snapshot: dict[str, Any]
+    _snapshot_at: float
+    _events: list[dict[str, Any]]
+    _garbage_logged: float
+
+    def _store(self) -> TaskStore:
+        assert self.store is not None
+        return self.store
+
+    def _ctrl(self) -> zmq.Socket:
+        assert self._control is not None
+        return self._control
+
+    def _send_ctrl(self, outbox: list[Out], ident: bytes, command: str, header: dict[str, Any]) -> None:
+        outbox.append(Out(self._ctrl(), ident, p.encode(command, header)))
+
+    def _reply(self, outbox: list[Out], ident: bytes, command: str, req_id: Any, header: dict[str, Any]) -> None:
+        self._send_ctrl(outbox, ident, command, {"req_id": req_id, **header})
+
+    def _reject(
+        self,
+        outbox: list[Out],
+        ident: bytes,
+        req_id: Any,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: int | None = None,
+    ) -> None:
+        self._reply(
+            outbox,
+            ident,
+            p.REJECTED,
+            req_id,
+            {"status": status, "code": code, "message": message, "retry_after": retry_after},
+        )
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + n
+
+    def _garbage(self, why: str) -> None:
+        self._count("garbage_frames")
+        now = time.time()
+        if now - self._garbage_logged > 1.0:  # rate-limited: a flood of junk must not flood the log
+            self._garbage_logged = now
+            log.warning("dropped a malformed message: %s", why)
+
+    def _info(self, rec: TaskRecord) -> dict[str, Any]:
+        """``dataclasses.asdict(TaskInfo)`` of the record, built directly (this runs for every reply)."""
+        return {
+            "id": rec.id,
+            "kind": rec.kind,
+            "name": rec.name,
+            "status": rec.status,
+            "queue": rec.queue,
+            "node": rec.node_id,
+            "progress": rec.progress,
+            "attempts": rec.attempts,
+            "max_attempts": rec.max_attempts,
+            "created_at": rec.created_at,
+            "started_at": rec.started_at,
+            "finished_at": rec.finished_at,
+            "position": self._store().live.position(rec) if rec.status == states.QUEUED else None,
+            "error": rec.error,
+        }
+
+    def _event(self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None) -> None:
+        """Queue an EVENT (the fields of :class:`TaskEvent`, in its order) for after the commit."""
+        if not self._watchers and self.on_event is None:
+            return  # nobody listens: skip building it
+        status = rec.status
+        self._events.append(
+            {
+                "task_id": rec.id,
+                "status": status,
+                "kind": rec.kind,
+                "name": rec.name,
+                "queue": rec.queue,
+                "node": rec.node_id,
+                "progress": progress if progress is not None else rec.progress,
+                "step": step,
+                "error": rec.error if status in _STATES_WITH_ERROR else None,
+                "submitter": rec.submitter,
+                "attempts": rec.attempts,
+                "at": time.time(),
+            }
+        )
+
+    def _publish_events(self) -> None:
+        """Send the round's events (after commit) to watching producers and the in-process observer."""
+        events, self._events = self._events, []
+        if not events:
+            return
+        if self._watchers and self._control is not None:
+            send = self._control.send_multipart
+            for event in events:
+                frames = p.encode(p.EVENT, event)
+                for ident in list(self._watchers):
+                    try:
+                        send([ident, *frames], zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        self._watchers.pop(ident, None)  # gone or not reading: it must WATCH again
+        if self.on_event is not None:
+            for event in events:
+                try:
+                    self.on_event(TaskEvent(**event))
+                except Exception:
+                    log.exception("on_event observer failed")
+
+    def _queue_stats(self) -> list[dict[str, Any]]:
+        live = self._store().live
+        result = []
+        for name in self.queues:
+            per_state = dict.fromkeys(p.NODE_STATES, 0)
+            for node in self.nodes.values():
+                if name in node.allowed:
+                    per_state[node.state] += 1
+            result.append(
+                {
+                    "name": name,
+                    "endpoint": self.endpoints.get("queues", {}).get(name),
+                    "queued": live.queued_count(name),
+                    "processing": live.processing_count(name),
+                    "nodes": per_state,
+                }
+            )
+        return result
+
+    def _refresh_snapshot(self, now: float) -> None:
+        """Compute what ``stats()`` reports about tasks, queues and nodes (on request only: the
+        per-state task counts scan the journal)."""
+        self._snapshot_at = now
+        store = self._store()
+        node_states = dict.fromkeys(p.NODE_STATES, 0)
+        for node in self.nodes.values():
+            node_states[node.state] += 1
+        snap = {
+            "tasks": store.status_counts(),
+            "queues": {q["name"]: q for q in self._queue_stats()},
+            "nodes": node_states,
+            "node_list": [n.public() for n in self.nodes.values()],
+            "watchers": len(self._watchers),
+            "endpoints": self.endpoints,
+        }
+        with self._lock:
+            self._snapshot = snap

@@ -1,0 +1,276 @@
+"""The scheduler's node side: HELLO/HEARTBEAT/READY/PROGRESS/RESULT/FAILED/CANCELLED/BYE, and what
+happens to a task whose attempt failed or whose node was lost (retry with backoff, or fail).
+
+Rules (``docs/protocol.md`` sections 5, 6 and 8): any message counts as liveness; a finished task is
+also the node's next credit; PROGRESS and FAILED count only from the node holding the current
+attempt; the first RESULT completes a task and later ones are duplicates.
+"""
+
+from __future__ import annotations
+
+from . import protocol as p
+from . import states
+from .node_registry import NodeEntry, holds
+from .retry_policy import next_retry, policy_for
+from .routing import allowed_queues
+from .scheduler_base import Out, SchedulerBase, log
+from .task_store import TaskRecord
+
+
+class NodeMessages(SchedulerBase):
+    """Handlers for messages from nodes (control socket, plus READY on the queue sockets)."""
+
+    def _node_for(self, ident: bytes, msg: p.Message, outbox: list[Out], now: float) -> NodeEntry | None:
+        """The registered, online node that sent ``msg``; otherwise answer UNKNOWN and return None."""
+        node = self.nodes.get(msg.header["node_id"])
+        if node is None or node.offline:
+            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+            return None
+        if node.ctrl_ident != ident:
+            self._ctrl_owner.pop(node.ctrl_ident, None)
+            node.ctrl_ident = ident
+            self._ctrl_owner[ident] = node.node_id
+        node.last_seen = now
+        return node
+
+    def _on_hello(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        h = msg.header
+        node_id = h["node_id"]
+        caps = h["capabilities"]
+        old = self.nodes.get(node_id)
+        if old is not None and old.current_task:
+            # The node restarted (or reconnected from scratch): whatever it was running is lost.
+            self._lose_task(old, now, outbox, f"node {old.name} re-registered while running the task")
+        if old is not None:
+            self._ctrl_owner.pop(old.ctrl_ident, None)
+        requested = caps.get("queues_requested") or h.get("queues_requested") or []
+        if not isinstance(requested, list):
+            requested = []
+        allowed, rejected = allowed_queues(caps, requested, self.dcfg)
+        node = NodeEntry(
+            node_id=node_id,
+            name=str(h.get("name") or node_id),
+            ctrl_ident=ident,
+            capabilities=caps,
+            allowed=allowed,
+            rejected=rejected,
+            version=h.get("version"),
+            pid=h.get("pid") if isinstance(h.get("pid"), int) else None,
+            loaded_model=h.get("loaded_model"),
+            last_seen=now,
+            registered_at=now,
+            idle_since=now,
+        )
+        self.nodes[node_id] = node
+        self._ctrl_owner[ident] = node_id
+        queues = {q: self.endpoints["queues"][q] for q in self.queues if q in allowed}
+        self._send_ctrl(
+            outbox,
+            ident,
+            p.WELCOME,
+            {
+                "node_id": node_id,
+                "queues": queues,
+                "rejected": rejected,
+                "heartbeat_interval_s": self.interval,
+                "liveness": self.liveness,
+            },
+        )
+        log.info("node %s (%s) joined: queues %s, rejected %s", node.name, node_id, sorted(allowed), rejected)
+
+    def _on_heartbeat(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        node = self._node_for(ident, msg, outbox, now)
+        if node is None:
+            return
+        h = msg.header
+        if "loaded_model" in h and not node.current_task:
+            # While it holds a task the node may still be loading the model we predicted at
+            # dispatch; a heartbeat sent before the TASK arrived would undo that prediction.
+            node.loaded_model = h.get("loaded_model")
+        state = h.get("state")
+        if state == p.NODE_DRAINING:
+            node.draining = True
+            node.ready.clear()
+        elif state in (p.NODE_IDLE, p.NODE_BUSY) and node.draining and h.get("undrain"):
+            node.draining = False
+        if (
+            state == p.NODE_IDLE
+            and node.current_task
+            and h.get("task_id") is None
+            and now - node.dispatched_at > self.interval * self.liveness
+        ):
+            # The node says it is idle, long after we handed it a task: the TASK or its outcome
+            # was lost (e.g. a connection was re-established). Retry it elsewhere.
+            self._lose_task(node, now, outbox, f"node {node.name} reported idle without finishing the task")
+            node.grant_implied_credit(now)
+
+    def _on_ready(self, queue_name: str, ident: bytes, msg: p.Message, now: float) -> None:
+        node = self.nodes.get(msg.header["node_id"])
+        if node is None or node.offline:
+            self._count("stale_messages")  # it will HELLO again after its control socket hears UNKNOWN
+            return
+        if queue_name not in node.allowed:
+            self._count("stale_messages")
+            return
+        node.last_seen = now
+        node.queue_idents[queue_name] = ident
+        if node.current_task or node.draining:
+            return  # credit sent before it got its task (or while draining): not a credit now
+        if not node.ready:
+            node.idle_since = now
+        node.ready.add(queue_name)
+
+    def _on_progress(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        node = self._node_for(ident, msg, outbox, now)
+        if node is None:
+            return
+        h = msg.header
+        rec = self._store().get(h["task_id"])
+        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
+            self._count("stale_messages")
+            return
+        if h["attempt"] != rec.dispatches:
+            self._count("stale_messages")
+            return
+        percent = max(0.0, min(100.0, float(h["percent"])))
+        step = h.get("step") if isinstance(h.get("step"), int) else None
+        if percent >= 100.0 and step is None:
+            return  # "done" without a step says nothing the RESULT right behind it will not say
+        total = h.get("total_steps") if isinstance(h.get("total_steps"), int) else None
+        self._store().set_progress(rec.id, percent, step, total)
+        self._event(rec, progress=percent, step=step)
+
+    def _on_result(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        h = msg.header
+        store = self._store()
+        node = self.nodes.get(h["node_id"])
+        known = node is not None and not node.offline
+        if known:
+            self._node_for(ident, msg, outbox, now)
+        else:
+            # Keep the work of a node we lost track of, but make it register again.
+            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+        blobs = msg.blob_map()
+        task_id = h["task_id"]
+        if set(blobs) != {"body"}:
+            self._garbage(f"RESULT for {task_id} must carry exactly one blob named 'body'")
+            return
+        rec = store.get(task_id)
+        if node is not None and holds(node, task_id, h["attempt"]):
+            node.tasks_done += 1
+            node.grant_implied_credit(now)
+        if rec is None:
+            if store.is_expired(task_id):
+                self._count("duplicates")
+            else:
+                self._garbage(f"RESULT for unknown task {task_id}")
+            return
+        if h["attempt"] > rec.dispatches:
+            self._count("stale_messages")  # an attempt we never handed out
+            return
+        if rec.terminal:
+            store.add_duplicate(task_id)
+            self._count("duplicates")
+            return
+        holder = self.nodes.get(rec.node_id) if rec.node_id else None
+        rec = store.complete(
+            task_id,
+            mimetype=h["mimetype"],
+            headers={str(k): str(v) for k, v in h["headers"].items()},
+            body=blobs["body"],
+            node_id=h["node_id"],
+            now=now,
+        )
+        self._count("completed")
+        if holder is not None and holder.current_task == task_id and not holds(holder, task_id, h["attempt"]):
+            # First result wins; the other attempt is now wasted work: stop it.
+            self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
+        self._event(rec)
+
+    def _on_failed(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        h = msg.header
+        node = self.nodes.get(h["node_id"])
+        if node is None or node.offline:
+            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+            return  # its task was already re-queued when it went offline
+        self._node_for(ident, msg, outbox, now)
+        task_id = h["task_id"]
+        if holds(node, task_id, h["attempt"]):
+            node.grant_implied_credit(now)
+        store = self._store()
+        rec = store.get(task_id)
+        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
+            self._count("stale_messages")
+            return
+        if h["attempt"] != rec.dispatches:
+            self._count("stale_messages")
+            return
+        error = str(h["error"]) or "task failed"
+        trace = h.get("traceback") if isinstance(h.get("traceback"), str) else None
+        status = h.get("status") if isinstance(h.get("status"), int) else None
+        if not h["retryable"]:
+            rec = store.fail(task_id, error=error, traceback=trace, status=status or 400, now=now)
+            self._count("failed")
+            self._event(rec)
+            return
+        self._retry_or_fail(rec, now, error, trace, status)
+
+    def _on_cancelled(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        node = self._node_for(ident, msg, outbox, now)
+        if node is None:
+            return
+        h = msg.header
+        if holds(node, h["task_id"], h["attempt"]):
+            node.grant_implied_credit(now)
+        rec = self._store().get(h["task_id"])
+        if rec is not None and rec.status == states.PROCESSING and rec.node_id == node.node_id:
+            # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
+            self._retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
+
+    def _on_bye(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        node = self.nodes.get(msg.header["node_id"])
+        if node is None:
+            return
+        reason = str(msg.header.get("reason") or "left")
+        self._go_offline(node, now, outbox, f"node {node.name} left ({reason})")
+
+    def _retry_or_fail(
+        self, rec: TaskRecord, now: float, error: str, trace: str | None, status: int | None
+    ) -> TaskRecord:
+        """After a failed or lost attempt: back to queued with backoff, or failed for good."""
+        store = self._store()
+        not_before = next_retry(rec.attempts, policy_for(rec.kind, self.dcfg.retry), now)
+        if not_before is None:
+            message = error if rec.attempts <= 1 else f"{error} (after {rec.attempts} attempts)"
+            rec = store.fail(rec.id, error=message, traceback=trace, status=status, now=now)
+            self._count("failed")
+        else:
+            rec = store.retry(rec.id, not_before=not_before, error=error, traceback=trace)
+            self._count("retries")
+        self._event(rec)
+        return rec
+
+    def _lose_task(self, node: NodeEntry, now: float, outbox: list[Out], why: str) -> None:
+        """``node`` will not finish its task: re-queue it (attempt charged, backoff) or fail it."""
+        task_id = node.current_task
+        node.current_task = None
+        node.current_attempt = None
+        if task_id is None:
+            return
+        rec = self._store().get(task_id)
+        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
+            return  # already finished, cancelled, or re-dispatched elsewhere
+        self._count("requeued_on_node_loss")
+        log.warning("task %s: %s; retrying", task_id, why)
+        self._retry_or_fail(rec, now, why, None, None)
+
+    def _go_offline(self, node: NodeEntry, now: float, outbox: list[Out], why: str) -> None:
+        if node.offline:
+            return
+        node.offline = True
+        node.offline_since = now
+        node.ready.clear()
+        node.queue_idents.clear()
+        self._ctrl_owner.pop(node.ctrl_ident, None)
+        log.warning("%s", why)
+        self._lose_task(node, now, outbox, why)

@@ -1,0 +1,208 @@
+"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, WATCH, PING.
+
+SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
+reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ...errors import ClientError
+from ...tasks import TASK_STATES
+from . import protocol as p
+from . import states
+from .retry_policy import policy_for
+from .routing import RoutingError, route_task
+from .scheduler_base import Out, SchedulerBase
+from .task_store import TaskRecord
+
+TASK_KINDS = ("inpaint", "plugin")
+
+
+class ProducerMessages(SchedulerBase):
+    """Handlers for requests from producers (the web servers) on the control socket."""
+
+    def _on_submit(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        req_id = msg.header["req_id"]
+        task = msg.header["task"]
+        try:
+            kind, name, form, submitter, key = parse_submit(task)
+        except ClientError as exc:
+            self._count("rejected_bad_request")
+            self._reject(outbox, ident, req_id, 400, exc.code, exc.message)
+            return
+        store = self._store()
+        if key:
+            existing = store.find_by_idempotency_key(key)
+            if existing is not None:
+                self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(existing), "existing": True})
+                return
+        try:
+            queue = route_task(
+                kind, name, resource_class_of=self.resource_class_of, rules=self.dcfg.routes, queues=self.queues
+            )
+        except RoutingError as exc:
+            self._count("rejected_bad_request")
+            self._reject(outbox, ident, req_id, exc.status, exc.code, exc.message)
+            return
+        if store.count_queued() >= self.dcfg.max_queued:
+            self._overloaded(outbox, ident, req_id, f"the scheduler holds {self.dcfg.max_queued} queued tasks")
+            return
+        if store.count_queued(queue) >= self.dcfg.max_queued_per_queue:
+            limit = self.dcfg.max_queued_per_queue
+            self._overloaded(outbox, ident, req_id, f"queue {queue!r} holds {limit} queued tasks")
+            return
+        rec, _ = store.create_task(
+            kind=kind,
+            name=name,
+            queue=queue,
+            max_attempts=policy_for(kind, self.dcfg.retry).max_attempts,
+            form=form,
+            files=msg.blob_map(),
+            submitter=submitter,
+            idempotency_key=key,
+            now=now,
+        )
+        self._count("submitted")
+        self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(rec)})
+        self._event(rec)
+
+    def _overloaded(self, outbox: list[Out], ident: bytes, req_id: Any, why: str) -> None:
+        self._count("rejected_overloaded")
+        retry_after = int(self.dcfg.retry_after_s)
+        self._reject(outbox, ident, req_id, 503, "overloaded", f"Server is busy: {why}; retry later", retry_after)
+
+    def _lookup(self, outbox: list[Out], ident: bytes, req_id: Any, task_id: str) -> TaskRecord | None:
+        rec = self._store().get(task_id)
+        if rec is None:
+            if self._store().is_expired(task_id):
+                self._reject(outbox, ident, req_id, 410, "expired", f"Task {task_id} has expired")
+            else:
+                self._reject(outbox, ident, req_id, 404, "not_found", f"Task {task_id} not found")
+        return rec
+
+    def _on_get(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        rec = self._lookup(outbox, ident, msg.header["req_id"], msg.header["task_id"])
+        if rec is not None:
+            self._reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": self._info(rec)})
+
+    def _on_fetch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        req_id = msg.header["req_id"]
+        rec = self._lookup(outbox, ident, req_id, msg.header["task_id"])
+        if rec is None:
+            return
+        if rec.status in (states.QUEUED, states.PROCESSING):
+            self._reject(outbox, ident, req_id, 409, "not_finished", f"Task {rec.id} is {rec.status}")
+        elif rec.status == states.CANCELLED:
+            self._reject(outbox, ident, req_id, 409, "cancelled", "Task was cancelled")
+        elif rec.status == states.FAILED:
+            header = {
+                "status": 500,
+                "code": "task_failed",
+                "message": rec.error or "task failed",
+                "retry_after": None,
+                "error_status": rec.error_status,
+                "traceback": rec.traceback,
+            }
+            self._reply(outbox, ident, p.REJECTED, req_id, header)
+        else:
+            output = self._store().output(rec.id)
+            if output is None:
+                self._reject(outbox, ident, req_id, 410, "expired", f"The result of task {rec.id} has expired")
+                return
+            mimetype, headers, body = output
+            frames = p.encode(
+                p.OUTPUT, {"req_id": req_id, "mimetype": mimetype, "headers": headers, "blobs": ["body"]}, [body]
+            )
+            outbox.append(Out(self._ctrl(), ident, frames))
+
+    def _on_cancel(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        req_id = msg.header["req_id"]
+        rec = self._lookup(outbox, ident, req_id, msg.header["task_id"])
+        if rec is None:
+            return
+        if not rec.terminal:
+            holder = self.nodes.get(rec.node_id) if rec.status == states.PROCESSING and rec.node_id else None
+            attempt = rec.dispatches
+            rec = self._store().cancel(rec.id, now)
+            self._count("cancelled")
+            if holder is not None and not holder.offline and holder.current_task == rec.id:
+                # Cancelled for the client at once; the node stays busy until it confirms
+                # (CANCELLED, then READY), and a late RESULT is discarded as a duplicate.
+                self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": rec.id, "attempt": attempt})
+            self._event(rec)
+        self._reply(outbox, ident, p.INFO, req_id, {"task": self._info(rec)})
+
+    def _on_list(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        h = msg.header
+        req_id = h["req_id"]
+        status = h.get("status") or None
+        limit, offset = h.get("limit", 50), h.get("offset", 0)
+        if status is not None and status not in TASK_STATES:
+            self._reject(outbox, ident, req_id, 400, "bad_request", f"Unknown status {status!r}")
+            return
+        if not _is_int(limit) or not _is_int(offset) or limit < 0 or offset < 0:
+            self._reject(outbox, ident, req_id, 400, "bad_request", "limit and offset must be integers >= 0")
+            return
+        records, total = self._store().list(status, min(int(limit), 1000), int(offset))
+        self._reply(outbox, ident, p.TASKS, req_id, {"tasks": [self._info(r) for r in records], "total": total})
+
+    def _on_queues(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"queues": self._queue_stats()})
+
+    def _on_nodes(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        nodes = [n.public() for n in sorted(self.nodes.values(), key=lambda n: n.registered_at)]
+        self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"nodes": nodes})
+
+    def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        self._watchers[ident] = (str(msg.header["producer_id"]), now)
+        self._on_ping(ident, msg, now, outbox)
+
+    def _on_ping(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """PONG (echoing ``req_id`` when the PING or WATCH carried one)."""
+        req_id = msg.header.get("req_id")
+        self._send_ctrl(outbox, ident, p.PONG, {"req_id": req_id} if req_id is not None else {})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def peek_req_id(body: list[bytes]) -> Any:
+    """The req_id of a message that failed validation, if its header is readable JSON."""
+    if len(body) < 3:
+        return None
+    try:
+        header = json.loads(bytes(body[2]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(header, dict) and isinstance(header.get("req_id"), (str, int)):
+        return header["req_id"]
+    return None
+
+
+def parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None, str | None]:
+    """Validate SUBMIT's ``task`` object: (kind, name, form, submitter, idempotency_key)."""
+    kind = task.get("kind")
+    name = task.get("name")
+    if kind not in TASK_KINDS:
+        raise ClientError(f"task kind must be one of {', '.join(TASK_KINDS)}, got {kind!r}")
+    if not isinstance(name, str) or not name:
+        raise ClientError("task name must be a non-empty string")
+    form = task.get("form") or {}
+    if not isinstance(form, dict):
+        raise ClientError("task form must be an object of strings")
+    clean: dict[str, str] = {}
+    for key, value in form.items():
+        if isinstance(value, (dict, list)):
+            raise ClientError(f"form field {key!r} must be a string")
+        clean[str(key)] = "" if value is None else str(value)
+    submitter = task.get("submitter")
+    key = task.get("idempotency_key")
+    if submitter is not None and not isinstance(submitter, str):
+        raise ClientError("submitter must be a string")
+    if key is not None and (not isinstance(key, str) or len(key) > 256):
+        raise ClientError("idempotency_key must be a string of at most 256 characters")
+    return kind, name, clean, submitter, key or None

@@ -27,6 +27,10 @@ class InpaintModel:
     name: ClassVar[str] = ""
     resource_class: ClassVar[str] = "gpu"
     """Queue family the work needs: ``gpu`` or ``cpu`` (used by the distributed router)."""
+    runs_on_cpu: ClassVar[bool] = False
+    """True when a ``gpu``-class model still runs acceptably on a CPU (small weights: lama and the
+    other erase models). A server started with ``--device cpu`` then routes it to the ``cpu`` queue
+    instead of waiting for a GPU node. False (the safe default) for the diffusion family."""
     reports_steps: ClassVar[bool] = False
     """True for models that emit per-step progress (the SD family)."""
     memory_mb: ClassVar[int] = 0

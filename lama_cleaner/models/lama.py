@@ -37,6 +37,7 @@ def _torch() -> Any:
 class LaMa(InpaintModel):
     name = "lama"
     resource_class = "gpu"
+    runs_on_cpu = True
     memory_mb = 2500
     pad_mod = 8
 

@@ -21,6 +21,7 @@ class OpenCV2(InpaintModel):
 
     name = "cv2"
     resource_class = "cpu"
+    runs_on_cpu = True
     memory_mb = 64
     pad_mod = 1
 

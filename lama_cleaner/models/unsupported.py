@@ -44,6 +44,12 @@ class UnsupportedModel(InpaintModel):
 
 
 _ERASE_REASON = "its network code is not bundled; use lama or cv2"
+
+
+class _Erase(UnsupportedModel):
+    """The erase models: small weights, acceptable on a CPU (upstream runs them there too)."""
+
+    runs_on_cpu = True
 _DIFFUSION_REASON = "diffusion models need the diffusers backend"
 
 
@@ -51,7 +57,7 @@ def _w(prefix: str, path: str, md5: str) -> download.WeightFile:
     return download.WeightFile(prefix, f"{_GH}/{path}", md5)
 
 
-class LDM(UnsupportedModel):
+class LDM(_Erase):
     name, memory_mb, pad_mod, reason = "ldm", 3000, 32, _ERASE_REASON
     weights = (
         _w("LDM_ENCODE_MODEL", "add_ldm/cond_stage_model_encode.pt", "23239fc9081956a3e70de56472b3f296"),
@@ -60,7 +66,7 @@ class LDM(UnsupportedModel):
     )
 
 
-class ZITS(UnsupportedModel):
+class ZITS(_Erase):
     name, memory_mb, pad_mod, min_size, pad_to_square, reason = "zits", 3000, 32, 256, True, _ERASE_REASON
     weights = (
         _w("ZITS_INPAINT_MODEL", "add_zits/zits-inpaint-0717.pt", "9978cc7157dc29699e42308d675b2154"),
@@ -74,18 +80,18 @@ class ZITS(UnsupportedModel):
     )
 
 
-class MAT(UnsupportedModel):
+class MAT(_Erase):
     name, memory_mb, pad_mod, min_size, pad_to_square, reason = "mat", 3000, 512, 512, True, _ERASE_REASON
     weights = (_w("MAT_MODEL", "add_mat/Places_512_FullData_G.pth", "8ca927835fa3f5e21d65ffcb165377ed"),)
 
 
-class FcF(UnsupportedModel):
+class FcF(_Erase):
     name, memory_mb, pad_mod, min_size, pad_to_square, reason = "fcf", 2000, 512, 512, True, _ERASE_REASON
     supports_hd = False
     weights = (_w("FCF_MODEL", "add_fcf/places_512_G.pth", "3323152bc01bf1c56fd8aba74435a211"),)
 
 
-class Manga(UnsupportedModel):
+class Manga(_Erase):
     name, memory_mb, pad_mod, reason = "manga", 1500, 16, _ERASE_REASON
     weights = (
         _w("MANGA_INPAINTOR_MODEL", "manga/manga_inpaintor.jit", "7d8b269c4613b6b3768af714610da86c"),

@@ -114,3 +114,17 @@ def collect(
         "labels": dict(labels),
         "queues_requested": list(queues_requested),
     }
+
+
+def routing_resource_class(model_cls: Any, server_device: str) -> str:
+    """The queue family a model's tasks are routed to, given the server's ``--device``.
+
+    A model's ``resource_class`` says what it *needs* on a mixed cluster; ``runs_on_cpu`` says it
+    still runs acceptably without a GPU. When the server itself was started with ``--device cpu``
+    such a model goes to the ``cpu`` queue: nodes without CUDA may not join ``gpu``, so routing it
+    there would leave the task queued until the request times out.
+    """
+    resource_class = str(getattr(model_cls, "resource_class", "gpu"))
+    if resource_class == "gpu" and server_device == "cpu" and getattr(model_cls, "runs_on_cpu", False):
+        return "cpu"
+    return resource_class

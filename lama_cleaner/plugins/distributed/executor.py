@@ -35,6 +35,7 @@ from ...errors import (
 )
 from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
 from . import protocol as p
+from .capabilities import routing_resource_class
 from .producer import SchedulerClient
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,21 @@ def error_from_reply(header: dict[str, Any], retry_after_default: int = 5) -> La
     if code == "cancelled":
         return TaskCancelled(message or "Task was cancelled")
     if code == "task_failed":
-        return TaskFailed(message, header.get("traceback"), status=status)
+        # The REJECTED status says "the task failed"; ``error_status`` says why, as the node saw it.
+        # A client error found on the node (an image that only fails a full decode) stays a 4xx.
+        return TaskFailed(message, header.get("traceback"), status=failure_status(header.get("error_status")))
     if status == 404:
         return NotFound(message)
     if 400 <= status < 500:
         return ClientError(message, status=status, code=code or None)
     return LamaCleanerError(message, status=status, code=code or None)
+
+
+def failure_status(error_status: Any) -> int:
+    """HTTP status for a failed task: the node's 4xx when it blamed the input, else 500."""
+    if isinstance(error_status, int) and not isinstance(error_status, bool) and 400 <= error_status < 500:
+        return error_status
+    return 500
 
 
 def connectable(endpoint: str) -> str:
@@ -150,10 +160,15 @@ class DistributedExecutor:
 
     # ------------------------------------------------------------------ routing helper
     def resource_class_of(self, kind: str, name: str) -> str | None:
-        """``gpu``/``cpu`` for a model or image plugin this server knows, else None."""
+        """``gpu``/``cpu`` for a model or image plugin this server knows, else None.
+
+        With ``--device cpu`` the operator declared a CPU deployment, so a gpu-class model that runs
+        acceptably on CPU (``runs_on_cpu``, e.g. lama) is routed to the cpu queue; otherwise its
+        task would wait for a GPU node that never comes. ``distributed.routes`` still win.
+        """
         try:
             if kind == "inpaint":
-                return self.models.get(name).resource_class
+                return routing_resource_class(self.models.get(name), self.config.device)
             if kind == "plugin":
                 return getattr(self.image_plugins.get(name), "resource_class", "cpu")
         except NotFound:

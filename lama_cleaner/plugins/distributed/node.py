@@ -16,7 +16,13 @@ Failure handling:
 - UNKNOWN (the scheduler lost us, e.g. restarted) -> HELLO again at once;
 - CANCEL -> the shared Event is set; a model that reports steps stops at its next step, anything
   else (or a stepping model that does not stop within ``_STEP_CANCEL_GRACE_S``) is stopped by
-  terminating the child (SIGTERM, then SIGKILL after ``_KILL_GRACE_S``) and a fresh child is spawned;
+  terminating the child (SIGTERM, then SIGKILL after ``_KILL_GRACE_S``) and a fresh child is spawned.
+  CANCELLED is reported only once an inference child is ready again: the scheduler takes CANCELLED
+  as the node's next credit, so saying it earlier would invite a TASK the node cannot start yet, and
+  "idle" must mean "can run work now";
+- a TASK that arrives while the child is (re)starting (after a crash, the scheduler already counted
+  the FAILED as a credit) is accepted and handed to the child once it is ready, never handed back:
+  the node held the credit, and a hand-back would cost the task one of its attempts;
 - the inference child dies -> the task is reported FAILED (retryable) and a new child is spawned;
 - ``parent_pid`` dies -> the node exits (local nodes must not outlive their web server).
 """
@@ -57,6 +63,48 @@ class _Current:
     queue: str
     started: float
     cancel_deadline: float | None = None
+    payload: tuple[dict[str, Any], dict[str, bytes]] | None = None
+    """(TASK header, files) until the task is handed to an inference child."""
+    handed: bool = False
+    """True once the inference child has the task (it may be running)."""
+    cancelled: bool = False
+    """The outcome is CANCELLED; it is reported as soon as an inference child is ready again."""
+
+
+_WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", "[*]"})
+
+
+def _tcp_host_port(endpoint: str) -> tuple[str, str] | None:
+    """(host, port) of a ``tcp://`` endpoint, or None; ``tcp://src;dst:port`` -> the destination."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    rest = endpoint[len("tcp://"):]
+    if ";" in rest:  # ZeroMQ's "source;destination" connect syntax
+        rest = rest.split(";", 1)[1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port:
+        return None
+    return host, port
+
+
+def queue_endpoint_for(granted: str, control: str) -> str:
+    """The address to connect to for a queue endpoint granted in WELCOME.
+
+    The scheduler reports queue endpoints as it bound them, so a scheduler listening on every
+    interface (``tcp://0.0.0.0:5570``, ``tcp://*:5570``, ``tcp://[::]:5570``) grants
+    ``tcp://0.0.0.0:5571``, which is no address a remote node can reach. A wildcard host is
+    therefore replaced by the host this node used to reach the control endpoint (which, by
+    construction, reaches the scheduler); anything else is used as granted.
+    """
+    granted_parts = _tcp_host_port(granted)
+    control_parts = _tcp_host_port(control)
+    if granted_parts is None or control_parts is None:
+        return granted
+    host, port = granted_parts
+    control_host = control_parts[0]
+    if host not in _WILDCARD_HOSTS or control_host in _WILDCARD_HOSTS:
+        return granted
+    return f"tcp://{control_host}:{port}"
 
 
 class _Child:
@@ -216,7 +264,7 @@ class Node:
             log.warning("parent process %s is gone; exiting", self.parent_pid)
             self._exit("parent exited", 0, kill_child=True)
             return
-        if self.stopping and (self.current is None or (self.stop_deadline or 0) <= now):
+        if self.stopping and (not self._running_work() or (self.stop_deadline or 0) <= now):
             self._exit("shutdown", 0, kill_child=self.current is not None)
             return
         self._reap_dying()
@@ -339,12 +387,19 @@ class Node:
         )
 
     def _idle(self) -> bool:
+        """Idle = able to start a task right now: no task, and an inference child that is ready."""
         return (
             self.current is None
             and self.child is not None
+            and self.child.ready
             and not self.draining
             and not self.stopping
         )
+
+    def _running_work(self) -> bool:
+        """A task is really running (a stop must wait for it), not just cancelled or not yet started."""
+        cur = self.current
+        return cur is not None and cur.handed and not cur.cancelled
 
     def _offer_credit(self) -> None:
         """READY (one credit) on every joined queue, once per idle period."""
@@ -386,11 +441,18 @@ class Node:
         for sock in list(self.queue_socks):
             sock.close(0)
         self.queue_socks.clear()
-        for queue, endpoint in header["queues"].items():
+        for queue, granted in header["queues"].items():
+            endpoint = queue_endpoint_for(granted, self.scheduler)
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                log.error("cannot join queue %s at %s: %s", queue, endpoint, exc)
+                sock.close(0)
+                continue
             self.queue_socks[sock] = queue
+            log.info("joining queue %s at %s", queue, endpoint)
         for queue, reason in (header.get("rejected") or {}).items():
             log.info("not joining queue %s: %s", queue, reason)
         self.welcomed = True
@@ -408,7 +470,8 @@ class Node:
             return
         header = msg.header
         task_id, attempt = header["task_id"], header["attempt"]
-        if not self._idle() or self.child is None:
+        if self.current is not None or self.draining or self.stopping:
+            # Only a protocol slip (a second TASK) or a stop/drain racing the TASK gets here.
             log.warning("TASK %s arrived while not idle; handing it back", task_id)
             self._send(self._failed_frames(task_id, attempt, "node was not idle", "", True, 503))
             return
@@ -416,22 +479,45 @@ class Node:
             files = msg.blob_map()
         except ValueError:
             files = {}
-        self.current = _Current(task_id, attempt, header["kind"], header["name"], queue, time.monotonic())
+        # Accepted even while the inference child is (re)starting: the scheduler gave us the task
+        # on a legitimate credit; it is handed over as soon as the child says it is ready.
+        self.current = _Current(
+            task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), payload=(dict(header), files)
+        )
         self.pending_outcome = None
         self.ready_sent = False
-        self.child.cancel_event.clear()
-        try:
-            self.child.conn.send(("task", dict(header), files))
-        except (OSError, ValueError) as exc:
-            log.error("cannot hand task %s to the inference process: %s", task_id, exc)
+        self._hand_over()
         self._send_heartbeat()
-        log.info("running %s %s (task %s attempt %s)", header["kind"], header["name"], task_id, attempt)
+
+    def _hand_over(self) -> None:
+        """Send the current task to the inference child if it is ready (else this runs again on "ready")."""
+        cur, child = self.current, self.child
+        if cur is None or cur.handed or cur.cancelled or cur.payload is None:
+            return
+        if child is None or not child.ready:
+            log.info("task %s waits for the inference process to start", cur.task_id)
+            return
+        header, files = cur.payload
+        child.cancel_event.clear()
+        try:
+            child.conn.send(("task", header, files))
+        except (OSError, ValueError) as exc:
+            log.error("cannot hand task %s to the inference process: %s", cur.task_id, exc)
+            return  # the child is going away; _child_died reports the task
+        cur.payload = None
+        cur.handed = True
+        log.info("running %s %s (task %s attempt %s)", cur.kind, cur.name, cur.task_id, cur.attempt)
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
         cur = self.current
-        if cur is None or cur.task_id != task_id or self.child is None:
+        if cur is None or cur.task_id != task_id or cur.cancelled or cur.cancel_deadline is not None:
             return
-        if cur.cancel_deadline is not None:
+        if not cur.handed or self.child is None:
+            # It never reached a model: nothing to stop, just report once a child is ready.
+            log.info("cancel %s: the task had not started", task_id)
+            cur.cancelled = True
+            cur.payload = None
+            self._report_cancel_when_ready()
             return
         self.child.cancel_event.set()
         if self._reports_steps(cur):
@@ -451,19 +537,31 @@ class Node:
 
     def _check_cancel_deadline(self, now: float) -> None:
         cur = self.current
-        if cur is not None and cur.cancel_deadline is not None and now > cur.cancel_deadline:
+        if cur is not None and not cur.cancelled and cur.cancel_deadline is not None and now > cur.cancel_deadline:
             log.warning("task %s did not stop at a step boundary; terminating the inference process", cur.task_id)
             self._kill_child_for_cancel()
 
     def _kill_child_for_cancel(self) -> None:
+        """Stop the child the hard way; CANCELLED follows once its replacement is ready."""
         cur = self.current
         if self.child is not None:
             self.child.terminate()
             self.dying.append(self.child)
             self.child = None
-        if cur is not None:
-            self._finish(self._cancelled_frames(cur))
         self.loaded_model = None
+        if cur is not None:
+            cur.cancelled = True
+            self._report_cancel_when_ready()
+
+    def _report_cancel_when_ready(self) -> None:
+        """Report a cancelled current task, but only once the node can really take the next one."""
+        cur = self.current
+        if cur is None or not cur.cancelled:
+            return
+        if self.child is None or not self.child.ready:
+            log.info("cancel %s: CANCELLED follows when the inference process is ready", cur.task_id)
+            return
+        self._finish(self._cancelled_frames(cur))
 
     def _finish(self, frames: list[bytes]) -> None:
         """Report the outcome of the current task, keep it for re-sending, and become idle."""
@@ -531,11 +629,12 @@ class Node:
         self.loaded_model = None
         cur = self.current
         if cur is not None:
-            if cur.cancel_deadline is not None:
-                self._finish(self._cancelled_frames(cur))
-            else:
+            if cur.cancelled or cur.cancel_deadline is not None:
+                cur.cancelled = True  # reported once the new child is ready
+            elif cur.handed:
                 error = f"inference process exited unexpectedly (exit code {code})"
                 self._finish(self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500))
+            # else: it never reached the child; the new child gets it.
         if not self.stopping and self.exit_code is None:
             self._spawn_child()
             self._offer_credit()
@@ -547,13 +646,18 @@ class Node:
             assert self.child is not None
             self.child.ready = True
             self.loaded_model = msg[1].get("loaded_model")
-            self._offer_credit()
+            if cur is not None and cur.cancelled:
+                self._report_cancel_when_ready()
+            elif cur is not None:
+                self._hand_over()
+            else:
+                self._offer_credit()
             return
         if kind == "init_failed":
             log.error("inference process could not start: %s", msg[1])
             self._exit("inference process could not start", 3, kill_child=True)
             return
-        if cur is None or msg[1] != cur.task_id:
+        if cur is None or msg[1] != cur.task_id or not cur.handed:
             return  # a late message about a task we already gave up on
         if kind == "progress":
             _, task_id, percent, step, total = msg
@@ -586,7 +690,8 @@ class Node:
             log.warning("task %s failed: %s", task_id, error)
             self._finish(self._failed_frames(task_id, cur.attempt, error, tb, retryable, status))
         elif kind == "cancelled":
-            self._finish(self._cancelled_frames(cur))
+            cur.cancelled = True
+            self._report_cancel_when_ready()  # this child is alive and ready for the next task
 
     # ------------------------------------------------------------------ exit
     def _parent_gone(self, now: float) -> bool:

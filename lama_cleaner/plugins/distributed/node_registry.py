@@ -52,12 +52,19 @@ class NodeEntry:
     def has_credit(self) -> bool:
         return not (self.offline or self.draining or self.current_task) and bool(self.ready)
 
-    def grant_implied_credit(self, now: float) -> None:
+    def grant_implied_credit(self, now: float, *, ready: bool = True) -> None:
         """A finished task (RESULT/FAILED/CANCELLED) is also the node's next READY on every queue
         it joined, as in the Guide's load-balancing broker; READY on a queue socket may arrive
-        before the RESULT on the control socket and is then ignored, so this keeps the node usable."""
+        before the RESULT on the control socket and is then ignored, so this keeps the node usable.
+
+        ``ready=False`` (the outcome said ``ready: false``, e.g. the node is restarting its inference
+        process after a hard cancel) frees the node of its task without the credit: a TASK sent now
+        would only bounce back. The node sends READY itself once it can work again."""
         self.current_task = None
         self.current_attempt = None
+        if not ready:
+            self.ready.clear()
+            return
         if not (self.offline or self.draining):
             if not self.ready:
                 self.idle_since = now

@@ -68,6 +68,7 @@ TASKS = "TASKS"
 STATS = "STATS"
 EVENT = "EVENT"
 PONG = "PONG"
+DONE = "DONE"
 
 COMMANDS = frozenset(
     {
@@ -75,7 +76,7 @@ COMMANDS = frozenset(
         WELCOME, CANCEL, UNKNOWN, DRAIN, ERROR,
         READY, TASK,
         SUBMIT, GET, FETCH, LIST, QUEUES, NODES, WATCH, PING,
-        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, PONG,
+        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, PONG, DONE,
     }
 )  # fmt: skip
 
@@ -137,10 +138,31 @@ SCHEMAS: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         EVENT: {"task_id": (str,), "status": (str,)},
         PONG: {},
         ERROR: {"code": (str,), "message": (str,)},
+        DONE: {"task_id": (str,), "status": (str,)},
     },
 }
 """What each receiver accepts. Nested objects (``task`` of SUBMIT, ``capabilities`` of HELLO) are
 checked by the receiver itself, which knows what it needs from them."""
+
+OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
+    "scheduler": {
+        HELLO: {"task_id": (str, _NONE), "attempt": (int, _NONE)},
+        SUBMIT: {"want_result": (bool,)},
+        RESULT: {"ready": (bool,)},
+        FAILED: {"ready": (bool,)},
+        CANCELLED: {"ready": (bool,)},
+    },
+    "producer": {
+        DONE: {"error": (str, _NONE), "error_status": (int, _NONE), "traceback": (str, _NONE)},
+    },
+}
+"""Optional header fields that change what the receiver does, checked only when present (so that a
+mistyped one is refused instead of silently meaning something else). ``HELLO.task_id/attempt``: the
+task a reconnecting node is still running; ``SUBMIT.want_result``: push a DONE to the submitter;
+``ready: false`` on an outcome: the node cannot take the next task yet (no implied credit)."""
+
+DONE_STATUSES = ("completed", "failed", "cancelled")
+"""``DONE.status``: the terminal task states."""
 
 
 class ProtocolError(ValueError):
@@ -234,6 +256,32 @@ def check_fields(command: str, header: Mapping[str, Any], schema: Mapping[str, t
             raise ProtocolError(f"{command} field {name!r} has the wrong type ({type(value).__name__})")
 
 
+def check_optional(command: str, header: Mapping[str, Any], schema: Mapping[str, tuple[type, ...]]) -> None:
+    """Raise ProtocolError if a field of ``schema`` is present with a type it does not accept."""
+    present = {name: types for name, types in schema.items() if name in header}
+    if present:
+        check_fields(command, header, present)
+
+
+def _check_done(header: Mapping[str, Any]) -> None:
+    """DONE: a terminal status; a completed one carries the result (mimetype, headers, one ``body``
+    blob), a failed or cancelled one carries no blob."""
+    status = header["status"]
+    if status not in DONE_STATUSES:
+        raise ProtocolError(f"DONE status must be one of {', '.join(DONE_STATUSES)}, got {status[:32]!r}")
+    names = header.get("blobs") or []
+    if status == "completed":
+        check_fields(DONE, header, {"mimetype": (str,), "headers": (dict,)})
+        if names != ["body"]:
+            raise ProtocolError("a completed DONE must carry exactly one blob named 'body'")
+    elif names:
+        raise ProtocolError(f"a {status} DONE carries no blob")
+
+
+_EXTRA_CHECKS = {("producer", DONE): _check_done}
+"""Checks that a flat field schema cannot express, per (receiver, command)."""
+
+
 def decode(frames: Sequence[Any], *, receiver: str | None = None) -> Message:
     """Parse frames (identity already removed) into a :class:`Message`.
 
@@ -275,6 +323,12 @@ def decode(frames: Sequence[Any], *, receiver: str | None = None) -> Message:
         if schema is None:
             raise ProtocolError(f"{command} is not a message a {receiver} accepts", ERR_UNKNOWN_COMMAND)
         check_fields(command, header, schema)
+        optional = OPTIONAL.get(receiver, {}).get(command)
+        if optional:
+            check_optional(command, header, optional)
+        extra = _EXTRA_CHECKS.get((receiver, command))
+        if extra is not None:
+            extra(header)
     return Message(command, header, blobs)
 
 

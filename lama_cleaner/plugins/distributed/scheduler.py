@@ -26,8 +26,9 @@ built by hand, and the monitoring snapshot is only computed when ``stats()`` ask
 
 Why these rules (details in ``docs/protocol.md``): node-level credit of one (a task never waits
 inside a busy node), any message counts as liveness, a lost node's task is re-queued with its
-attempt charged and backoff applied, a terminal task never changes (late results are duplicates),
-garbage is counted and dropped, never fatal.
+attempt charged and backoff applied, but a node that comes back naming the task in its HELLO keeps it
+(so it never runs twice), a terminal task never changes (late results are duplicates), garbage is
+counted and dropped, never fatal; a SUBMIT with ``want_result`` gets a DONE with the result.
 """
 
 from __future__ import annotations
@@ -133,17 +134,22 @@ class Scheduler(NodeMessages, ProducerMessages):
                 "undelivered",
                 "pruned_tasks",
                 "pruned_blobs",
+                "reattached",
+                "done_sent",
             ),
             0,
         )
         self._snapshot: dict[str, Any] = {"tasks": dict.fromkeys(states.STATES, 0), "queues": {}, "nodes": {}}
         self._snapshot_at = 0.0
         self._events: list[dict[str, Any]] = []
+        self._done_waiters: dict[str, list[bytes]] = {}  # task id -> producers that want its DONE
+        self._dones: list[tuple[TaskRecord, bytes | None]] = []  # finished this round, DONE after commit
+        self._refunded: set[str] = set()  # recovered tasks whose interrupted attempt was refunded
+        self._held: set[str] = set()  # recovered tasks their node may still reclaim (dispatch waits)
+        self._hold_until = 0.0
         self._wake_r = self._wake_w = -1  # a pipe (made by _bind) whose byte wakes the poll for commands
         self._handlers: dict[str, Callable[[bytes, p.Message, float, list[Out]], None]] = {
-            command: getattr(self, f"_on_{command.lower()}")
-            for command in p.SCHEMAS["scheduler"]
-            if command != p.READY
+            command: getattr(self, f"_on_{command.lower()}") for command in p.SCHEMAS["scheduler"] if command != p.READY
         }
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
@@ -165,6 +171,12 @@ class Scheduler(NodeMessages, ProducerMessages):
             raise
         try:
             self.recovery = self.store.recover()
+            self._refunded = set(self.recovery.refunded)
+            # Interrupted tasks may still be running on their nodes, which reclaim them by naming
+            # them in their HELLO once they notice the restart: hold dispatch (FIFO kept) until
+            # they all did, or one liveness period passed.
+            self._held = set(self.recovery.requeued)
+            self._hold_until = time.time() + self.interval * self.liveness
             if self.recovery.requeued or self.recovery.queued:
                 log.info(
                     "journal recovery: %d queued, %d interrupted and re-queued, %d failed",
@@ -382,6 +394,7 @@ class Scheduler(NodeMessages, ProducerMessages):
             # round is durable, so nothing of it may be announced. Producers re-send after their
             # timeout (SUBMIT is idempotent) and node state converges through heartbeats.
             self._events.clear()
+            self._dones.clear()
             self._count("journal_errors")
             log.exception("journal transaction failed; the replies of this round were dropped")
             return
@@ -402,12 +415,14 @@ class Scheduler(NodeMessages, ProducerMessages):
             for sock, frames in inbound:
                 mark = len(outbox)
                 events_mark = len(self._events)
+                dones_mark = len(self._dones)
                 try:
                     with self.store.savepoint():
                         self._handle(sock, frames, now, outbox)
                 except Exception as exc:
                     del outbox[mark:]
                     del self._events[events_mark:]
+                    del self._dones[dones_mark:]
                     self._count("handler_errors")
                     log.exception("error while handling a message; it was dropped")
                     self._internal_error(sock, frames, exc, outbox)
@@ -519,11 +534,23 @@ class Scheduler(NodeMessages, ProducerMessages):
                 self._count("pruned_tasks", tasks)
                 self._count("pruned_blobs", blobs)
                 log.info("retention: pruned %d finished tasks and %d blobs", tasks, blobs)
+            self._forget_stale_waiters()
+
+    def _forget_stale_waiters(self) -> None:
+        """Drop DONE waiters of tasks that do not exist (a SUBMIT whose round was rolled back, or a
+        pruned task) or finished without a DONE pending; normally a waiter goes when its DONE does."""
+        store = self._store()
+        live = store.live.records
+        pending = {rec.id for rec, _ in self._dones}
+        for task_id in [t for t in self._done_waiters if t not in live and t not in pending]:
+            rec = store.get(task_id)
+            if rec is None or rec.terminal:
+                del self._done_waiters[task_id]
 
     def _dispatch(self, now: float, outbox: list[Out]) -> None:
         """Pair runnable tasks (oldest first) with idle nodes that hold credit; one task per node."""
         idle_nodes = {n.node_id: n for n in self.nodes.values() if n.has_credit()}
-        if not idle_nodes:
+        if not idle_nodes or self._holding(now):
             return
         queues = sorted({q for n in idle_nodes.values() for q in n.ready})
         store = self._store()
@@ -547,6 +574,7 @@ class Scheduler(NodeMessages, ProducerMessages):
             if ident is None:  # pragma: no cover - credit implies a known identity
                 continue
             rec = store.mark_processing(task.task_id, node.node_id, now)
+            self._refunded.discard(rec.id)
             files = store.inputs(rec.id)
             header = {
                 "task_id": rec.id,
@@ -574,6 +602,17 @@ class Scheduler(NodeMessages, ProducerMessages):
                 )
             )
             self._event(rec)
+
+    def _holding(self, now: float) -> bool:
+        """Whether dispatch still waits for nodes to reclaim tasks interrupted by a restart."""
+        if not self._held:
+            return False
+        live = self._store().live.records
+        self._held = {t for t in self._held if (r := live.get(t)) is not None and r.status == states.QUEUED}
+        if self._held and now < self._hold_until:
+            return True
+        self._held.clear()
+        return False
 
     def _undelivered(self, node_id: str, task_id: str) -> Callable[[], None]:
         def undo() -> None:

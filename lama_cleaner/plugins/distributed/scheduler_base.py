@@ -59,6 +59,9 @@ class SchedulerBase:
     _snapshot: dict[str, Any]
     _snapshot_at: float
     _events: list[dict[str, Any]]
+    _done_waiters: dict[str, list[bytes]]
+    _dones: list[tuple[TaskRecord, bytes | None]]
+    _refunded: set[str]
     _garbage_logged: float
 
     def _store(self) -> TaskStore:
@@ -123,8 +126,14 @@ class SchedulerBase:
             "error": rec.error,
         }
 
-    def _event(self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None) -> None:
-        """Queue an EVENT (the fields of :class:`TaskEvent`, in its order) for after the commit."""
+    def _event(
+        self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None, body: bytes | None = None
+    ) -> None:
+        """Queue an EVENT (the fields of :class:`TaskEvent`, in its order) for after the commit, and
+        a DONE for producers that asked for the result of a task that just finished (``body``: the
+        result, when the caller has it at hand)."""
+        if rec.status in states.TERMINAL and rec.id in self._done_waiters:
+            self._dones.append((rec, body))
         if not self._watchers and self.on_event is None:
             return  # nobody listens: skip building it
         status = rec.status
@@ -145,8 +154,46 @@ class SchedulerBase:
             }
         )
 
+    def _done_frames(self, rec: TaskRecord, body: bytes | None) -> list[bytes] | None:
+        """DONE for a finished task: the result itself when completed, the error otherwise."""
+        if rec.status != states.COMPLETED:
+            header = {"task_id": rec.id, "status": rec.status, "error": rec.error,
+                      "error_status": rec.error_status, "traceback": rec.traceback}  # fmt: skip
+            return p.encode(p.DONE, header)
+        mimetype, headers = rec.result_mimetype or "application/octet-stream", rec.result_headers or {}
+        if body is None:
+            output = self._store().output(rec.id)
+            if output is None:  # pragma: no cover - pruned in the same round it completed
+                return None
+            mimetype, headers, body = output
+        header = {"task_id": rec.id, "status": rec.status, "mimetype": mimetype, "headers": headers,
+                  "blobs": ["body"]}  # fmt: skip
+        return p.encode(p.DONE, header, [body])
+
+    def _publish_dones(self) -> None:
+        """Push DONE (after commit, before the round's EVENTs) to the producers that submitted a
+        finished task with ``want_result``. Best effort: a producer that is gone still has FETCH."""
+        dones, self._dones = self._dones, []
+        for rec, body in dones:
+            idents = self._done_waiters.pop(rec.id, None)
+            if not idents or self._control is None:
+                continue
+            frames = self._done_frames(rec, body)
+            if frames is None:
+                continue
+            for ident in idents:
+                try:
+                    self._control.send_multipart([ident, *frames], zmq.NOBLOCK)
+                except zmq.ZMQError as exc:
+                    self._count("undelivered")
+                    log.debug("could not push DONE for %s: %s", rec.id, exc)
+                else:
+                    self._count("done_sent")
+
     def _publish_events(self) -> None:
-        """Send the round's events (after commit) to watching producers and the in-process observer."""
+        """Send the round's DONEs and events (after commit) to producers and the in-process observer."""
+        if self._dones:
+            self._publish_dones()
         events, self._events = self._events, []
         if not events:
             return

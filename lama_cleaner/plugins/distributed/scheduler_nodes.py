@@ -2,11 +2,14 @@
 happens to a task whose attempt failed or whose node was lost (retry with backoff, or fail).
 
 Rules (``docs/protocol.md`` sections 5, 6 and 8): any message counts as liveness; a finished task is
-also the node's next credit; PROGRESS and FAILED count only from the node holding the current
-attempt; the first RESULT completes a task and later ones are duplicates.
+also the node's next credit (unless the outcome says ``ready: false``); PROGRESS and FAILED count only
+from the node holding the current attempt; the first RESULT completes a task and later ones are
+duplicates; a node that reconnects while running a task names it in its HELLO and keeps it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from . import protocol as p
 from . import states
@@ -38,9 +41,10 @@ class NodeMessages(SchedulerBase):
         node_id = h["node_id"]
         caps = h["capabilities"]
         old = self.nodes.get(node_id)
-        if old is not None and old.current_task:
-            # The node restarted (or reconnected from scratch): whatever it was running is lost.
-            self._lose_task(old, now, outbox, f"node {old.name} re-registered while running the task")
+        running = running_task(h)
+        if old is not None and old.current_task and (old.current_task, old.current_attempt) != running:
+            # The node restarted (or no longer runs what we handed it): that attempt is lost.
+            self._lose_task(old, now, outbox, f"node {old.name} re-registered without the task")
         if old is not None:
             self._ctrl_owner.pop(old.ctrl_ident, None)
         requested = caps.get("queues_requested") or h.get("queues_requested") or []
@@ -60,6 +64,7 @@ class NodeMessages(SchedulerBase):
             last_seen=now,
             registered_at=now,
             idle_since=now,
+            tasks_done=old.tasks_done if old is not None else 0,
         )
         self.nodes[node_id] = node
         self._ctrl_owner[ident] = node_id
@@ -77,6 +82,35 @@ class NodeMessages(SchedulerBase):
             },
         )
         log.info("node %s (%s) joined: queues %s, rejected %s", node.name, node_id, sorted(allowed), rejected)
+        if running is not None:
+            self._resume(node, running[0], running[1], now, outbox)
+
+    def _resume(self, node: NodeEntry, task_id: str, attempt: int, now: float, outbox: list[Out]) -> None:
+        """A (re)registering node says it is still running ``attempt`` of ``task_id``.
+
+        It keeps the task when that attempt is still the task's current one: processing on this
+        node (a reconnect the scheduler had not noticed yet), or queued again but not dispatched
+        since (the node was declared lost, or the scheduler restarted and recovered it). Otherwise
+        (re-dispatched elsewhere, finished, cancelled, unknown) the node is told to CANCEL it. Either
+        way the node stays busy, without credit, until it reports the outcome."""
+        node.current_task = task_id
+        node.current_attempt = attempt
+        node.dispatched_at = now
+        store = self._store()
+        rec = store.get(task_id)
+        if rec is not None and rec.dispatches == attempt:
+            if rec.status == states.PROCESSING and rec.node_id == node.node_id:
+                log.info("node %s reconnected and still runs task %s (attempt %d)", node.name, task_id, attempt)
+                return
+            if rec.status == states.QUEUED:
+                rec = store.reattach(task_id, node.node_id, charge=task_id in self._refunded)
+                self._refunded.discard(task_id)
+                self._count("reattached")
+                log.info("node %s came back still running task %s (attempt %d): kept", node.name, task_id, attempt)
+                self._event(rec)
+                return
+        log.info("node %s runs task %s (attempt %d), which is no longer its own: cancel", node.name, task_id, attempt)
+        self._send_ctrl(outbox, node.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": attempt})
 
     def _on_heartbeat(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         node = self._node_for(ident, msg, outbox, now)
@@ -158,7 +192,7 @@ class NodeMessages(SchedulerBase):
         rec = store.get(task_id)
         if node is not None and holds(node, task_id, h["attempt"]):
             node.tasks_done += 1
-            node.grant_implied_credit(now)
+            node.grant_implied_credit(now, ready=h.get("ready") is not False)
         if rec is None:
             if store.is_expired(task_id):
                 self._count("duplicates")
@@ -185,7 +219,7 @@ class NodeMessages(SchedulerBase):
         if holder is not None and holder.current_task == task_id and not holds(holder, task_id, h["attempt"]):
             # First result wins; the other attempt is now wasted work: stop it.
             self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
-        self._event(rec)
+        self._event(rec, body=blobs["body"])
 
     def _on_failed(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         h = msg.header
@@ -196,7 +230,7 @@ class NodeMessages(SchedulerBase):
         self._node_for(ident, msg, outbox, now)
         task_id = h["task_id"]
         if holds(node, task_id, h["attempt"]):
-            node.grant_implied_credit(now)
+            node.grant_implied_credit(now, ready=h.get("ready") is not False)
         store = self._store()
         rec = store.get(task_id)
         if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
@@ -221,7 +255,7 @@ class NodeMessages(SchedulerBase):
             return
         h = msg.header
         if holds(node, h["task_id"], h["attempt"]):
-            node.grant_implied_credit(now)
+            node.grant_implied_credit(now, ready=h.get("ready") is not False)
         rec = self._store().get(h["task_id"])
         if rec is not None and rec.status == states.PROCESSING and rec.node_id == node.node_id:
             # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
@@ -274,3 +308,11 @@ class NodeMessages(SchedulerBase):
         self._ctrl_owner.pop(node.ctrl_ident, None)
         log.warning("%s", why)
         self._lose_task(node, now, outbox, why)
+
+
+def running_task(hello: dict[str, Any]) -> tuple[str, int] | None:
+    """``(task_id, attempt)`` a HELLO says the node is still running, or None (idle, or not said)."""
+    task_id, attempt = hello.get("task_id"), hello.get("attempt")
+    if isinstance(task_id, str) and task_id and isinstance(attempt, int) and not isinstance(attempt, bool):
+        return task_id, attempt
+    return None

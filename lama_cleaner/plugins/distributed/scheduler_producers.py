@@ -2,6 +2,8 @@
 
 SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
 reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
+A SUBMIT with ``want_result: true`` also gets a DONE (with the result) when the task finishes, which
+saves the producer the FETCH round trip.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ProducerMessages(SchedulerBase):
             existing = store.find_by_idempotency_key(key)
             if existing is not None:
                 self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(existing), "existing": True})
+                if msg.header.get("want_result") is True:
+                    self._want_result(ident, existing, outbox)
                 return
         try:
             queue = route_task(
@@ -68,6 +72,21 @@ class ProducerMessages(SchedulerBase):
         self._count("submitted")
         self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(rec)})
         self._event(rec)
+        if msg.header.get("want_result") is True:
+            self._want_result(ident, rec, outbox)
+
+    def _want_result(self, ident: bytes, rec: TaskRecord, outbox: list[Out]) -> None:
+        """Remember that ``ident`` wants the DONE of ``rec``; one already finished gets it now
+        (after the ACCEPTED, which the outbox sends first)."""
+        if rec.terminal:
+            frames = self._done_frames(rec, None)
+            if frames is not None:
+                outbox.append(Out(self._ctrl(), ident, frames))
+                self._count("done_sent")
+            return
+        waiters = self._done_waiters.setdefault(rec.id, [])
+        if ident not in waiters:
+            waiters.append(ident)
 
     def _overloaded(self, outbox: list[Out], ident: bytes, req_id: Any, why: str) -> None:
         self._count("rejected_overloaded")

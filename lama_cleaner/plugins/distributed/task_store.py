@@ -131,6 +131,7 @@ class RecoveryReport:
     queued: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     charged: list[str] = field(default_factory=list)
+    refunded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -543,6 +544,16 @@ class TaskStore:
                    "started_at": now, "progress": 0.0, "step": None, "total_steps": None}  # fmt: skip
         return self._move(task_id, states.DISPATCH, changes)
 
+    def reattach(self, task_id: str, node_id: str, *, charge: bool = False) -> TaskRecord:
+        """A queued task whose last dispatch is still running after all: its node lost contact (or
+        the scheduler restarted) and came back naming it. Back to processing on that node with the
+        same dispatch number, so it is not run a second time. ``charge`` re-charges an attempt
+        that start-up recovery refunded (the attempt goes on, so it counts again)."""
+        cur = self.require(task_id)
+        changes = {"attempts": cur.attempts + (1 if charge else 0), "node_id": node_id, "not_before": 0.0,
+                   "progress": 0.0, "step": None, "total_steps": None}  # fmt: skip
+        return self._move(task_id, states.DISPATCH, changes)
+
     def undo_dispatch(self, task_id: str) -> TaskRecord:
         """The TASK never left this process (the node vanished first): back to queued, attempt refunded."""
         cur = self.require(task_id)
@@ -624,7 +635,8 @@ class TaskStore:
 
     # ------------------------------------------------------------ recovery and retention
     def recover(self, now: float | None = None) -> RecoveryReport:
-        """After a restart: queued tasks stay queued; tasks that were processing go back to queued.
+        """After a restart: queued tasks stay queued; tasks that were processing go back to queued
+        (their node may still be running them and reclaim them with :meth:`reattach`).
 
         The interrupted attempt is refunded (the scheduler died, not the task) for the first
         :data:`MAX_FREE_RECOVERIES` interruptions of a task; after that it stays charged, and a task
@@ -653,6 +665,8 @@ class TaskStore:
                 report.requeued.append(record.id)
                 if not free:
                     report.charged.append(record.id)
+                else:
+                    report.refunded.append(record.id)
         return report
 
     def prune(self, older_than: float, now: float | None = None, limit: int = 500) -> tuple[int, int]:

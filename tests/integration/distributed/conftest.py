@@ -18,11 +18,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import zmq
 
-import cv2
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.plugins.distributed import protocol as p
 from tests.support.server_process import REPO_ROOT, free_port, server_env
@@ -180,12 +180,13 @@ class ScriptedScheduler:
     node is sent and asserts on exactly what it sends back.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.ctx = zmq.Context()
-        self.control_port = free_port()
-        self.queue_port = free_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.control_port}"
-        self.queue_endpoint = f"tcp://127.0.0.1:{self.queue_port}"
+        self.host = host
+        self.control_port = free_port(host)
+        self.queue_port = free_port(host)
+        self.endpoint = f"tcp://{host}:{self.control_port}"
+        self.queue_endpoint = f"tcp://{host}:{self.queue_port}"
         self.control: zmq.Socket | None = None
         self.queue: zmq.Socket | None = None
         self.answer_heartbeats = True
@@ -252,10 +253,11 @@ class ScriptedScheduler:
         frames = p.encode_named(command, header, blobs) if blobs else p.encode(command, header)
         sock.send_multipart([ident, *frames])
 
-    def welcome(self, ident: bytes, node_id: str, interval: float = 0.2) -> None:
+    def welcome(self, ident: bytes, node_id: str, interval: float = 0.2, queue_endpoint: str | None = None) -> None:
+        """WELCOME granting the ``cpu`` queue (at ``queue_endpoint`` if given: what a scheduler reports)."""
         self.send("control", ident, p.WELCOME, {
-            "node_id": node_id, "queues": {"cpu": self.queue_endpoint}, "rejected": {"gpu": "no CUDA"},
-            "heartbeat_interval_s": interval, "liveness": 3,
+            "node_id": node_id, "queues": {"cpu": queue_endpoint or self.queue_endpoint},
+            "rejected": {"gpu": "no CUDA"}, "heartbeat_interval_s": interval, "liveness": 3,
         })
 
     def send_task(self, ident: bytes, task_id: str, name: str, prompt: str = "", attempt: int = 1) -> None:
@@ -306,7 +308,10 @@ class DistServer:
         external_scheduler: str | None = None,
         env: dict[str, str] | None = None,
         model: str = "cv2",
+        bind_host: str = "127.0.0.1",
     ) -> None:
+        """``bind_host``: where the embedded scheduler listens (``0.0.0.0`` = every interface);
+        ``self.scheduler`` is always the loopback address nodes started by the test connect to."""
         from tests.support.server_process import ServerProcess
 
         self.scheduler_port = scheduler_port or free_port_block()
@@ -315,7 +320,7 @@ class DistServer:
         if external_scheduler:
             args += ["--scheduler", external_scheduler]
         else:
-            args += ["--data-dir", str(data_dir), "--scheduler-bind", self.scheduler]
+            args += ["--data-dir", str(data_dir), "--scheduler-bind", f"tcp://{bind_host}:{self.scheduler_port}"]
         self.server = ServerProcess(args, env=env, model=model)
         self.url = self.server.url
 
@@ -380,3 +385,90 @@ def servers() -> Iterator[list[DistServer]]:
         server.stop()
         print(f"----- server {server.url} -----")
         print(server.server.output()[-8000:])
+
+
+# ---------------------------------------------------------------------- a TCP proxy that can go deaf
+class OneWayCutProxy:
+    """A loopback TCP proxy for one node's control connection, used to make a node reconnect on its own.
+
+    ``cut_to_client()`` stops forwarding scheduler -> node bytes on the connections open now (they
+    are read and dropped, so the scheduler's side of the ZMTP stream stays intact) while node ->
+    scheduler bytes still flow: the scheduler keeps hearing the node's heartbeats and considers it
+    alive, but the node hears nothing, decides the scheduler is gone and says HELLO again on a new
+    connection, which is forwarded normally. That is a network hiccup seen from one side only.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = int(self.listener.getsockname()[1])
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.connections = 0
+        self._deaf: set[int] = set()
+        self._pairs: list[tuple[Any, Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, name="test-proxy", daemon=True)
+        self._thread.start()
+
+    def cut_to_client(self) -> None:
+        with self._lock:
+            self._deaf = {id(client) for client, _ in self._pairs}
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._pairs.append((client, upstream))
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, upstream, None), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, id(client)), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any, deaf_key: int | None) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self._lock:
+                    deaf = deaf_key is not None and deaf_key in self._deaf
+                if not deaf:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.close()
+                except OSError:
+                    pass

@@ -80,8 +80,9 @@ def test_cancel_kills_an_uninterruptible_model_and_node_becomes_idle(
     scripted.send("control", ident, p.CANCEL, {"task_id": "blk", "attempt": 1})
     _, _, cancelled = scripted.recv(10, [p.CANCELLED])
     assert cancelled.header["task_id"] == "blk"
-    assert time.monotonic() - sent < 2.0
-    scripted.recv(60, [p.READY])  # a fresh inference process, and a new credit
+    # CANCELLED waits for the fresh inference process (a few hundred ms; 5 s leaves room for a busy CI).
+    assert time.monotonic() - sent < 5.0
+    scripted.recv(10, [p.READY])  # sent together with CANCELLED: the new process is already up
     scripted.send_task(qident, "after", "sleep", "10")
     _, _, result = scripted.recv(60, [p.RESULT])
     assert result.header["task_id"] == "after"

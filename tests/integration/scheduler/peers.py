@@ -46,6 +46,7 @@ class Peer:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
+        self.endpoint = endpoint
         self.receiver = receiver
         self.inbox: list[p.Message] = []
         self.on_pump: Callable[[], None] | None = None
@@ -102,17 +103,30 @@ class ScriptedNode:
         if not self.silent and self.welcome is not None and time.monotonic() - self.last_beat > 0.05:
             self.heartbeat()
 
-    def hello(self) -> p.Message:
+    def hello(self, running: p.Message | None = None) -> p.Message:
+        """HELLO (naming the TASK still being run, if any, as a reconnecting node does) -> WELCOME."""
         caps = {"device": self.device, "models": self.models or ["cv2", "lama", "fake"],
                 "queues_requested": self.requested, "labels": {}}  # fmt: skip
         self.control.send(p.HELLO, {"node_id": self.node_id, "name": self.node_id, "version": "test", "pid": 1,
-                                    "capabilities": caps, "loaded_model": None, "public_key": None})  # fmt: skip
+                                    "capabilities": caps, "loaded_model": None, "public_key": None,
+                                    "task_id": running.header["task_id"] if running else None,
+                                    "attempt": running.header["attempt"] if running else None})  # fmt: skip
         self.welcome = self.control.expect(p.WELCOME)
         for q, endpoint in self.welcome.header["queues"].items():
             if q not in self.queue_peers:
                 self.queue_peers[q] = Peer(self.ctx, endpoint, "node")
                 self.queue_peers[q].on_pump = self.tick
         return self.welcome
+
+    def reconnect(self, sched: Any | None = None) -> None:
+        """Drop every socket and connect fresh ones (new identities), as a node does when it loses
+        the scheduler; ``sched`` is a restarted scheduler to connect to instead. Call hello() next."""
+        self.close()
+        self.queue_peers = {}
+        self.welcome = None
+        endpoint = sched.control_endpoint if sched is not None else self.control.endpoint
+        self.control = Peer(self.ctx, endpoint, "node")
+        self.control.on_pump = self.tick
 
     def ready(self) -> None:
         for peer in self.queue_peers.values():
@@ -141,10 +155,15 @@ class ScriptedNode:
                   "mimetype": "image/png", "headers": {"X-Seed": "42"}}  # fmt: skip
         self.control.send(p.RESULT, header, {"body": body})
 
-    def failed(self, task: p.Message, *, retryable: bool, error: str = "boom", status: int = 500) -> None:
+    def failed(self, task: p.Message, *, retryable: bool, error: str = "boom", status: int = 500,
+               **extra: Any) -> None:  # fmt: skip
         self.control.send(p.FAILED, {"node_id": self.node_id, "task_id": task.header["task_id"],
                                      "attempt": task.header["attempt"], "error": error, "traceback": "Traceback...",
-                                     "retryable": retryable, "status": status})  # fmt: skip
+                                     "retryable": retryable, "status": status, **extra})  # fmt: skip
+
+    def cancelled(self, task: p.Message, **extra: Any) -> None:
+        self.control.send(p.CANCELLED, {"node_id": self.node_id, "task_id": task.header["task_id"],
+                                        "attempt": task.header["attempt"], **extra})  # fmt: skip
 
     def close(self) -> None:
         self.control.close()
@@ -173,10 +192,12 @@ class Producer(Peer):
                 return self.inbox.pop(i)
         return None
 
-    def submit(self, name: str = "cv2", kind: str = "inpaint", key: str | None = None, **extra: Any) -> p.Message:
+    def submit(self, name: str = "cv2", kind: str = "inpaint", key: str | None = None, *, want_result: bool = False,
+               **extra: Any) -> p.Message:  # fmt: skip
         task = {"kind": kind, "name": name, "form": {"ldmSteps": "20"}, "submitter": "sid-1",
                 "idempotency_key": key, **extra}  # fmt: skip
-        return self.request(p.SUBMIT, {"task": task}, {"image": b"\x89PNG-image", "mask": b"\x89PNG-mask"})
+        header: dict[str, Any] = {"task": task, "want_result": True} if want_result else {"task": task}
+        return self.request(p.SUBMIT, header, {"image": b"\x89PNG-image", "mask": b"\x89PNG-mask"})
 
     def get(self, task_id: str) -> dict[str, Any]:
         return self.request(p.GET, {"task_id": task_id}).header["task"]

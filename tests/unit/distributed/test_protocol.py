@@ -104,3 +104,52 @@ def test_queue_endpoints_follow_control_port():
         p.queue_endpoints("ipc:///tmp/x", ["gpu"])
     with pytest.raises(ValueError):
         p.queue_endpoints("tcp://127.0.0.1:port", ["gpu"])
+
+
+def test_done_is_validated_for_the_producer():
+    done = p.encode_named(p.DONE, {"task_id": "t", "status": "completed", "mimetype": "image/png",
+                                   "headers": {"X-Seed": "1"}}, {"body": b"png"})  # fmt: skip
+    msg = p.decode(done, receiver="producer")
+    assert msg.command == p.DONE and msg.blob_map() == {"body": b"png"}
+    failed = p.encode(p.DONE, {"task_id": "t", "status": "failed", "error": "boom", "error_status": 400})
+    assert p.decode(failed, receiver="producer").header["error_status"] == 400
+    p.decode(p.encode(p.DONE, {"task_id": "t", "status": "cancelled", "error": None}), receiver="producer")
+    bad = [
+        p.encode(p.DONE, {"task_id": "t", "status": "completed", "mimetype": "image/png", "headers": {}}),  # no body
+        p.encode_named(p.DONE, {"task_id": "t", "status": "completed", "headers": {}}, {"body": b"x"}),
+        p.encode_named(p.DONE, {"task_id": "t", "status": "completed", "mimetype": "a", "headers": {}}, {"img": b"x"}),
+        p.encode_named(p.DONE, {"task_id": "t", "status": "failed", "error": "e"}, {"body": b"x"}),
+        p.encode(p.DONE, {"task_id": "t", "status": "processing"}),
+        p.encode(p.DONE, {"task_id": "t", "status": "failed", "error_status": "400"}),
+        p.encode(p.DONE, {"status": "failed"}),
+    ]
+    for frames in bad:
+        with pytest.raises(p.ProtocolError):
+            p.decode(frames, receiver="producer")
+    with pytest.raises(p.ProtocolError) as err:  # only producers receive DONE
+        p.decode(failed, receiver="scheduler")
+    assert err.value.code == p.ERR_UNKNOWN_COMMAND
+
+
+def test_optional_fields_are_type_checked_when_present():
+    caps = {"models": []}
+    p.decode(p.encode(p.HELLO, {"node_id": "n", "capabilities": caps}), receiver="scheduler")
+    p.decode(p.encode(p.HELLO, {"node_id": "n", "capabilities": caps, "task_id": None, "attempt": None}),
+             receiver="scheduler")  # fmt: skip
+    p.decode(p.encode(p.HELLO, {"node_id": "n", "capabilities": caps, "task_id": "t", "attempt": 2}),
+             receiver="scheduler")  # fmt: skip
+    p.decode(p.encode(p.SUBMIT, {"req_id": 1, "task": {}, "want_result": True}), receiver="scheduler")
+    p.decode(p.encode(p.CANCELLED, {"node_id": "n", "task_id": "t", "attempt": 1, "ready": False}),
+             receiver="scheduler")  # fmt: skip
+    bad = [
+        (p.HELLO, {"node_id": "n", "capabilities": caps, "task_id": 7, "attempt": 1}),
+        (p.HELLO, {"node_id": "n", "capabilities": caps, "task_id": "t", "attempt": "1"}),
+        (p.HELLO, {"node_id": "n", "capabilities": caps, "task_id": "t", "attempt": True}),
+        (p.SUBMIT, {"req_id": 1, "task": {}, "want_result": "yes"}),
+        (p.RESULT, {"node_id": "n", "task_id": "t", "attempt": 1, "mimetype": "m", "headers": {}, "ready": 0}),
+        (p.FAILED, {"node_id": "n", "task_id": "t", "attempt": 1, "error": "e", "retryable": True, "ready": None}),
+        (p.CANCELLED, {"node_id": "n", "task_id": "t", "attempt": 1, "ready": "no"}),
+    ]
+    for command, header in bad:
+        with pytest.raises(p.ProtocolError, match="wrong type"):
+            p.decode(p.encode(command, header), receiver="scheduler")

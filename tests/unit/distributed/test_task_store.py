@@ -207,3 +207,25 @@ def test_prune_works_in_bounded_bites(path):
         while store.prune(older_than=100.0, now=200.0, limit=2) != (0, 0):
             pass
         assert store.list()[1] == 0 and store.blob_count() == 0
+
+
+def test_reattach_resumes_the_same_dispatch_and_recharges_a_refund(path):
+    with TaskStore(path) as store:
+        task = new(store)
+        store.mark_processing(task.id, "n1")
+        store.retry(task.id, not_before=1e12, error="node n1 silent")  # its node was declared lost
+        assert store.runnable(0.0) == []
+        back = store.reattach(task.id, "n1")
+        assert (back.status, back.node_id, back.dispatches, back.attempts) == ("processing", "n1", 1, 1)
+        assert back.not_before == 0.0 and store.live.processing_count("cpu") == 1
+        assert store.live.queued_count("cpu") == 0
+    with TaskStore(path) as store:  # the scheduler restarted while it ran
+        report = store.recover()
+        assert report.refunded == [task.id] and store.get(task.id).attempts == 0
+        back = store.reattach(task.id, "n1", charge=True)
+        assert (back.status, back.dispatches, back.attempts) == ("processing", 1, 1)
+    with TaskStore(path) as store:
+        assert store.get(task.id).status == "processing"  # the reattachment was journaled
+        store.complete(task.id, mimetype="image/png", headers={}, body=b"x")
+        with pytest.raises(states.IllegalTransition):
+            store.reattach(task.id, "n1")

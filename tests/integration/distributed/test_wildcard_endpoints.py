@@ -1,0 +1,85 @@
+"""A scheduler listening on every interface grants queue endpoints like ``tcp://0.0.0.0:5571``.
+
+That address means "any interface" to ``bind`` and nothing useful to a remote node, so the node
+connects to the host it used for the control endpoint instead (``node.queue_endpoint_for``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import requests
+
+from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.node import queue_endpoint_for
+
+from .conftest import FAST, DistServer, Proc, ScriptedScheduler, api_submit, start_node, wait_for, wait_nodes
+from .conftest import write_config as write_json
+
+
+@pytest.mark.parametrize(
+    ("granted", "control", "expected"),
+    [
+        ("tcp://0.0.0.0:5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.5:5571"),
+        ("tcp://*:5572", "tcp://gpu-box.lan:5570", "tcp://gpu-box.lan:5572"),
+        ("tcp://[::]:5571", "tcp://[fd00::5]:5570", "tcp://[fd00::5]:5571"),
+        ("tcp://:::5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.5:5571"),
+        ("tcp://[*]:5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.5:5571"),
+        # ZeroMQ's "source;destination" connect syntax: the destination host is the one to reuse.
+        ("tcp://0.0.0.0:5571", "tcp://192.168.1.7:0;10.0.0.5:5570", "tcp://10.0.0.5:5571"),
+        # A concrete host is used as granted, even if it differs from the control host.
+        ("tcp://10.0.0.9:5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.9:5571"),
+        ("tcp://127.0.0.1:5571", "tcp://10.0.0.5:5570", "tcp://127.0.0.1:5571"),
+        # Nothing better is known when the node itself was pointed at a wildcard.
+        ("tcp://0.0.0.0:5571", "tcp://0.0.0.0:5570", "tcp://0.0.0.0:5571"),
+        # Not tcp, or not parseable: left alone.
+        ("ipc:///tmp/q", "tcp://10.0.0.5:5570", "ipc:///tmp/q"),
+        ("tcp://0.0.0.0:5571", "ipc:///tmp/control", "tcp://0.0.0.0:5571"),
+        ("tcp://nonsense", "tcp://10.0.0.5:5570", "tcp://nonsense"),
+    ],
+)
+def test_queue_endpoint_for(granted: str, control: str, expected: str):
+    assert queue_endpoint_for(granted, control) == expected
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "*"])
+def test_node_joins_a_wildcard_queue_through_the_control_host(procs: list[Proc], tmp_config, wildcard: str):
+    # The scripted scheduler listens on 127.0.0.2 only. Connecting to 0.0.0.0 reaches 127.0.0.1, where
+    # nothing listens, and "tcp://*:PORT" is not even a valid connect address: only the substitution works.
+    sched = ScriptedScheduler(host="127.0.0.2")
+    try:
+        start_node(procs, sched.endpoint, tmp_config)
+        _, ident, hello = sched.recv(60, [p.HELLO])
+        node_id = hello.header["node_id"]
+        sched.welcome(ident, node_id, queue_endpoint=f"tcp://{wildcard}:{sched.queue_port}")
+        where, qident, ready = sched.recv(30, [p.READY])
+        assert where == "queue" and ready.header["node_id"] == node_id
+        sched.send_task(qident, "w1", "sleep", "10")
+        _, _, result = sched.recv(30, [p.RESULT, p.FAILED])
+        assert result.command == p.RESULT and result.header["task_id"] == "w1"
+    finally:
+        sched.close()
+
+
+@pytest.mark.slow
+def test_scheduler_bound_to_every_interface_serves_a_node_that_connects_by_address(
+    tmp_path: Path, servers: list[DistServer], procs: list[Proc]
+):
+    config = write_json(tmp_path, FAST)
+    dist = DistServer(tmp_path / "data", config, local_nodes=0, bind_host="0.0.0.0")
+    servers.append(dist.start())
+    node = start_node(procs, dist.scheduler, config, "--name", "remote")  # tcp://127.0.0.1:<port>
+    wait_nodes(dist.url, 1)
+    task = api_submit(dist.url, "sleep", "10")
+    done = wait_for(
+        lambda: (t := requests.get(f"{dist.url}/api/v1/tasks/{task['id']}", timeout=10).json())["status"]
+        in ("completed", "failed") and t,
+        30,
+        "the task to finish",
+    )
+    assert done["status"] == "completed", done
+    # The WELCOME said tcp://0.0.0.0:<cpu port>; the node connected to the address it used for control.
+    cpu_port = dist.scheduler_port + 2  # control, then gpu, then cpu (docs/protocol.md section 2)
+    log = node.output()
+    assert f"joining queue cpu at tcp://127.0.0.1:{cpu_port}" in log, log[-3000:]

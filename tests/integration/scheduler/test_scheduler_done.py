@@ -1,0 +1,137 @@
+"""SUBMIT ``want_result``: the scheduler pushes DONE (with the result) to the submitting producer,
+so a classic /inpaint needs no FETCH round trip; and ``ready: false`` outcomes grant no credit."""
+
+from __future__ import annotations
+
+import pytest
+
+from lama_cleaner.plugins.distributed import protocol as p
+from tests.support.waiting import wait_for
+
+
+def _done_for(task_id: str):
+    return lambda m: m.header["task_id"] == task_id
+
+
+def test_done_carries_the_result_before_the_completed_event(scheduler_factory, peers):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    producer.request(p.WATCH, {"producer_id": "web-1"})
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    task = producer.submit("cv2", want_result=True).header["task"]
+    node.result(node.expect_task(), body=b"PNG-OUT")
+
+    event = producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header["status"] == "completed")
+    done = producer.take(p.DONE, _done_for(task["id"]))
+    assert done is not None, "DONE must arrive before the task's completed EVENT"
+    assert "req_id" not in done.header  # never mistaken for the reply to a request
+    assert done.header["status"] == "completed"
+    assert done.header["mimetype"] == "image/png" and done.header["headers"] == {"X-Seed": "42"}
+    assert done.blob_map() == {"body": b"PNG-OUT"}
+    assert event.header["status"] == "completed"
+    assert producer.take(p.DONE) is None  # exactly one
+    assert sched.stats()["done_sent"] == 1
+    # FETCH still works as before.
+    assert producer.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"PNG-OUT"}
+
+
+def test_without_want_result_no_done_is_sent(scheduler_factory, peers):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    producer.request(p.WATCH, {"producer_id": "web-1"})
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    task = producer.submit("cv2").header["task"]
+    node.result(node.expect_task())
+    producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header["status"] == "completed")
+    assert producer.take(p.DONE) is None
+    assert sched.stats()["done_sent"] == 0
+
+
+def test_done_for_failed_and_cancelled_tasks_has_the_error_and_no_blob(scheduler_factory, peers):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    bad = producer.submit("cv2", want_result=True).header["task"]
+    node.failed(node.expect_task(), retryable=False, error="Mask shape mismatch", status=400)
+    failed = producer.expect(p.DONE, _done_for(bad["id"]))
+    assert failed.header["status"] == "failed" and failed.blobs == []
+    assert failed.header["error"] == "Mask shape mismatch" and failed.header["error_status"] == 400
+    assert failed.header["traceback"] == "Traceback..."
+
+    node.ready()
+    queued = producer.submit("lama", want_result=True).header["task"]  # gpu queue: no node can run it
+    info = producer.request(p.CANCEL, {"task_id": queued["id"]}).header["task"]
+    assert info["status"] == "cancelled"
+    cancelled = producer.expect(p.DONE, _done_for(queued["id"]))
+    assert cancelled.header["status"] == "cancelled" and cancelled.blobs == []
+    assert cancelled.header["error"] == "Task was cancelled"
+
+
+def test_resubmitting_a_finished_task_with_want_result_gets_done_at_once(scheduler_factory, peers):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    task = producer.submit("cv2", key="stroke-9").header["task"]
+    node.result(node.expect_task(), body=b"first")
+    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+
+    again = producer.submit("cv2", key="stroke-9", want_result=True)
+    assert again.header["existing"] is True and again.header["task"]["id"] == task["id"]
+    done = producer.expect(p.DONE, _done_for(task["id"]))
+    assert done.header["status"] == "completed" and done.blob_map() == {"body": b"first"}
+
+
+def test_a_submitter_that_went_away_breaks_nothing(scheduler_factory, peers):
+    sched = scheduler_factory()
+    gone = peers("producer", sched)
+    task = gone.submit("cv2", want_result=True).header["task"]
+    gone.close()
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    node.result(node.expect_task(), body=b"kept")
+    other = peers("producer", sched)
+    wait_for(lambda: other.status(task["id"]) == "completed", message="completed")
+    assert other.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"kept"}
+    stats = sched.stats()
+    assert stats["done_sent"] + stats["undelivered"] == 1  # tried once, wherever it went
+    assert other.take(p.DONE) is None  # never sent to anyone else
+    assert sched.running
+
+
+@pytest.mark.parametrize("outcome", ["cancelled", "failed"])
+def test_outcome_with_ready_false_grants_no_credit(scheduler_factory, peers, outcome):
+    sched = scheduler_factory()
+    producer = peers("producer", sched)
+    node = peers("node", sched)
+    node.hello()
+    node.ready()
+    first = producer.submit("cv2").header["task"]
+    running = node.expect_task()
+    waiting = producer.submit("cv2").header["task"]
+    if outcome == "cancelled":
+        producer.request(p.CANCEL, {"task_id": first["id"]})
+        node.control.expect(p.CANCEL)
+        node.cancelled(running, ready=False)  # e.g. its inference process is being restarted
+    else:
+        node.failed(running, retryable=False, ready=False)
+
+    def node_state() -> dict:
+        return producer.request(p.NODES, {}).header["nodes"][0]
+
+    # Dispatch runs in the round that handled the outcome: had it been a credit, the waiting task
+    # would be on the node by the time the node shows up idle.
+    wait_for(lambda: node_state()["state"] == "idle", message="node free of its task")
+    assert node_state()["credit"] == []
+    assert producer.status(waiting["id"]) == "queued"
+    assert node.take_task() is None
+    node.ready()  # it can work again
+    assert node.expect_task().header["task_id"] == waiting["id"]

@@ -81,7 +81,8 @@ class DistributedConfig:
     routes: dict[str, str] = _opt(
         {},
         "Extra routing rules, `model-or-plugin name -> queue`, applied before the defaults "
-        "(erase and diffusion models -> gpu; cv2 and CPU image plugins -> cpu).",
+        "(erase and diffusion models -> gpu; cv2 and CPU image plugins -> cpu; with `--device cpu`, "
+        "models that run acceptably on a CPU, such as lama, -> cpu).",
     )
     gpu_queue_requires_gpu: bool = _opt(
         True, "A node may join a queue named `gpu` only if it has a CUDA device."

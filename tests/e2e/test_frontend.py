@@ -19,7 +19,7 @@ from PIL import Image
 
 from lama_cleaner import frontend
 from tests.integration.classic.media_helpers import image_bytes
-from tests.support.server_process import REPO_ROOT, ServerProcess
+from tests.support.server_process import HOST, REPO_ROOT, ServerProcess, free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.browser
@@ -57,9 +57,19 @@ def browser():
             chromium.close()
 
 
-@pytest.fixture(scope="module")
-def server(build_dir):
-    with ServerProcess(env={"LAMA_CLEANER_BUILD_DIR": str(build_dir)}) as proc:
+def _mode_args(mode: str, data_dir) -> list[str]:
+    """Classic mode, or the README's embedded distributed system (scheduler + one local node)."""
+    if mode == "classic":
+        return []
+    bind = f"tcp://{HOST}:{free_port()}"
+    return ["--plugins", "distributed", "--scheduler-bind", bind, "--data-dir", str(data_dir)]
+
+
+@pytest.fixture(scope="module", params=["classic", "distributed"])
+def server(request, build_dir, tmp_path_factory):
+    args = _mode_args(request.param, tmp_path_factory.mktemp("journal"))
+    with ServerProcess(args, env={"LAMA_CLEANER_BUILD_DIR": str(build_dir)}) as proc:
+        proc.mode = request.param
         yield proc
 
 
@@ -132,6 +142,6 @@ def test_upload_draw_and_get_the_inpainted_render(server, browser, tmp_path):
     shown = canvas_pixels(page)
     assert np.abs(shown[changed] - source[changed]).mean() > 1.0, "the canvas must show the new render"
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "frontend-inpaint.png"))
+    page.screenshot(path=str(ARTIFACTS / f"frontend-inpaint-{server.mode}.png"))
     assert errors == [], errors
     page.close()

@@ -21,6 +21,7 @@ from typing import Any
 
 from ...config import Config, ConfigError, load_config
 from ...errors import NotFound
+from .capabilities import routing_resource_class
 from .routing import ResourceClassOf
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--config", default=None, help="TOML or JSON config file.")
     ap.add_argument("--plugins", default=None,
                     help="Comma-separated plugins whose models/image plugins must be routable.")  # fmt: skip
+    ap.add_argument("--device", default=None, choices=["cuda", "cpu", "mps"],
+                    help="The deployment's device (config `device`): with `cpu`, CPU-capable models such as "
+                    "lama are routed to the cpu queue instead of gpu.")  # fmt: skip
     ap.add_argument("--log-level", default="INFO", help="Python logging level.")
     return ap
 
@@ -55,7 +59,11 @@ def _pre_parse(argv: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
-    """``(kind, name) -> "gpu"|"cpu"|None`` from the model and image-plugin registries of ``pm``."""
+    """``(kind, name) -> "gpu"|"cpu"|None`` from the model and image-plugin registries of ``pm``.
+
+    Models go through ``routing_resource_class`` so that with ``--device cpu`` (a CPU deployment) a
+    CPU-capable gpu-class model such as lama is routed to the cpu queue, as the web server does.
+    """
     from ...image_plugins.registry import build_image_plugin_registry
     from ...models.registry import build_model_registry
 
@@ -65,7 +73,7 @@ def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
     def resource_class_of(kind: str, name: str) -> str | None:
         try:
             if kind == "inpaint":
-                return models.get(name).resource_class
+                return routing_resource_class(models.get(name), config.device)
             if kind == "plugin":
                 return getattr(image_plugins.get(name), "resource_class", "cpu")
         except NotFound:
@@ -99,6 +107,8 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
         config.distributed.scheduler_bind = args.bind
     if args.data_dir:
         config.distributed.data_dir = args.data_dir
+    if args.device:
+        config.device = args.device
     pm.hook.configure(config=config, args=args)
 
     scheduler = Scheduler(config, build_resource_class_of(pm, config))

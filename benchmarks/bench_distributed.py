@@ -150,7 +150,8 @@ class OursRunner:
     # ------------------------------------------------------------------ events
     def _on_event(self, header: dict[str, Any]) -> None:
         status = header.get("status")
-        if status in ("completed", "failed", "cancelled"):
+        if status in ("completed", "failed", "cancelled") and not self.client.has_result_slot(header["task_id"]):
+            # (a task whose DONE was taken needs no record: keeps this dict from growing)
             with self._cond:
                 self._finished[header["task_id"]] = status
                 self._cond.notify_all()
@@ -185,17 +186,30 @@ class OursRunner:
         task, blobs = self._task(op, body)
         names = ["image"] if op == "echo" else ["image", "mask"]
         task = {**task, "submitter": None, "idempotency_key": None}
-        reply = self.client.request(p.SUBMIT, {"task": task, "blobs": names}, blobs, timeout=self.timeout_s)
+        # As the classic /inpaint does: SUBMIT with want_result, then the scheduler pushes DONE (with
+        # the body) to this connection right after the commit; FETCH only if no DONE came.
+        done = threading.Event()
+        reply = self.client.request(p.SUBMIT, {"task": task, "blobs": names, "want_result": True}, blobs,
+                                    timeout=self.timeout_s, done_event=done)
         if reply.command != p.ACCEPTED:
             raise RuntimeError(f"SUBMIT -> {reply.command} {reply.header}")
         task_id = reply.header["task"]["id"]
-        status = self._wait_finished(task_id)
-        if status != "completed":
-            info = self.client.request(p.GET, {"task_id": task_id}, timeout=self.timeout_s)
-            raise RuntimeError(f"task {task_id} {status}: {info.header.get('task', {}).get('error')}")
-        out = self.client.request(p.FETCH, {"task_id": task_id}, timeout=self.timeout_s)
-        if out.command != p.OUTPUT or not out.blobs:
-            raise RuntimeError(f"FETCH -> {out.command} {out.header}")
+        try:
+            pushed = self.client.result(task_id) if done.wait(self.timeout_s) else None
+        finally:
+            self.client.release_result(task_id)
+        if pushed is not None:
+            if pushed.header["status"] != "completed":
+                raise RuntimeError(f"task {task_id} {pushed.header['status']}: {pushed.header.get('error')}")
+            out = pushed
+        else:
+            status = self._wait_finished(task_id)
+            if status != "completed":
+                info = self.client.request(p.GET, {"task_id": task_id}, timeout=self.timeout_s)
+                raise RuntimeError(f"task {task_id} {status}: {info.header.get('task', {}).get('error')}")
+            out = self.client.request(p.FETCH, {"task_id": task_id}, timeout=self.timeout_s)
+            if out.command != p.OUTPUT or not out.blobs:
+                raise RuntimeError(f"FETCH -> {out.command} {out.header}")
         if op == "echo" and len(out.blobs[0]) != len(body):
             raise RuntimeError(f"echo of {len(body)} bytes came back as {len(out.blobs[0])}")
 
@@ -261,9 +275,8 @@ def _variant(body: bytes, i: int) -> bytes:
 
 
 def _tiny_png() -> bytes:
-    import numpy as np
-
     import cv2
+    import numpy as np
 
     ok, png = cv2.imencode(".png", np.full((8, 8, 3), 128, np.uint8))
     if not ok:
@@ -407,9 +420,8 @@ def measure_scaling(runner: Any, sizes: Sizes, log: Callable[[str], None]) -> li
 # ============================================================================ /inpaint: classic vs distributed
 def _test_image(size: int = 512) -> tuple[bytes, bytes]:
     """A deterministic 512x512 PNG and a mask with a filled rectangle in the middle."""
-    import numpy as np
-
     import cv2
+    import numpy as np
 
     rng = np.random.default_rng(1234)
     yy, xx = np.mgrid[0:size, 0:size]

@@ -43,6 +43,8 @@ import requests
 
 from .client import ApiError, LamaCleanerClient, inpaint_form
 from .config import ConfigError, read_config_file
+from .plugins.manager import create_plugin_manager, split_plugins
+from .tasks import TERMINAL_STATES
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST_NAME = ".lama-cleaner-batch.json"
@@ -243,7 +245,7 @@ class Runner:
         delay = 0.05
         while True:
             task = self._retrying("status", lambda: self.client.get(task_id))
-            if task["status"] in ("completed", "failed", "cancelled"):
+            if task["status"] in TERMINAL_STATES:
                 return task
             if time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} not finished after {self.task_timeout:g}s")
@@ -395,17 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugin_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """Let plugins named by ``--plugins`` (and installed entry points) add ``batch`` options, as the
     ``add_cli_options`` hook promises."""
-    from .plugins.manager import create_plugin_manager
-
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--plugins", action="append", default=None)
     known, _ = pre.parse_known_args(argv)
     pm = create_plugin_manager(split_plugins(known.plugins))
     pm.hook.add_cli_options(parser=parser, command="batch")
-
-
-def split_plugins(values: Sequence[str] | None) -> list[str]:
-    return [name.strip() for value in values or [] for name in value.split(",") if name.strip()]
 
 
 def parse_fields(pairs: Sequence[str], model: str | None) -> dict[str, str]:

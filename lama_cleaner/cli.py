@@ -25,6 +25,7 @@ from typing import Any
 from . import __version__
 from .config import Config, ConfigError, apply_mapping, read_config_file
 from .errors import LamaCleanerError
+from .plugins.manager import split_plugins
 
 log = logging.getLogger("lama_cleaner")
 
@@ -124,11 +125,6 @@ def explicit_dests(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[
         for action, default in saved:
             action.default = default
     return set(vars(namespace))
-
-
-def split_plugins(values: Sequence[str] | None) -> list[str]:
-    """``--plugins a,b --plugins c`` -> ``["a", "b", "c"]``."""
-    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
 def _preparse(argv: Sequence[str]) -> argparse.Namespace:

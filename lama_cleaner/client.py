@@ -21,6 +21,7 @@ from urllib.parse import urljoin
 import requests
 
 from .inpaint_request import InpaintRequest, default_form
+from .tasks import TERMINAL_STATES
 
 FRONTEND_DEFAULTS: dict[str, str] = default_form()
 """The 34 form fields exactly as a fresh 1.2.5 front end sends them (for lama)."""
@@ -37,8 +38,6 @@ HD_DEFAULTS: dict[str, tuple[str, int, int, int]] = {
 }
 """Per-model HD settings of the front end (contract §11.2); every other model sends ``Original``."""
 _DIFFUSION_HD = ("Original", 768, 512, 128)
-
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 _SNAKE_TO_WIRE = {f.name: f.metadata["form"] for f in dc_fields(InpaintRequest)}
 _WIRE_NAMES = frozenset(_SNAKE_TO_WIRE.values())
@@ -239,7 +238,7 @@ class LamaCleanerClient:
         delay = min(poll, 0.05)
         while True:
             task = self.get(task_id)
-            if task.get("status") in TERMINAL:
+            if task.get("status") in TERMINAL_STATES:
                 return task
             remaining = deadline - time.monotonic()
             if remaining <= 0:

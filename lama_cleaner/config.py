@@ -163,7 +163,7 @@ class Config:
     debug: bool = _opt(False, "Flask debug mode.")
     plugins: list[str] = _opt(
         [],
-        "Pluggy plugins to enable: built-in names (distributed, autoscale, monitor), entry-point "
+        "Pluggy plugins to enable: built-in names (distributed), entry-point "
         "names of the `lama_cleaner` group, or importable module paths.",
     )
     distributed: DistributedConfig = field(

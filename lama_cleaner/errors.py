@@ -63,6 +63,10 @@ class InferenceError(LamaCleanerError):
     code = "inference_error"
 
 
+OOM_MARKER = "CUDA out of memory. "
+"""What torch's CUDA out-of-memory error text contains; such a failure is reported as :class:`OutOfMemory`."""
+
+
 class OutOfMemory(InferenceError):
     code = "out_of_memory"
 

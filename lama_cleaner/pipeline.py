@@ -11,7 +11,7 @@ import random
 from typing import TYPE_CHECKING
 
 from . import imaging
-from .errors import ClientError, InferenceError, LamaCleanerError, OutOfMemory
+from .errors import OOM_MARKER, ClientError, InferenceError, LamaCleanerError, OutOfMemory
 from .inpaint_request import InpaintRequest
 from .models.device import torch_gc
 from .tasks import CancelCheck, ProgressCallback, TaskOutput, TaskRequest, ignore_progress, never_cancelled
@@ -21,11 +21,10 @@ if TYPE_CHECKING:
     from .image_plugins.registry import ImagePluginRegistry
     from .models.manager import ModelManager
 
-OOM_MARKER = "CUDA out of memory. "
-
 
 def require_file(request: TaskRequest, key: str) -> bytes:
-    """A required upload; missing or empty is a 400 (upstream: Werkzeug's Bad Request page)."""
+    """A required upload; a missing one is a 400 (upstream: Werkzeug's Bad Request page). An empty one
+    fails later, when its header is read, with the undecodable-image 400."""
     data = request.files.get(key)
     if data is None:
         raise ClientError(f"Missing form field: {key}")

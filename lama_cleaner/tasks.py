@@ -126,6 +126,10 @@ class TaskService(Protocol):
     ``LamaCleanerError(status=409, code="not_finished")`` and ``(status=410, code="expired")``.
     """
 
+    def current_model(self) -> str:
+        """The model an inpaint task without a ``model`` field runs on (what ``GET /model`` says)."""
+        ...
+
     def submit(self, request: TaskRequest) -> TaskInfo:
         """Accept a task durably and return at once (status ``queued``). Honour
         ``request.idempotency_key``: the same key returns the already existing task."""

@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 class ImagePlugin:
     name: ClassVar[str] = ""
     resource_class: str = "cpu"
-    """``gpu`` or ``cpu``; device-configurable plugins set it per instance from their ``--*-device`` flag."""
+    """``gpu`` or ``cpu``; device-configurable plugins override :meth:`resource_class_for` instead."""
     thread_safe: ClassVar[bool] = False
     required_files: ClassVar[tuple[str, ...]] = ("image",)
     required_form: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.resource_class = self.resource_class_for(config)
         self._lock = threading.Lock()
         self._loaded = False
 
@@ -40,6 +41,8 @@ class ImagePlugin:
 
     @classmethod
     def resource_class_for(cls, config: Config) -> str:
+        """The queue family (``gpu``/``cpu``) of this plugin under ``config``: the router needs it per
+        instance because device-configurable plugins (``--realesrgan-device``) change it."""
         return cls.resource_class
 
     @classmethod

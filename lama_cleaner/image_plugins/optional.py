@@ -119,10 +119,6 @@ class RealESRGAN(ImagePlugin):
     name = "RealESRGAN"
     required_form = ("upscale",)
 
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.resource_class = device_resource_class(config.realesrgan_device)
-
     @classmethod
     def resource_class_for(cls, config: Config) -> str:
         return device_resource_class(config.realesrgan_device)
@@ -176,10 +172,6 @@ class _FaceRestorer(ImagePlugin):
     weight_file = ""
     arch = "clean"
     device_field = "gfpgan_device"
-
-    def __init__(self, config: Config) -> None:
-        super().__init__(config)
-        self.resource_class = device_resource_class(getattr(config, self.device_field))
 
     @classmethod
     def resource_class_for(cls, config: Config) -> str:
@@ -259,7 +251,6 @@ class InteractiveSeg(ImagePlugin):
 
     def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.resource_class = device_resource_class(config.interactive_seg_device)
         self._embedded: bytes | None = None
 
     @classmethod

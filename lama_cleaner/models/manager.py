@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from ..errors import InferenceError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
+from ..errors import OOM_MARKER, InferenceError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
 from .device import torch_gc
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from .registry import ModelRegistry
 
 log = logging.getLogger(__name__)
-OOM_MARKER = "CUDA out of memory. "
 
 
 class ModelManager:

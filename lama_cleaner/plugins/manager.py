@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import ModuleType
 
 import pluggy
@@ -74,6 +74,11 @@ def create_plugin_manager(enabled: Iterable[str] = (), *, autoload: bool | None 
     global _current
     _current = pm
     return pm
+
+
+def split_plugins(values: Sequence[str] | None) -> list[str]:
+    """``--plugins a,b --plugins c`` -> ``["a", "b", "c"]`` (the flag is repeatable and comma-separated)."""
+    return [name.strip() for value in values or () for name in value.split(",") if name.strip()]
 
 
 def current_plugin_manager() -> pluggy.PluginManager:

@@ -11,13 +11,12 @@ that can never succeed is a 400 before anything is queued.
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
@@ -25,7 +24,9 @@ from werkzeug.exceptions import NotFound as RouteNotFound
 from ..client import inpaint_form
 from ..config import Config
 from ..errors import ClientError, LamaCleanerError, NotFound, Overloaded, TaskFailed
-from ..tasks import TaskInfo, TaskOutput, TaskRequest, TaskService
+from ..models.unsupported import UnsupportedModel
+from ..pipeline import validate_task
+from ..tasks import TaskInfo, TaskRequest, TaskService
 from . import api_docs
 from .api_schemas import (
     NodeSchema,
@@ -35,13 +36,21 @@ from .api_schemas import (
     TaskSubmitFormSchema,
     dump_with_extras,
 )
+from .notifications import SOCKET_ID_HEADER
+from .replies import image_response
+from .state import EXTENSION_KEY as SERVER_EXTENSION_KEY
+from .state import ServerState
+
+if TYPE_CHECKING:
+    from ..image_plugins.registry import ImagePluginRegistry
+    from ..models.registry import ModelRegistry
+    from .notifications import SocketNotifier
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 EXTENSION_KEY = "lama_cleaner.api_v1"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-SOCKET_ID_HEADER = "X-Socket-ID"
 MAX_IDEMPOTENCY_KEY = 200
 _INPAINT_FILES = ("image", "mask", "paintByExampleImage")
 
@@ -54,9 +63,9 @@ class ApiState:
 
     service: TaskService
     config: Config
-    image_plugins: Any = None
-    models: Any = None
-    notifier: Any = None
+    image_plugins: ImagePluginRegistry | None = None
+    models: ModelRegistry | None = None
+    notifier: SocketNotifier | None = None
     openapi: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,16 +75,18 @@ def register_api(app: Flask, service: TaskService, config: Config | None = None)
     ``config`` and the registries default to the ones the web server keeps on the app (see
     ``server.state``); a bare Flask app (unit tests) gets a default ``Config``.
     """
-    server_state = app.extensions.get("lama_cleaner")
-    if config is None:
-        config = server_state.config if server_state is not None else Config()
-    app.extensions[EXTENSION_KEY] = ApiState(
-        service=service,
-        config=config,
-        image_plugins=getattr(server_state, "image_plugins", None),
-        models=getattr(server_state, "models", None),
-        notifier=getattr(server_state, "notifier", None),
-    )
+    server_state: ServerState | None = app.extensions.get(SERVER_EXTENSION_KEY)
+    if server_state is None:
+        api_state = ApiState(service=service, config=config or Config())
+    else:
+        api_state = ApiState(
+            service=service,
+            config=config or server_state.config,
+            image_plugins=server_state.image_plugins,
+            models=server_state.models,
+            notifier=server_state.notifier,
+        )
+    app.extensions[EXTENSION_KEY] = api_state
     app.register_blueprint(blueprint)
 
 
@@ -169,9 +180,9 @@ def _json_routing_errors() -> Response | None:
     exc = request.routing_exception
     if exc is None or not (request.path == PREFIX or request.path.startswith(PREFIX + "/")):
         return None
-    if isinstance(exc, RouteNotFound | MethodNotAllowed):
-        if isinstance(exc, RouteNotFound):
-            return error_response(404, "not_found", f"No such API endpoint: {request.method} {request.path}")
+    if isinstance(exc, RouteNotFound):
+        return error_response(404, "not_found", f"No such API endpoint: {request.method} {request.path}")
+    if isinstance(exc, MethodNotAllowed):
         return _http_error_response(exc)
     return None
 
@@ -218,11 +229,6 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _current_model(st: ApiState) -> str:
-    current = getattr(st.service, "current_model", None)
-    return current() if callable(current) else st.config.model
-
-
 def build_task_request(st: ApiState) -> TaskRequest:
     """The multipart body -> a validated ``TaskRequest`` (raw strings, as ``/inpaint`` would pass them).
 
@@ -248,7 +254,7 @@ def build_task_request(st: ApiState) -> TaskRequest:
         return TaskRequest(kind="plugin", name=plugin, form=form, files=files)
     if "mask" not in files:
         raise ClientError("Missing file: mask", code="validation_error")
-    name = model or _current_model(st)
+    name = model or st.service.current_model()
     form = inpaint_form(name)
     form.update({k: v for k, v in raw_form.items() if k in form})
     files = {k: v for k, v in files.items() if k in _INPAINT_FILES}
@@ -258,18 +264,15 @@ def build_task_request(st: ApiState) -> TaskRequest:
 def _check_name(st: ApiState, task: TaskRequest) -> None:
     """Unknown model or plugin names are a 400 here (the URL exists; the value is wrong)."""
     if task.kind == "inpaint" and st.models is not None:
-        names = st.models.names()
-        if task.name not in names:
+        if task.name not in st.models:
             raise ClientError(f"Unknown model: {task.name}", code="unknown_model")
-        from ..models.unsupported import UnsupportedModel
-
         model_cls = st.models.get(task.name)
-        if isinstance(model_cls, type) and issubclass(model_cls, UnsupportedModel):
+        if issubclass(model_cls, UnsupportedModel):
             # runs nowhere, so it would wait in its queue forever; models that only lack something on
             # this web server (torch for lama) are left to the nodes, which may have it
             raise ClientError(model_cls.message(), code="model_not_supported")
     if task.kind == "plugin" and st.image_plugins is not None:
-        if task.name not in st.image_plugins.names():
+        if task.name not in st.image_plugins:
             raise ClientError("Plugin not found", code="unknown_plugin")
 
 
@@ -283,8 +286,6 @@ def submit_task() -> Response:
     _check_name(st, task)
     task.submitter = _submitter(st)
     task.idempotency_key = _idempotency_key()
-    from ..pipeline import validate_task
-
     try:
         validate_task(task, st.config, st.image_plugins)
     except NotFound as exc:  # unknown plugin: a bad value in the body, not a missing URL
@@ -321,12 +322,7 @@ def cancel_task(task_id: str) -> Response:
 
 @blueprint.get("/tasks/<task_id>/result")
 def task_result(task_id: str) -> Response:
-    output: TaskOutput = _api().service.result(task_id)
-    response = send_file(io.BytesIO(output.body), mimetype=output.mimetype, etag=False, max_age=None)
-    for key, value in output.headers.items():
-        response.headers[key] = value
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return image_response(_api().service.result(task_id))
 
 
 @blueprint.get("/queues")
@@ -339,17 +335,19 @@ def list_nodes() -> Response:
     return jsonify({"nodes": [dump_with_extras(NodeSchema(), n) for n in _api().service.nodes()]})
 
 
-@blueprint.get("/openapi.json")
-def openapi_document() -> Response:
+def _openapi() -> dict[str, Any]:
+    """The OpenAPI document, built on first request (apispec is slow to import and run at start-up)."""
     st = _api()
     if not st.openapi:
         st.openapi = api_docs.build_openapi()
-    return jsonify(st.openapi)
+    return st.openapi
+
+
+@blueprint.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(_openapi())
 
 
 @blueprint.get("/docs")
 def docs_page() -> Response:
-    st = _api()
-    if not st.openapi:
-        st.openapi = api_docs.build_openapi()
-    return Response(api_docs.render_html(st.openapi), mimetype="text/html")
+    return Response(api_docs.render_html(_openapi()), mimetype="text/html")

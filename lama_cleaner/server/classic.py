@@ -7,15 +7,14 @@ executor, local or distributed. Replies keep upstream's literal texts (``True``,
 
 from __future__ import annotations
 
-import io
-
-from flask import Blueprint, Response, jsonify, request, send_file, send_from_directory
+from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from .. import frontend
 from ..pipeline import validate_task
-from ..tasks import TaskKind, TaskOutput, TaskRequest
+from ..tasks import TaskKind, TaskRequest
 from .errors import text_response
 from .media import file_manager_enabled
+from .replies import image_response
 from .state import ServerState, state
 
 blueprint = Blueprint("classic", __name__)
@@ -55,15 +54,6 @@ def _task_request(kind: TaskKind, name: str, st: ServerState) -> TaskRequest:
     return TaskRequest(kind=kind, name=name, form=form, files=files, submitter=st.notifier.submitter_sid())
 
 
-def _image_response(output: TaskOutput) -> Response:
-    """Like upstream's ``send_file(BytesIO)``: no-cache, Range support, no ETag."""
-    response = send_file(io.BytesIO(output.body), mimetype=output.mimetype, etag=False, max_age=None)
-    for key, value in output.headers.items():
-        response.headers[key] = value
-    response.headers["Cache-Control"] = "no-cache"
-    return response
-
-
 @blueprint.post("/inpaint")
 def inpaint() -> Response:
     st = state()
@@ -71,7 +61,7 @@ def inpaint() -> Response:
     validate_task(task, st.config, st.image_plugins)
     output = st.executor.run(task)
     st.notifier.finish(task.submitter)
-    return _image_response(output)
+    return image_response(output)
 
 
 @blueprint.post("/run_plugin")
@@ -79,7 +69,7 @@ def run_plugin() -> Response:
     st = state()
     task = _task_request("plugin", request.form.get("name", ""), st)
     validate_task(task, st.config, st.image_plugins)  # unknown or disabled name -> 404 "Plugin not found"
-    return _image_response(st.executor.run(task))
+    return image_response(st.executor.run(task))
 
 
 # ------------------------------------------------------------------ settings

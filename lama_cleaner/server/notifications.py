@@ -9,6 +9,7 @@ subscribed to the task's room. A request whose submitter is unknown gets no even
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import request
@@ -75,25 +76,21 @@ class SocketNotifier:
     def register_handlers(self) -> None:
         """``subscribe``/``unsubscribe`` ``{"id": task_id}`` join or leave the task's room."""
 
-        def _task_id(data: Any) -> str | None:
-            value = data.get("id") if isinstance(data, dict) else data
-            return value if isinstance(value, str) and value else None
+        def _change_room(data: Any, change: Callable[[str], None]) -> dict[str, Any]:
+            """Join or leave the room of the task ``data`` names (``{"id": ...}`` or the bare id)."""
+            task_id = data.get("id") if isinstance(data, dict) else data
+            if not isinstance(task_id, str) or not task_id:
+                return {"ok": False, "error": 'expected {"id": "<task id>"}'}
+            change(task_room(task_id))
+            return {"ok": True, "room": task_room(task_id)}
 
         @self.socketio.on("subscribe", namespace=NAMESPACE)
         def _subscribe(data: Any = None) -> dict[str, Any]:
-            task_id = _task_id(data)
-            if task_id is None:
-                return {"ok": False, "error": 'expected {"id": "<task id>"}'}
-            join_room(task_room(task_id))
-            return {"ok": True, "room": task_room(task_id)}
+            return _change_room(data, join_room)
 
         @self.socketio.on("unsubscribe", namespace=NAMESPACE)
         def _unsubscribe(data: Any = None) -> dict[str, Any]:
-            task_id = _task_id(data)
-            if task_id is None:
-                return {"ok": False, "error": 'expected {"id": "<task id>"}'}
-            leave_room(task_room(task_id))
-            return {"ok": True, "room": task_room(task_id)}
+            return _change_room(data, leave_room)
 
         @self.socketio.on("whoami", namespace=NAMESPACE)
         def _whoami(_data: Any = None) -> dict[str, Any]:

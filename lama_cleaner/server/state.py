@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import current_app
 
@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
     from ..config import Config
     from ..executor import InpaintExecutor
+    from ..image_plugins.registry import ImagePluginRegistry
+    from ..models.registry import ModelRegistry
     from .notifications import SocketNotifier
 
 EXTENSION_KEY = "lama_cleaner"
@@ -24,10 +26,10 @@ class ServerState:
     config: Config
     pm: pluggy.PluginManager
     executor: InpaintExecutor
-    models: Any
-    """``models.registry.ModelRegistry``: names for ``/model`` and ``/model_downloaded``."""
-    image_plugins: Any
-    """``image_plugins.registry.ImagePluginRegistry``: names for ``/run_plugin`` and ``/server_config``."""
+    models: ModelRegistry
+    """Names for ``/model`` and ``/model_downloaded``."""
+    image_plugins: ImagePluginRegistry
+    """Names for ``/run_plugin`` and ``/server_config``."""
     notifier: SocketNotifier
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ...errors import NotFound
+
+if TYPE_CHECKING:
+    from ...image_plugins.registry import ImagePluginRegistry
+    from ...models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +134,21 @@ def routing_resource_class(model_cls: Any, server_device: str) -> str:
     if resource_class == "gpu" and server_device == "cpu" and getattr(model_cls, "runs_on_cpu", False):
         return "cpu"
     return resource_class
+
+
+def task_resource_class(
+    kind: str, name: str, *, models: ModelRegistry, image_plugins: ImagePluginRegistry, server_device: str
+) -> str | None:
+    """``gpu``/``cpu`` for a task's model or image plugin, None when this process does not know it.
+
+    The one routing lookup behind ``Scheduler(resource_class_of=...)``, whether the scheduler is
+    embedded in the web server or runs standalone, so both route the same task to the same queue.
+    """
+    try:
+        if kind == "inpaint":
+            return routing_resource_class(models.get(name), server_device)
+        if kind == "plugin":
+            return image_plugins.get(name).resource_class
+    except NotFound:
+        return None
+    return None

@@ -8,9 +8,12 @@ By default the scheduler runs inside this process (embedded mode); with ``distri
 set the web server is only a producer for an external ``lama-cleaner scheduler``. Either way it also
 supervises ``distributed.local_nodes`` node subprocesses.
 
-A classic call validates its input first (bad input is a 400 before anything is queued), submits,
-waits for the task's terminal EVENT (re-checking with GET now and then, so a missed event after a
-scheduler restart cannot hang a request), then FETCHes the result bytes the node produced with the
+A classic call validates its input first (bad input is a 400 before anything is queued), submits
+with ``want_result`` so that the scheduler pushes the outcome (DONE, with the result bytes) to this
+connection as soon as it is committed, and waits for that DONE or the task's terminal EVENT
+(re-checking with GET now and then, so a missed event after a scheduler restart cannot hang a
+request). Without a DONE (the client reconnected since the SUBMIT, so the scheduler pushed it to the
+old socket) it FETCHes the result instead. Either way the bytes are what the node produced with the
 same ``pipeline.execute_task`` the classic mode uses: replies are byte-identical.
 """
 
@@ -97,9 +100,23 @@ def connectable(endpoint: str) -> str:
 
 
 class _Waiter:
-    def __init__(self) -> None:
-        self.done = threading.Event()
+    def __init__(self, done: threading.Event | None = None) -> None:
+        self.done = done or threading.Event()
         self.status: str | None = None
+
+
+def output_from_done(msg: p.Message) -> TaskOutput:
+    """The TaskOutput a DONE stands for, or the error FETCH would have raised for the same task."""
+    header = msg.header
+    status = header.get("status")
+    if status == "completed":
+        blobs = msg.blob_map()
+        headers = {str(k): str(v) for k, v in (header.get("headers") or {}).items()}
+        return TaskOutput(body=blobs.get("body", b""), mimetype=header["mimetype"], headers=headers)
+    if status == "cancelled":
+        raise TaskCancelled("Task was cancelled")
+    raise TaskFailed(str(header.get("error") or "task failed"), header.get("traceback"),
+                     status=failure_status(header.get("error_status")))
 
 
 class DistributedExecutor:
@@ -198,16 +215,30 @@ class DistributedExecutor:
         if request.kind == "inpaint" and not request.name:
             request.name = self._current
         pipeline.validate_task(request, self.config, self.image_plugins)
-        info = self.submit(request)
-        timeout = float(self.config.distributed.request_timeout_s)
-        status = self._wait_terminal(info.id, timeout)
-        if status is None:
-            try:
-                self.cancel(info.id)
-            except LamaCleanerError:
-                pass
-            raise TaskTimeout(f"Task {info.id} did not finish within {timeout:g}s")
-        return self.result(info.id)
+        done = threading.Event()
+        info = self.submit(request, want_result=True, done_event=done)
+        try:
+            timeout = float(self.config.distributed.request_timeout_s)
+            status = self._wait_terminal(info.id, timeout, done)
+            if status is None:
+                try:
+                    self.cancel(info.id)
+                except LamaCleanerError:
+                    pass
+                raise TaskTimeout(f"Task {info.id} did not finish within {timeout:g}s")
+            pushed = self._pushed(info.id)
+            if pushed is not None:
+                return output_from_done(pushed)
+            return self.result(info.id)  # no DONE on this connection (e.g. it reconnected): FETCH
+        finally:
+            client = self.client
+            if client is not None:
+                client.release_result(info.id)
+
+    def _pushed(self, task_id: str) -> p.Message | None:
+        """The DONE the scheduler pushed for ``task_id`` to this connection, if it has arrived."""
+        client = self.client
+        return client.result(task_id) if client is not None else None
 
     def close(self) -> None:
         if self.local_nodes is not None:
@@ -226,17 +257,23 @@ class DistributedExecutor:
                 self.scheduler = None
 
     # ------------------------------------------------------------------ TaskService
-    def _request(self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None) -> p.Message:
+    def _request(
+        self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None,
+        done_event: threading.Event | None = None,
+    ) -> p.Message:
         if self.client is None:
             raise Overloaded("The distributed executor is closed", int(self.config.distributed.retry_after_s))
-        reply = self.client.request(command, header, blobs)
+        reply = self.client.request(command, header, blobs, done_event=done_event)
         if reply.command == p.REJECTED:
             raise error_from_reply(reply.header, int(self.config.distributed.retry_after_s))
         if reply.command == p.ERROR:
             raise LamaCleanerError(str(reply.header.get("message")), status=500, code="scheduler_error")
         return reply
 
-    def submit(self, request: TaskRequest) -> TaskInfo:
+    def submit(
+        self, request: TaskRequest, *, want_result: bool = False, done_event: threading.Event | None = None
+    ) -> TaskInfo:
+        """Queue a task. ``want_result``: have its outcome pushed here (DONE; ``done_event`` is set then)."""
         names = list(request.files)
         header = {
             "task": {
@@ -249,7 +286,9 @@ class DistributedExecutor:
             },
             "blobs": names,
         }
-        reply = self._request(p.SUBMIT, header, [request.files[n] for n in names])
+        if want_result:
+            header["want_result"] = True
+        reply = self._request(p.SUBMIT, header, [request.files[n] for n in names], done_event)
         return task_info(reply.header["task"])
 
     def get(self, task_id: str) -> TaskInfo:
@@ -305,11 +344,16 @@ class DistributedExecutor:
         for waiter in waiters:
             waiter.done.set()
 
-    def _wait_terminal(self, task_id: str, timeout: float) -> str | None:
-        """The task's terminal status, or None if it did not finish within ``timeout`` seconds."""
+    def _wait_terminal(self, task_id: str, timeout: float, done: threading.Event | None = None) -> str | None:
+        """The task's terminal status, or None if it did not finish within ``timeout`` seconds.
+
+        Wakes on the terminal EVENT or on the task's DONE (``done``, shared with its result slot),
+        whichever comes first; GET is only asked when neither came for ``_RECHECK_S`` (or after a
+        reconnect), so the hot path costs one Event wait.
+        """
         import time
 
-        waiter = _Waiter()
+        waiter = _Waiter(done)
         with self._lock:
             if task_id in self._recent:
                 return self._recent[task_id]
@@ -317,13 +361,18 @@ class DistributedExecutor:
         deadline = time.monotonic() + timeout
         try:
             while True:
+                pushed = self._pushed(task_id) if done is not None else None
+                if pushed is not None:
+                    return str(pushed.header["status"])
+                if waiter.status is not None:
+                    return waiter.status
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                waiter.done.wait(min(_RECHECK_S, remaining))
-                if waiter.status is not None:
-                    return waiter.status
-                waiter.done.clear()
+                woke = waiter.done.wait(min(_RECHECK_S, remaining))
+                waiter.done.clear()  # cleared before the checks above run again: no lost wake-up
+                if woke and (waiter.status is not None or (done is not None and self._pushed(task_id))):
+                    continue
                 try:
                     info = self.get(task_id)
                 except Overloaded:

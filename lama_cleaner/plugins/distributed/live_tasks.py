@@ -77,10 +77,11 @@ class LiveTasks:
         future = [t for t in self._delayed.values() if t > now]
         return min(future) if future else None
 
-    def runnable(self, now: float, queues: Iterable[str]) -> Iterator[TaskRecord]:
-        """Queued tasks of ``queues`` whose retry delay has passed, oldest first, lazily: the caller
-        stops as soon as it has enough, so a long queue costs nothing per round."""
-        lists = [self._queued[q] for q in queues if self._queued.get(q)]
+    def runnable(self, now: float, queues: Iterable[str] | None = None) -> Iterator[TaskRecord]:
+        """Queued tasks of ``queues`` (default: every queue) whose retry delay has passed, oldest
+        first, lazily: the caller stops as soon as it has enough, so a long queue costs nothing per round."""
+        wanted = self._queued if queues is None else queues
+        lists = [self._queued[q] for q in wanted if self._queued.get(q)]
         if not lists:
             return
         merged = lists[0] if len(lists) == 1 else heapq.merge(*lists)

@@ -65,7 +65,7 @@ class LocalNodeSupervisor:
     def command(self, name: str) -> list[str]:
         """The exact command line of one local node."""
         dist = self.config.distributed
-        plugins = [x for x in self.config.plugins if x and x != "distributed"]
+        plugins = self._node_plugins()
         cmd = [
             sys.executable, "-m", "lama_cleaner", "node",
             "--scheduler", self.endpoint,
@@ -81,9 +81,13 @@ class LocalNodeSupervisor:
             cmd += ["--queues", ",".join(dist.local_node_queues)]
         return cmd
 
+    def _node_plugins(self) -> list[str]:
+        """The server's plugins minus ``distributed`` itself: a node only needs their models and tools."""
+        return [x for x in self.config.plugins if x and x != "distributed"]
+
     def _write_config(self) -> None:
         data = self.config.to_dict()
-        data["plugins"] = [x for x in self.config.plugins if x and x != "distributed"]
+        data["plugins"] = self._node_plugins()
         data["device"] = self.config.distributed.local_node_device
         self.config_path.write_text(json.dumps(data, indent=1, default=str))
 

@@ -42,7 +42,7 @@ import zmq
 from . import protocol as p
 from .capabilities import available_models, collect
 from .heartbeat import Backoff, Liveness
-from .inference_worker import worker_main
+from .inference_worker import enlarge_pipe_buffers, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ _TICK_S = 0.05
 _KILL_GRACE_S = 0.5
 _STEP_CANCEL_GRACE_S = 3.0
 _BYE_LINGER_MS = 500
+
 
 
 @dataclass
@@ -69,6 +70,11 @@ class _Current:
     """True once the inference child has the task (it may be running)."""
     cancelled: bool = False
     """The outcome is CANCELLED; it is reported as soon as an inference child is ready again."""
+
+
+def _loads_model(kind: str) -> bool:
+    """Tasks of this kind load a model on the node (the scheduler then predicts ``loaded_model``)."""
+    return kind == "inpaint"
 
 
 _WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", "[*]"})
@@ -121,6 +127,7 @@ class _Child:
         )
         self.proc.start()
         child_conn.close()
+        enlarge_pipe_buffers(self.conn)
         self.ready = False
         self.kill_deadline: float | None = None
 
@@ -238,6 +245,12 @@ class Node:
         self.child: _Child | None = None
         self.dying: list[_Child] = []
         self._next_parent_check = 0.0
+        self._poller: zmq.Poller | None = None
+        """Built once and rebuilt only when a socket or the child's Pipe changes (``_sockets_changed``)."""
+        self._poll_child_fd: int | None = None
+        self._reported_model: str | None = None
+        """The model the scheduler believes is loaded here (from our HELLO/HEARTBEAT, or its own
+        prediction at dispatch): an outcome is followed by a HEARTBEAT only when this is wrong."""
 
     # ------------------------------------------------------------------ public
     def request_stop(self, *, immediate: bool = False) -> None:
@@ -277,24 +290,41 @@ class Node:
             self._send_heartbeat()
         self._check_cancel_deadline(now)
 
-        poller = zmq.Poller()
-        if self.control is not None:
-            poller.register(self.control, zmq.POLLIN)
-        for sock in self.queue_socks:
-            poller.register(sock, zmq.POLLIN)
-        if self.child is not None:
-            poller.register(self.child.conn.fileno(), zmq.POLLIN)
+        poller = self._poller if self._poller is not None else self._build_poller()
         timeout = min(_TICK_S, self.liveness.time_to_next()) if self.welcomed else _TICK_S
         events = dict(poller.poll(timeout * 1000))
         if not events:
             return
-        if self.child is not None and self.child.conn.fileno() in events:
+        if self.child is not None and self._poll_child_fd in events:
             self._drain_child()
         if self.control is not None and self.control in events:
             self._drain_socket(self.control, None)
         for sock, queue in list(self.queue_socks.items()):
             if sock in events:
                 self._drain_socket(sock, queue)
+
+    def _build_poller(self) -> zmq.Poller:
+        """One Poller over the control socket, the queue sockets and the child's Pipe, kept until one
+        of them changes (building it on every tick cost more than the poll itself)."""
+        poller = zmq.Poller()
+        if self.control is not None:
+            poller.register(self.control, zmq.POLLIN)
+        for sock in self.queue_socks:
+            poller.register(sock, zmq.POLLIN)
+        self._poll_child_fd = None
+        if self.child is not None:
+            try:
+                self._poll_child_fd = self.child.conn.fileno()
+            except OSError:
+                self._poll_child_fd = None
+            else:
+                poller.register(self._poll_child_fd, zmq.POLLIN)
+        self._poller = poller
+        return poller
+
+    def _sockets_changed(self) -> None:
+        """A socket was opened or closed, or the child changed: the Poller is rebuilt on the next tick."""
+        self._poller = None
 
     def _drain_socket(self, sock: zmq.Socket, queue: str | None) -> None:
         for _ in range(100):
@@ -321,6 +351,7 @@ class Node:
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.scheduler)
         self.control = sock
+        self._sockets_changed()
         self.welcomed = False
         self.liveness.reset()
         self._send(self._hello())
@@ -333,6 +364,7 @@ class Node:
         if self.control is not None:
             self.control.close(0)
         self.control = None
+        self._sockets_changed()
         self.welcomed = False
         self.ready_sent = False
         delay = self.backoff.next_delay() if backoff else 0.0
@@ -342,6 +374,7 @@ class Node:
         from ... import __version__
 
         cur = self.current
+        self._reported_model = self.loaded_model
         return p.encode(
             p.HELLO,
             {
@@ -374,6 +407,7 @@ class Node:
         return p.NODE_BUSY if self.current is not None else p.NODE_IDLE
 
     def _send_heartbeat(self) -> None:
+        self._reported_model = self.loaded_model
         self._send(
             p.encode(
                 p.HEARTBEAT,
@@ -453,6 +487,7 @@ class Node:
                 continue
             self.queue_socks[sock] = queue
             log.info("joining queue %s at %s", queue, endpoint)
+        self._sockets_changed()
         for queue, reason in (header.get("rejected") or {}).items():
             log.info("not joining queue %s: %s", queue, reason)
         self.welcomed = True
@@ -486,8 +521,11 @@ class Node:
         )
         self.pending_outcome = None
         self.ready_sent = False
+        if _loads_model(header["kind"]):
+            self._reported_model = header["name"]  # what the scheduler predicts at dispatch
+        # No HEARTBEAT here: the scheduler knows we are busy (it just dispatched), and any message
+        # counts as a sign of life; the periodic heartbeat goes on regardless.
         self._hand_over()
-        self._send_heartbeat()
 
     def _hand_over(self) -> None:
         """Send the current task to the inference child if it is ready (else this runs again on "ready")."""
@@ -506,7 +544,7 @@ class Node:
             return  # the child is going away; _child_died reports the task
         cur.payload = None
         cur.handed = True
-        log.info("running %s %s (task %s attempt %s)", cur.kind, cur.name, cur.task_id, cur.attempt)
+        log.debug("running %s %s (task %s attempt %s)", cur.kind, cur.name, cur.task_id, cur.attempt)
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
         cur = self.current
@@ -548,6 +586,7 @@ class Node:
             self.child.terminate()
             self.dying.append(self.child)
             self.child = None
+            self._sockets_changed()
         self.loaded_model = None
         if cur is not None:
             cur.cancelled = True
@@ -572,7 +611,10 @@ class Node:
         if self.draining and self.exit_on_drain:
             self._exit("drained", 0)
             return
-        self._send_heartbeat()
+        if self.loaded_model != self._reported_model:
+            # Only when the scheduler's idea of our model is wrong (a failed load, a killed child):
+            # otherwise the outcome already is the sign of life and the periodic heartbeat follows.
+            self._send_heartbeat()
         self._offer_credit()
 
     def _cancelled_frames(self, cur: _Current) -> list[bytes]:
@@ -597,6 +639,7 @@ class Node:
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
         self.child = _Child(self.mp_ctx, self.config, self.plugins, self.device)
+        self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)
 
     def _reap_dying(self) -> None:
@@ -626,6 +669,7 @@ class Node:
         log.error("inference process %s exited (code %s)", child.proc.pid, code)
         child.close_pipe()
         self.child = None
+        self._sockets_changed()
         self.loaded_model = None
         cur = self.current
         if cur is not None:
@@ -661,6 +705,8 @@ class Node:
             return  # a late message about a task we already gave up on
         if kind == "progress":
             _, task_id, percent, step, total = msg
+            if percent >= 100.0 and step is None:
+                return  # the outcome right behind it says more; the scheduler ignores such a PROGRESS
             self._send(
                 p.encode(
                     p.PROGRESS,
@@ -722,6 +768,7 @@ class Node:
             self.child.terminate()
             self.dying.append(self.child)
             self.child = None
+            self._sockets_changed()
 
     def _shutdown(self) -> None:
         reason = getattr(self, "_bye_reason", "shutdown")

@@ -68,8 +68,9 @@ def configure(config: Any, args: argparse.Namespace | None) -> None:
 def inpaint_executor(config: Any, events: Any) -> Any:
     from .executor import DistributedExecutor
 
-    pm = getattr(events, "pm", None) or getattr(events, "_pm", None)
-    executor = DistributedExecutor(config, events, pm)
+    # The server's EventSink carries the plugin manager the registries must come from; a bare
+    # events object (tests, embedding) has none and the executor builds one from config.plugins.
+    executor = DistributedExecutor(config, events, getattr(events, "plugin_manager", None))
     _executors.append(executor)
     return executor
 

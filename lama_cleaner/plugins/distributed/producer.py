@@ -14,6 +14,17 @@ Every request still waiting for its reply is re-sent after such a silence window
 all requests are idempotent (SUBMIT carries an idempotency key), and a duplicate reply is ignored.
 A request without a reply before its own timeout fails with ``SchedulerUnavailable`` (HTTP 503,
 with Retry-After).
+
+Result push. A SUBMIT whose header has ``want_result: true`` makes the scheduler send this
+connection a DONE (the result body, or the error) when the task finishes. The I/O thread opens a
+:class:`ResultSlot` for the task when it handles the ACCEPTED, before the caller even sees the task
+id, so a DONE that arrives right behind the ACCEPTED is never lost; the caller waits on the slot and
+must :meth:`SchedulerClient.release_result` it. A DONE is best effort (after a reconnect the new
+socket gets none for tasks submitted on the old one), so callers fall back to FETCH.
+
+Hot path. Per request the caller thread does one ``queue.put`` and at most one wake-up write; the
+I/O thread polls one long-lived Poller and scans pending deadlines at most every
+``_SCAN_INTERVAL_S``, not on every message.
 """
 
 from __future__ import annotations
@@ -38,6 +49,10 @@ from .heartbeat import Liveness
 log = logging.getLogger(__name__)
 
 DEFAULT_REQUEST_TIMEOUT_S = 15.0
+DEFAULT_RESULT_TTL_S = 3600.0
+"""A result slot nobody released is dropped this long after it was opened (a caller that crashed)."""
+_SCAN_INTERVAL_S = 0.05
+"""How often the I/O thread checks pending requests for deadlines and re-sends (both are seconds)."""
 
 
 class SchedulerUnavailable(Overloaded):
@@ -57,6 +72,24 @@ class _Pending:
     done: threading.Event = field(default_factory=threading.Event)
     reply: p.Message | None = None
     error: BaseException | None = None
+    done_event: threading.Event | None = None
+    """For a SUBMIT with ``want_result``: the event of the result slot opened at ACCEPTED."""
+
+
+class ResultSlot:
+    """Where the DONE of one task submitted with ``want_result`` lands; ``event`` is set on arrival.
+
+    ``event`` may be shared with the caller's own waiter (``SchedulerClient.request(..., done_event=)``),
+    so one wait covers the DONE and whatever else the caller listens for.
+    """
+
+    __slots__ = ("task_id", "event", "message", "expires")
+
+    def __init__(self, task_id: str, event: threading.Event, expires: float) -> None:
+        self.task_id = task_id
+        self.event = event
+        self.message: p.Message | None = None
+        self.expires = expires
 
 
 class SchedulerClient:
@@ -74,6 +107,7 @@ class SchedulerClient:
         on_event: Callable[[dict[str, Any]], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        result_ttl_s: float = DEFAULT_RESULT_TTL_S,
     ) -> None:
         dist = config.distributed
         self.endpoint = endpoint
@@ -92,15 +126,26 @@ class SchedulerClient:
         self._closed = False
         self._connected_once = threading.Event()
         self._sock: zmq.Socket | None = None
+        self._poller: zmq.Poller | None = None
+        self._awake = False
+        """True while a wake-up byte is in the pipe and not yet handled: later callers skip the write."""
+        self._results: dict[str, ResultSlot] = {}
+        self._results_lock = threading.Lock()
+        self.result_ttl_s = float(result_ttl_s)
         self._thread = threading.Thread(target=self._loop, name="lama-scheduler-client", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------------ public
     def request(
         self, command: str, header: dict[str, Any] | None = None, blobs: list[bytes] | None = None,
-        *, timeout: float | None = None,
+        *, timeout: float | None = None, done_event: threading.Event | None = None,
     ) -> p.Message:
-        """Send one request and wait for its reply (any of the producer-bound reply commands)."""
+        """Send one request and wait for its reply (any of the producer-bound reply commands).
+
+        A SUBMIT with ``want_result: true`` in ``header`` also opens a result slot for the task when
+        it is ACCEPTED (see :meth:`result`); ``done_event`` is set when its DONE arrives (a new event
+        is made when none is given).
+        """
         if self._closed:
             raise SchedulerUnavailable("Scheduler client is closed", self.retry_after)
         req_id = f"{self.producer_id[:8]}-{next(self._ids)}"
@@ -108,8 +153,12 @@ class SchedulerClient:
         head["req_id"] = req_id
         wait = self.request_timeout_s if timeout is None else timeout
         pending = _Pending(req_id, command, head, list(blobs or []), time.monotonic() + wait)
+        if command == p.SUBMIT and head.get("want_result") is True:
+            pending.done_event = done_event or threading.Event()
         self._inbox.put(pending)
-        self._wake()
+        if not self._awake:
+            self._awake = True
+            self._wake()
         if not pending.done.wait(wait + 1.0):
             pending.error = SchedulerUnavailable(
                 f"Scheduler at {self.endpoint} did not answer within {wait:g}s", self.retry_after
@@ -118,6 +167,22 @@ class SchedulerClient:
             raise pending.error
         assert pending.reply is not None
         return pending.reply
+
+    def result(self, task_id: str) -> p.Message | None:
+        """The DONE of a task submitted with ``want_result`` if it has arrived, else None."""
+        with self._results_lock:
+            slot = self._results.get(task_id)
+        return slot.message if slot is not None else None
+
+    def has_result_slot(self, task_id: str) -> bool:
+        """True while a DONE for ``task_id`` can still land here (opened at ACCEPTED, not released)."""
+        with self._results_lock:
+            return task_id in self._results
+
+    def release_result(self, task_id: str) -> None:
+        """Forget the result slot of ``task_id`` (and the body it may hold). Safe to call twice."""
+        with self._results_lock:
+            self._results.pop(task_id, None)
 
     def close(self) -> None:
         if self._closed:
@@ -146,6 +211,10 @@ class SchedulerClient:
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(self.endpoint)
         self._sock = sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        self._poller = poller
         self._liveness.reset()
         self._watch()
         for pending in self._pending.values():
@@ -175,12 +244,47 @@ class SchedulerClient:
 
     def _complete(self, pending: _Pending, reply: p.Message | None = None, error: BaseException | None = None) -> None:
         self._pending.pop(pending.req_id, None)
+        if reply is not None and pending.done_event is not None and reply.command == p.ACCEPTED:
+            self._open_result_slot(reply, pending.done_event)
         pending.reply, pending.error = reply, error
         pending.done.set()
+
+    def _open_result_slot(self, accepted: p.Message, event: threading.Event) -> None:
+        """Runs on the I/O thread at ACCEPTED, before any DONE for the task can be read."""
+        task = accepted.header.get("task")
+        task_id = task.get("id") if isinstance(task, dict) else None
+        if not isinstance(task_id, str):
+            return
+        with self._results_lock:
+            if task_id not in self._results:
+                self._results[task_id] = ResultSlot(task_id, event, time.monotonic() + self.result_ttl_s)
+
+    def _on_done(self, msg: p.Message) -> None:
+        with self._results_lock:
+            slot = self._results.get(msg.header["task_id"])
+            if slot is None or slot.message is not None:
+                return  # nobody waits for it (released, or never asked on this connection), or a repeat
+            slot.message = msg
+        slot.event.set()
+
+    def _scan(self, now: float) -> None:
+        """Deadlines and re-sends of pending requests, and expiry of abandoned result slots."""
+        window = self._liveness.interval_s * self._liveness.liveness
+        for pending in list(self._pending.values()):
+            if pending.deadline < now:
+                self._complete(pending, error=SchedulerUnavailable(
+                    f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
+            elif now - pending.sent_at > window:
+                self._send_request(pending)  # lost to a restart the socket did not notice
+        if self._results:
+            with self._results_lock:
+                for task_id in [t for t, slot in self._results.items() if slot.expires < now]:
+                    del self._results[task_id]
 
     def _loop(self) -> None:
         self._connect()
         reconnected = False
+        next_scan = 0.0
         try:
             while not self._closed:
                 if self._liveness.due():
@@ -190,18 +294,11 @@ class SchedulerClient:
                     self._connect()
                     reconnected = True
                 now = time.monotonic()
-                window = self._liveness.interval_s * self._liveness.liveness
-                for pending in list(self._pending.values()):
-                    if pending.deadline < now:
-                        self._complete(pending, error=SchedulerUnavailable(
-                            f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
-                    elif now - pending.sent_at > window:
-                        self._send_request(pending)  # lost to a restart the socket did not notice
-                poller = zmq.Poller()
-                assert self._sock is not None
-                poller.register(self._sock, zmq.POLLIN)
-                poller.register(self._wake_r, zmq.POLLIN)
-                events = dict(poller.poll(max(1.0, min(100.0, self._liveness.time_to_next() * 1000))))
+                if now >= next_scan:
+                    next_scan = now + _SCAN_INTERVAL_S
+                    self._scan(now)
+                assert self._poller is not None
+                events = dict(self._poller.poll(max(1.0, min(100.0, self._liveness.time_to_next() * 1000))))
                 if self._wake_r in events:
                     self._take_requests()
                 if self._sock in events:
@@ -224,6 +321,11 @@ class SchedulerClient:
                 pass
         except (BlockingIOError, OSError):
             pass
+        # After emptying the pipe and before draining the inbox: a caller that still saw True put
+        # its request before this point (so the drain below takes it); one that sees False writes
+        # a byte that stays in the pipe. Resetting before emptying the pipe could eat a byte and
+        # leave the flag True with nothing left to wake us.
+        self._awake = False
         while True:
             try:
                 pending = self._inbox.get_nowait()
@@ -262,6 +364,9 @@ class SchedulerClient:
                     log.exception("event listener failed")
             return
         if msg.command == p.PONG:
+            return
+        if msg.command == p.DONE:
+            self._on_done(msg)
             return
         if msg.command == p.ERROR:
             log.error("scheduler error %s: %s", msg.header.get("code"), msg.header.get("message"))

@@ -376,9 +376,8 @@ class Scheduler(NodeMessages, ProducerMessages):
 
     def _poll_timeout(self, now: float) -> float:
         timeout = min(MAX_POLL_S, max(0.0, self._next_heartbeat - now))
-        assert self.store is not None
         if any(n.has_credit() for n in self.nodes.values()):
-            due = self.store.live.next_wakeup(now)
+            due = self._store().live.next_wakeup(now)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - now))
         return timeout
@@ -490,12 +489,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         # A producer waiting on a req_id gets an answer instead of a timeout, when we can tell it.
         req_id = peek_req_id(body)
         if req_id is not None and sock is self._control:
-            self._send_ctrl(
-                outbox,
-                ident,
-                p.REJECTED,
-                {"req_id": req_id, "status": 400, "code": "malformed", "message": str(exc), "retry_after": None},
-            )
+            self._reject(outbox, ident, req_id, 400, "malformed", str(exc))
 
     def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: list[Out]) -> None:
         """A producer whose request hit a scheduler bug gets a 500 now rather than a timeout."""
@@ -617,17 +611,14 @@ class Scheduler(NodeMessages, ProducerMessages):
     def _undelivered(self, node_id: str, task_id: str) -> Callable[[], None]:
         def undo() -> None:
             # The node's queue socket vanished before the TASK left: the attempt never started.
-            store = self._store()
-            rec = store.get(task_id)
             node = self.nodes.get(node_id)
             if node is not None and node.current_task == task_id:
                 node.current_task = None
                 node.current_attempt = None
                 node.ready.clear()
                 node.queue_idents.clear()
-            if rec is not None and rec.status == states.PROCESSING and rec.node_id == node_id:
-                rec = store.undo_dispatch(task_id)
-                self._event(rec)
+            if self._processing_on(task_id, node_id) is not None:
+                self._event(self._store().undo_dispatch(task_id))
 
         return undo
 

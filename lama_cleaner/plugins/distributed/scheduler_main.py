@@ -12,6 +12,7 @@ closed; queued and running tasks are recovered by the next start on the same dat
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import signal
 import sys
@@ -20,8 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...config import Config, ConfigError, load_config
-from ...errors import NotFound
-from .capabilities import routing_resource_class
+from .capabilities import split_list, task_resource_class
 from .routing import ResourceClassOf
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _split(value: str | None) -> list[str]:
-    return [x.strip() for x in (value or "").split(",") if x.strip()]
-
-
 def _pre_parse(argv: Sequence[str]) -> tuple[str | None, list[str]]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--plugins", default=None)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(list(argv))
-    return known.config, _split(known.plugins)
+    return known.config, split_list(known.plugins)
 
 
 def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
@@ -69,18 +65,9 @@ def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
 
     models = build_model_registry(pm)
     image_plugins = build_image_plugin_registry(pm, config)
-
-    def resource_class_of(kind: str, name: str) -> str | None:
-        try:
-            if kind == "inpaint":
-                return routing_resource_class(models.get(name), config.device)
-            if kind == "plugin":
-                return getattr(image_plugins.get(name), "resource_class", "cpu")
-        except NotFound:
-            return None
-        return None
-
-    return resource_class_of
+    return functools.partial(
+        task_resource_class, models=models, image_plugins=image_plugins, server_device=config.device
+    )
 
 
 def scheduler_main(argv: Sequence[str] | None = None) -> int:

@@ -23,11 +23,15 @@ from .task_store import TaskRecord
 class NodeMessages(SchedulerBase):
     """Handlers for messages from nodes (control socket, plus READY on the queue sockets)."""
 
+    def _send_unknown(self, outbox: list[Out], ident: bytes) -> None:
+        """Tell a peer the scheduler has no online record of it, so it says HELLO again."""
+        self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+
     def _node_for(self, ident: bytes, msg: p.Message, outbox: list[Out], now: float) -> NodeEntry | None:
         """The registered, online node that sent ``msg``; otherwise answer UNKNOWN and return None."""
         node = self.nodes.get(msg.header["node_id"])
         if node is None or node.offline:
-            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+            self._send_unknown(outbox, ident)
             return None
         if node.ctrl_ident != ident:
             self._ctrl_owner.pop(node.ctrl_ident, None)
@@ -125,8 +129,6 @@ class NodeMessages(SchedulerBase):
         if state == p.NODE_DRAINING:
             node.draining = True
             node.ready.clear()
-        elif state in (p.NODE_IDLE, p.NODE_BUSY) and node.draining and h.get("undrain"):
-            node.draining = False
         if (
             state == p.NODE_IDLE
             and node.current_task
@@ -159,12 +161,8 @@ class NodeMessages(SchedulerBase):
         if node is None:
             return
         h = msg.header
-        rec = self._store().get(h["task_id"])
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
-            self._count("stale_messages")
-            return
-        if h["attempt"] != rec.dispatches:
-            self._count("stale_messages")
+        rec = self._current_attempt(node, h["task_id"], h["attempt"])
+        if rec is None:
             return
         percent = max(0.0, min(100.0, float(h["percent"])))
         step = h.get("step") if isinstance(h.get("step"), int) else None
@@ -183,7 +181,7 @@ class NodeMessages(SchedulerBase):
             self._node_for(ident, msg, outbox, now)
         else:
             # Keep the work of a node we lost track of, but make it register again.
-            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+            self._send_unknown(outbox, ident)
         blobs = msg.blob_map()
         task_id = h["task_id"]
         if set(blobs) != {"body"}:
@@ -225,25 +223,20 @@ class NodeMessages(SchedulerBase):
         h = msg.header
         node = self.nodes.get(h["node_id"])
         if node is None or node.offline:
-            self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+            self._send_unknown(outbox, ident)
             return  # its task was already re-queued when it went offline
         self._node_for(ident, msg, outbox, now)
         task_id = h["task_id"]
         if holds(node, task_id, h["attempt"]):
             node.grant_implied_credit(now, ready=h.get("ready") is not False)
-        store = self._store()
-        rec = store.get(task_id)
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
-            self._count("stale_messages")
-            return
-        if h["attempt"] != rec.dispatches:
-            self._count("stale_messages")
+        rec = self._current_attempt(node, task_id, h["attempt"])
+        if rec is None:
             return
         error = str(h["error"]) or "task failed"
         trace = h.get("traceback") if isinstance(h.get("traceback"), str) else None
         status = h.get("status") if isinstance(h.get("status"), int) else None
         if not h["retryable"]:
-            rec = store.fail(task_id, error=error, traceback=trace, status=status or 400, now=now)
+            rec = self._store().fail(task_id, error=error, traceback=trace, status=status or 400, now=now)
             self._count("failed")
             self._event(rec)
             return
@@ -256,8 +249,8 @@ class NodeMessages(SchedulerBase):
         h = msg.header
         if holds(node, h["task_id"], h["attempt"]):
             node.grant_implied_credit(now, ready=h.get("ready") is not False)
-        rec = self._store().get(h["task_id"])
-        if rec is not None and rec.status == states.PROCESSING and rec.node_id == node.node_id:
+        rec = self._processing_on(h["task_id"], node.node_id)
+        if rec is not None:
             # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
             self._retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
 
@@ -267,6 +260,23 @@ class NodeMessages(SchedulerBase):
             return
         reason = str(msg.header.get("reason") or "left")
         self._go_offline(node, now, outbox, f"node {node.name} left ({reason})")
+
+    def _processing_on(self, task_id: str, node_id: str) -> TaskRecord | None:
+        """The task's record while it is processing on ``node_id``; None once it finished, was
+        cancelled or re-dispatched elsewhere (a message about it from that node is then stale)."""
+        rec = self._store().get(task_id)
+        if rec is None or rec.status != states.PROCESSING or rec.node_id != node_id:
+            return None
+        return rec
+
+    def _current_attempt(self, node: NodeEntry, task_id: str, attempt: int) -> TaskRecord | None:
+        """The task's record if ``attempt`` is its current one, processing on ``node``: only that
+        attempt's PROGRESS and FAILED count. Anything else is counted stale and gives None."""
+        rec = self._processing_on(task_id, node.node_id)
+        if rec is None or attempt != rec.dispatches:
+            self._count("stale_messages")
+            return None
+        return rec
 
     def _retry_or_fail(
         self, rec: TaskRecord, now: float, error: str, trace: str | None, status: int | None
@@ -291,8 +301,8 @@ class NodeMessages(SchedulerBase):
         node.current_attempt = None
         if task_id is None:
             return
-        rec = self._store().get(task_id)
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node.node_id:
+        rec = self._processing_on(task_id, node.node_id)
+        if rec is None:
             return  # already finished, cancelled, or re-dispatched elsewhere
         self._count("requeued_on_node_loss")
         log.warning("task %s: %s; retrying", task_id, why)

@@ -16,14 +16,12 @@ first and counts the message as a duplicate).
 
 from __future__ import annotations
 
-QUEUED = "queued"
-PROCESSING = "processing"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
+from ...tasks import TASK_STATES, TERMINAL_STATES
 
-STATES = (QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED)
-TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED})
+STATES = TASK_STATES
+"""The state names are the ones ``TaskInfo.status`` reports; defined once, in ``lama_cleaner.tasks``."""
+QUEUED, PROCESSING, COMPLETED, FAILED, CANCELLED = STATES
+TERMINAL = TERMINAL_STATES
 
 DISPATCH = "dispatch"
 COMPLETE = "complete"

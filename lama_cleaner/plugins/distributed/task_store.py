@@ -27,6 +27,7 @@ Not thread-safe: one thread (the scheduler loop) uses a store at a time.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -39,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...tasks import TaskInfo
 from . import states
 from .live_tasks import LiveTasks
 
@@ -104,24 +104,6 @@ class TaskRecord:
     @property
     def terminal(self) -> bool:
         return states.is_terminal(self.status)
-
-    def to_info(self, position: int | None = None) -> TaskInfo:
-        return TaskInfo(
-            id=self.id,
-            kind=self.kind,  # type: ignore[arg-type]
-            name=self.name,
-            status=self.status,
-            queue=self.queue,
-            node=self.node_id,
-            progress=self.progress,
-            attempts=self.attempts,
-            max_attempts=self.max_attempts,
-            created_at=self.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            position=position,
-            error=self.error,
-        )
 
 
 @dataclass
@@ -496,19 +478,7 @@ class TaskStore:
 
     def runnable(self, now: float, limit: int = 100, queues: list[str] | None = None) -> list[TaskRecord]:
         """Queued tasks whose retry delay has passed, oldest first (FIFO by submission)."""
-        wanted = self.live._queued.keys() if queues is None else queues
-        result: list[TaskRecord] = []
-        for rec in self.live.runnable(now, list(wanted)):
-            result.append(rec)
-            if len(result) >= max(1, int(limit)):
-                break
-        return result
-
-    def runnable_refs(
-        self, now: float, limit: int = 100, queues: list[str] | None = None
-    ) -> list[tuple[str, str, str, str]]:
-        """Like :meth:`runnable` but only ``(id, kind, name, queue)``."""
-        return [(r.id, r.kind, r.name, r.queue) for r in self.runnable(now, limit, queues)]
+        return list(itertools.islice(self.live.runnable(now, queues), max(1, int(limit))))
 
     def next_wakeup(self, now: float) -> float | None:
         """The earliest ``not_before`` still in the future among queued tasks (when a retry is due)."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from lama_cleaner.plugins.distributed import protocol as p
 
-from .conftest import Proc, ScriptedScheduler, handshake, png, start_node, wait_for
+from .conftest import Proc, ScriptedScheduler, handshake, mask_png, png, start_node, task_form, wait_for
 
 
 def test_registers_capabilities_and_pulls_one_task_at_a_time(
@@ -176,3 +176,105 @@ def test_sigterm_says_bye(scripted: ScriptedScheduler, procs: list[Proc], tmp_co
     _, _, bye = scripted.recv(10, [p.BYE])
     assert bye.header["reason"] == "shutdown"
     wait_for(lambda: not node.alive(), 10, "node to exit")
+
+
+def _quiet_handshake(sched: ScriptedScheduler, interval: float = 5.0) -> tuple[bytes, bytes, str]:
+    """HELLO -> WELCOME with a long heartbeat interval -> READY, then wait until the heartbeats of the
+    start-up (before the node adopted ``interval``) have stopped, so later messages are the task's."""
+    _, ident, hello = sched.recv(60, [p.HELLO])
+    node_id = hello.header["node_id"]
+    sched.welcome(ident, node_id, interval=interval)
+    _, qident, _ = sched.recv(60, [p.READY])
+
+    def heartbeats_stopped() -> bool:
+        try:
+            sched.recv(1.0, [p.HEARTBEAT])
+        except AssertionError:
+            return True  # a whole second without one: the long interval is in force
+        return False
+
+    wait_for(heartbeats_stopped, 10, "the start-up heartbeats to stop")
+    return ident, qident, node_id
+
+
+def _messages_until_ready(sched: ScriptedScheduler, timeout: float = 30.0) -> list[str]:
+    """Every command the node sends (heartbeats included) up to and including its next READY."""
+    seen: list[str] = []
+    while not seen or seen[-1] != p.READY:
+        seen.append(sched.recv(timeout)[2].command)
+    return seen
+
+
+def test_a_task_costs_two_messages_result_and_ready(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    """No HEARTBEAT around a task (any message is a sign of life; the periodic one goes on) and no
+    PROGRESS at 100 % without a step (the RESULT says more): RESULT + READY is all a task costs."""
+    start_node(procs, scripted.endpoint, tmp_config)
+    _, qident, _ = _quiet_handshake(scripted)
+    for i in range(3):
+        scripted.send_task(qident, f"q{i}", "sleep", "0")
+        assert _messages_until_ready(scripted) == [p.RESULT, p.READY]
+
+
+def test_a_stepping_model_still_reports_every_step(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    start_node(procs, scripted.endpoint, tmp_config)
+    _, qident, _ = _quiet_handshake(scripted)
+    scripted.send_task(qident, "s3", "steps", "steps=3 1")
+    seen: list[p.Message] = []
+    while not seen or seen[-1].command != p.READY:
+        seen.append(scripted.recv(30)[2])
+    assert [m.command for m in seen] == [p.PROGRESS] * 3 + [p.RESULT, p.READY]
+    assert [m.header["step"] for m in seen[:3]] == [0, 1, 2]
+
+
+def test_megabyte_images_cross_the_inference_pipe_intact(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
+    """Both directions of the Pipe to the inference child carry MB-sized blobs (large socket buffers)."""
+    start_node(procs, scripted.endpoint, tmp_config)
+    _, qident, _ = handshake(scripted)
+    big = png(1024, 768, seed=7)
+    assert len(big) > 2_000_000
+    scripted.send("queue", qident, p.TASK, {
+        "task_id": "big", "attempt": 1, "kind": "inpaint", "name": "sleep",
+        "form": task_form("0"), "submitter": None,
+    }, {"image": big, "mask": mask_png(1024, 768)})
+    _, _, result = scripted.recv(60, [p.RESULT, p.FAILED])
+    assert result.command == p.RESULT, result.header
+    body = result.blob_map()["body"]
+    decoded = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(decoded, cv2.imdecode(np.frombuffer(big, np.uint8), cv2.IMREAD_COLOR))
+
+
+def _sndbuf(conn) -> int:
+    import socket
+
+    sock = socket.socket(fileno=conn.fileno())
+    try:
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    finally:
+        sock.detach()  # the fd belongs to the Connection
+
+
+def test_pipe_buffers_are_enlarged():
+    import multiprocessing as mp
+
+    import pytest
+
+    from lama_cleaner.plugins.distributed.inference_worker import _PIPE_BUFFER_BYTES, enlarge_pipe_buffers
+
+    a, b = mp.Pipe()
+    try:
+        before = _sndbuf(a)
+        try:
+            with open("/proc/sys/net/core/wmem_max") as fh:
+                cap = int(fh.read())
+        except OSError:
+            cap = _PIPE_BUFFER_BYTES
+        if cap <= before:
+            pytest.skip(f"the kernel caps socket buffers at {cap} bytes, the default here")
+        enlarge_pipe_buffers(a)
+        after = _sndbuf(a)
+        assert after > before and after >= min(_PIPE_BUFFER_BYTES, cap)
+        a.send(b"still works")  # the Connection's own fd is untouched
+        assert b.recv() == b"still works"
+    finally:
+        a.close()
+        b.close()

@@ -16,7 +16,7 @@ from lama_cleaner.plugins.distributed.executor import error_from_reply
 from lama_cleaner.plugins.distributed.producer import SchedulerClient, SchedulerUnavailable
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
 
-from .conftest import FAST, free_port_block, mask_png, png, task_form, wait_for
+from .conftest import FAST, free_port_block, mask_png, png, start_node, task_form, wait_for
 
 
 def _config(tmp_path: Path):
@@ -126,3 +126,152 @@ def test_rejections_map_to_the_errors_the_http_edge_knows(header, expected, stat
     assert isinstance(err, expected) and err.status == status and err.message == header["message"]
     if isinstance(err, Overloaded):
         assert err.retry_after == 9
+
+
+# ---------------------------------------------------------------------- result push (DONE)
+class _Events:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def emit(self, event) -> None:
+        self.events.append(event)
+
+
+def _with_node(tmp_path: Path, procs, tmp_config):
+    config = _config(tmp_path)
+    scheduler = _scheduler(config)
+    start_node(procs, config.distributed.scheduler_bind, tmp_config)
+    return config, scheduler
+
+
+def _wait_node(client: SchedulerClient) -> None:
+    def online() -> bool:
+        nodes = client.request(p.NODES, {}).header.get("nodes") or []
+        return any(n.get("state") == "idle" for n in nodes)
+
+    wait_for(online, 60, "a node online")
+
+
+def test_want_result_pushes_the_body_and_release_forgets_it(tmp_path: Path, procs, tmp_config):
+    config, scheduler = _with_node(tmp_path, procs, tmp_config)
+    client = SchedulerClient(config.distributed.scheduler_bind, config)
+    try:
+        _wait_node(client)
+        done = threading.Event()
+        header = {
+            "task": {"kind": "inpaint", "name": "sleep", "form": task_form("0"), "submitter": None,
+                     "idempotency_key": None},
+            "blobs": ["image", "mask"], "want_result": True,
+        }
+        accepted = client.request(p.SUBMIT, header, [png(), mask_png()], done_event=done)
+        task_id = accepted.header["task"]["id"]
+        assert client.has_result_slot(task_id)
+        assert done.wait(30), "no DONE pushed"
+        pushed = client.result(task_id)
+        assert pushed is not None and pushed.command == p.DONE and pushed.header["status"] == "completed"
+        fetched = client.request(p.FETCH, {"task_id": task_id})
+        assert pushed.blob_map()["body"] == fetched.blob_map()["body"]  # the same bytes FETCH returns
+        assert pushed.header["mimetype"] == fetched.header["mimetype"] == "image/png"
+        client.release_result(task_id)
+        assert client.result(task_id) is None and not client.has_result_slot(task_id)
+        # A SUBMIT without want_result opens no slot: nothing is kept for it.
+        plain = _submit(client).header["task"]["id"]
+        assert not client.has_result_slot(plain)
+    finally:
+        client.close()
+        scheduler.close()
+
+
+def _executor(config):
+    from lama_cleaner.plugins.distributed.executor import DistributedExecutor
+    from lama_cleaner.plugins.manager import create_plugin_manager
+
+    config.distributed.scheduler = config.distributed.scheduler_bind  # use the test's scheduler
+    config.distributed.request_timeout_s = 30
+    pm = create_plugin_manager(["tests.support.fake_models"])
+    executor = DistributedExecutor(config, _Events(), pm, start_local_nodes=False)
+    sent: list[str] = []
+    assert executor.client is not None
+    original = executor.client.request
+
+    def recording(command, header=None, blobs=None, **kw):
+        sent.append(command)
+        return original(command, header, blobs, **kw)
+
+    executor.client.request = recording  # type: ignore[method-assign]
+    return executor, sent
+
+
+def _inpaint_request(prompt: str = "0", image: bytes | None = None):
+    from lama_cleaner.tasks import TaskRequest
+
+    return TaskRequest(kind="inpaint", name="sleep", form=task_form(prompt),
+                       files={"image": image or png(), "mask": mask_png()})
+
+
+def test_classic_run_gets_its_body_from_done_without_fetch(tmp_path: Path, procs, tmp_config):
+    config, scheduler = _with_node(tmp_path, procs, tmp_config)
+    executor, sent = _executor(config)
+    try:
+        assert executor.client is not None
+        _wait_node(executor.client)
+        sent.clear()
+        out = executor.run(_inpaint_request())
+        assert out.mimetype == "image/png" and out.body
+        assert sent == [p.SUBMIT]  # no FETCH (and no GET): the body came with the DONE
+        assert not executor.client._results  # the slot was released
+        # A task that fails on the node raises from its DONE just like FETCH would have.
+        # (a PNG whose header passes the web side's check but whose data is cut off fails on the node)
+        cut = png(seed=11)
+        with pytest.raises(TaskFailed) as info:
+            executor.run(_inpaint_request(image=cut[: len(cut) // 2]))
+        assert info.value.status == 400 and "cannot decode" in info.value.message
+        assert p.FETCH not in sent
+    finally:
+        executor.close()
+        scheduler.close()
+
+
+def test_classic_run_falls_back_to_fetch_without_a_done(tmp_path: Path, procs, tmp_config):
+    """A DONE can be lost (the client reconnected since the SUBMIT): the terminal EVENT still wakes
+    the request, which then FETCHes the result."""
+    config, scheduler = _with_node(tmp_path, procs, tmp_config)
+    executor, sent = _executor(config)
+    try:
+        assert executor.client is not None
+        _wait_node(executor.client)
+        executor.client._on_done = lambda msg: None  # type: ignore[method-assign]  # every DONE lost
+        sent.clear()
+        out = executor.run(_inpaint_request())
+        assert out.mimetype == "image/png" and out.body
+        assert sent == [p.SUBMIT, p.FETCH]
+    finally:
+        executor.close()
+        scheduler.close()
+
+
+def test_many_threads_many_requests_none_lost(tmp_path: Path):
+    """Requests from many threads share wake-ups of the I/O thread; none may be left waiting."""
+    config = _config(tmp_path)
+    scheduler = _scheduler(config)
+    client = SchedulerClient(config.distributed.scheduler_bind, config, request_timeout_s=10)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(150):
+                assert client.request(p.QUEUES, {}).command == p.STATS
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        client.close()
+        scheduler.close()

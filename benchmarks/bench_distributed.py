@@ -299,9 +299,11 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
     from lama_cleaner.errors import NotFound
     from lama_cleaner.image_plugins.registry import build_image_plugin_registry
     from lama_cleaner.models.registry import build_model_registry
+    from lama_cleaner.plugins.distributed.malloc_tuning import tune_malloc
     from lama_cleaner.plugins.distributed.scheduler import Scheduler
     from lama_cleaner.plugins.manager import create_plugin_manager
 
+    tune_malloc()  # as scheduler_main does
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s scheduler %(name)s: %(message)s")
     config = load_config(config_file)
     pm = create_plugin_manager([x for x in config.plugins if x != "distributed"])

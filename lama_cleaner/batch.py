@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import ctypes
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
@@ -44,6 +44,7 @@ import requests
 from .client import ApiError, LamaCleanerClient, inpaint_form
 from .config import ConfigError, read_config_file
 from .plugins.manager import create_plugin_manager, split_plugins
+from .process_lifetime import die_with_parent
 from .tasks import TERMINAL_STATES
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -263,15 +264,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if this batch process dies (even by SIGKILL), so no server is orphaned."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class EmbeddedServer:
     """``lama-cleaner --plugins distributed`` on free loopback ports, stopped with its process group.
 
@@ -307,7 +299,8 @@ class EmbeddedServer:
     def start(self, timeout: float) -> None:
         kwargs: dict[str, Any] = {"start_new_session": True}
         if sys.platform.startswith("linux"):
-            kwargs["preexec_fn"] = _die_with_parent
+            # SIGTERM if this batch process dies (even by SIGKILL): the server stops cleanly, never orphaned.
+            kwargs["preexec_fn"] = functools.partial(die_with_parent, signal.SIGTERM)
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      **kwargs)
         deadline = time.monotonic() + timeout

@@ -21,6 +21,12 @@ class InpaintExecutor(Protocol):
     ``run`` blocks until the task finishes and returns its encoded reply, or raises one of the
     exceptions in ``lama_cleaner.errors`` (``ClientError`` for bad input, ``Overloaded`` when
     full, ``InferenceError``/``TaskFailed`` when the model failed, ``TaskCancelled``).
+
+    Validation happens once, at the edge: the caller runs ``pipeline.validate_task`` before ``run``
+    (``/inpaint``, ``/run_plugin`` and ``POST /api/v1/tasks`` do), so bad input is a 4xx before any
+    work is queued and the image headers are decoded once per request. An executor does not repeat
+    that check; input that only a full decode rejects still fails inside ``execute_task`` as a
+    ``ClientError`` (a 4xx ``TaskFailed`` when it ran on a node).
     """
 
     def current_model(self) -> str:
@@ -33,7 +39,8 @@ class InpaintExecutor(Protocol):
         ...
 
     def run(self, request: TaskRequest) -> TaskOutput:
-        """Run one task to completion (blocking)."""
+        """Run one task to completion (blocking); ``request`` already passed ``validate_task`` and is
+        not modified."""
         ...
 
     def close(self) -> None:

@@ -8,18 +8,20 @@ By default the scheduler runs inside this process (embedded mode); with ``distri
 set the web server is only a producer for an external ``lama-cleaner scheduler``. Either way it also
 supervises ``distributed.local_nodes`` node subprocesses.
 
-A classic call validates its input first (bad input is a 400 before anything is queued), submits
-with ``want_result`` so that the scheduler pushes the outcome (DONE, with the result bytes) to this
-connection as soon as it is committed, and waits for that DONE or the task's terminal EVENT
-(re-checking with GET now and then, so a missed event after a scheduler restart cannot hang a
-request). Without a DONE (the client reconnected since the SUBMIT, so the scheduler pushed it to the
-old socket) it FETCHes the result instead. Either way the bytes are what the node produced with the
-same ``pipeline.execute_task`` the classic mode uses: replies are byte-identical.
+A classic call arrives validated (the route ran ``pipeline.validate_task``, so bad input was a 400
+before anything was queued; see ``InpaintExecutor.run``). It is submitted with ``want_result`` so
+that the scheduler pushes the outcome (DONE, with the result bytes) to this connection as soon as it
+is committed, and waits for that DONE or the task's terminal EVENT (re-checking with GET now and
+then, so a missed event after a scheduler restart cannot hang a request). Without a DONE (the client
+reconnected since the SUBMIT, so the scheduler pushed it to the old socket) it FETCHes the result
+instead. Either way the bytes are what the node produced with the same ``pipeline.execute_task``
+the classic mode uses: replies are byte-identical.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import uuid
@@ -38,7 +40,8 @@ from ...errors import (
 )
 from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
 from . import protocol as p
-from .capabilities import routing_resource_class
+from .capabilities import task_resource_class
+from .endpoints import connectable
 from .producer import SchedulerClient
 
 log = logging.getLogger(__name__)
@@ -91,18 +94,18 @@ def failure_status(error_status: Any) -> int:
     return 500
 
 
-def connectable(endpoint: str) -> str:
-    """A bind address (``tcp://*:5570``, ``tcp://0.0.0.0:5570``) as an address to connect to."""
-    for wildcard in ("tcp://*:", "tcp://0.0.0.0:"):
-        if endpoint.startswith(wildcard):
-            return "tcp://127.0.0.1:" + endpoint[len(wildcard):]
-    return endpoint
-
-
 class _Waiter:
     def __init__(self, done: threading.Event | None = None) -> None:
         self.done = done or threading.Event()
         self.status: str | None = None
+
+
+def task_output(msg: p.Message) -> TaskOutput:
+    """The result a completed DONE or an OUTPUT (the FETCH reply) carries: its ``body`` blob, the
+    ``mimetype`` and the reply ``headers`` (``X-Seed``, ...)."""
+    body = msg.blob_map().get("body", msg.blobs[0] if msg.blobs else b"")
+    headers = {str(k): str(v) for k, v in (msg.header.get("headers") or {}).items()}
+    return TaskOutput(body=body, mimetype=msg.header["mimetype"], headers=headers)
 
 
 def output_from_done(msg: p.Message) -> TaskOutput:
@@ -110,9 +113,7 @@ def output_from_done(msg: p.Message) -> TaskOutput:
     header = msg.header
     status = header.get("status")
     if status == "completed":
-        blobs = msg.blob_map()
-        headers = {str(k): str(v) for k, v in (header.get("headers") or {}).items()}
-        return TaskOutput(body=blobs.get("body", b""), mimetype=header["mimetype"], headers=headers)
+        return task_output(msg)
     if status == "cancelled":
         raise TaskCancelled("Task was cancelled")
     raise TaskFailed(str(header.get("error") or "task failed"), header.get("traceback"),
@@ -134,6 +135,10 @@ class DistributedExecutor:
         self.events = events
         self.models = build_model_registry(pm)
         self.image_plugins = build_image_plugin_registry(pm, config)
+        self.resource_class_of = functools.partial(
+            task_resource_class, models=self.models, image_plugins=self.image_plugins, server_device=config.device
+        )
+        """``gpu``/``cpu`` for a task (``kind``, ``name``): the routing lookup the scheduler main uses too."""
         self._current = config.model
         self._lock = threading.Lock()
         self._waiters: dict[str, _Waiter] = {}
@@ -150,7 +155,7 @@ class DistributedExecutor:
 
                 self.scheduler = Scheduler(config, self.resource_class_of)
                 self.scheduler.start()
-                endpoint = self._scheduler_endpoint()
+                endpoint = self.scheduler.control_endpoint  # bound by start(), a ":0" port resolved
             self.endpoint = connectable(endpoint)
             self.client = SchedulerClient(
                 self.endpoint, config, on_event=self._on_event, on_reconnect=self._on_reconnect
@@ -165,32 +170,6 @@ class DistributedExecutor:
             raise
         log.info("distributed executor using scheduler %s (%s)", self.endpoint,
                  "embedded" if self.scheduler is not None else "external")
-
-    def _scheduler_endpoint(self) -> str:
-        for attr in ("control_endpoint", "endpoint", "bound_endpoint"):
-            value = getattr(self.scheduler, attr, None)
-            if callable(value):
-                value = value()
-            if isinstance(value, str) and value:
-                return value
-        return self.config.distributed.scheduler_bind
-
-    # ------------------------------------------------------------------ routing helper
-    def resource_class_of(self, kind: str, name: str) -> str | None:
-        """``gpu``/``cpu`` for a model or image plugin this server knows, else None.
-
-        With ``--device cpu`` the operator declared a CPU deployment, so a gpu-class model that runs
-        acceptably on CPU (``runs_on_cpu``, e.g. lama) is routed to the cpu queue; otherwise its
-        task would wait for a GPU node that never comes. ``distributed.routes`` still win.
-        """
-        try:
-            if kind == "inpaint":
-                return routing_resource_class(self.models.get(name), self.config.device)
-            if kind == "plugin":
-                return getattr(self.image_plugins.get(name), "resource_class", "cpu")
-        except NotFound:
-            return None
-        return None
 
     # ------------------------------------------------------------------ InpaintExecutor
     def current_model(self) -> str:
@@ -210,11 +189,9 @@ class DistributedExecutor:
         return True
 
     def run(self, request: TaskRequest) -> TaskOutput:
-        from ... import pipeline
-
+        """Submit and wait; ``request`` was validated by the caller (see ``InpaintExecutor.run``)."""
         if request.kind == "inpaint" and not request.name:
-            request.name = self._current
-        pipeline.validate_task(request, self.config, self.image_plugins)
+            request = dataclasses.replace(request, name=self._current)  # the caller's object stays as it was
         done = threading.Event()
         info = self.submit(request, want_result=True, done_event=done)
         try:
@@ -251,8 +228,7 @@ class DistributedExecutor:
             self.client = None
         if self.scheduler is not None:
             try:
-                closer = getattr(self.scheduler, "close", None) or self.scheduler.stop
-                closer()  # stop the loop and wait for it: the journal is closed cleanly
+                self.scheduler.close()  # stop the loop and wait for it: the journal is closed cleanly
             finally:
                 self.scheduler = None
 
@@ -295,11 +271,7 @@ class DistributedExecutor:
         return task_info(self._request(p.GET, {"task_id": task_id}).header["task"])
 
     def result(self, task_id: str) -> TaskOutput:
-        reply = self._request(p.FETCH, {"task_id": task_id})
-        blobs = reply.blob_map()
-        body = blobs.get("body", reply.blobs[0] if reply.blobs else b"")
-        headers = {str(k): str(v) for k, v in (reply.header.get("headers") or {}).items()}
-        return TaskOutput(body=body, mimetype=reply.header["mimetype"], headers=headers)
+        return task_output(self._request(p.FETCH, {"task_id": task_id}))
 
     def cancel(self, task_id: str) -> TaskInfo:
         return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])

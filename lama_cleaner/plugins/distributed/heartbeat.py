@@ -16,13 +16,15 @@ Clock = Callable[[], float]
 class Liveness:
     """When to send the next heartbeat, and whether the peer has gone silent for too long."""
 
+    interval_s: float
+    liveness: int
+    last_seen: float
+    next_send: float
+
     def __init__(self, interval_s: float, liveness: int, clock: Clock = time.monotonic) -> None:
         self.clock = clock
-        self.interval_s = max(0.01, float(interval_s))
-        self.liveness = max(1, int(liveness))
-        now = clock()
-        self.last_seen = now
-        self.next_send = now
+        self.configure(interval_s, liveness)
+        self.reset()
 
     def configure(self, interval_s: float, liveness: int) -> None:
         """Adopt the values a peer announced (WELCOME) without resetting the timers."""

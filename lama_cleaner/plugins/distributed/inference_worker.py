@@ -16,19 +16,18 @@ through the ``cancelled`` callback of ``execute_task``.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ...process_lifetime import die_with_parent
+
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _PIPE_BUFFER_BYTES = 4 * 1024 * 1024
 """Socket buffer size asked for on both ends of the Pipe to the inference child. The default (about
 200 KiB) splits a 1 MB image into many write/wake-up/read rounds between the two processes; 4 MiB
@@ -49,17 +48,6 @@ def enlarge_pipe_buffers(conn: Any) -> None:
         pass
     finally:
         sock.close()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent (the node) dies, however it dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def classify(exc: BaseException) -> tuple[str, bool, int]:
@@ -108,7 +96,9 @@ class _Runtime:
 
         def progress(p: Progress) -> None:
             if p.step is None and p.percent >= 100:
-                return  # "done" without a step: the outcome right behind it says more
+                # "Done" without a step: the outcome right behind it says more. Filtered here, at the
+                # source, so the node forwards every progress message it gets as a PROGRESS.
+                return
             conn.send(("progress", task_id, float(p.percent), p.step, p.total_steps))
 
         try:
@@ -130,20 +120,12 @@ class _Runtime:
             message, retryable, status = classify(exc)
             conn.send(("failed", task_id, message, traceback.format_exc(), retryable, status))
             return
-        loaded = _loaded(self.models)
-        conn.send(("result", task_id, out.body, out.mimetype, dict(out.headers), loaded))
-
-
-def _loaded(models: Any) -> str | None:
-    try:
-        return models.loaded_model()
-    except Exception:  # noqa: BLE001 - informational only
-        return None
+        conn.send(("result", task_id, out.body, out.mimetype, dict(out.headers), self.models.loaded_model()))
 
 
 def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str) -> None:
     """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away."""
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)  # the node died, however it died: nothing is left to report to
     enlarge_pipe_buffers(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     logging.basicConfig(level=os.environ.get("LAMA_CLEANER_LOG_LEVEL", "INFO"))
@@ -152,7 +134,7 @@ def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[
     except BaseException as exc:  # noqa: BLE001 - report, then exit: the node decides what to do
         conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", {"pid": os.getpid(), "loaded_model": _loaded(runtime.models)}))
+    conn.send(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()}))
     while True:
         try:
             msg = conn.recv()

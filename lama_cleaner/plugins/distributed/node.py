@@ -39,8 +39,10 @@ from typing import Any
 
 import zmq
 
+from ...errors import NotFound
 from . import protocol as p
 from .capabilities import available_models, collect
+from .endpoints import queue_endpoint_for
 from .heartbeat import Backoff, Liveness
 from .inference_worker import enlarge_pipe_buffers, worker_main
 
@@ -50,7 +52,6 @@ _TICK_S = 0.05
 _KILL_GRACE_S = 0.5
 _STEP_CANCEL_GRACE_S = 3.0
 _BYE_LINGER_MS = 500
-
 
 
 @dataclass
@@ -75,42 +76,6 @@ class _Current:
 def _loads_model(kind: str) -> bool:
     """Tasks of this kind load a model on the node (the scheduler then predicts ``loaded_model``)."""
     return kind == "inpaint"
-
-
-_WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", "[*]"})
-
-
-def _tcp_host_port(endpoint: str) -> tuple[str, str] | None:
-    """(host, port) of a ``tcp://`` endpoint, or None; ``tcp://src;dst:port`` -> the destination."""
-    if not endpoint.startswith("tcp://"):
-        return None
-    rest = endpoint[len("tcp://"):]
-    if ";" in rest:  # ZeroMQ's "source;destination" connect syntax
-        rest = rest.split(";", 1)[1]
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port:
-        return None
-    return host, port
-
-
-def queue_endpoint_for(granted: str, control: str) -> str:
-    """The address to connect to for a queue endpoint granted in WELCOME.
-
-    The scheduler reports queue endpoints as it bound them, so a scheduler listening on every
-    interface (``tcp://0.0.0.0:5570``, ``tcp://*:5570``, ``tcp://[::]:5570``) grants
-    ``tcp://0.0.0.0:5571``, which is no address a remote node can reach. A wildcard host is
-    therefore replaced by the host this node used to reach the control endpoint (which, by
-    construction, reaches the scheduler); anything else is used as granted.
-    """
-    granted_parts = _tcp_host_port(granted)
-    control_parts = _tcp_host_port(control)
-    if granted_parts is None or control_parts is None:
-        return granted
-    host, port = granted_parts
-    control_host = control_parts[0]
-    if host not in _WILDCARD_HOSTS or control_host in _WILDCARD_HOSTS:
-        return granted
-    return f"tcp://{control_host}:{port}"
 
 
 class _Child:
@@ -510,10 +475,7 @@ class Node:
             log.warning("TASK %s arrived while not idle; handing it back", task_id)
             self._send(self._failed_frames(task_id, attempt, "node was not idle", "", True, 503))
             return
-        try:
-            files = msg.blob_map()
-        except ValueError:
-            files = {}
+        files = msg.blob_map()  # decode() already checked the blob count against the header
         # Accepted even while the inference child is (re)starting: the scheduler gave us the task
         # on a legitimate credit; it is handed over as soon as the child says it is ready.
         self.current = _Current(
@@ -566,11 +528,12 @@ class Node:
             self._kill_child_for_cancel()
 
     def _reports_steps(self, cur: _Current) -> bool:
+        """Whether the task's model checks the cancel Event between steps (else only a kill stops it)."""
         if cur.kind != "inpaint":
             return False
         try:
-            return bool(getattr(self.registry.get(cur.name), "reports_steps", False))
-        except Exception:  # noqa: BLE001 - unknown model: treat as uninterruptible
+            return self.registry.get(cur.name).reports_steps
+        except NotFound:  # a model this node does not know: treat as uninterruptible
             return False
 
     def _check_cancel_deadline(self, now: float) -> None:
@@ -705,8 +668,6 @@ class Node:
             return  # a late message about a task we already gave up on
         if kind == "progress":
             _, task_id, percent, step, total = msg
-            if percent >= 100.0 and step is None:
-                return  # the outcome right behind it says more; the scheduler ignores such a PROGRESS
             self._send(
                 p.encode(
                     p.PROGRESS,

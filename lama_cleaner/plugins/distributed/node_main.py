@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from ...config import ConfigError, load_config
 from .capabilities import effective_device, parse_labels, split_list
+from .malloc_tuning import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ def node_main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--scheduler must be a tcp:// endpoint, got {scheduler!r}")
     device = effective_device(args.device or config.device)
     config.device = device
+    tuned = tune_malloc()  # this process, and (through the environment) the inference child it spawns
+    if tuned:
+        log.debug("malloc settings for the node and its inference process: %s", tuned)
 
     node = Node(
         scheduler,

@@ -58,7 +58,7 @@ from .routing import IdleNode, ResourceClassOf, WaitingTask, node_can_run, plan_
 from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
 from .scheduler_producers import ProducerMessages, peek_req_id
-from .task_store import TaskRecord, TaskStore
+from .task_store import BLOB_DIR, BlobMissing, TaskRecord, TaskStore
 
 __all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 
@@ -165,7 +165,8 @@ class Scheduler(NodeMessages, ProducerMessages):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
-            self.store = TaskStore(self.data_dir / JOURNAL_FILE, synchronous=self.dcfg.journal_synchronous)
+            self.store = TaskStore(self.data_dir / JOURNAL_FILE, synchronous=self.dcfg.journal_synchronous,
+                                   blob_dir=self.data_dir / BLOB_DIR)
         except BaseException:
             self._unlock_data_dir()
             raise
@@ -567,9 +568,15 @@ class Scheduler(NodeMessages, ProducerMessages):
             ident = node.queue_idents.get(task.queue)
             if ident is None:  # pragma: no cover - credit implies a known identity
                 continue
+            try:
+                files = store.inputs(task.task_id)
+            except BlobMissing as exc:  # it can never run; the node keeps its credit for the next task
+                log.error("task %s failed: %s", task.task_id, exc)
+                self._count("failed")
+                self._event(store.fail(task.task_id, error=f"Task input lost: {exc}", status=500, now=now))
+                continue
             rec = store.mark_processing(task.task_id, node.node_id, now)
             self._refunded.discard(rec.id)
-            files = store.inputs(rec.id)
             header = {
                 "task_id": rec.id,
                 "attempt": rec.dispatches,

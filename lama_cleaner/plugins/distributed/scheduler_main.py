@@ -22,6 +22,7 @@ from typing import Any
 
 from ...config import Config, ConfigError, load_config
 from .capabilities import split_list, task_resource_class
+from .malloc_tuning import tune_malloc
 from .routing import ResourceClassOf
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     if args.device:
         config.device = args.device
     pm.hook.configure(config=config, args=args)
+    tune_malloc()  # every 1 MB message would otherwise fault its pages in again (see malloc_tuning)
 
     scheduler = Scheduler(config, build_resource_class_of(pm, config))
     stop = threading.Event()

@@ -21,6 +21,15 @@ Durability: ``synchronous`` is the SQLite pragma (``NORMAL`` by default, see
 ``DistributedConfig.journal_synchronous``). In WAL mode ``NORMAL`` survives a crash or SIGKILL of
 the process; only an OS crash or power cut can lose the last commits. ``FULL`` fsyncs every commit.
 
+Blobs: content-addressed (sha256) and shared between tasks. Blobs up to ``inline_max`` bytes
+(64 KiB) are stored in the ``blobs`` table; larger ones (images, results) are files in the
+journal's ``blobs/`` folder (:mod:`.blob_files`), because writing a 1 MB BLOB through the WAL and
+its checkpoint cost ten times a file write. A file is in place before the commit that references
+it (and fsynced first under ``FULL``), and removed only after the commit that drops its row: every
+batch ends by reconciling the files it touched with the committed rows, and opening the journal
+removes files no row claims (a crash between rename and commit). So, like the live index, this
+assumes one owner: never open a journal another process is writing (the scheduler holds a lock).
+
 Not thread-safe: one thread (the scheduler loop) uses a store at a time.
 """
 
@@ -41,11 +50,15 @@ from pathlib import Path
 from typing import Any
 
 from . import states
+from .blob_files import BlobFiles
 from .live_tasks import LiveTasks
 
 MIGRATIONS_ENV = "LAMA_CLEANER_MIGRATIONS_DIR"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
+BLOB_DIR = "blobs"
+INLINE_BLOB_MAX = 64 * 1024
+"""Blobs up to this many bytes stay in the journal; bigger ones are files (see :mod:`.blob_files`)."""
 
 MAX_FREE_RECOVERIES = 2
 """How many scheduler restarts may interrupt a task without charging its retry budget. The
@@ -55,6 +68,10 @@ keeps coming back from crashes (it may be what crashes the host) is charged afte
 
 class StoreError(RuntimeError):
     """The journal cannot be opened or migrated (the message says which file and why)."""
+
+
+class BlobMissing(LookupError):
+    """A blob the journal references is gone (its file was lost, e.g. to a power cut under NORMAL)."""
 
 
 def default_migrations_dir() -> Path:
@@ -162,6 +179,8 @@ class TaskStore:
         *,
         synchronous: str = "NORMAL",
         migrations_dir: str | os.PathLike[str] | None = None,
+        blob_dir: str | os.PathLike[str] | None = None,
+        inline_max: int = INLINE_BLOB_MAX,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -173,6 +192,11 @@ class TaskStore:
         self._begun = False
         self._savepoints: list[list[Any]] = []  # [name, opened] for each savepoint() block, innermost last
         self._sp_counter = 0
+        self.inline_max = max(0, int(inline_max))
+        self.files = BlobFiles(Path(blob_dir) if blob_dir else self.path.parent / BLOB_DIR,
+                               fsync=mode in ("FULL", "EXTRA"))
+        self._touched: set[str] = set()  # blob files written or un-referenced in this batch
+        self._fresh: dict[str, dict[str, bytes]] = {}  # inputs of tasks created in this batch, by task id
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         except sqlite3.Error as exc:
@@ -188,6 +212,10 @@ class TaskStore:
             rows = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('queued', 'processing') ORDER BY seq")
             for row in rows.fetchall():
                 self.live.put(_record(row))
+        self._file_blobs = self._has_blob_files()
+        if self._file_blobs:
+            keep = {r[0] for r in self._exec("SELECT sha256 FROM blobs WHERE stored = 'file'")}
+            self.files.sweep(keep)
 
     # ------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -233,6 +261,10 @@ class TaskStore:
             applied.append(path.name)
         return applied
 
+    def _has_blob_files(self) -> bool:
+        """Whether the schema has ``blobs.stored`` (migration 0003); without it every blob is inline."""
+        return any(row[1] == "stored" for row in self._exec("PRAGMA table_info(blobs)"))
+
     def schema_version(self) -> int:
         row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0] or 0)
@@ -259,7 +291,8 @@ class TaskStore:
         self._finish(commit=True)
 
     def _finish(self, *, commit: bool) -> None:
-        """End the outermost batch: COMMIT (or ROLLBACK, index included) if anything was written."""
+        """End the outermost batch: COMMIT (or ROLLBACK, index included) if anything was written,
+        then bring the blob files it touched in line with what the journal now holds."""
         begun, self._begun, self._depth = self._begun, False, 0
         self._savepoints.clear()
         try:
@@ -277,6 +310,18 @@ class TaskStore:
                 self.live.rollback_to(0)
         finally:
             self.live.end()
+            self._fresh.clear()
+            if self._touched:
+                self._reconcile_files()
+
+    def _reconcile_files(self) -> None:
+        """After the batch ended: delete each touched file whose row is not committed (a rolled-back
+        write, or a blob pruned by this batch). Rows decide; a file is never deleted before its row."""
+        touched, self._touched = self._touched, set()
+        for digest in touched:
+            row = self._db.execute("SELECT 1 FROM blobs WHERE sha256 = ? AND stored = 'file'", (digest,)).fetchone()
+            if row is None:
+                self.files.unlink(digest)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -296,6 +341,7 @@ class TaskStore:
                     self._db.execute(f"ROLLBACK TO {entry[0]}")
                     self._db.execute(f"RELEASE {entry[0]}")
                 self.live.rollback_to(mark)
+                self._fresh.clear()
                 raise
             if self._savepoints and self._savepoints[-1] is entry:
                 self._savepoints.pop()
@@ -334,27 +380,75 @@ class TaskStore:
         """Store ``data`` once under its sha256 and return the hash."""
         digest = sha256_of(data)
         with self.batch():
-            self._write(
-                "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
-                (digest, len(data), sqlite3.Binary(data), now if now is not None else time.time()),
-            )
+            self._store_blob(digest, data, now if now is not None else time.time())
         return digest
 
+    def _store_blob(self, digest: str, data: bytes, now: float) -> None:
+        """Insert the blob's row unless it exists; a new file-backed blob gets its file now, before
+        the commit (inside a batch, so a failed write rolls the row back)."""
+        if not self._file_blobs:
+            self._write("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
+                        (digest, len(data), sqlite3.Binary(data), now))
+        elif len(data) <= self.inline_max:
+            self._write("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at, stored) "
+                        "VALUES (?, ?, ?, ?, 'inline')", (digest, len(data), sqlite3.Binary(data), now))
+        else:
+            cur = self._write("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at, stored) "
+                              "VALUES (?, ?, x'', ?, 'file')", (digest, len(data), now))
+            if cur.rowcount == 1 or self._lost_file(digest):
+                self._touched.add(digest)  # before the write: a failed write leaves no stray file either
+                self.files.write(digest, data)
+
+    def _lost_file(self, digest: str) -> bool:
+        """True when the blob's row says "file" but the file is gone: the same bytes restore it."""
+        if self.files.path(digest).is_file():
+            return False
+        row = self._exec("SELECT stored FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        return row is not None and row[0] == "file"
+
     def get_blob(self, digest: str) -> bytes | None:
-        row = self._exec("SELECT data FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
-        return bytes(row[0]) if row else None
+        """The blob's bytes; None if there is no such blob or its file was lost."""
+        if not self._file_blobs:
+            row = self._exec("SELECT data FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+            return bytes(row[0]) if row else None
+        row = self._exec("SELECT data, stored, size FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        if row is None:
+            return None
+        return self._blob_bytes(digest, row[0], row[1], row[2])
+
+    def _blob_bytes(self, digest: str, data: bytes, stored: str, size: int) -> bytes | None:
+        if stored == "file":
+            return self.files.read(digest, int(size))
+        return bytes(data)
 
     def blob_count(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM blobs").fetchone()[0])
 
     def inputs(self, task_id: str) -> dict[str, bytes]:
-        """The task's input files, name -> bytes, in submission order."""
-        rows = self._exec(
-            "SELECT tb.name, b.data FROM task_blobs tb JOIN blobs b ON b.sha256 = tb.sha256 "
-            "WHERE tb.task_id = ? AND tb.role = 'input' ORDER BY tb.position",
+        """The task's input files, name -> bytes, in submission order. Raises :class:`BlobMissing`
+        when one of them is gone (the task can then never run). A task created in the current
+        batch (a SUBMIT dispatched in the same round) gets the bytes it arrived with, unread."""
+        fresh = self._fresh.get(task_id)
+        if fresh is not None:
+            return dict(fresh)
+        if not self._file_blobs:
+            rows = self._exec(
+                "SELECT tb.name, b.data FROM task_blobs tb JOIN blobs b ON b.sha256 = tb.sha256 "
+                "WHERE tb.task_id = ? AND tb.role = 'input' ORDER BY tb.position",
+                (task_id,),
+            ).fetchall()
+            return {r[0]: bytes(r[1]) for r in rows}
+        files: dict[str, bytes] = {}
+        for name, digest, data, stored, size in self._exec(
+            "SELECT tb.name, b.sha256, b.data, b.stored, b.size FROM task_blobs tb "
+            "JOIN blobs b ON b.sha256 = tb.sha256 WHERE tb.task_id = ? AND tb.role = 'input' ORDER BY tb.position",
             (task_id,),
-        ).fetchall()
-        return {r[0]: bytes(r[1]) for r in rows}
+        ).fetchall():
+            body = self._blob_bytes(digest, data, stored, size)
+            if body is None:
+                raise BlobMissing(f"input {name!r} of task {task_id} is missing from {self.files.root}")
+            files[name] = body
+        return files
 
     # ------------------------------------------------------------ creating and reading
     def create_task(
@@ -392,16 +486,15 @@ class TaskStore:
                  json.dumps(form_dict), now),
             )  # fmt: skip
             seq = int(cur.lastrowid or 0)
-            blobs: list[tuple[Any, ...]] = []
             links: list[tuple[Any, ...]] = []
             for position, (fname, data) in enumerate((files or {}).items()):
                 digest = sha256_of(data)
-                blobs.append((digest, len(data), sqlite3.Binary(data), now))
+                self._store_blob(digest, data, now)
                 links.append((task_id, fname, position, digest))
-            self._write_many("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)", blobs)
             self._write_many(
                 "INSERT INTO task_blobs (task_id, role, name, position, sha256) VALUES (?, 'input', ?, ?, ?)", links
             )
+            self._fresh[task_id] = dict(files or {})
             record = TaskRecord(
                 seq=seq, id=task_id, kind=kind, name=name, queue=queue, status=states.QUEUED, attempts=0,
                 max_attempts=max_attempts, dispatches=0, recoveries=0, not_before=0.0, node_id=None, progress=None,
@@ -662,12 +755,16 @@ class TaskStore:
                 self._write("INSERT OR IGNORE INTO tombstones (id, expired_at) VALUES (?, ?)", (task_id, now))
                 self._write("DELETE FROM tasks WHERE id = ?", (task_id,))  # task_blobs rows cascade
                 self.live.forget(task_id)
-            blobs = self._write(
-                "DELETE FROM blobs WHERE sha256 IN (SELECT b.sha256 FROM blobs b "
+            stored = "b.stored" if self._file_blobs else "'inline'"
+            unused = self._exec(
+                f"SELECT b.sha256, {stored} FROM blobs b "
                 "WHERE NOT EXISTS (SELECT 1 FROM task_blobs tb WHERE tb.sha256 = b.sha256) "
-                "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.result_sha256 = b.sha256) LIMIT ?)",
+                "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.result_sha256 = b.sha256) LIMIT ?",
                 (limit,),
-            ).rowcount
+            ).fetchall()
+            self._write_many("DELETE FROM blobs WHERE sha256 = ?", [(r[0],) for r in unused])
+            self._touched.update(r[0] for r in unused if r[1] == "file")  # unlinked after the commit
+            blobs = len(unused)
             self._write("DELETE FROM tombstones WHERE expired_at < ?", (older_than,))
         return len(ids), int(blobs)
 

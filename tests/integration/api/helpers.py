@@ -9,19 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tests.support.distributed_config import FAKE_PLUGIN, FAST
 from tests.support.server_process import ServerProcess, ServerStartError
 from tests.support.waiting import WaitTimeout
-
-FAKE_MODELS = "tests.support.fake_models"
-FAST_CONFIG = {
-    "distributed": {
-        "heartbeat_interval_s": 0.2,
-        "heartbeat_liveness": 3,
-        "reconnect_min_s": 0.1,
-        "reconnect_max_s": 0.4,
-        "retry": {"inpaint": {"backoff_base_s": 0.05, "backoff_max_s": 0.2}},
-    }
-}
 
 
 def png(width: int = 48, height: int = 32, seed: int = 1, fmt: str = "PNG") -> bytes:
@@ -46,9 +36,9 @@ def distributed_server(
     0.2 s heartbeat, its journal in ``tmp``; ``distributed`` adds settings to that config section."""
     tmp.mkdir(parents=True, exist_ok=True)
     config = tmp / "config.json"
-    config.write_text(json.dumps({"distributed": {**FAST_CONFIG["distributed"], **(distributed or {})}}))
+    config.write_text(json.dumps({"distributed": {**FAST["distributed"], **(distributed or {})}}))
     args = [
-        "--plugins", f"distributed,{FAKE_MODELS}",
+        "--plugins", f"distributed,{FAKE_PLUGIN}",
         "--config", str(config),
         "--data-dir", str(tmp / "journal"),
         "--scheduler-bind", "tcp://127.0.0.1:0",  # the scheduler picks free ports and reports them

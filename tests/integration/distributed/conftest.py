@@ -25,19 +25,9 @@ import zmq
 
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.plugins.distributed import protocol as p
+from tests.support.distributed_config import FAKE_PLUGIN, FAST
 from tests.support.server_process import REPO_ROOT, free_port, server_env
 from tests.support.waiting import wait_for
-
-FAKE_PLUGIN = "tests.support.fake_models"
-FAST = {
-    "distributed": {
-        "heartbeat_interval_s": 0.2,
-        "heartbeat_liveness": 3,
-        "reconnect_min_s": 0.1,
-        "reconnect_max_s": 0.4,
-        "retry": {"inpaint": {"backoff_base_s": 0.05, "backoff_max_s": 0.2}},
-    }
-}
 
 
 def free_port_block(count: int = 3) -> int:

@@ -1,8 +1,8 @@
 """The whole distributed system, for real: web server (embedded or external scheduler), SQLite journal,
 node subprocesses with their inference children, ZeroMQ over loopback, HTTP and Socket.IO clients.
 
-Fault tests run with a 0.2 s heartbeat (see ``FAST`` in conftest), so a node is declared offline
-after 0.6 s of silence.
+Fault tests run with a 0.2 s heartbeat (``FAST`` in tests/support/distributed_config.py), so a node is
+declared offline after 0.6 s of silence.
 """
 
 from __future__ import annotations

@@ -232,6 +232,36 @@ def test_classic_run_gets_its_body_from_done_without_fetch(tmp_path: Path, procs
         scheduler.close()
 
 
+def test_classic_run_neither_validates_again_nor_changes_the_callers_request(
+    tmp_path: Path, procs, tmp_config, monkeypatch
+):
+    """The route already ran ``validate_task`` (``InpaintExecutor.run``'s contract), so ``run`` does not
+    decode the image headers a second time; a nameless inpaint request runs on the current model
+    without the caller's object being changed."""
+    from lama_cleaner import pipeline
+
+    def second_validation(*args, **kwargs):
+        raise AssertionError("DistributedExecutor.run validated a request its caller had validated")
+
+    config, scheduler = _with_node(tmp_path, procs, tmp_config)
+    executor, _ = _executor(config)
+    monkeypatch.setattr(pipeline, "validate_task", second_validation)
+    try:
+        assert executor.client is not None
+        _wait_node(executor.client)
+        executor.switch_model("sleep")
+        request = _inpaint_request()
+        request.name = ""
+        out = executor.run(request)
+        assert out.mimetype == "image/png" and out.body
+        assert request.name == ""
+        tasks, total = executor.list()
+        assert total == 1 and tasks[0].name == "sleep"
+    finally:
+        executor.close()
+        scheduler.close()
+
+
 def test_classic_run_falls_back_to_fetch_without_a_done(tmp_path: Path, procs, tmp_config):
     """A DONE can be lost (the client reconnected since the SUBMIT): the terminal EVENT still wakes
     the request, which then FETCHes the result."""

@@ -1,7 +1,8 @@
 """A scheduler listening on every interface grants queue endpoints like ``tcp://0.0.0.0:5571``.
 
 That address means "any interface" to ``bind`` and nothing useful to a remote node, so the node
-connects to the host it used for the control endpoint instead (``node.queue_endpoint_for``).
+connects to the host it used for the control endpoint instead (``endpoints.queue_endpoint_for``, whose
+rules are unit-tested in tests/unit/distributed/test_endpoints.py; these tests run the real node).
 """
 
 from __future__ import annotations
@@ -12,35 +13,9 @@ import pytest
 import requests
 
 from lama_cleaner.plugins.distributed import protocol as p
-from lama_cleaner.plugins.distributed.node import queue_endpoint_for
 
 from .conftest import FAST, DistServer, Proc, ScriptedScheduler, api_submit, start_node, wait_for, wait_nodes
 from .conftest import write_config as write_json
-
-
-@pytest.mark.parametrize(
-    ("granted", "control", "expected"),
-    [
-        ("tcp://0.0.0.0:5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.5:5571"),
-        ("tcp://*:5572", "tcp://gpu-box.lan:5570", "tcp://gpu-box.lan:5572"),
-        ("tcp://[::]:5571", "tcp://[fd00::5]:5570", "tcp://[fd00::5]:5571"),
-        ("tcp://:::5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.5:5571"),
-        ("tcp://[*]:5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.5:5571"),
-        # ZeroMQ's "source;destination" connect syntax: the destination host is the one to reuse.
-        ("tcp://0.0.0.0:5571", "tcp://192.168.1.7:0;10.0.0.5:5570", "tcp://10.0.0.5:5571"),
-        # A concrete host is used as granted, even if it differs from the control host.
-        ("tcp://10.0.0.9:5571", "tcp://10.0.0.5:5570", "tcp://10.0.0.9:5571"),
-        ("tcp://127.0.0.1:5571", "tcp://10.0.0.5:5570", "tcp://127.0.0.1:5571"),
-        # Nothing better is known when the node itself was pointed at a wildcard.
-        ("tcp://0.0.0.0:5571", "tcp://0.0.0.0:5570", "tcp://0.0.0.0:5571"),
-        # Not tcp, or not parseable: left alone.
-        ("ipc:///tmp/q", "tcp://10.0.0.5:5570", "ipc:///tmp/q"),
-        ("tcp://0.0.0.0:5571", "ipc:///tmp/control", "tcp://0.0.0.0:5571"),
-        ("tcp://nonsense", "tcp://10.0.0.5:5570", "tcp://nonsense"),
-    ],
-)
-def test_queue_endpoint_for(granted: str, control: str, expected: str):
-    assert queue_endpoint_for(granted, control) == expected
 
 
 @pytest.mark.parametrize("wildcard", ["0.0.0.0", "*"])

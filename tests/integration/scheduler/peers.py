@@ -204,3 +204,47 @@ class Producer(Peer):
 
     def status(self, task_id: str) -> str:
         return self.get(task_id)["status"]
+
+
+# Setup steps that many tests share. ``peers`` is the conftest fixture: peers(kind, sched, **kwargs).
+
+
+def ready_node(peers: Callable[..., Any], sched: Any, **kwargs: Any) -> ScriptedNode:
+    """A scripted node that has said HELLO and sent READY on every queue it was given."""
+    node = peers("node", sched, **kwargs)
+    node.hello()
+    node.ready()
+    return node
+
+
+def watching_producer(peers: Callable[..., Any], sched: Any) -> Producer:
+    """A producer that WATCHes task events (as producer "web-1")."""
+    producer = peers("producer", sched)
+    producer.request(p.WATCH, {"producer_id": "web-1"})
+    return producer
+
+
+def dispatch(
+    producer: Producer, node: ScriptedNode, name: str = "cv2", **submit: Any
+) -> tuple[dict[str, Any], p.Message]:
+    """Submit a task and wait until ``node`` receives it; returns (the task as accepted, the TASK message)."""
+    task = producer.submit(name, **submit).header["task"]
+    return task, node.expect_task()
+
+
+def run_task(producer: Producer, node: ScriptedNode, name: str = "cv2", body: bytes = b"result-bytes",
+             **submit: Any) -> dict[str, Any]:  # fmt: skip
+    """Submit a task, wait until ``node`` receives it and send its RESULT; returns the task as accepted."""
+    task, sent = dispatch(producer, node, name, **submit)
+    node.result(sent, body=body)
+    return task
+
+
+def expect_completed_event(producer: Producer, task_id: str) -> p.Message:
+    """Wait for the watching ``producer`` to get the task's "completed" EVENT."""
+    return producer.expect(p.EVENT, lambda m: m.header["task_id"] == task_id and m.header["status"] == "completed")
+
+
+def wait_completed(producer: Producer, task_id: str, message: str = "completed") -> None:
+    """Wait until the scheduler reports the task as completed."""
+    wait_for(lambda: producer.status(task_id) == "completed", message=message)

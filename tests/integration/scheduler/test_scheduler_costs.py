@@ -5,6 +5,14 @@ from __future__ import annotations
 
 from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.tasks import TaskEvent
+from tests.integration.scheduler.peers import (
+    dispatch,
+    expect_completed_event,
+    ready_node,
+    run_task,
+    wait_completed,
+    watching_producer,
+)
 from tests.support.waiting import wait_for
 
 STATEMENT_BUDGET = 24
@@ -14,23 +22,18 @@ STATEMENT_BUDGET = 24
 
 def test_one_task_stays_within_the_statement_budget_and_rereads_no_row(scheduler_factory, peers):
     sched = scheduler_factory()
-    producer = peers("producer", sched)
-    producer.request(p.WATCH, {"producer_id": "web-1"})
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    warm = producer.submit("cv2").header["task"]  # first task: one-off statements (e.g. caches) happen here
-    node.result(node.expect_task())
-    wait_for(lambda: producer.status(warm["id"]) == "completed", message="warm-up task completed")
+    producer = watching_producer(peers, sched)
+    node = ready_node(peers, sched)
+    warm = run_task(producer, node, "cv2")  # first task: one-off statements (e.g. caches) happen here
+    wait_completed(producer, warm["id"], "warm-up task completed")
     node.ready()
 
     statements: list[str] = []
     sched.store._db.set_trace_callback(statements.append)
     try:
-        task = producer.submit("cv2").header["task"]
-        sent = node.expect_task()
+        task, sent = dispatch(producer, node, "cv2")
         node.result(sent, body=b"OUT")
-        producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header["status"] == "completed")
+        expect_completed_event(producer, task["id"])
         out = producer.request(p.FETCH, {"task_id": task["id"]})
         assert out.blob_map() == {"body": b"OUT"}
     finally:
@@ -46,13 +49,9 @@ def test_progress_events_without_the_redundant_final_one(scheduler_factory, peer
     seen: list[TaskEvent] = []
     sched = scheduler_factory()
     sched.on_event = seen.append
-    producer = peers("producer", sched)
-    producer.request(p.WATCH, {"producer_id": "web-1"})
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    sent = node.expect_task()
+    producer = watching_producer(peers, sched)
+    node = ready_node(peers, sched)
+    task, sent = dispatch(producer, node, "cv2")
     for percent, step in ((50.0, 1), (100.0, 2), (100.0, None)):
         node.control.send(p.PROGRESS, {"node_id": node.node_id, "task_id": task["id"], "attempt": 1,
                                        "percent": percent, "step": step, "total_steps": 2})  # fmt: skip
@@ -81,14 +80,10 @@ def test_progress_events_without_the_redundant_final_one(scheduler_factory, peer
 
 def test_stats_are_fresh_on_the_first_call(scheduler_factory, peers):
     sched = scheduler_factory()
-    producer = peers("producer", sched)
-    producer.request(p.WATCH, {"producer_id": "web-1"})
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    node.result(node.expect_task())
-    producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header["status"] == "completed")
+    producer = watching_producer(peers, sched)
+    node = ready_node(peers, sched)
+    task = run_task(producer, node, "cv2")
+    expect_completed_event(producer, task["id"])
     stats = sched.stats()  # no polling: computed by the loop on request
     assert stats["tasks"]["completed"] == 1 and stats["completed"] == 1
     assert stats["queues"]["cpu"]["queued"] == 0 and stats["nodes"]["idle"] == 1

@@ -6,6 +6,14 @@ from __future__ import annotations
 import pytest
 
 from lama_cleaner.plugins.distributed import protocol as p
+from tests.integration.scheduler.peers import (
+    dispatch,
+    expect_completed_event,
+    ready_node,
+    run_task,
+    wait_completed,
+    watching_producer,
+)
 from tests.support.waiting import wait_for
 
 
@@ -15,15 +23,11 @@ def _done_for(task_id: str):
 
 def test_done_carries_the_result_before_the_completed_event(scheduler_factory, peers):
     sched = scheduler_factory()
-    producer = peers("producer", sched)
-    producer.request(p.WATCH, {"producer_id": "web-1"})
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2", want_result=True).header["task"]
-    node.result(node.expect_task(), body=b"PNG-OUT")
+    producer = watching_producer(peers, sched)
+    node = ready_node(peers, sched)
+    task = run_task(producer, node, "cv2", want_result=True, body=b"PNG-OUT")
 
-    event = producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header["status"] == "completed")
+    event = expect_completed_event(producer, task["id"])
     done = producer.take(p.DONE, _done_for(task["id"]))
     assert done is not None, "DONE must arrive before the task's completed EVENT"
     assert "req_id" not in done.header  # never mistaken for the reply to a request
@@ -39,14 +43,10 @@ def test_done_carries_the_result_before_the_completed_event(scheduler_factory, p
 
 def test_without_want_result_no_done_is_sent(scheduler_factory, peers):
     sched = scheduler_factory()
-    producer = peers("producer", sched)
-    producer.request(p.WATCH, {"producer_id": "web-1"})
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    node.result(node.expect_task())
-    producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header["status"] == "completed")
+    producer = watching_producer(peers, sched)
+    node = ready_node(peers, sched)
+    task = run_task(producer, node, "cv2")
+    expect_completed_event(producer, task["id"])
     assert producer.take(p.DONE) is None
     assert sched.stats()["done_sent"] == 0
 
@@ -54,9 +54,7 @@ def test_without_want_result_no_done_is_sent(scheduler_factory, peers):
 def test_done_for_failed_and_cancelled_tasks_has_the_error_and_no_blob(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
+    node = ready_node(peers, sched)
     bad = producer.submit("cv2", want_result=True).header["task"]
     node.failed(node.expect_task(), retryable=False, error="Mask shape mismatch", status=400)
     failed = producer.expect(p.DONE, _done_for(bad["id"]))
@@ -76,12 +74,9 @@ def test_done_for_failed_and_cancelled_tasks_has_the_error_and_no_blob(scheduler
 def test_resubmitting_a_finished_task_with_want_result_gets_done_at_once(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2", key="stroke-9").header["task"]
-    node.result(node.expect_task(), body=b"first")
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    node = ready_node(peers, sched)
+    task = run_task(producer, node, "cv2", key="stroke-9", body=b"first")
+    wait_completed(producer, task["id"])
 
     again = producer.submit("cv2", key="stroke-9", want_result=True)
     assert again.header["existing"] is True and again.header["task"]["id"] == task["id"]
@@ -94,12 +89,10 @@ def test_a_submitter_that_went_away_breaks_nothing(scheduler_factory, peers):
     gone = peers("producer", sched)
     task = gone.submit("cv2", want_result=True).header["task"]
     gone.close()
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
+    node = ready_node(peers, sched)
     node.result(node.expect_task(), body=b"kept")
     other = peers("producer", sched)
-    wait_for(lambda: other.status(task["id"]) == "completed", message="completed")
+    wait_completed(other, task["id"])
     assert other.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"kept"}
     stats = sched.stats()
     assert stats["done_sent"] + stats["undelivered"] == 1  # tried once, wherever it went
@@ -111,11 +104,8 @@ def test_a_submitter_that_went_away_breaks_nothing(scheduler_factory, peers):
 def test_outcome_with_ready_false_grants_no_credit(scheduler_factory, peers, outcome):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    first = producer.submit("cv2").header["task"]
-    running = node.expect_task()
+    node = ready_node(peers, sched)
+    first, running = dispatch(producer, node, "cv2")
     waiting = producer.submit("cv2").header["task"]
     if outcome == "cancelled":
         producer.request(p.CANCEL, {"task_id": first["id"]})

@@ -11,14 +11,21 @@ import zmq
 from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
 from lama_cleaner.plugins.distributed.task_store import TaskStore
-from tests.integration.scheduler.peers import make_config, resource_class_of
+from tests.integration.scheduler.peers import (
+    dispatch,
+    make_config,
+    ready_node,
+    resource_class_of,
+    run_task,
+    wait_completed,
+    watching_producer,
+)
 from tests.support.waiting import wait_for
 
 
 def test_submit_ready_task_result_fetch(scheduler_factory, peers):
     sched = scheduler_factory()
-    producer = peers("producer", sched)
-    producer.request(p.WATCH, {"producer_id": "web-1"})  # WATCH is answered with PONG (req_id echoed)
+    producer = watching_producer(peers, sched)  # WATCH is answered with PONG (req_id echoed)
     producer.send(p.PING, {})
     assert producer.expect(p.PONG).header == {}
     node = peers("node", sched)
@@ -43,7 +50,7 @@ def test_submit_ready_task_result_fetch(scheduler_factory, peers):
                                    "step": 3, "total_steps": 6})  # fmt: skip
     producer.expect(p.EVENT, lambda m: m.header["task_id"] == task["id"] and m.header.get("step") == 3)
     node.result(sent, body=b"PNG-OUT")
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    wait_completed(producer, task["id"])
 
     out = producer.request(p.FETCH, {"task_id": task["id"]})
     assert out.command == p.OUTPUT
@@ -61,18 +68,13 @@ def test_submit_ready_task_result_fetch(scheduler_factory, peers):
 def test_credit_one_busy_node_never_gets_second_task(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    busy = peers("node", sched)
-    busy.hello()
-    busy.ready()
-    first = producer.submit("cv2").header["task"]
-    got = busy.expect_task()
+    busy = ready_node(peers, sched)
+    first, got = dispatch(producer, busy, "cv2")
     assert got.header["task_id"] == first["id"]
     # A stale second READY (sent before it saw the TASK) must not be taken as credit.
     busy.ready()
     second = producer.submit("cv2").header["task"]
-    idle = peers("node", sched)
-    idle.hello()
-    idle.ready()
+    idle = ready_node(peers, sched)
     got2 = idle.expect_task()
     assert got2.header["task_id"] == second["id"]
     third = producer.submit("cv2").header["task"]
@@ -95,11 +97,10 @@ def test_cpu_node_refused_gpu_queue_and_never_gets_gpu_work(scheduler_factory, p
     cpu.ready()
     gpu_task = producer.submit("lama").header["task"]
     assert gpu_task["queue"] == "gpu"
-    cpu_task = producer.submit("cv2").header["task"]
-    got = cpu.expect_task()
+    cpu_task, got = dispatch(producer, cpu, "cv2")
     assert got.header["task_id"] == cpu_task["id"]
     cpu.result(got)
-    wait_for(lambda: producer.status(cpu_task["id"]) == "completed", message="cpu task done")
+    wait_completed(producer, cpu_task["id"], "cpu task done")
     assert cpu.take_task() is None
     assert producer.status(gpu_task["id"]) == "queued"
     gpu = peers("node", sched, device="cuda")
@@ -167,29 +168,21 @@ def test_garbage_frames_are_counted_and_dropped(scheduler_factory, peers, zctx):
     raw.close()
     # ...and it still works.
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    node.result(node.expect_task())
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed after garbage")
+    node = ready_node(peers, sched)
+    task = run_task(producer, node, "cv2")
+    wait_completed(producer, task["id"], "completed after garbage")
     assert sched.running
 
 
 def test_heartbeat_loss_requeues_to_another_node(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    doomed = peers("node", sched)
-    doomed.hello()
-    doomed.ready()
-    task = producer.submit("cv2").header["task"]
-    first = doomed.expect_task()
+    doomed = ready_node(peers, sched)
+    task, first = dispatch(producer, doomed, "cv2")
     assert first.header["attempt"] == 1
     # The doomed node now goes silent. A healthy node keeps heartbeating and waits for work.
     doomed.silent = True
-    healthy = peers("node", sched)
-    healthy.hello()
-    healthy.ready()
+    healthy = ready_node(peers, sched)
     retried = healthy.expect_task(timeout=10)
     assert retried.header["task_id"] == task["id"]
     assert retried.header["attempt"] == 2
@@ -203,17 +196,14 @@ def test_heartbeat_loss_requeues_to_another_node(scheduler_factory, peers):
     doomed.heartbeat()
     doomed.control.expect(p.UNKNOWN)
     healthy.result(retried)
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    wait_completed(producer, task["id"])
 
 
 def test_duplicate_result_is_discarded_and_counted(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    sent = node.expect_task()
+    node = ready_node(peers, sched)
+    task, sent = dispatch(producer, node, "cv2")
     node.result(sent, body=b"first")
     node.result(sent, body=b"second")
     wait_for(lambda: sched.stats()["duplicates"] == 1, message="duplicate counted")
@@ -225,11 +215,8 @@ def test_duplicate_result_is_discarded_and_counted(scheduler_factory, peers):
 def test_retryable_failure_backs_off_then_client_error_fails_at_once(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    first = node.expect_task()
+    node = ready_node(peers, sched)
+    task, first = dispatch(producer, node, "cv2")
     node.failed(first, retryable=True, error="CUDA out of memory")
     second = node.expect_task()
     assert second.header["attempt"] == 2
@@ -253,11 +240,8 @@ def test_cancel_queued_and_running(scheduler_factory, peers):
     queued = producer.submit("cv2").header["task"]
     info = producer.request(p.CANCEL, {"task_id": queued["id"]}).header["task"]
     assert info["status"] == "cancelled"
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    running = producer.submit("cv2").header["task"]
-    sent = node.expect_task()
+    node = ready_node(peers, sched)
+    running, sent = dispatch(producer, node, "cv2")
     assert sent.header["task_id"] == running["id"]  # the cancelled one was never dispatched
     info = producer.request(p.CANCEL, {"task_id": running["id"]}).header["task"]
     assert info["status"] == "cancelled"
@@ -280,8 +264,7 @@ def test_affinity_prefers_node_with_model_loaded(scheduler_factory, peers):
     cold.hello()
     warm.hello()
     warm.ready()
-    first = producer.submit("fake").header["task"]
-    ran = warm.expect_task()
+    first, ran = dispatch(producer, warm, "fake")
     cold.ready()  # cold is now idle for longer than warm will be: least-recently-used picks cold...
     warm.result(ran)
 
@@ -302,9 +285,7 @@ def test_affinity_prefers_node_with_model_loaded(scheduler_factory, peers):
 def test_drain_stops_credit(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
+    node = ready_node(peers, sched)
     sched.drain_node(node.node_id)
     node.control.expect(p.DRAIN)
     task = producer.submit("cv2").header["task"]
@@ -320,15 +301,10 @@ def test_drain_stops_credit(scheduler_factory, peers):
 def test_older_attempt_result_wins_and_newer_attempt_is_cancelled(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    slow = peers("node", sched)
-    slow.hello()
-    slow.ready()
-    task = producer.submit("cv2").header["task"]
-    first = slow.expect_task()
+    slow = ready_node(peers, sched)
+    task, first = dispatch(producer, slow, "cv2")
     slow.silent = True  # declared lost while it still works on attempt 1
-    other = peers("node", sched)
-    other.hello()
-    other.ready()
+    other = ready_node(peers, sched)
     second = other.expect_task(timeout=10)
     assert second.header["attempt"] == 2
     slow.silent = False
@@ -349,13 +325,11 @@ def test_positions_and_retention_expiry(scheduler_factory, peers):
     first = producer.submit("cv2").header["task"]
     second = producer.submit("cv2").header["task"]
     assert (first["position"], second["position"]) == (0, 1)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
+    node = ready_node(peers, sched)
     sent = node.expect_task()
     assert producer.get(second["id"])["position"] == 0  # the first one left the line
     node.result(sent)
-    wait_for(lambda: producer.status(first["id"]) == "completed", message="completed")
+    wait_completed(producer, first["id"])
 
     def expired():
         reply = producer.request(p.GET, {"task_id": first["id"]})

@@ -8,6 +8,7 @@ task if the scheduler wrongly gave it up.
 from __future__ import annotations
 
 from lama_cleaner.plugins.distributed import protocol as p
+from tests.integration.scheduler.peers import dispatch, ready_node, wait_completed
 from tests.support.waiting import wait_for
 
 
@@ -18,14 +19,9 @@ def _nodes(producer) -> dict[str, dict]:
 def test_reconnect_before_liveness_keeps_the_task_on_its_node(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    busy = peers("node", sched)
-    busy.hello()
-    busy.ready()
-    task = producer.submit("cv2").header["task"]
-    running = busy.expect_task()
-    spare = peers("node", sched)
-    spare.hello()
-    spare.ready()
+    busy = ready_node(peers, sched)
+    task, running = dispatch(producer, busy, "cv2")
+    spare = ready_node(peers, sched)
     wait_for(lambda: _nodes(producer)[spare.node_id]["credit"] == ["cpu"], message="spare node idle with credit")
 
     busy.reconnect()  # new sockets, well within the liveness period
@@ -37,7 +33,7 @@ def test_reconnect_before_liveness_keeps_the_task_on_its_node(scheduler_factory,
     assert nodes[busy.node_id]["state"] == "busy" and nodes[busy.node_id]["current_task"] == task["id"]
     assert nodes[busy.node_id]["credit"] == []
     busy.result(running, body=b"once")
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    wait_completed(producer, task["id"])
     assert producer.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"once"}
     assert spare.take_task() is None
     stats = sched.stats()
@@ -51,11 +47,8 @@ def test_reconnect_before_liveness_keeps_the_task_on_its_node(scheduler_factory,
 def test_node_declared_lost_reclaims_its_requeued_task(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    running = node.expect_task()
+    node = ready_node(peers, sched)
+    task, running = dispatch(producer, node, "cv2")
     node.silent = True
     wait_for(lambda: _nodes(producer)[node.node_id]["state"] == "offline", message="node declared lost")
     assert producer.status(task["id"]) == "queued"  # retry pending: nobody else could take it yet
@@ -66,12 +59,10 @@ def test_node_declared_lost_reclaims_its_requeued_task(scheduler_factory, peers)
 
     info = producer.get(task["id"])
     assert (info["status"], info["node"], info["attempts"]) == ("processing", node.node_id, 1)
-    spare = peers("node", sched)
-    spare.hello()
-    spare.ready()
+    spare = ready_node(peers, sched)
     wait_for(lambda: _nodes(producer)[spare.node_id]["credit"] == ["cpu"], message="spare node idle with credit")
     node.result(running, body=b"kept")
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    wait_completed(producer, task["id"])
     assert producer.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"kept"}
     assert spare.take_task() is None
     stats = sched.stats()
@@ -81,15 +72,10 @@ def test_node_declared_lost_reclaims_its_requeued_task(scheduler_factory, peers)
 def test_reconnecting_node_is_told_to_cancel_a_task_dispatched_elsewhere(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    lost = peers("node", sched)
-    lost.hello()
-    lost.ready()
-    task = producer.submit("cv2").header["task"]
-    first = lost.expect_task()
+    lost = ready_node(peers, sched)
+    task, first = dispatch(producer, lost, "cv2")
     lost.silent = True
-    other = peers("node", sched)
-    other.hello()
-    other.ready()
+    other = ready_node(peers, sched)
     second = other.expect_task(timeout=10)
     assert second.header["attempt"] == 2
     lost.silent = False
@@ -105,7 +91,7 @@ def test_reconnecting_node_is_told_to_cancel_a_task_dispatched_elsewhere(schedul
     lost.cancelled(first)
     wait_for(lambda: _nodes(producer)[lost.node_id]["state"] == "idle", message="lost node idle again")
     other.result(second, body=b"from-2")
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    wait_completed(producer, task["id"])
     assert producer.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"from-2"}
     assert sched.stats()["reattached"] == 0
 
@@ -113,11 +99,8 @@ def test_reconnecting_node_is_told_to_cancel_a_task_dispatched_elsewhere(schedul
 def test_reconnecting_node_is_told_to_cancel_a_cancelled_task(scheduler_factory, peers):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    node = peers("node", sched)
-    node.hello()
-    node.ready()
-    task = producer.submit("cv2").header["task"]
-    running = node.expect_task()
+    node = ready_node(peers, sched)
+    task, running = dispatch(producer, node, "cv2")
     producer.request(p.CANCEL, {"task_id": task["id"]})
     node.control.expect(p.CANCEL)  # lost with the old connection, say
     node.reconnect()
@@ -130,20 +113,15 @@ def test_scheduler_restart_lets_the_busy_node_reclaim_its_task(tmp_path, schedul
     # A long liveness: the start-up hold (one liveness period) must outlast the reconnects below.
     first = scheduler_factory(heartbeat_liveness=40)
     producer = peers("producer", first)
-    busy = peers("node", first)
-    busy.hello()
-    busy.ready()
-    task = producer.submit("cv2").header["task"]
-    running = busy.expect_task()
+    busy = ready_node(peers, first)
+    task, running = dispatch(producer, busy, "cv2")
     first.stop()
     assert first.join(10)
 
     second = scheduler_factory(heartbeat_liveness=40)  # same data dir: recovers the journal
     assert second.recovery.requeued == [task["id"]]
     producer = peers("producer", second)
-    spare = peers("node", second)
-    spare.hello()
-    spare.ready()  # idle, with credit, before the busy node is back
+    spare = ready_node(peers, second)  # idle, with credit, before the busy node is back
     wait_for(lambda: _nodes(producer)[spare.node_id]["credit"] == ["cpu"], message="spare node idle with credit")
     assert producer.status(task["id"]) == "queued"
 
@@ -154,7 +132,7 @@ def test_scheduler_restart_lets_the_busy_node_reclaim_its_task(tmp_path, schedul
     # Its attempt goes on, so the attempt refunded by recovery is charged again.
     assert (info["status"], info["node"], info["attempts"]) == ("processing", busy.node_id, 1)
     busy.result(running, body=b"survived")
-    wait_for(lambda: producer.status(task["id"]) == "completed", message="completed")
+    wait_completed(producer, task["id"])
     assert producer.request(p.FETCH, {"task_id": task["id"]}).blob_map() == {"body": b"survived"}
     assert spare.take_task() is None
     stats = second.stats()

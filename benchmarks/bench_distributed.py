@@ -289,36 +289,24 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
 
     The scheduler runs in its own process (as ``lama-cleaner scheduler`` would) so that it does not
     share a GIL with the benchmark's client threads, just as Redis and the bare broker run apart.
-    ``resource_class_of`` is built the way the DistributedExecutor builds it, from the model and
-    image-plugin registries of the configured plugins. With ``profile_out`` the whole process
-    (including the scheduler thread) is profiled with cProfile and the stats are written there.
+    ``resource_class_of`` is the one routing lookup the standalone scheduler and the web server's
+    executor use (``capabilities.task_resource_class`` via ``build_resource_class_of``). With
+    ``profile_out`` the whole process (including the scheduler thread) is profiled with cProfile
+    and the stats are written there.
     """
     import logging
 
     from lama_cleaner.config import load_config
-    from lama_cleaner.errors import NotFound
-    from lama_cleaner.image_plugins.registry import build_image_plugin_registry
-    from lama_cleaner.models.registry import build_model_registry
     from lama_cleaner.plugins.distributed.malloc_tuning import tune_malloc
     from lama_cleaner.plugins.distributed.scheduler import Scheduler
+    from lama_cleaner.plugins.distributed.scheduler_main import build_resource_class_of
     from lama_cleaner.plugins.manager import create_plugin_manager
 
     tune_malloc()  # as scheduler_main does
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s scheduler %(name)s: %(message)s")
     config = load_config(config_file)
     pm = create_plugin_manager([x for x in config.plugins if x != "distributed"])
-    models = build_model_registry(pm)
-    image_plugins = build_image_plugin_registry(pm, config)
-
-    def resource_class_of(kind: str, name: str) -> str | None:
-        try:
-            if kind == "inpaint":
-                return models.get(name).resource_class
-            if kind == "plugin":
-                return getattr(image_plugins.get(name), "resource_class", "cpu")
-        except NotFound:
-            return None
-        return None
+    resource_class_of = build_resource_class_of(pm, config)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -544,7 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI-size smoke run (well under a minute)")
     parser.add_argument("--only", default="core,scaling,inpaint",
                         help="comma list of sections: core, scaling, inpaint (default: all)")
-    parser.add_argument("--systems", default="ours,zmq-lb,celery", help="comma list of systems for `core`")
+    parser.add_argument("--systems", default=None,
+                        help="comma list of systems for `core`: ours, zmq-lb, celery (prefork, the targets' "
+                             "peer), celery-solo (reference only). Default: all four; --quick leaves out celery-solo")
     parser.add_argument("--scaling-nodes", default=None, help="e.g. 1,2,4,8,16 (overrides the mode's list)")
     parser.add_argument("--profile", action="store_true",
                         help="run our scheduler under cProfile and print its top functions")
@@ -560,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.scaling_nodes:
         sizes = Sizes(**{**asdict(sizes), "scaling_nodes": tuple(int(x) for x in args.scaling_nodes.split(","))})
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    default_systems = "ours,zmq-lb,celery" if args.quick else "ours,zmq-lb,celery,celery-solo"
+    systems = [s.strip() for s in (args.systems or default_systems).split(",") if s.strip()]
     work_dir = Path(tempfile.mkdtemp(prefix="lc-bench-distributed-"))
     started = time.perf_counter()
     crashed: list[str] = []
@@ -584,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ours": lambda: OursRunner(group, work_dir / "ours", sizes.timeout_s, profile_path),
                 "zmq-lb": lambda: ZmqLBRunner(group, sizes.timeout_s),
                 "celery": lambda: CeleryRunner(group, work_dir / "redis", sizes.timeout_s),
+                "celery-solo": lambda: CeleryRunner(group, work_dir / "redis-solo", sizes.timeout_s, pool="solo"),
             }
             if "core" in sections:
                 log("[core] 2 nodes per system")

@@ -15,7 +15,6 @@ the same loops:
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import time
 import uuid
@@ -92,13 +91,28 @@ class ZmqLBRunner:
 
 
 class CeleryRunner:
-    """Celery workers (``-P solo -c 1``, one per node) on a private Redis, results in Redis."""
+    """Celery workers (one per node, concurrency 1) on a private Redis, results in Redis.
+
+    ``pool="prefork"`` (the default, and Celery's own default) is the peer the targets compare
+    against: ``task_reject_on_worker_lost`` is about a pool *child* process dying, so it only means
+    something with prefork, and a prefork worker has the same shape as our node (a supervisor that
+    keeps talking to the broker plus a child that runs the task and can be killed). ``pool="solo"``
+    runs the task in the worker's own process (no child hop, nothing to lose separately): a lighter
+    Celery, reported as an extra column for reference.
+    """
 
     name = "celery"
-    label = "Celery + Redis (acks_late, prefetch 1)"
+    label = "Celery + Redis (prefork -c 1, acks_late, prefetch 1)"
     cpu_roles = {"broker/scheduler": "redis", "workers": "celery-worker-"}
 
-    def __init__(self, group: ProcessGroup, work_dir: Path, timeout_s: float = 60.0) -> None:
+    def __init__(self, group: ProcessGroup, work_dir: Path, timeout_s: float = 60.0, pool: str = "prefork") -> None:
+        if pool not in ("prefork", "solo"):
+            raise ValueError(f"unsupported celery pool {pool!r}")
+        self.pool = pool
+        if pool != "prefork":
+            self.name = f"celery-{pool}"
+            self.label = f"Celery + Redis ({pool} pool, acks_late, prefetch 1)"
+            self.cpu_roles = {"broker/scheduler": f"redis-{pool}", "workers": f"celery-{pool}-worker-"}
         redis_server = shutil.which("redis-server") or ("/usr/bin/redis-server"
                                                         if Path("/usr/bin/redis-server").exists() else None)
         if redis_server is None:
@@ -117,25 +131,22 @@ class CeleryRunner:
         (port,) = free_ports(1)
         self.url = f"redis://127.0.0.1:{port}/0"
         work_dir.mkdir(parents=True, exist_ok=True)
-        group.start("redis", [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        self.redis_name = self.cpu_roles["broker/scheduler"]
+        group.start(self.redis_name, [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--dir", str(work_dir), "--protected-mode", "yes"])
         wait_for(lambda: port_open(port), 20, "redis-server listening")
-        self.env = {"LC_BENCH_REDIS_URL": self.url}
-        os.environ["LC_BENCH_REDIS_URL"] = self.url  # the client side of the app reads it at import
-        from benchmarks.peers import celery_app
+        self.env = {"LC_BENCH_REDIS_URL": self.url}  # the workers' app reads it at import
+        from benchmarks.peers.celery_app import create_app
 
-        celery_app.app.conf.broker_url = self.url
-        celery_app.app.conf.result_backend = self.url
-        self.app = celery_app.app
-        self.tasks = {"noop": celery_app.noop, "echo": celery_app.echo, "sleep": celery_app.sleep_ms}
+        self.app = create_app(self.url)  # this system's own client connections
         self.nodes = 0
 
     def add_nodes(self, k: int) -> None:
         for _ in range(k):
             self.nodes += 1
             self.group.start(
-                f"celery-worker-{self.nodes}",
-                [self.celery_bin, "-A", "benchmarks.peers.celery_app", "worker", "-P", "solo", "-c", "1",
+                f"{self.cpu_roles['workers']}{self.nodes}",
+                [self.celery_bin, "-A", "benchmarks.peers.celery_app", "worker", "-P", self.pool, "-c", "1",
                  "-n", f"w{self.nodes}@lcbench", "-l", "warning", "--without-gossip", "--without-mingle",
                  "--without-heartbeat"],
                 env=self.env,
@@ -152,11 +163,11 @@ class CeleryRunner:
 
     def _send(self, op: str, body: bytes):  # noqa: ANN202 - celery AsyncResult
         if op == "noop":
-            return self.tasks["noop"].delay()
+            return self.app.send_task("lc_bench.noop")
         if op == "echo":
-            return self.tasks["echo"].delay(base64.b64encode(body).decode("ascii"))
+            return self.app.send_task("lc_bench.echo", (base64.b64encode(body).decode("ascii"),))
         if op.startswith("sleep:"):
-            return self.tasks["sleep"].delay(int(op[6:]))
+            return self.app.send_task("lc_bench.sleep", (int(op[6:]),))
         raise ValueError(f"unknown op {op!r}")
 
     def batch(self, op: str, count: int, body: bytes = b"") -> float:
@@ -178,6 +189,6 @@ class CeleryRunner:
             self.app.close()
         except Exception:  # noqa: BLE001 - closing pools must not hide the benchmark's result
             pass
-        for name in [n for n in self.group.procs if n.startswith("celery-")]:
+        for name in [n for n in self.group.procs if n.startswith(self.cpu_roles["workers"])]:
             self.group.stop(name, grace=10)
-        self.group.stop("redis")
+        self.group.stop(self.redis_name)

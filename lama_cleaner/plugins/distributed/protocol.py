@@ -67,6 +67,7 @@ OUTPUT = "OUTPUT"
 TASKS = "TASKS"
 STATS = "STATS"
 EVENT = "EVENT"
+EVENTS = "EVENTS"
 PONG = "PONG"
 DONE = "DONE"
 
@@ -76,7 +77,7 @@ COMMANDS = frozenset(
         WELCOME, CANCEL, UNKNOWN, DRAIN, ERROR,
         READY, TASK,
         SUBMIT, GET, FETCH, LIST, QUEUES, NODES, WATCH, PING,
-        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, PONG, DONE,
+        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, EVENTS, PONG, DONE,
     }
 )  # fmt: skip
 
@@ -136,6 +137,7 @@ SCHEMAS: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         TASKS: {"req_id": (str, int), "tasks": (list,), "total": (int,)},
         STATS: {"req_id": (str, int)},
         EVENT: {"task_id": (str,), "status": (str,)},
+        EVENTS: {"events": (list,)},
         PONG: {},
         ERROR: {"code": (str,), "message": (str,)},
         DONE: {"task_id": (str,), "status": (str,)},
@@ -151,6 +153,7 @@ OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         RESULT: {"ready": (bool,)},
         FAILED: {"ready": (bool,)},
         CANCELLED: {"ready": (bool,)},
+        WATCH: {"batch_events": (bool,)},
     },
     "producer": {
         DONE: {"error": (str, _NONE), "error_status": (int, _NONE), "traceback": (str, _NONE)},
@@ -159,7 +162,8 @@ OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
 """Optional header fields that change what the receiver does, checked only when present (so that a
 mistyped one is refused instead of silently meaning something else). ``HELLO.task_id/attempt``: the
 task a reconnecting node is still running; ``SUBMIT.want_result``: push a DONE to the submitter;
-``ready: false`` on an outcome: the node cannot take the next task yet (no implied credit)."""
+``ready: false`` on an outcome: the node cannot take the next task yet (no implied credit);
+``WATCH.batch_events``: the producer also understands EVENTS (several events in one message)."""
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
 """``DONE.status``: the terminal task states."""
@@ -278,7 +282,21 @@ def _check_done(header: Mapping[str, Any]) -> None:
         raise ProtocolError(f"a {status} DONE carries no blob")
 
 
-_EXTRA_CHECKS = {("producer", DONE): _check_done}
+def _check_events(header: Mapping[str, Any]) -> None:
+    """EVENTS: every item must be what an EVENT header is, so that a receiver can hand each one to
+    the same code as a single EVENT; one bad item refuses the whole message rather than delivering
+    a batch with a hole in it."""
+    schema = SCHEMAS["producer"][EVENT]
+    for index, event in enumerate(header["events"]):
+        if not isinstance(event, dict):
+            raise ProtocolError(f"EVENTS item {index} must be an object, got {type(event).__name__}")
+        try:
+            check_fields(EVENT, event, schema)
+        except ProtocolError as exc:
+            raise ProtocolError(f"EVENTS item {index}: {exc}") from None
+
+
+_EXTRA_CHECKS = {("producer", DONE): _check_done, ("producer", EVENTS): _check_events}
 """Checks that a flat field schema cannot express, per (receiver, command)."""
 
 

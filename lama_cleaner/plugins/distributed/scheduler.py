@@ -106,6 +106,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         self.nodes: dict[str, NodeEntry] = {}
         self._ctrl_owner: dict[bytes, str] = {}
         self._watchers: dict[bytes, tuple[str, float]] = {}
+        self._batch_watchers: set[bytes] = set()
         self._ctx: zmq.Context | None = None
         self._control: zmq.Socket | None = None
         self._queue_socks: dict[str, zmq.Socket] = {}
@@ -513,6 +514,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         for ident, (producer_id, seen) in list(self._watchers.items()):
             if now - seen > deadline:
                 del self._watchers[ident]
+                self._batch_watchers.discard(ident)
                 log.info("producer %s stopped pinging; no more events to it", producer_id)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.interval

@@ -29,6 +29,18 @@ log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler")
 _STATES_WITH_ERROR = frozenset({states.FAILED, states.CANCELLED, states.QUEUED})
 
 
+def _event_batches(events: list[dict[str, Any]]) -> list[list[bytes]]:
+    """EVENTS frames for ``events``, split in halves only if a header would exceed what a receiver
+    accepts (it would drop the whole batch as malformed); a lone event goes as a plain EVENT."""
+    if len(events) == 1:
+        return [p.encode(p.EVENT, events[0])]
+    frames = p.encode(p.EVENTS, {"events": events})
+    if len(frames[2]) <= p.MAX_HEADER_BYTES:
+        return [frames]
+    half = len(events) // 2
+    return _event_batches(events[:half]) + _event_batches(events[half:])
+
+
 @dataclass
 class Out:
     """One message to send after the commit; ``on_fail`` runs if it cannot be delivered."""
@@ -53,6 +65,8 @@ class SchedulerBase:
     on_event: Callable[[TaskEvent], None] | None
     _ctrl_owner: dict[bytes, str]
     _watchers: dict[bytes, tuple[str, float]]
+    _batch_watchers: set[bytes]
+    """Watchers whose last WATCH said ``batch_events: true`` (a subset of ``_watchers``)."""
     _control: zmq.Socket | None
     _lock: threading.Lock
     _counters: dict[str, int]
@@ -129,7 +143,8 @@ class SchedulerBase:
     def _event(
         self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None, body: bytes | None = None
     ) -> None:
-        """Queue an EVENT (the fields of :class:`TaskEvent`, in its order) for after the commit, and
+        """Queue an event (the fields of :class:`TaskEvent`, in its order; sent as an EVENT or in the
+        round's EVENTS) for after the commit, and
         a DONE for producers that asked for the result of a task that just finished (``body``: the
         result, when the caller has it at hand)."""
         if rec.status in states.TERMINAL and rec.id in self._done_waiters:
@@ -191,27 +206,51 @@ class SchedulerBase:
                     self._count("done_sent")
 
     def _publish_events(self) -> None:
-        """Send the round's DONEs and events (after commit) to producers and the in-process observer."""
+        """Send the round's DONEs and events (after commit) to producers and the in-process observer.
+
+        DONEs go first, so a producer never sees a task's terminal event before its DONE."""
         if self._dones:
             self._publish_dones()
         events, self._events = self._events, []
         if not events:
             return
         if self._watchers and self._control is not None:
-            send = self._control.send_multipart
-            for event in events:
-                frames = p.encode(p.EVENT, event)
-                for ident in list(self._watchers):
-                    try:
-                        send([ident, *frames], zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        self._watchers.pop(ident, None)  # gone or not reading: it must WATCH again
+            self._send_events(self._control, events)
         if self.on_event is not None:
             for event in events:
                 try:
                     self.on_event(TaskEvent(**event))
                 except Exception:
                     log.exception("on_event observer failed")
+
+    def _send_events(self, control: zmq.Socket, events: list[dict[str, Any]]) -> None:
+        """Send the round's events, in order, to every watcher: one EVENTS to those that opted in
+        (encoded once for all of them: the round's events are the same for every watcher), one
+        EVENT per event to the others and whenever the round has a single event."""
+        plain = list(self._watchers)
+        if len(events) > 1 and self._batch_watchers:
+            batch = self._batch_watchers
+            batched = [ident for ident in plain if ident in batch]
+            if batched:
+                plain = [ident for ident in plain if ident not in batch]
+                for frames in _event_batches(events):
+                    batched = [ident for ident in batched if self._send_event(control, ident, frames)]
+        for event in events:
+            if not plain:
+                break
+            frames = p.encode(p.EVENT, event)
+            plain = [ident for ident in plain if self._send_event(control, ident, frames)]
+
+    def _send_event(self, control: zmq.Socket, ident: bytes, frames: list[bytes]) -> bool:
+        """Send one event message to a watcher; one that cannot take it is dropped (it must WATCH
+        again), so it is not tried again for the rest of the round."""
+        try:
+            control.send_multipart([ident, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self._watchers.pop(ident, None)
+            self._batch_watchers.discard(ident)
+            return False
+        return True
 
     def _queue_stats(self) -> list[dict[str, Any]]:
         live = self._store().live

@@ -3,7 +3,8 @@
 SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
 reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
 A SUBMIT with ``want_result: true`` also gets a DONE (with the result) when the task finishes, which
-saves the producer the FETCH round trip.
+saves the producer the FETCH round trip. A WATCH with ``batch_events: true`` gets each round's
+events as one EVENTS message instead of one EVENT each.
 """
 
 from __future__ import annotations
@@ -176,7 +177,13 @@ class ProducerMessages(SchedulerBase):
         self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"nodes": nodes})
 
     def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """Subscribe ``ident`` to task events; ``batch_events: true`` opts in to EVENTS. Every WATCH
+        restates the choice, so a producer that reconnects or downgrades is served what it said last."""
         self._watchers[ident] = (str(msg.header["producer_id"]), now)
+        if msg.header.get("batch_events") is True:
+            self._batch_watchers.add(ident)
+        else:
+            self._batch_watchers.discard(ident)
         self._on_ping(ident, msg, now, outbox)
 
     def _on_ping(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:

@@ -217,6 +217,41 @@ class OursRunner:
         self._run_one(op, body)
 
     def batch(self, op: str, count: int, body: bytes = b"") -> float:
+        """Submit all ``count`` tasks, then wait for each result: the same drive as the peers get
+        (Celery: ``delay()`` all, then ``get()`` each; the bare broker: send all, then receive).
+        ``SchedulerClient.send_request`` queues the SUBMITs without a thread per task."""
+        from lama_cleaner.plugins.distributed import protocol as p
+
+        bodies = [_variant(body, i) for i in range(count)] if body else [b""] * count
+        names = ["image"] if op == "echo" else ["image", "mask"]
+        start = time.perf_counter()
+        pendings = []
+        for b in bodies:
+            task, blobs = self._task(op, b)
+            header = {"task": {**task, "submitter": None, "idempotency_key": None}, "blobs": names,
+                      "want_result": True}
+            pendings.append(self.client.send_request(p.SUBMIT, header, blobs, timeout=self.timeout_s))
+        for pending, b in zip(pendings, bodies, strict=True):
+            reply = self.client.wait_reply(pending)
+            if reply.command != p.ACCEPTED:
+                raise RuntimeError(f"SUBMIT -> {reply.command} {reply.header}")
+            task_id = reply.header["task"]["id"]
+            try:
+                assert pending.done_event is not None
+                if not pending.done_event.wait(self.timeout_s):
+                    raise TimeoutError(f"task {task_id}: no DONE within {self.timeout_s}s")
+                out = self.client.result(task_id)
+            finally:
+                self.client.release_result(task_id)
+            if out is None or out.header["status"] != "completed":
+                raise RuntimeError(f"task {task_id}: {out.header if out else 'no result'}")
+            if op == "echo" and len(out.blobs[0]) != len(b):
+                raise RuntimeError(f"echo of {len(b)} bytes came back as {len(out.blobs[0])}")
+        return time.perf_counter() - start
+
+    def batch_threads(self, op: str, count: int, body: bytes = b"") -> float:
+        """``count`` tasks from ``2 * nodes + 2`` threads, each one a blocking submit-and-wait as a
+        web server's request thread does for ``/inpaint`` (more threads only add GIL contention)."""
         bodies = [_variant(body, i) for i in range(count)] if body else [b""] * count
         workers = max(1, min(count, 2 * self.nodes + 2))
         pool = self._pools.get(workers)
@@ -358,6 +393,8 @@ def measure_core(runner: Any, sizes: Sizes) -> dict[str, Any]:
     out["noop_cpu_ms_per_task"] = {
         role: (cpu_after[role] - cpu_before[role]) * 1000 / sizes.noop_tasks for role in cpu_before
     }
+    if hasattr(runner, "batch_threads"):  # ours: also the way /inpaint request threads drive it
+        out["noop_tasks_per_s_threads"] = rate(sizes.noop_tasks, runner.batch_threads("noop", sizes.noop_tasks))
     samples = time_calls(lambda: runner.call("noop"), sizes.round_trips, warmup=max(3, sizes.round_trips // 10))
     out["round_trip_ms"] = {k: (v * 1000 if k != "n" else v) for k, v in summarize(samples).items()}
     body = os.urandom(sizes.payload_bytes)
@@ -633,6 +670,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"system": row["label"], "no-op tasks/s": row["noop_tasks_per_s"],
                          "RT p50 ms": row["round_trip_ms"]["p50"], "RT p95 ms": row["round_trip_ms"]["p95"],
                          "1MB MB/s": row["payload_mb_per_s"], f"{SLEEP_MS}ms-model tasks/s": row["sleep_tasks_per_s"]})
+            if row.get("noop_tasks_per_s_threads") is not None:
+                rows.append({"system": "  same, one blocking thread per task (as /inpaint)",
+                             "no-op tasks/s": row["noop_tasks_per_s_threads"], "RT p50 ms": None, "RT p95 ms": None,
+                             "1MB MB/s": None, f"{SLEEP_MS}ms-model tasks/s": None})
         else:
             rows.append({"system": name, "no-op tasks/s": None, "RT p50 ms": None, "RT p95 ms": None,
                          "1MB MB/s": None, f"{SLEEP_MS}ms-model tasks/s": None, "note": row})

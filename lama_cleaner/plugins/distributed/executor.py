@@ -156,10 +156,17 @@ class DistributedExecutor:
                 self.scheduler = Scheduler(config, self.resource_class_of)
                 self.scheduler.start()
                 endpoint = self.scheduler.control_endpoint  # bound by start(), a ":0" port resolved
-            self.endpoint = connectable(endpoint)
-            self.client = SchedulerClient(
-                self.endpoint, config, on_event=self._on_event, on_reconnect=self._on_reconnect
-            )
+            self.endpoint = connectable(endpoint)  # where nodes (local ones included) reach the scheduler
+            if self.scheduler is not None:
+                # Embedded: this process's requests go through memory (inproc), nodes use TCP.
+                self.client = SchedulerClient(
+                    self.scheduler.inproc_endpoint, config, on_event=self._on_event,
+                    on_reconnect=self._on_reconnect, context=self.scheduler.context,
+                )
+            else:
+                self.client = SchedulerClient(
+                    self.endpoint, config, on_event=self._on_event, on_reconnect=self._on_reconnect
+                )
             if start_local_nodes and dist.local_nodes > 0:
                 from .local_nodes import LocalNodeSupervisor
 

@@ -80,6 +80,11 @@ class _Pending:
     """For a SUBMIT with ``want_result``: the event of the result slot opened at ACCEPTED."""
 
 
+PendingReply = _Pending
+"""What :meth:`SchedulerClient.send_request` returns: pass it to :meth:`SchedulerClient.wait_reply`;
+``done_event`` is the result slot's event of a SUBMIT with ``want_result``."""
+
+
 class ResultSlot:
     """Where the DONE of one task submitted with ``want_result`` lands; ``event`` is set on arrival.
 
@@ -113,6 +118,7 @@ class SchedulerClient:
         on_reconnect: Callable[[], None] | None = None,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         result_ttl_s: float = DEFAULT_RESULT_TTL_S,
+        context: zmq.Context | None = None,
     ) -> None:
         dist = config.distributed
         self.endpoint = endpoint
@@ -122,7 +128,10 @@ class SchedulerClient:
         self.on_event = on_event
         self.on_reconnect = on_reconnect
         self._liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
-        self._ctx = zmq.Context()
+        self._own_ctx = context is None
+        """A context passed in (an embedded scheduler's, for its ``inproc://`` endpoint) belongs to
+        its owner, who terminates it; this client only closes its own socket in it."""
+        self._ctx = zmq.Context() if context is None else context
         self._inbox: queue.Queue[_Pending | None] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -151,6 +160,18 @@ class SchedulerClient:
         it is ACCEPTED (see :meth:`result`); ``done_event`` is set when its DONE arrives (a new event
         is made when none is given).
         """
+        return self.wait_reply(self.send_request(command, header, blobs, timeout=timeout, done_event=done_event))
+
+    def send_request(
+        self, command: str, header: dict[str, Any] | None = None, blobs: list[bytes] | None = None,
+        *, timeout: float | None = None, done_event: threading.Event | None = None,
+    ) -> PendingReply:
+        """Queue one request without waiting; :meth:`wait_reply` waits for (or re-raises) its reply.
+
+        For a caller with many requests at once (a batch job): queueing them all before waiting lets
+        the I/O thread send them in one burst and the scheduler journal them in a few transactions,
+        instead of one thread and one hand-off per request. The deadline (``timeout``) starts now.
+        """
         if self._closed:
             raise SchedulerUnavailable("Scheduler client is closed", self.retry_after)
         req_id = f"{self.producer_id[:8]}-{next(self._ids)}"
@@ -164,9 +185,14 @@ class SchedulerClient:
         if not self._awake:
             self._awake = True
             self._wake()
-        if not pending.done.wait(wait + 1.0):
+        return pending
+
+    def wait_reply(self, pending: PendingReply) -> p.Message:
+        """The reply of a request from :meth:`send_request`; raises its error (``SchedulerUnavailable``
+        once its deadline passed without a reply)."""
+        if not pending.done.wait(max(0.0, pending.deadline - time.monotonic()) + 1.0):
             pending.error = SchedulerUnavailable(
-                f"Scheduler at {self.endpoint} did not answer within {wait:g}s", self.retry_after
+                f"Scheduler at {self.endpoint} did not answer in time", self.retry_after
             )
         if pending.error is not None:
             raise pending.error
@@ -319,7 +345,9 @@ class SchedulerClient:
                 self._complete(pending, error=SchedulerUnavailable("Scheduler client stopped", self.retry_after))
             if self._sock is not None:
                 self._sock.close(0)
-            self._ctx.term()
+                self._sock = None
+            if self._own_ctx:
+                self._ctx.term()
 
     def _take_requests(self) -> None:
         try:

@@ -38,6 +38,7 @@ import os
 import queue as queue_mod
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,18 @@ class Scheduler(NodeMessages, ProducerMessages):
         return self.endpoints.get("control")
 
     @property
+    def inproc_endpoint(self) -> str | None:
+        """The control ROUTER's ``inproc://`` endpoint (after ``start()``). Only sockets made from
+        :attr:`context` can connect to it: pass both to a :class:`SchedulerClient` in this process."""
+        return self.endpoints.get("inproc")
+
+    @property
+    def context(self) -> zmq.Context | None:
+        """The ZeroMQ context of the scheduler's sockets (after ``start()``). Sockets an in-process
+        producer makes from it must be closed before :meth:`close`, which terminates it."""
+        return self._ctx
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -255,6 +268,10 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._control = self._router()
         self._control.bind(self.bind)
         control_ep = self._control.getsockopt_string(zmq.LAST_ENDPOINT)
+        # The same ROUTER on an in-process endpoint too: a producer in this process (the web server
+        # embedding us) talks to it through memory, without TCP and the I/O thread's two hops.
+        inproc_ep = f"inproc://lama-cleaner-scheduler-{uuid.uuid4().hex}"
+        self._control.bind(inproc_ep)
         planned = p.queue_endpoints(self.bind, self.queues)
         queue_eps: dict[str, str] = {}
         for name in self.queues:
@@ -269,7 +286,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, zmq.POLLIN)
-        self.endpoints = {"control": control_ep, "queues": queue_eps}
+        self.endpoints = {"control": control_ep, "queues": queue_eps, "inproc": inproc_ep}
         log.info("scheduler listening: control %s, queues %s", control_ep, queue_eps)
 
     def _router(self) -> zmq.Socket:

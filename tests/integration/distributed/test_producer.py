@@ -305,3 +305,78 @@ def test_many_threads_many_requests_none_lost(tmp_path: Path):
     finally:
         client.close()
         scheduler.close()
+
+
+def test_embedded_executor_talks_to_its_scheduler_in_process_and_nodes_over_tcp(tmp_path: Path, procs, tmp_config):
+    """An embedded scheduler serves its own web process through ``inproc://`` (no TCP hop) while
+    nodes and other producers keep using its TCP endpoint; closing stops both without hanging."""
+    from lama_cleaner.plugins.distributed.executor import DistributedExecutor
+    from lama_cleaner.plugins.manager import create_plugin_manager
+
+    config = _config(tmp_path)
+    config.distributed.request_timeout_s = 30
+    executor = DistributedExecutor(config, _Events(), create_plugin_manager(["tests.support.fake_models"]),
+                                   start_local_nodes=False)
+    closed = False
+    try:
+        assert executor.scheduler is not None and executor.client is not None
+        assert executor.client.endpoint.startswith("inproc://")
+        assert executor.endpoint.startswith("tcp://127.0.0.1:")
+        start_node(procs, executor.endpoint, tmp_config)
+        _wait_node(executor.client)
+        out = executor.run(_inpaint_request())
+        assert out.mimetype == "image/png" and out.body
+        # Another producer (a second web server) still reaches the same scheduler over TCP.
+        outside = SchedulerClient(executor.endpoint, config)
+        try:
+            nodes = outside.request(p.NODES, {}).header["nodes"]
+            assert [n["state"] for n in nodes] == ["idle"]
+        finally:
+            outside.close()
+        scheduler = executor.scheduler
+        started = time.monotonic()
+        executor.close()
+        closed = True
+        assert time.monotonic() - started < 10 and not scheduler.running
+    finally:
+        if not closed:
+            executor.close()
+
+
+def test_send_request_queues_a_burst_and_every_reply_and_result_arrives(tmp_path: Path, procs, tmp_config):
+    """A batch caller queues many SUBMITs before waiting for any (``send_request``); each gets its
+    own ACCEPTED and DONE, and an unanswerable request still fails by its own deadline."""
+    config, scheduler = _with_node(tmp_path, procs, tmp_config)
+    client = SchedulerClient(config.distributed.scheduler_bind, config)
+    try:
+        _wait_node(client)
+        header = {
+            "task": {"kind": "inpaint", "name": "sleep", "form": task_form("0"), "submitter": None,
+                     "idempotency_key": None},
+            "blobs": ["image", "mask"], "want_result": True,
+        }
+        pendings = [client.send_request(p.SUBMIT, header, [png(seed=i), mask_png()], timeout=30) for i in range(40)]
+        task_ids = []
+        for pending in pendings:
+            reply = client.wait_reply(pending)
+            assert reply.command == p.ACCEPTED
+            task_ids.append(reply.header["task"]["id"])
+        assert len(set(task_ids)) == 40
+        for pending, task_id in zip(pendings, task_ids, strict=True):
+            assert pending.done_event is not None and pending.done_event.wait(60), f"no DONE for {task_id}"
+            done = client.result(task_id)
+            assert done is not None and done.header["status"] == "completed" and done.blobs
+            client.release_result(task_id)
+    finally:
+        client.close()
+        scheduler.close()
+    # The scheduler is gone: a queued request fails when its own deadline passes.
+    lonely = SchedulerClient(config.distributed.scheduler_bind, config)
+    try:
+        pending = lonely.send_request(p.QUEUES, {}, timeout=0.3)
+        started = time.monotonic()
+        with pytest.raises(SchedulerUnavailable):
+            lonely.wait_reply(pending)
+        assert time.monotonic() - started < 3
+    finally:
+        lonely.close()

@@ -173,6 +173,34 @@ def test_batch_commits_once_and_rolls_back_on_error(path):
         assert [r.id for r in store.list()[0]] == [kept.id]
 
 
+def test_a_failing_first_writer_rolls_back_the_transaction_and_later_writers_still_commit(path):
+    """The savepoint of the block that opened the transaction is undone by a ROLLBACK (no SAVEPOINT
+    was issued for it); later blocks of the same batch begin again, and a block writing after
+    another one gets a real SAVEPOINT, so its failure keeps the earlier block's work."""
+    with TaskStore(path) as store:
+        seen: list[str] = []
+        store._db.set_trace_callback(seen.append)
+        with store.batch():
+            with pytest.raises(RuntimeError), store.savepoint():
+                with store.savepoint():  # nested, began with the outer one: undone together
+                    new(store)
+                new(store)
+                raise RuntimeError("first message was bad")
+            assert store.list()[1] == 0
+            kept = new(store)  # inside its own savepoint in the scheduler; bare here
+            with pytest.raises(RuntimeError), store.savepoint():
+                new(store)
+                raise RuntimeError("second message was bad")
+            with store.savepoint():
+                also = new(store)
+        store._db.set_trace_callback(None)
+        kinds = [s.split()[0] for s in seen]
+        assert kinds.count("BEGIN") == 2 and kinds.count("ROLLBACK") == 2 and kinds.count("COMMIT") == 1
+        assert kinds.count("SAVEPOINT") == 2  # the two blocks that wrote after `kept`
+        assert {r.id for r in store.list()[0]} == {kept.id, also.id}
+        assert [r.id for r in store.unfinished()] == [kept.id, also.id]  # the in-memory index agrees
+
+
 def test_prune_removes_old_finished_tasks_and_unreferenced_blobs(path):
     with TaskStore(path) as store:
         old = new(store, files={"image": b"OLD-ONLY", "mask": b"SHARED"})

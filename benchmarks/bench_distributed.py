@@ -93,11 +93,12 @@ QUICK = Sizes(noop_tasks=300, noop_warmup=30, round_trips=40, payload_tasks=8, p
 class OursRunner:
     """Our durable scheduler (subprocess), ``lama-cleaner node`` subprocesses and a SchedulerClient.
 
-    The producer side is the product's own :class:`SchedulerClient` (the web server's connection):
-    each task is SUBMIT -> ACCEPTED (after the journal commit) -> EVENT completed -> FETCH -> OUTPUT,
-    exactly what a classic ``/inpaint`` does in distributed mode. Batches run several of those at
-    once from a thread pool, like concurrent HTTP requests on the web server: ``2 * nodes + 2`` in
-    flight keeps every node busy with a short queue behind it (more threads only add GIL contention
+    The producer side is the product's own :class:`SchedulerClient` (the web server's connection).
+    A task is SUBMIT with ``want_result`` -> ACCEPTED (after the journal commit) -> DONE with the
+    body (after the outcome's commit), as a classic ``/inpaint`` does in distributed mode; FETCH
+    only if no DONE came. :meth:`batch` queues every SUBMIT first and then waits for each, the way
+    the peers are driven; :meth:`batch_threads` runs the same tasks from ``2 * nodes + 2`` blocking
+    threads, like concurrent HTTP requests on the web server (more threads only add GIL contention
     in this process: 312 no-op tasks/s with 4 threads, 229 with 16, 126 with 64 on a busy 2-core box).
     """
 

@@ -30,6 +30,7 @@ Failure handling:
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
 import os
 import time
@@ -44,14 +45,20 @@ from . import protocol as p
 from .capabilities import available_models, collect
 from .endpoints import queue_endpoint_for
 from .heartbeat import Backoff, Liveness
-from .inference_worker import enlarge_pipe_buffers, worker_main
+from .inference_worker import enlarge_pipe_buffers, pack, worker_main
 
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.05
+_TICK_MS = int(_TICK_S * 1000)
 _KILL_GRACE_S = 0.5
 _STEP_CANCEL_GRACE_S = 3.0
 _BYE_LINGER_MS = 500
+
+# Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (send_multipart does one per frame).
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_POLLIN = int(zmq.POLLIN)
 
 
 @dataclass
@@ -95,6 +102,9 @@ class _Child:
         enlarge_pipe_buffers(self.conn)
         self.ready = False
         self.kill_deadline: float | None = None
+        self.cancel_set = False
+        """Whether ``cancel_event`` may be set: clearing it takes the Event's lock and semaphore, so
+        it is cleared before the next task only after a CANCEL actually set it."""
 
     def terminate(self) -> None:
         """SIGTERM now; :meth:`reap` escalates to SIGKILL after the grace period."""
@@ -210,9 +220,12 @@ class Node:
         self.child: _Child | None = None
         self.dying: list[_Child] = []
         self._next_parent_check = 0.0
-        self._poller: zmq.Poller | None = None
-        """Built once and rebuilt only when a socket or the child's Pipe changes (``_sockets_changed``)."""
+        self._poll_items: list[tuple[Any, int]] | None = None
+        """``zmq_poll`` items, built once and rebuilt only when a socket or the child's Pipe changes
+        (``_sockets_changed``)."""
         self._poll_child_fd: int | None = None
+        self._ready_frames = p.encode(p.READY, {"node_id": self.node_id})
+        """READY never changes for this node: encoded once, not once per task."""
         self._reported_model: str | None = None
         """The model the scheduler believes is loaded here (from our HELLO/HEARTBEAT, or its own
         prediction at dispatch): an outcome is followed by a HEARTBEAT only when this is wrong."""
@@ -237,78 +250,102 @@ class Node:
 
     # ------------------------------------------------------------------ loop
     def _tick(self) -> None:
+        """One turn of the loop: timers and housekeeping, then one poll and at most one message per
+        ready socket or Pipe. This runs twice per task, so checks that rarely apply are guarded
+        inline rather than by calling a method that returns at once (measurably cheaper)."""
         now = time.monotonic()
-        if self._parent_gone(now):
+        if self.parent_pid is not None and now >= self._next_parent_check and self._parent_gone(now):
             log.warning("parent process %s is gone; exiting", self.parent_pid)
             self._exit("parent exited", 0, kill_child=True)
             return
         if self.stopping and (not self._running_work() or (self.stop_deadline or 0) <= now):
             self._exit("shutdown", 0, kill_child=self.current is not None)
             return
-        self._reap_dying()
-        if self.control is None and now >= self.next_connect_at:
-            self._connect()
-        elif self.control is not None and self.liveness.expired:
+        if self.dying:
+            self._reap_dying()
+        liveness = self.liveness
+        if self.control is None:
+            if now >= self.next_connect_at:
+                self._connect()
+        elif liveness.expired:
             log.warning("scheduler %s silent; reconnecting", self.scheduler)
             self._disconnect(backoff=True)
-        if self.control is not None and self.welcomed and self.liveness.due():
+        if self.welcomed and self.control is not None and liveness.due():
             self._send_heartbeat()
-        self._check_cancel_deadline(now)
+        cur = self.current
+        if cur is not None and cur.cancel_deadline is not None:
+            self._check_cancel_deadline(now)
 
-        poller = self._poller if self._poller is not None else self._build_poller()
-        timeout = min(_TICK_S, self.liveness.time_to_next()) if self.welcomed else _TICK_S
-        events = dict(poller.poll(timeout * 1000))
+        items = self._poll_items if self._poll_items is not None else self._build_poll_items()
+        if self.welcomed:
+            # Rounded up: a timeout that truncates to 0 ms would spin until the heartbeat is due.
+            timeout_ms = math.ceil(min(_TICK_S, liveness.time_to_next()) * 1000)
+        else:
+            timeout_ms = _TICK_MS
+        if not items:  # no socket and no child for a moment: zmq_poll([]) would return at once
+            time.sleep(timeout_ms / 1000)
+            return
+        events = zmq.zmq_poll(items, timeout_ms)
         if not events:
             return
-        if self.child is not None and self._poll_child_fd in events:
-            self._drain_child()
-        if self.control is not None and self.control in events:
-            self._drain_socket(self.control, None)
-        for sock, queue in list(self.queue_socks.items()):
-            if sock in events:
-                self._drain_socket(sock, queue)
+        ready = dict(events)
+        if self.child is not None and self._poll_child_fd in ready:
+            self._recv_child()
+        if self.control is not None and self.control in ready:
+            self._recv_socket(self.control, None)
+        if self.queue_socks:
+            for sock, queue in list(self.queue_socks.items()):
+                if sock in ready:
+                    self._recv_socket(sock, queue)
 
-    def _build_poller(self) -> zmq.Poller:
-        """One Poller over the control socket, the queue sockets and the child's Pipe, kept until one
-        of them changes (building it on every tick cost more than the poll itself)."""
-        poller = zmq.Poller()
+    def _build_poll_items(self) -> list[tuple[Any, int]]:
+        """The control socket, the queue sockets and the child's Pipe, kept until one of them changes
+        (building them on every tick cost more than the poll itself). ``zmq.zmq_poll`` is called with
+        them directly: ``zmq.Poller`` only adds a Python frame around it."""
+        items: list[tuple[Any, int]] = []
         if self.control is not None:
-            poller.register(self.control, zmq.POLLIN)
+            items.append((self.control, _POLLIN))
         for sock in self.queue_socks:
-            poller.register(sock, zmq.POLLIN)
+            items.append((sock, _POLLIN))
         self._poll_child_fd = None
         if self.child is not None:
             try:
-                self._poll_child_fd = self.child.conn.fileno()
+                fd = self.child.conn.fileno()
             except OSError:
-                self._poll_child_fd = None
+                pass
             else:
-                poller.register(self._poll_child_fd, zmq.POLLIN)
-        self._poller = poller
-        return poller
+                items.append((fd, _POLLIN))
+                self._poll_child_fd = fd
+        self._poll_items = items
+        return items
 
     def _sockets_changed(self) -> None:
-        """A socket was opened or closed, or the child changed: the Poller is rebuilt on the next tick."""
-        self._poller = None
+        """A socket was opened or closed, or the child changed: the poll items are rebuilt on the next tick."""
+        self._poll_items = None
 
-    def _drain_socket(self, sock: zmq.Socket, queue: str | None) -> None:
-        for _ in range(100):
-            if sock.closed:
-                return
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msg = p.decode(frames, receiver="node")
-            except p.ProtocolError as exc:
-                log.warning("dropping malformed message from scheduler: %s", exc)
-                continue
-            self.liveness.seen()
-            if queue is None:
-                self._on_control(msg)
-            else:
-                self._on_queue(msg, queue)
+    def _recv_socket(self, sock: zmq.Socket, queue: str | None) -> None:
+        """Handle one message from a socket the poll reported readable.
+
+        One per tick, not a drain loop: ``zmq_poll`` is level-triggered, so a socket with more
+        messages queued makes the next poll return at once, and the common case (one TASK, one
+        control message) saves the extra receive that ends in ``zmq.Again`` (an exception and a
+        libzmq command-processing round each time)."""
+        if sock.closed:  # closed by the handler of an earlier message in this tick
+            return
+        try:
+            frames = sock.recv_multipart(_NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            msg = p.decode(frames, receiver="node")
+        except p.ProtocolError as exc:
+            log.warning("dropping malformed message from scheduler: %s", exc)
+            return
+        self.liveness.seen()
+        if queue is None:
+            self._on_control(msg)
+        else:
+            self._on_queue(msg, queue)
 
     # ------------------------------------------------------------------ connection
     def _connect(self) -> None:
@@ -356,11 +393,20 @@ class Node:
         )
 
     def _send(self, frames: list[bytes], sock: zmq.Socket | None = None) -> bool:
+        """Send one multipart message without blocking; False if it was dropped.
+
+        A frame-by-frame ``send`` with plain-int flags instead of ``send_multipart``, which type-checks
+        every frame and builds a flag enum per frame. Same semantics: a DEALER refuses (zmq.Again)
+        only the first frame of a message, never a later one."""
         target = sock if sock is not None else self.control
         if target is None:
             return False
+        send = target.send
+        last = len(frames) - 1
         try:
-            target.send_multipart(frames, zmq.NOBLOCK)
+            for i in range(last):
+                send(frames[i], _NOBLOCK_MORE)
+            send(frames[last], _NOBLOCK)
             return True
         except zmq.Again:
             log.debug("scheduler not reachable; message dropped")
@@ -405,7 +451,7 @@ class Node:
         if self.ready_sent or not self.welcomed or not self._idle():
             return
         for sock in self.queue_socks:
-            self._send(p.encode(p.READY, {"node_id": self.node_id}), sock)
+            self._send(self._ready_frames, sock)
         self.ready_sent = True
 
     # ------------------------------------------------------------------ control messages
@@ -498,9 +544,11 @@ class Node:
             log.info("task %s waits for the inference process to start", cur.task_id)
             return
         header, files = cur.payload
-        child.cancel_event.clear()
+        if child.cancel_set:
+            child.cancel_event.clear()
+            child.cancel_set = False
         try:
-            child.conn.send(("task", header, files))
+            child.conn.send_bytes(pack(("task", header, files)))
         except (OSError, ValueError) as exc:
             log.error("cannot hand task %s to the inference process: %s", cur.task_id, exc)
             return  # the child is going away; _child_died reports the task
@@ -520,6 +568,7 @@ class Node:
             self._report_cancel_when_ready()
             return
         self.child.cancel_event.set()
+        self.child.cancel_set = True
         if self._reports_steps(cur):
             cur.cancel_deadline = time.monotonic() + _STEP_CANCEL_GRACE_S
             log.info("cancel %s: asked the model to stop at its next step", task_id)
@@ -613,18 +662,20 @@ class Node:
             self._spawn_child()
             self._offer_credit()
 
-    def _drain_child(self) -> None:
+    def _recv_child(self) -> None:
+        """Handle one message from the inference child (its Pipe polled readable).
+
+        No ``Connection.poll()`` before or after: the tick's poll already said the fd is readable
+        (data or EOF), and it is level-triggered, so a second queued message (a progress burst) is
+        read on the next tick. ``Connection.poll`` builds a selector per call, twice per task."""
         child = self.child
         assert child is not None
-        while child is self.child:
-            try:
-                if not child.conn.poll():
-                    return
-                msg = child.conn.recv()
-            except (EOFError, OSError):
-                self._child_died(child)
-                return
-            self._on_child(msg)
+        try:
+            msg = child.conn.recv()
+        except (EOFError, OSError):
+            self._child_died(child)
+            return
+        self._on_child(msg)
 
     def _child_died(self, child: _Child) -> None:
         child.proc.join(1.0)

@@ -101,6 +101,39 @@ def test_cancel_stops_a_stepping_model_at_a_step_boundary(scripted: ScriptedSche
     scripted.recv(5, [p.READY])
 
 
+def test_the_next_task_after_a_step_cancel_is_not_cancelled(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
+    """A cooperative cancel keeps the inference child, and its cancel Event must not leak into the
+    child's next task (the node clears it only after a CANCEL set it)."""
+    start_node(procs, scripted.endpoint, tmp_config)
+    ident, qident, _ = handshake(scripted)
+    scripted.send_task(qident, "st", "steps", "steps=500 100")
+    scripted.recv(60, [p.PROGRESS])
+    scripted.send("control", ident, p.CANCEL, {"task_id": "st", "attempt": 1})
+    scripted.recv(10, [p.CANCELLED])
+    scripted.recv(10, [p.READY])
+    for task_id in ("next1", "next2"):
+        scripted.send_task(qident, task_id, "steps", "steps=3 1")
+        _, _, outcome = scripted.recv(30, [p.RESULT, p.CANCELLED, p.FAILED])
+        assert (outcome.command, outcome.header["task_id"]) == (p.RESULT, task_id)
+        scripted.recv(10, [p.READY])
+
+
+def test_a_burst_of_control_messages_is_handled_in_order(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
+    """Messages that queue up on a socket are read one per loop turn: none is lost or reordered."""
+    node = start_node(procs, scripted.endpoint, tmp_config, "--exit-on-drain")
+    ident, _, _ = handshake(scripted)
+    for _ in range(20):
+        scripted.send("control", ident, p.HEARTBEAT, {})
+    scripted.send("control", ident, p.DRAIN, {})
+    _, _, bye = scripted.recv(10, [p.BYE])
+    assert bye.header["reason"] == "drained"
+    wait_for(lambda: not node.alive(), 10, "node to exit after drain")
+
+
 def test_reconnects_with_a_new_hello_when_the_scheduler_goes_silent(
     scripted: ScriptedScheduler, procs: list[Proc], tmp_config
 ):

@@ -30,6 +30,7 @@ setup(
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
         "pyzmq>=25",
+        "orjson>=3.8",
         "marshmallow>=3.20",
         "apispec>=6",
         "requests>=2.31",

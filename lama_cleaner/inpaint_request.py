@@ -147,7 +147,8 @@ class InpaintRequest:
                 raw = raw.decode("utf-8", errors="replace")
             values[f.name] = f.metadata["parser"](str(raw), key)
         req = cls(**values)
-        req.resolve_seeds(rng or random.Random())
+        if req.sd_seed == -1 or req.paint_by_example_seed == -1:  # seeding a Random reads os.urandom
+            req.resolve_seeds(rng or random.Random())
         return req
 
     def resolve_seeds(self, rng: random.Random) -> None:

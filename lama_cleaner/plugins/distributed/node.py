@@ -46,6 +46,7 @@ from .capabilities import available_models, collect
 from .endpoints import queue_endpoint_for
 from .heartbeat import Backoff, Liveness
 from .inference_worker import enlarge_pipe_buffers, pack, worker_main
+from .wire_send import send_nowait
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,8 @@ _KILL_GRACE_S = 0.5
 _STEP_CANCEL_GRACE_S = 3.0
 _BYE_LINGER_MS = 500
 
-# Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (send_multipart does one per frame).
+# Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (see wire_send.py).
 _NOBLOCK = int(zmq.NOBLOCK)
-_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _POLLIN = int(zmq.POLLIN)
 
 
@@ -393,20 +393,12 @@ class Node:
         )
 
     def _send(self, frames: list[bytes], sock: zmq.Socket | None = None) -> bool:
-        """Send one multipart message without blocking; False if it was dropped.
-
-        A frame-by-frame ``send`` with plain-int flags instead of ``send_multipart``, which type-checks
-        every frame and builds a flag enum per frame. Same semantics: a DEALER refuses (zmq.Again)
-        only the first frame of a message, never a later one."""
+        """Send one multipart message without blocking; False if it was dropped."""
         target = sock if sock is not None else self.control
         if target is None:
             return False
-        send = target.send
-        last = len(frames) - 1
         try:
-            for i in range(last):
-                send(frames[i], _NOBLOCK_MORE)
-            send(frames[last], _NOBLOCK)
+            send_nowait(target, frames)
             return True
         except zmq.Again:
             log.debug("scheduler not reachable; message dropped")

@@ -49,6 +49,7 @@ import zmq
 from ...errors import Overloaded
 from . import protocol as p
 from .heartbeat import Liveness
+from .wire_send import send_nowait
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class SchedulerClient:
     def _send(self, frames: list[bytes]) -> None:
         assert self._sock is not None
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            send_nowait(self._sock, frames)
         except zmq.Again:
             log.debug("scheduler not reachable; message dropped (will be retried)")
 

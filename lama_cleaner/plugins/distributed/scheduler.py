@@ -60,6 +60,7 @@ from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
 from .scheduler_producers import ProducerMessages, peek_req_id
 from .task_store import BLOB_DIR, BlobMissing, TaskRecord, TaskStore
+from .wire_send import send_nowait
 
 __all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 
@@ -451,7 +452,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         failures: list[Callable[[], None]] = []
         for out in outbox:
             try:
-                out.socket.send_multipart([out.ident, *out.frames], zmq.NOBLOCK)
+                send_nowait(out.socket, [out.ident, *out.frames])
             except zmq.ZMQError as exc:
                 self._count("undelivered")
                 log.debug("could not deliver %r: %s", out.frames[1][:16], exc)

@@ -23,6 +23,7 @@ from . import states
 from .node_registry import NodeEntry
 from .routing import ResourceClassOf
 from .task_store import TaskRecord, TaskStore
+from .wire_send import send_nowait
 
 log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler")
 
@@ -198,7 +199,7 @@ class SchedulerBase:
                 continue
             for ident in idents:
                 try:
-                    self._control.send_multipart([ident, *frames], zmq.NOBLOCK)
+                    send_nowait(self._control, [ident, *frames])
                 except zmq.ZMQError as exc:
                     self._count("undelivered")
                     log.debug("could not push DONE for %s: %s", rec.id, exc)
@@ -245,7 +246,7 @@ class SchedulerBase:
         """Send one event message to a watcher; one that cannot take it is dropped (it must WATCH
         again), so it is not tried again for the rest of the round."""
         try:
-            control.send_multipart([ident, *frames], zmq.NOBLOCK)
+            send_nowait(control, [ident, *frames])
         except zmq.ZMQError:
             self._watchers.pop(ident, None)
             self._batch_watchers.discard(ident)

@@ -38,6 +38,14 @@ class NodeEntry:
     offline: bool = False
     offline_since: float = 0.0
     tasks_done: int = 0
+    models: frozenset[str] | None = field(init=False, default=None)
+    """``capabilities.models`` as a set (None: not declared, any model), for dispatch every round."""
+    plugins: frozenset[str] | None = field(init=False, default=None)
+    """``capabilities.plugins`` as a set (None: not declared)."""
+
+    def __post_init__(self) -> None:
+        self.models = name_set(self.capabilities.get("models"))
+        self.plugins = name_set(self.capabilities.get("plugins"))
 
     @property
     def state(self) -> str:

@@ -54,7 +54,7 @@ from ...config import Config, DistributedConfig
 from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
-from .node_registry import NodeEntry, name_set
+from .node_registry import NodeEntry
 from .routing import IdleNode, ResourceClassOf, WaitingTask, node_can_run, plan_dispatch
 from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
@@ -575,8 +575,8 @@ class Scheduler(NodeMessages, ProducerMessages):
                 queues=frozenset(n.ready),
                 idle_since=n.idle_since,
                 loaded_model=n.loaded_model,
-                models=name_set(n.capabilities.get("models")),
-                plugins=name_set(n.capabilities.get("plugins")),
+                models=n.models,
+                plugins=n.plugins,
             )
             for n in idle_nodes.values()
         ]
@@ -657,7 +657,9 @@ def _candidates(runnable: Iterator[TaskRecord], idle: list[IdleNode]) -> list[Wa
     its affinity choice), without building a view of every queued task each round. Tasks no idle
     node can run are skipped (they do not use up the window), up to a scan limit.
     """
-    want = len(idle) + CANDIDATE_LOOKAHEAD
+    # One idle node (the usual case under load: an outcome just freed it) simply gets the oldest task
+    # it can run; the look-ahead only informs the affinity choice between several idle nodes.
+    want = 1 if len(idle) == 1 else len(idle) + CANDIDATE_LOOKAHEAD
     chosen: list[WaitingTask] = []
     for scanned, rec in enumerate(runnable):
         if scanned >= CANDIDATE_SCAN_LIMIT:

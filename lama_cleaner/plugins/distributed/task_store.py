@@ -65,6 +65,13 @@ MAX_FREE_RECOVERIES = 2
 interruption is the scheduler's fault, not the task's, so the attempt is refunded; but a task that
 keeps coming back from crashes (it may be what crashes the host) is charged after this many."""
 
+WAL_AUTOCHECKPOINT_PAGES = 4000
+"""Checkpoint the WAL into the journal file every 4000 pages (16 MiB at 4 KiB) instead of SQLite's
+1000: the same hot index pages are rewritten by nearly every commit, so a checkpoint that runs a
+quarter as often writes them back a quarter as often. Measured on the journal alone (create, dispatch,
+complete; one commit per step): 181-183 -> 163-167 us of CPU per task. The cost: a WAL of up to
+16 MiB on disk, and each (rarer) checkpoint pauses that commit longer."""
+
 # States of a savepoint() block (see TaskStore.savepoint): nothing written yet, SAVEPOINT issued, or
 # its first write opened the transaction (undone by ROLLBACK, no SAVEPOINT needed).
 _SP_PENDING, _SP_ISSUED, _SP_AT_BEGIN = 0, 1, 2
@@ -208,6 +215,7 @@ class TaskStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={mode}")
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self.migrations_dir = Path(migrations_dir) if migrations_dir else default_migrations_dir()
         self.applied_migrations = self._migrate()

@@ -40,6 +40,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ class _Pending:
     blobs: list[bytes]
     deadline: float
     sent_at: float = 0.0
+    unsent: bool = False
+    """Waiting in ``SchedulerClient._unsent`` (refused by the socket), not yet on the wire."""
     done: threading.Event = field(default_factory=threading.Event)
     reply: p.Message | None = None
     error: BaseException | None = None
@@ -142,6 +145,11 @@ class SchedulerClient:
         self._connected_once = threading.Event()
         self._sock: zmq.Socket | None = None
         self._poller: zmq.Poller | None = None
+        self._poll_flags = 0
+        self._unsent: deque[_Pending] = deque()
+        """Requests the socket refused (its high-water mark of 1000 queued messages reached during a
+        burst, or no scheduler connected yet), in order. They are sent as soon as the socket polls
+        writable; dropping them instead left them to the liveness-window re-send, seconds later."""
         self._awake = False
         """True while a wake-up byte is in the pipe and not yet handled: later callers skip the write."""
         self._results: dict[str, ResultSlot] = {}
@@ -247,8 +255,12 @@ class SchedulerClient:
         poller.register(sock, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         self._poller = poller
+        self._poll_flags = zmq.POLLIN
         self._liveness.reset()
         self._watch()
+        for pending in self._unsent:
+            pending.unsent = False
+        self._unsent.clear()  # every pending request is sent (or queued) again, in order, below
         for pending in self._pending.values():
             self._send_request(pending)
 
@@ -256,15 +268,23 @@ class SchedulerClient:
         """Subscribe (and keep alive); ``batch_events`` because :meth:`_dispatch` handles EVENTS."""
         self._send(p.encode(p.WATCH, {"producer_id": self.producer_id, "batch_events": True}))
 
-    def _send(self, frames: list[bytes]) -> None:
+    def _send(self, frames: list[bytes]) -> bool:
+        """Send without blocking; False if the socket refused (a WATCH is simply sent again later)."""
         assert self._sock is not None
         try:
             send_nowait(self._sock, frames)
         except zmq.Again:
-            log.debug("scheduler not reachable; message dropped (will be retried)")
+            return False
+        return True
 
     def _send_request(self, pending: _Pending) -> None:
-        pending.sent_at = time.monotonic()
+        """Send a request now, or queue it behind the ones the socket already refused."""
+        if self._unsent or not self._transmit(pending):
+            pending.unsent = True
+            self._unsent.append(pending)
+
+    def _transmit(self, pending: _Pending) -> bool:
+        """Encode and send one request; False if the socket refused it."""
         try:
             if pending.blobs:
                 frames = p.encode(pending.command, pending.header, pending.blobs)
@@ -272,8 +292,20 @@ class SchedulerClient:
                 frames = p.encode(pending.command, pending.header)
         except p.ProtocolError as exc:
             self._complete(pending, error=exc)
-            return
-        self._send(frames)
+            return True
+        if not self._send(frames):
+            return False
+        pending.sent_at = time.monotonic()
+        return True
+
+    def _flush_unsent(self) -> None:
+        """Send queued requests in order until the socket refuses again (it polled writable)."""
+        while self._unsent:
+            pending = self._unsent[0]
+            if pending.req_id in self._pending and not self._transmit(pending):
+                return
+            pending.unsent = False
+            self._unsent.popleft()
 
     def _complete(self, pending: _Pending, reply: p.Message | None = None, error: BaseException | None = None) -> None:
         self._pending.pop(pending.req_id, None)
@@ -307,7 +339,7 @@ class SchedulerClient:
             if pending.deadline < now:
                 self._complete(pending, error=SchedulerUnavailable(
                     f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
-            elif now - pending.sent_at > window:
+            elif not pending.unsent and now - pending.sent_at > window:
                 self._send_request(pending)  # lost to a restart the socket did not notice
         if self._results:
             with self._results_lock:
@@ -330,11 +362,18 @@ class SchedulerClient:
                 if now >= next_scan:
                     next_scan = now + _SCAN_INTERVAL_S
                     self._scan(now)
-                assert self._poller is not None
+                assert self._poller is not None and self._sock is not None
+                flags = zmq.POLLIN | zmq.POLLOUT if self._unsent else zmq.POLLIN
+                if flags != self._poll_flags:  # writable only matters while requests wait to go out
+                    self._poller.register(self._sock, flags)
+                    self._poll_flags = flags
                 events = dict(self._poller.poll(max(1.0, min(100.0, self._liveness.time_to_next() * 1000))))
                 if self._wake_r in events:
                     self._take_requests()
-                if self._sock in events:
+                sock_events = events.get(self._sock, 0)
+                if sock_events & zmq.POLLOUT:
+                    self._flush_unsent()
+                if sock_events & zmq.POLLIN:
                     got_any = self._receive()
                     if got_any and reconnected:
                         reconnected = False

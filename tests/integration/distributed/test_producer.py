@@ -380,3 +380,40 @@ def test_send_request_queues_a_burst_and_every_reply_and_result_arrives(tmp_path
         assert time.monotonic() - started < 3
     finally:
         lonely.close()
+
+
+def test_a_burst_beyond_the_sockets_high_water_mark_is_queued_not_dropped(tmp_path: Path):
+    """Requests beyond what the DEALER buffers (here: the scheduler is not up yet, so its 1000-message
+    pipe fills) wait in the client, in order, and go out as soon as the scheduler is reachable, not
+    a liveness window later (the re-send path of a request lost to a restart)."""
+    import zmq
+
+    config = _config(tmp_path)
+    config.distributed.heartbeat_interval_s = 5.0  # re-send window 15 s: far beyond this test's deadline
+    port = free_port_block(1)
+    client = SchedulerClient(f"tcp://127.0.0.1:{port}", config, request_timeout_s=60)
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    try:
+        pendings = [client.send_request(p.QUEUES, {}) for _ in range(3000)]
+        wait_for(lambda: len(client._unsent) >= 1000, 30, "the socket refusing part of the burst")
+        router.bind(f"tcp://127.0.0.1:{port}")
+        started = time.monotonic()
+        seen: list[str] = []
+        while len(seen) < len(pendings):
+            assert time.monotonic() - started < 10, f"only {len(seen)} of {len(pendings)} requests arrived"
+            if not router.poll(1000):
+                continue
+            frames = router.recv_multipart()
+            msg = p.decode(frames[1:], receiver="scheduler")
+            if msg.command == p.QUEUES:
+                seen.append(msg.header["req_id"])
+                router.send_multipart([frames[0], *p.encode(p.STATS, {"req_id": msg.header["req_id"], "queues": []})])
+        assert seen == [pending.req_id for pending in pendings]  # in the order they were made
+        for pending in pendings:
+            assert client.wait_reply(pending).command == p.STATS
+        assert time.monotonic() - started < 10 and not client._unsent
+    finally:
+        client.close()
+        router.close(0)
+        ctx.term()

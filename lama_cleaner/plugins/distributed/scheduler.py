@@ -83,9 +83,12 @@ hundreds of them kept nodes that had finished idle for tens of ms (measured: 3,0
 submitted at once ran at half the rate of 300); 16 keeps a round near 2-3 ms and still commits
 requests in groups."""
 MAX_BACKLOG = 4096
-"""Producer requests read but not yet handled, at most. Beyond it the control socket is read only
-``PRODUCER_MESSAGES_PER_ROUND`` at a time (ROUTER fair queuing still brings node messages in), and
-the rest wait in ZeroMQ's buffers, whose high-water mark then pushes back on producers."""
+"""Producer requests read but not yet handled, at most. Beyond it (or beyond ``MAX_BACKLOG_BYTES``)
+the control socket is read only ``PRODUCER_MESSAGES_PER_ROUND`` at a time (ROUTER fair queuing still
+brings node messages in), and the rest wait in ZeroMQ's buffers, whose high-water mark then pushes
+back on producers."""
+MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+"""Bytes of producer requests (uploads included) read but not yet handled, at most."""
 _NODE_COMMANDS = frozenset(c.encode("ascii") for c in (p.HELLO, p.HEARTBEAT, p.PROGRESS, p.RESULT, p.FAILED,
                                                        p.CANCELLED, p.BYE, p.READY))
 CANDIDATE_LOOKAHEAD = 8
@@ -379,7 +382,8 @@ class Scheduler(NodeMessages, ProducerMessages):
 
     # ================================================================== loop
     def _run(self) -> None:
-        backlog: deque[tuple[zmq.Socket, list[bytes]]] = deque()  # producer requests read, not yet handled
+        backlog: deque[tuple[zmq.Socket, list[bytes], int]] = deque()  # producer requests read, not handled
+        backlog_bytes = 0
         try:
             while not self._stopping.is_set():
                 timeout = 0.0 if backlog else self._poll_timeout(time.time())
@@ -390,19 +394,22 @@ class Scheduler(NodeMessages, ProducerMessages):
                         self._drain_wake_pipe()
                         continue
                     control = sock is self._control
-                    limit = PRODUCER_MESSAGES_PER_ROUND if control and len(backlog) >= MAX_BACKLOG \
-                        else MAX_MESSAGES_PER_ROUND
-                    for _ in range(limit):
+                    full = len(backlog) >= MAX_BACKLOG or backlog_bytes >= MAX_BACKLOG_BYTES
+                    for _ in range(PRODUCER_MESSAGES_PER_ROUND if control and full else MAX_MESSAGES_PER_ROUND):
                         try:
                             frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
                         except zmq.Again:
                             break
                         if control and not is_node_message(frames):
-                            backlog.append((sock, frames))
+                            size = sum(map(len, frames))
+                            backlog.append((sock, frames, size))
+                            backlog_bytes += size
                         else:
                             inbound.append((sock, frames))
                 for _ in range(min(len(backlog), PRODUCER_MESSAGES_PER_ROUND)):
-                    inbound.append(backlog.popleft())
+                    sock, frames, size = backlog.popleft()
+                    backlog_bytes -= size
+                    inbound.append((sock, frames))
                 self._round(inbound, time.time())
         except Exception:  # pragma: no cover - a bug in the loop itself; logged, then the loop ends
             log.exception("scheduler loop crashed")

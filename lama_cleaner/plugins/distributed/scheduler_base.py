@@ -145,9 +145,8 @@ class SchedulerBase:
         self, rec: TaskRecord, *, progress: float | None = None, step: int | None = None, body: bytes | None = None
     ) -> None:
         """Queue an event (the fields of :class:`TaskEvent`, in its order; sent as an EVENT or in the
-        round's EVENTS) for after the commit, and
-        a DONE for producers that asked for the result of a task that just finished (``body``: the
-        result, when the caller has it at hand)."""
+        round's EVENTS) for after the commit, and a DONE for producers that asked for the result of a
+        task that just finished (``body``: the result, when the caller has it at hand)."""
         if rec.status in states.TERMINAL and rec.id in self._done_waiters:
             self._dones.append((rec, body))
         if not self._watchers and self.on_event is None:

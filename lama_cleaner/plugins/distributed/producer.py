@@ -68,7 +68,11 @@ class SchedulerUnavailable(Overloaded):
 
 
 @dataclass
-class _Pending:
+class PendingRequest:
+    """One request in flight: what :meth:`SchedulerClient.send_request` returns, to be passed to
+    :meth:`SchedulerClient.wait_reply`. ``done_event`` is the result slot's event of a SUBMIT with
+    ``want_result`` (set when its DONE arrives). The other fields belong to the client's I/O thread."""
+
     req_id: str
     command: str
     header: dict[str, Any]
@@ -82,11 +86,6 @@ class _Pending:
     error: BaseException | None = None
     done_event: threading.Event | None = None
     """For a SUBMIT with ``want_result``: the event of the result slot opened at ACCEPTED."""
-
-
-PendingReply = _Pending
-"""What :meth:`SchedulerClient.send_request` returns: pass it to :meth:`SchedulerClient.wait_reply`;
-``done_event`` is the result slot's event of a SUBMIT with ``want_result``."""
 
 
 class ResultSlot:
@@ -136,17 +135,17 @@ class SchedulerClient:
         """A context passed in (an embedded scheduler's, for its ``inproc://`` endpoint) belongs to
         its owner, who terminates it; this client only closes its own socket in it."""
         self._ctx = zmq.Context() if context is None else context
-        self._inbox: queue.Queue[_Pending | None] = queue.Queue()
+        self._inbox: queue.Queue[PendingRequest | None] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PendingRequest] = {}
         self._ids = itertools.count(1)
         self._closed = False
         self._connected_once = threading.Event()
         self._sock: zmq.Socket | None = None
         self._poller: zmq.Poller | None = None
         self._poll_flags = 0
-        self._unsent: deque[_Pending] = deque()
+        self._unsent: deque[PendingRequest] = deque()
         """Requests the socket refused (its high-water mark of 1000 queued messages reached during a
         burst, or no scheduler connected yet), in order. They are sent as soon as the socket polls
         writable; dropping them instead left them to the liveness-window re-send, seconds later."""
@@ -174,7 +173,7 @@ class SchedulerClient:
     def send_request(
         self, command: str, header: dict[str, Any] | None = None, blobs: list[bytes] | None = None,
         *, timeout: float | None = None, done_event: threading.Event | None = None,
-    ) -> PendingReply:
+    ) -> PendingRequest:
         """Queue one request without waiting; :meth:`wait_reply` waits for (or re-raises) its reply.
 
         For a caller with many requests at once (a batch job): queueing them all before waiting lets
@@ -187,7 +186,7 @@ class SchedulerClient:
         head = dict(header or {})
         head["req_id"] = req_id
         wait = self.request_timeout_s if timeout is None else timeout
-        pending = _Pending(req_id, command, head, list(blobs or []), time.monotonic() + wait)
+        pending = PendingRequest(req_id, command, head, list(blobs or []), time.monotonic() + wait)
         if command == p.SUBMIT and head.get("want_result") is True:
             pending.done_event = done_event or threading.Event()
         self._inbox.put(pending)
@@ -196,7 +195,7 @@ class SchedulerClient:
             self._wake()
         return pending
 
-    def wait_reply(self, pending: PendingReply) -> p.Message:
+    def wait_reply(self, pending: PendingRequest) -> p.Message:
         """The reply of a request from :meth:`send_request`; raises its error (``SchedulerUnavailable``
         once its deadline passed without a reply)."""
         if not pending.done.wait(max(0.0, pending.deadline - time.monotonic()) + 1.0):
@@ -277,13 +276,13 @@ class SchedulerClient:
             return False
         return True
 
-    def _send_request(self, pending: _Pending) -> None:
+    def _send_request(self, pending: PendingRequest) -> None:
         """Send a request now, or queue it behind the ones the socket already refused."""
         if self._unsent or not self._transmit(pending):
             pending.unsent = True
             self._unsent.append(pending)
 
-    def _transmit(self, pending: _Pending) -> bool:
+    def _transmit(self, pending: PendingRequest) -> bool:
         """Encode and send one request; False if the socket refused it."""
         try:
             if pending.blobs:
@@ -307,7 +306,9 @@ class SchedulerClient:
             pending.unsent = False
             self._unsent.popleft()
 
-    def _complete(self, pending: _Pending, reply: p.Message | None = None, error: BaseException | None = None) -> None:
+    def _complete(
+        self, pending: PendingRequest, reply: p.Message | None = None, error: BaseException | None = None
+    ) -> None:
         self._pending.pop(pending.req_id, None)
         if reply is not None and pending.done_event is not None and reply.command == p.ACCEPTED:
             self._open_result_slot(reply, pending.done_event)

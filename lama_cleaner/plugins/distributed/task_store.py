@@ -677,12 +677,11 @@ class TaskStore:
                        "result_headers": dict(headers), "result_sha256": digest,
                        "node_id": node_id if node_id is not None else cur.node_id, "error": None,
                        "error_status": None, "traceback": None}  # fmt: skip
+            # ``tasks.result_sha256`` (indexed) is the only link to the result: retention keeps a blob
+            # while a task names it there. Journals from before 2026-11-29 also have an 'output'
+            # row in task_blobs for it, which goes with its task; new ones skip that write (three
+            # B-tree pages of every completing commit).
             record = self._move(task_id, states.COMPLETE, changes)
-            self._write(
-                "INSERT OR REPLACE INTO task_blobs (task_id, role, name, position, sha256) "
-                "VALUES (?, 'output', 'body', 0, ?)",
-                (task_id, digest),
-            )
         return record
 
     def fail(

@@ -222,6 +222,29 @@ def test_prune_removes_old_finished_tasks_and_unreferenced_blobs(path):
         assert not store.is_expired(old.id)
 
 
+def test_a_result_is_kept_while_its_task_is_and_goes_with_it(path):
+    """The task row's ``result_sha256`` is what keeps a result blob (small and file-sized alike):
+    retention removes it with the last task that names it, never before."""
+    big = b"R" * (200 * 1024)  # over the inline limit: a blob file
+    with TaskStore(path) as store:
+        done = {}
+        for label, body, finished in (("old", b"OLD-RESULT", 2.0), ("recent", b"RECENT-RESULT", 150.0),
+                                      ("old-big", big + b"1", 2.0), ("recent-big", big + b"2", 150.0)):
+            rec = new(store, files={"image": label.encode()})
+            store.mark_processing(rec.id, "n", now=1.0)
+            store.complete(rec.id, mimetype="image/png", headers={}, body=body, now=finished)
+            done[label] = (rec.id, body)
+        store.prune(older_than=100.0, now=200.0)
+        for label in ("recent", "recent-big"):
+            task_id, body = done[label]
+            assert store.output(task_id) == ("image/png", {}, body)
+        for label in ("old", "old-big"):
+            task_id, body = done[label]
+            assert store.get(task_id) is None and store.get_blob(sha256_of(body)) is None
+        # the recent big result's file is left; the old one's is gone
+        assert [d for d, _ in store.files.files()] == [sha256_of(big + b"2")]
+
+
 def test_prune_works_in_bounded_bites(path):
     with TaskStore(path) as store:
         for i in range(5):

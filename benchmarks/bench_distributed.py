@@ -194,21 +194,25 @@ class OursRunner:
             raise ValueError(f"unknown op {op!r}")
         return {"kind": "inpaint", "name": "sleep", "form": form}, ["image", "mask"], [self.tiny_png, self.tiny_png]
 
-    def _run_one(self, op: str, body: bytes = b"") -> None:
+    def _send(self, op: str, body: bytes) -> Any:
+        """Queue one SUBMIT with ``want_result`` (as the classic /inpaint does); returns its pending request."""
         from lama_cleaner.plugins.distributed import protocol as p
 
         task, names, blobs = self._task(op, body)
-        task = {**task, "submitter": None, "idempotency_key": None}
-        # As the classic /inpaint does: SUBMIT with want_result, then the scheduler pushes DONE (with
-        # the body) to this connection right after the commit; FETCH only if no DONE came.
-        done = threading.Event()
-        reply = self.client.request(p.SUBMIT, {"task": task, "blobs": names, "want_result": True}, blobs,
-                                    timeout=self.timeout_s, done_event=done)
+        header = {"task": {**task, "submitter": None, "idempotency_key": None}, "blobs": names, "want_result": True}
+        return self.client.send_request(p.SUBMIT, header, blobs, timeout=self.timeout_s)
+
+    def _collect(self, pending: Any, op: str, body: bytes) -> None:
+        """Wait for a submitted task's ACCEPTED, then its result: the DONE the scheduler pushes right
+        after the commit, or a FETCH when no DONE came (the client reconnected in between)."""
+        from lama_cleaner.plugins.distributed import protocol as p
+
+        reply = self.client.wait_reply(pending)
         if reply.command != p.ACCEPTED:
             raise RuntimeError(f"SUBMIT -> {reply.command} {reply.header}")
         task_id = reply.header["task"]["id"]
         try:
-            pushed = self.client.result(task_id) if done.wait(self.timeout_s) else None
+            pushed = self.client.result(task_id) if pending.done_event.wait(self.timeout_s) else None
         finally:
             self.client.release_result(task_id)
         if pushed is not None:
@@ -226,6 +230,9 @@ class OursRunner:
         if op == "echo" and len(out.blobs[0]) != len(body):
             raise RuntimeError(f"echo of {len(body)} bytes came back as {len(out.blobs[0])}")
 
+    def _run_one(self, op: str, body: bytes = b"") -> None:
+        self._collect(self._send(op, body), op, body)
+
     def call(self, op: str = "noop", body: bytes = b"") -> None:
         self._run_one(op, body)
 
@@ -233,32 +240,11 @@ class OursRunner:
         """Submit all ``count`` tasks, then wait for each result: the same drive as the peers get
         (Celery: ``delay()`` all, then ``get()`` each; the bare broker: send all, then receive).
         ``SchedulerClient.send_request`` queues the SUBMITs without a thread per task."""
-        from lama_cleaner.plugins.distributed import protocol as p
-
         bodies = [_variant(body, i) for i in range(count)] if body else [b""] * count
         start = time.perf_counter()
-        pendings = []
-        for b in bodies:
-            task, names, blobs = self._task(op, b)
-            header = {"task": {**task, "submitter": None, "idempotency_key": None}, "blobs": names,
-                      "want_result": True}
-            pendings.append(self.client.send_request(p.SUBMIT, header, blobs, timeout=self.timeout_s))
+        pendings = [self._send(op, b) for b in bodies]
         for pending, b in zip(pendings, bodies, strict=True):
-            reply = self.client.wait_reply(pending)
-            if reply.command != p.ACCEPTED:
-                raise RuntimeError(f"SUBMIT -> {reply.command} {reply.header}")
-            task_id = reply.header["task"]["id"]
-            try:
-                assert pending.done_event is not None
-                if not pending.done_event.wait(self.timeout_s):
-                    raise TimeoutError(f"task {task_id}: no DONE within {self.timeout_s}s")
-                out = self.client.result(task_id)
-            finally:
-                self.client.release_result(task_id)
-            if out is None or out.header["status"] != "completed":
-                raise RuntimeError(f"task {task_id}: {out.header if out else 'no result'}")
-            if op == "echo" and len(out.blobs[0]) != len(b):
-                raise RuntimeError(f"echo of {len(b)} bytes came back as {len(out.blobs[0])}")
+            self._collect(pending, op, b)
         return time.perf_counter() - start
 
     def batch_threads(self, op: str, count: int, body: bytes = b"") -> float:

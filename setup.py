@@ -2,6 +2,10 @@
 
 Torch is optional: the cv2 model and the whole distributed system run without it. Install the
 ``[torch]`` extra for the LaMa model (``pip install -e .[torch]`` takes the CPU build pinned here).
+
+The journal's SQL migrations live in the top-level ``migrations/`` folder (one source of truth) and
+are installed as the package ``lama_cleaner.migrations``, so that a wheel carries them: without them
+the distributed scheduler cannot open its journal.
 """
 
 from pathlib import Path
@@ -17,9 +21,10 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["lama_cleaner", "lama_cleaner.*"]),
+    packages=[*find_packages(include=["lama_cleaner", "lama_cleaner.*"]), "lama_cleaner.migrations"],
+    package_dir={"lama_cleaner.migrations": "migrations"},
     include_package_data=True,
-    package_data={"lama_cleaner": ["server/static/*"]},
+    package_data={"lama_cleaner": ["server/static/*"], "lama_cleaner.migrations": ["*.sql"]},
     install_requires=[
         "flask>=2.3",
         "flask-cors>=4",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, apply_mapping, read_config_file
+from .config import Config, ConfigError, apply_mapping, check_type, read_config_file, validate_config
 from .errors import LamaCleanerError
 from .plugins.manager import split_plugins
 
@@ -182,6 +182,7 @@ def check_config(config: Config, model_names: Sequence[str]) -> None:
     """Refuse settings the server cannot start with, each with a one-line ConfigError."""
     from .models.device import resolve_device
 
+    validate_config(config)  # the [distributed] section, after the file, the flags and the plugins' hooks
     if config.model not in model_names:
         raise ConfigError(f"unknown model {config.model!r}; choose one of: {', '.join(model_names)}")
     if not 0 <= int(config.quality) <= 100:
@@ -225,6 +226,24 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def startup_error_message(exc: BaseException) -> str | None:
+    """The one line to print for an error that stops the server from starting, or None for a bug.
+
+    Binding a socket (the HTTP port, a ZeroMQ endpoint of the scheduler) and opening the journal
+    (another scheduler holds the data directory, migrations missing) fail for reasons the operator
+    must fix, so they get a message, not a traceback. ``StoreError`` is a ``RuntimeError``.
+    """
+    if isinstance(exc, LamaCleanerError):
+        return exc.message
+    if isinstance(exc, OSError):
+        return f"cannot start: {exc.strerror or exc}"
+    if type(exc).__module__.startswith("zmq"):  # zmq.ZMQError, without importing zmq in classic mode
+        return f"cannot start: ZeroMQ: {exc}"
+    if isinstance(exc, RuntimeError):
+        return f"cannot start: {exc}"
+    return None
+
+
 def _stop_on_sigterm(_signum: int, _frame: Any) -> None:
     """SIGTERM stops the server like Ctrl+C: serving ends, then executors and plugins shut down."""
     raise KeyboardInterrupt
@@ -239,7 +258,8 @@ def prepare(argv: Sequence[str]) -> tuple[Config, Any, argparse.Namespace]:
     config_file = _config_file(pre)
     file_data = read_config_file(config_file) if config_file else {}
     apply_model_dir(pre.model_dir or file_data.get("model_dir") or file_data.get("model-dir"))
-    enabled = split_plugins(pre.plugins) if pre.plugins else list(file_data.get("plugins") or [])
+    file_plugins = check_type(file_data.get("plugins") or [], list[str], "plugins")  # not "abc" -> a, b, c
+    enabled = split_plugins(pre.plugins) if pre.plugins else file_plugins
     pm = create_plugin_manager(enabled)
     model_names = build_model_registry(pm).names()
     parser = build_serve_parser(model_names)
@@ -267,14 +287,19 @@ def serve_main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     executor = None
     try:
-        app, socketio, executor = create_app(config, pm)
-        pm.hook.server_started(config=config, app=app)
-        socketio.run(app, host=config.host, port=config.port, debug=config.debug, use_reloader=False,
-                     allow_unsafe_werkzeug=True)
-    except ConfigError as exc:  # a plugin refusing its settings while the app is built
-        return _fail(str(exc), CONFIG_EXIT_CODE)
-    except LamaCleanerError as exc:
-        return _fail(exc.message, 1)
+        try:
+            app, socketio, executor = create_app(config, pm)
+            pm.hook.server_started(config=config, app=app)
+        except ConfigError as exc:  # a plugin refusing its settings while the app is built
+            return _fail(str(exc), CONFIG_EXIT_CODE)
+        except Exception as exc:
+            message = startup_error_message(exc)
+            if message is None:
+                raise
+            return _fail(message, 1)
+        socketio.run(
+            app, host=config.host, port=config.port, debug=config.debug, use_reloader=False, allow_unsafe_werkzeug=True
+        )
     except OSError as exc:
         return _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}", 1)
     except KeyboardInterrupt:

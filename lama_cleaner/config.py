@@ -10,9 +10,13 @@ Precedence: built-in default < ``--config`` file < explicit command-line flag.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -91,7 +95,11 @@ class DistributedConfig:
     local_node_queues: list[str] = _opt(
         [], "Queues the local nodes ask to join (empty = every queue they qualify for)."
     )
-    local_node_device: str = _opt("cpu", "`--device` passed to local nodes.")
+    local_node_device: str | None = _opt(
+        None,
+        "`--device` passed to local nodes; unset = the server's `--device` (so `--device cuda` gives a "
+        "CUDA node that may join the `gpu` queue lama is routed to).",
+    )
     max_queued: int = _opt(1000, "Queued tasks allowed in total; beyond this new work gets HTTP 503.")
     max_queued_per_queue: int = _opt(500, "Queued tasks allowed per queue.")
     retry_after_s: int = _opt(5, "`Retry-After` seconds sent with a 503 when full.")
@@ -112,6 +120,25 @@ class DistributedConfig:
     retry: dict[str, RetryConfig] = field(
         default_factory=lambda: {"inpaint": RetryConfig(), "plugin": RetryConfig()},
         metadata={"help": "Retry policy per task kind (`inpaint`, `plugin`)."},
+    )
+    node_max_tasks_per_child: int = _opt(
+        0,
+        "A node replaces its inference process after it ran this many tasks, between tasks, never "
+        "during one (0 = never; like Celery's max-tasks-per-child). `lama-cleaner node "
+        "--max-tasks-per-child N` overrides it.",
+    )
+    node_max_child_rss_mb: int = _opt(
+        0,
+        "A node replaces its inference process after a task that left its resident memory (VmRSS) "
+        "above this many MiB (0 = no cap; like Celery's max-memory-per-child). `lama-cleaner node "
+        "--max-child-rss-mb N` overrides it.",
+    )
+    unschedulable_timeout_s: float = _opt(
+        60.0,
+        "A queued task that no online node can run (none granted its queue, none offers its model or "
+        "plugin, or all of those are draining) for this long is failed with HTTP 503 and a message "
+        "saying why, instead of waiting until `request_timeout_s`. Counted from the later of its "
+        "submission and the last moment a node that could run it was online. 0 disables.",
     )
 
 
@@ -220,9 +247,12 @@ def apply_mapping(target: Any, data: dict[str, Any], where: str = "") -> None:
     """Set dataclass fields of ``target`` from ``data``, recursing into nested sections.
 
     Unknown top-level keys go to ``Config.extra`` (third-party plugin sections); unknown keys inside
-    a known section are an error, because a typo there would otherwise be silently ignored.
+    a known section are an error, because a typo there would otherwise be silently ignored. Each
+    value is checked against its field's annotation here, at load, so that ``max_queued = "10"``
+    is refused with the key's name instead of failing later on every request.
     """
     known = {f.name: f for f in fields(target)}
+    hints = _hints(type(target))
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in known:
@@ -231,17 +261,210 @@ def apply_mapping(target: Any, data: dict[str, Any], where: str = "") -> None:
                 continue
             raise ConfigError(f"unknown setting {where}{key}")
         current = getattr(target, name)
-        if is_dataclass(current) and isinstance(value, dict):
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key} must be a table, got {_shown(value)}")
             apply_mapping(current, value, f"{where}{key}.")
-        elif name == "retry" and isinstance(value, dict):
+        elif name == "retry" and isinstance(target, DistributedConfig):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}retry must be a table of task kinds ({', '.join(RETRY_KINDS)})")
             for kind, policy in value.items():
-                rc = current.get(kind) or RetryConfig()
+                if kind not in RETRY_KINDS:
+                    raise ConfigError(
+                        f"unknown task kind {where}retry.{kind}; expected one of {', '.join(RETRY_KINDS)}"
+                    )
                 if not isinstance(policy, dict):
-                    raise ConfigError(f"{where}retry.{kind} must be a table")
+                    raise ConfigError(f"{where}retry.{kind} must be a table, got {_shown(policy)}")
+                rc = current.get(kind) or RetryConfig()
                 apply_mapping(rc, policy, f"{where}retry.{kind}.")
                 current[kind] = rc
         else:
-            setattr(target, name, value)
+            setattr(target, name, check_type(value, hints[name], f"{where}{key}"))
+
+
+# ------------------------------------------------------------------ validation
+RETRY_KINDS = ("inpaint", "plugin")
+"""Task kinds with a retry policy (``distributed.retry.<kind>``)."""
+
+DISTRIBUTED_BOUNDS: dict[str, tuple[str, float]] = {
+    "local_nodes": (">=", 0),
+    "max_queued": (">=", 1),
+    "max_queued_per_queue": (">=", 1),
+    "retry_after_s": (">=", 0),
+    "heartbeat_interval_s": (">", 0),
+    "heartbeat_liveness": (">=", 1),
+    "reconnect_min_s": (">", 0),
+    "reconnect_max_s": (">", 0),
+    "retention_s": (">", 0),
+    "request_timeout_s": (">", 0),
+    "node_max_tasks_per_child": (">=", 0),
+    "node_max_child_rss_mb": (">=", 0),
+    "unschedulable_timeout_s": (">=", 0),
+}
+"""Ranges of numeric ``[distributed]`` settings: 0 where it means "off"/"none", 1 where a count
+must allow something, strictly positive for intervals and timeouts (0 would, e.g., mark every node
+offline at once). Names missing from the dataclass are skipped."""
+
+RETRY_BOUNDS: dict[str, tuple[str, float]] = {
+    "max_attempts": (">=", 1),
+    "backoff_base_s": (">=", 0),
+    "backoff_max_s": (">=", 0),
+}
+
+_TYPE_WORDS: dict[Any, tuple[str, str]] = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    bool: ("true or false", "booleans"),
+    str: ("a string", "strings"),
+}
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+"""Devices a node accepts: `cpu`, `mps`, `cuda` or `cuda:N`."""
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _shown(value: Any) -> str:
+    """``'10' (str)``: the value and its type, as the operator wrote it."""
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _expected(hint: Any, plural: bool = False) -> str:
+    """Words for an annotation: ``an integer``, ``a list of strings``, ``a string or null``."""
+    if hint in _TYPE_WORDS:
+        return _TYPE_WORDS[hint][1 if plural else 0]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _expected(a, plural) for a in args)
+    if origin is list:
+        return ("lists" if plural else "a list") + f" of {_expected(args[0], True)}"
+    if origin is dict:
+        return ("tables" if plural else "a table") + f" of {_expected(args[1], True)}"
+    return "values" if plural else "a value"
+
+
+def check_type(value: Any, hint: Any, key: str) -> Any:
+    """``value`` if it fits the annotation ``hint`` (an int where a float is expected becomes a
+    float), else a ConfigError naming ``key`` and the expected type. Annotations other than
+    str/int/float/bool, ``X | None``, ``list[X]`` and ``dict[str, X]`` are not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    ok = True
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:
+            try:
+                return check_type(value, others[0], key)
+            except ConfigError:
+                ok = False
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            return float(value)
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is list and isinstance(value, list):
+        try:
+            return [check_type(item, args[0], key) for item in value]
+        except ConfigError:
+            ok = False
+    elif origin is dict and isinstance(value, dict):
+        try:
+            if all(isinstance(k, str) for k in value):
+                return {k: check_type(v, args[1], key) for k, v in value.items()}
+        except ConfigError:
+            pass
+        ok = False
+    elif origin in (list, dict):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{key} must be {_expected(hint)}, got {_shown(value)}")
+    return value
+
+
+def _check_bound(key: str, value: float, rule: tuple[str, float]) -> None:
+    op, bound = rule
+    fits = value > bound if op == ">" else value >= bound
+    if not fits:  # also refuses NaN, which compares false either way
+        raise ConfigError(f"{key} must be {op} {bound:g}, got {value!r}")
+
+
+def check_endpoint(key: str, value: str, *, connect: bool = False) -> None:
+    """``tcp://HOST:PORT``, the only transport the scheduler's port arithmetic understands. A bind
+    may ask for any free port (``0`` or ``*``); a ``connect`` endpoint must name one."""
+    host, sep, port = value.removeprefix("tcp://").rpartition(":")
+    if not value.startswith("tcp://") or not sep or not host:
+        raise ConfigError(f"{key} must be a tcp://HOST:PORT endpoint, got {value!r}")
+    if (connect or port not in ("0", "*")) and not (port.isdigit() and 0 < int(port) < 65536):
+        allowed = "1-65535" if connect else "1-65535, or 0/* for any"
+        raise ConfigError(f"{key} has a bad port in {value!r} ({allowed})")
+
+
+def validate_distributed(dist: DistributedConfig, where: str = "distributed.") -> None:
+    """Types and ranges of the ``[distributed]`` section, whoever set them (file, flag, plugin).
+
+    Raises a ConfigError naming the first bad key. Normalises in place: ints in float fields
+    become floats and ``journal_synchronous`` is upper-cased.
+    """
+    hints = _hints(DistributedConfig)
+    for f in fields(DistributedConfig):
+        if f.name == "retry":
+            continue
+        value = check_type(getattr(dist, f.name), hints[f.name], where + f.name)
+        setattr(dist, f.name, value)
+        if f.name in DISTRIBUTED_BOUNDS:
+            _check_bound(where + f.name, value, DISTRIBUTED_BOUNDS[f.name])
+        choices = f.metadata.get("choices")
+        if choices and isinstance(value, str):
+            if value.upper() not in choices:
+                raise ConfigError(f"{where}{f.name} must be one of {', '.join(choices)}, got {value!r}")
+            setattr(dist, f.name, value.upper())
+    if dist.reconnect_min_s > dist.reconnect_max_s:
+        raise ConfigError(
+            f"{where}reconnect_min_s ({dist.reconnect_min_s:g}) must not exceed "
+            f"{where}reconnect_max_s ({dist.reconnect_max_s:g})"
+        )
+    if not dist.queues or any(not q.strip() for q in dist.queues) or len(set(dist.queues)) != len(dist.queues):
+        raise ConfigError(f"{where}queues must be a non-empty list of distinct names, got {dist.queues!r}")
+    check_endpoint(where + "scheduler_bind", dist.scheduler_bind)
+    if dist.scheduler is not None:
+        check_endpoint(where + "scheduler", dist.scheduler, connect=True)
+    if not dist.data_dir.strip():
+        raise ConfigError(f"{where}data_dir must not be empty")
+    if dist.local_node_device is not None and not DEVICE_PATTERN.match(dist.local_node_device):
+        raise ConfigError(f"{where}local_node_device must be cpu, cuda, cuda:N or mps, got {dist.local_node_device!r}")
+    _validate_retry(dist.retry, where + "retry")
+
+
+def _validate_retry(retry: Any, key: str) -> None:
+    if not isinstance(retry, dict):
+        raise ConfigError(f"{key} must be a table of task kinds ({', '.join(RETRY_KINDS)})")
+    hints = _hints(RetryConfig)
+    for kind, policy in retry.items():
+        if kind not in RETRY_KINDS:
+            raise ConfigError(f"unknown task kind {key}.{kind}; expected one of {', '.join(RETRY_KINDS)}")
+        if not isinstance(policy, RetryConfig):
+            raise ConfigError(f"{key}.{kind} must be a table, got {_shown(policy)}")
+        for name, rule in RETRY_BOUNDS.items():
+            value = check_type(getattr(policy, name), hints[name], f"{key}.{kind}.{name}")
+            setattr(policy, name, value)
+            _check_bound(f"{key}.{kind}.{name}", value, rule)
+        if policy.backoff_base_s > policy.backoff_max_s:
+            raise ConfigError(f"{key}.{kind}.backoff_base_s must not exceed {key}.{kind}.backoff_max_s")
+
+
+def validate_config(config: Config) -> None:
+    """Everything :func:`validate_distributed` checks; run once the file and the flags are applied."""
+    validate_distributed(config.distributed)
 
 
 def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Config:
@@ -251,4 +474,5 @@ def load_config(path: str | os.PathLike[str] | None = None, **overrides: Any) ->
         apply_mapping(cfg, read_config_file(path))
     if overrides:
         apply_mapping(cfg, overrides)
+    validate_config(cfg)
     return cfg

@@ -157,3 +157,10 @@ class TaskService(Protocol):
         """Per node: id, name, state (idle/busy/draining/offline), capabilities, queues,
         current_task, loaded_model, last_heartbeat."""
         ...
+
+    def drain_node(self, node_id: str) -> dict[str, Any]:
+        """Let the node finish its current task and give it no more (scale-in, maintenance); return
+        the node as :meth:`nodes` lists it. ``NotFound`` for an unknown node, a 409
+        ``LamaCleanerError`` for an offline one. Optional: ``/api/v1`` answers 404 for every node
+        when a service has no such method (it has no nodes)."""
+        ...

@@ -19,7 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lama_cleaner.cli import HIDDEN_ALIASES, NOT_FLAGS  # noqa: E402
-from lama_cleaner.config import Config, DistributedConfig, RetryConfig  # noqa: E402
+from lama_cleaner.config import (  # noqa: E402
+    DISTRIBUTED_BOUNDS,
+    RETRY_BOUNDS,
+    Config,
+    DistributedConfig,
+    RetryConfig,
+)
+from lama_cleaner.plugins.distributed.plugin import SERVE_FLAGS  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
 
@@ -56,6 +63,12 @@ greeting = "hello"
 JSON files use the same keys (`{"model": "cv2", "distributed": {"local_nodes": 2}}`). Keys may be
 spelled with `-` or `_`. An unknown key inside a known section is an error (a typo would otherwise be
 ignored silently).
+
+Values are checked when the configuration is loaded, before anything starts: each must have its
+column's type (an integer where a float is expected is fine; `"10"` for an integer, or `"cpu"` for
+a list, is not) and lie in its range (listed with the setting). A bad value stops the command with
+one line naming the key and what it expects, e.g.
+`lama-cleaner: error: distributed.max_queued must be an integer, got '10' (str)`.
 """
 
 
@@ -85,13 +98,22 @@ def escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def table(cls: type, prefix: str, with_flags: bool) -> list[str]:
+def table(
+    cls: type,
+    prefix: str,
+    with_flags: bool,
+    flags: dict[str, str] | None = None,
+    bounds: dict[str, tuple[str, float]] | None = None,
+) -> list[str]:
+    """One Markdown row per field; ``flags`` names flags that are not generated (a plugin's own),
+    ``bounds`` the ranges the loader enforces."""
     hints = typing.get_type_hints(cls)
     rows = ["| Setting | Flag | Type | Default | Meaning |", "|---|---|---|---|---|"]
     for f in fields(cls):
         flag = "--" + f.name.replace("_", "-") if with_flags and f.name not in NOT_FLAGS else ""
         if with_flags and f.name == "plugins":
             flag = "--plugins NAME[,NAME]"
+        flag = (flags or {}).get(f.name, flag)
         aliases = [a for a, dest in HIDDEN_ALIASES.items() if dest == f.name]
         flag_cell = f"`{flag}`" if flag else "-"
         if aliases:
@@ -100,6 +122,9 @@ def table(cls: type, prefix: str, with_flags: bool) -> list[str]:
         choices = f.metadata.get("choices")
         if choices:
             meaning += " Choices: " + ", ".join(f"`{c}`" for c in choices) + "."
+        if bounds and f.name in bounds:
+            op, bound = bounds[f.name]
+            meaning += f" Range: {op} {bound:g}."
         rows.append(
             f"| `{prefix}{f.name}` | {flag_cell} | {escape(type_name(hints[f.name]))} | "
             f"{default_text(f)} | {escape(meaning)} |"
@@ -109,11 +134,18 @@ def table(cls: type, prefix: str, with_flags: bool) -> list[str]:
 
 def render() -> str:
     parts = [HEADER, "## Top level", "", *table(Config, "", True), ""]
-    parts += ["## `[distributed]`", "", "Settings of the `distributed` plugin (file only, no flags).", ""]
-    parts += [*table(DistributedConfig, "distributed.", False), ""]
+    parts += ["## `[distributed]`", "",
+              "Settings of the `distributed` plugin. Most are set in the file; the flags listed are those of "
+              "`lama-cleaner --plugins distributed`. `lama-cleaner scheduler` takes `--scheduler-bind ADDR` "
+              "(also spelled `--bind`) and `--data-dir DIR`. Besides the ranges below: `queues` must be a "
+              "non-empty list of distinct names, `scheduler_bind` and `scheduler` `tcp://HOST:PORT` "
+              "endpoints, `reconnect_min_s` at most `reconnect_max_s`, and `local_node_device` one of "
+              "`cpu`, `cuda`, `cuda:N`, `mps` (unset: the server's `--device`).", ""]
+    parts += [*table(DistributedConfig, "distributed.", False, SERVE_FLAGS, DISTRIBUTED_BOUNDS), ""]
     parts += ["## `[distributed.retry.<kind>]`", "",
-              "One table per task kind, `inpaint` and `plugin`.", "",
-              *table(RetryConfig, "distributed.retry.<kind>.", False), ""]
+              "One table per task kind, `inpaint` and `plugin` (another kind is an error); "
+              "`backoff_base_s` at most `backoff_max_s`.", "",
+              *table(RetryConfig, "distributed.retry.<kind>.", False, None, RETRY_BOUNDS), ""]
     return "\n".join(parts)
 
 

@@ -201,6 +201,33 @@ def build_openapi() -> dict[str, Any]:
         },
     )
     spec.path(
+        path="/api/v1/nodes/{node_id}/drain",
+        parameters=[
+            {
+                "name": "node_id",
+                "in": "path",
+                "required": True,
+                "description": "Node id as listed by `GET /api/v1/nodes`.",
+                "schema": {"type": "string"},
+            }
+        ],
+        operations={
+            "post": {
+                "operationId": "drainNode",
+                "summary": "Drain a node: it finishes its current task and gets no more work",
+                "description": (
+                    "For scale-in and maintenance. The node's state becomes `draining` at once; a node started "
+                    "with `--exit-on-drain` exits once it is idle. Draining a draining node changes nothing."
+                ),
+                "responses": {
+                    "202": _json("Accepted: the node (state `draining`).", "Node"),
+                    "404": _err("Unknown node id."),
+                    "409": _err("The node is offline (`node_offline`)."),
+                },
+            }
+        },
+    )
+    spec.path(
         path="/api/v1/openapi.json",
         operations={
             "get": {

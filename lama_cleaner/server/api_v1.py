@@ -238,7 +238,7 @@ def build_task_request(st: ApiState) -> TaskRequest:
     if request.mimetype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise ClientError("Send the task as multipart/form-data (fields and files like /inpaint)", code="bad_request")
     raw_form = request.form.to_dict(flat=True)
-    uploads = request.files.to_dict(flat=True)
+    uploads = {k: v for k, v in request.files.to_dict(flat=True).items() if k}  # a nameless part is no file
     payload: dict[str, Any] = {**raw_form, **uploads}
     loaded = TaskSubmitFormSchema().load(payload)
     # declared uploads were read by the schema; others (a third-party plugin's) are read here
@@ -333,6 +333,17 @@ def list_queues() -> Response:
 @blueprint.get("/nodes")
 def list_nodes() -> Response:
     return jsonify({"nodes": [dump_with_extras(NodeSchema(), n) for n in _api().service.nodes()]})
+
+
+@blueprint.post("/nodes/<node_id>/drain")
+def drain_node(node_id: str) -> Response:
+    """Ask a node to finish its current task and take no more work (scale-in, maintenance)."""
+    drain = getattr(_api().service, "drain_node", None)
+    if drain is None:  # a TaskService without nodes: no node has this id
+        raise NotFound(f"Node {node_id} not found (this server has no nodes)")
+    response = jsonify(dump_with_extras(NodeSchema(), drain(node_id)))
+    response.status_code = 202
+    return response
 
 
 def _openapi() -> dict[str, Any]:

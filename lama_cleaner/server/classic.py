@@ -19,6 +19,8 @@ from .state import ServerState, state
 
 blueprint = Blueprint("classic", __name__)
 
+INPAINT_FILES = ("image", "mask", "paintByExampleImage")
+"""The uploads ``/inpaint`` reads; other parts are ignored, as upstream ignores them."""
 CONTROLNET_BASES = ("sd1.5", "anything4", "realisticVision1.4")
 """Models for which ``--sd-controlnet`` turns ControlNet mode on (``isControlNet``)."""
 
@@ -48,9 +50,18 @@ def keep_alive() -> Response | str:
 
 # ------------------------------------------------------------------ work
 def _task_request(kind: TaskKind, name: str, st: ServerState) -> TaskRequest:
-    """The request as received: raw form strings and raw file bytes, plus who sent it."""
+    """The request as received: raw form strings and the file bytes the task can use, plus who sent it.
+
+    ``/inpaint`` keeps only the files it reads; a plugin may read any named upload. A part without a
+    field name is never a file anyone reads, and could not be queued in distributed mode (blob names
+    must be non-empty), so it is dropped in both modes alike.
+    """
     form = request.form.to_dict(flat=True)
-    files = {key: storage.read() for key, storage in request.files.items()}
+    files = {
+        key: storage.read()
+        for key, storage in request.files.items()
+        if key and (kind != "inpaint" or key in INPAINT_FILES)
+    }
     return TaskRequest(kind=kind, name=name, form=form, files=files, submitter=st.notifier.submitter_sid())
 
 

@@ -14,6 +14,9 @@ variables give defaults.
 - ``count`` (cpu): sleeps ``ms`` (default ``LAMA_TEST_COUNT_MS`` or 0), then appends the marker as
   one line to the file named by ``LAMA_TEST_COUNT_FILE`` (exactly-once checks).
 - ``gpu_sleep`` (gpu): like ``sleep`` but needs the gpu queue.
+- ``fail`` (cpu): appends ``<time.time()> <marker>`` to ``LAMA_TEST_FAIL_FILE`` (if set) when it
+  starts, then raises: a ``RuntimeError`` naming the marker (an inference failure, retried), or with
+  ``final=1`` a ``ClientError`` (bad input, never retried). The file gives each attempt's start time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lama_cleaner.errors import TaskCancelled
+from lama_cleaner.errors import ClientError, TaskCancelled
 from lama_cleaner.models.base import InpaintModel
 from lama_cleaner.plugins.hookspecs import hookimpl
 from lama_cleaner.tasks import CancelCheck, Progress, ProgressCallback, ignore_progress, never_cancelled
@@ -126,7 +129,29 @@ class CountModel(_Fake):
             os.close(fd)
 
 
-FAKE_MODELS = (SleepModel, GpuSleepModel, StepsModel, BlockModel, CountModel)
+def append_line(path: str, line: str) -> None:
+    """One ``O_APPEND`` write of a short line: atomic across the processes that share the file."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+class FailModel(_Fake):
+    name = "fail"
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        marker = values.get("marker") or "-"
+        path = os.environ.get("LAMA_TEST_FAIL_FILE")
+        if path:
+            append_line(path, f"{time.time():.6f} {marker}\n")
+        if values.get("final") == "1":
+            raise ClientError(f"fake client error {marker}")
+        raise RuntimeError(f"fake model failure {marker}")
+
+
+FAKE_MODELS = (SleepModel, GpuSleepModel, StepsModel, BlockModel, CountModel, FailModel)
 
 
 @hookimpl

@@ -16,6 +16,11 @@ then, so a missed event after a scheduler restart cannot hang a request). Withou
 reconnected since the SUBMIT, so the scheduler pushed it to the old socket) it FETCHes the result
 instead. Either way the bytes are what the node produced with the same ``pipeline.execute_task``
 the classic mode uses: replies are byte-identical.
+
+Failures that are not the request's fault keep their meaning at the edge: a task failed because no
+node could run it (``unschedulable_timeout_s``) is a 503 with ``Retry-After``, like a full queue; and
+if the embedded scheduler's loop dies, every waiting and every new request fails at once with a 503
+"task scheduler stopped: ..." instead of waiting for its timeout.
 """
 
 from __future__ import annotations
@@ -87,10 +92,16 @@ def error_from_reply(header: dict[str, Any], retry_after_default: int = 5) -> La
     return LamaCleanerError(message, status=status, code=code or None)
 
 
+UNSCHEDULABLE_STATUS = 503
+"""``error_status`` of a task the scheduler failed because no node could run it."""
+
+
 def failure_status(error_status: Any) -> int:
-    """HTTP status for a failed task: the node's 4xx when it blamed the input, else 500."""
-    if isinstance(error_status, int) and not isinstance(error_status, bool) and 400 <= error_status < 500:
-        return error_status
+    """HTTP status for a failed task: the node's 4xx when it blamed the input, 503 when no node
+    could run it (the deployment lacks capacity, not the request), else 500."""
+    if isinstance(error_status, int) and not isinstance(error_status, bool):
+        if 400 <= error_status < 500 or error_status == UNSCHEDULABLE_STATUS:
+            return error_status
     return 500
 
 
@@ -140,6 +151,8 @@ class DistributedExecutor:
         )
         """``gpu``/``cpu`` for a task (``kind``, ``name``): the routing lookup the scheduler main uses too."""
         self._current = config.model
+        self._stopped: BaseException | None = None
+        """The exception the embedded scheduler's loop died of: every request fails with it from then on."""
         self._lock = threading.Lock()
         self._waiters: dict[str, _Waiter] = {}
         self._recent: OrderedDict[str, str] = OrderedDict()
@@ -153,7 +166,7 @@ class DistributedExecutor:
             else:
                 from .scheduler import Scheduler
 
-                self.scheduler = Scheduler(config, self.resource_class_of)
+                self.scheduler = Scheduler(config, self.resource_class_of, on_crash=self._on_scheduler_crash)
                 self.scheduler.start()
                 endpoint = self.scheduler.control_endpoint  # bound by start(), a ":0" port resolved
             self.endpoint = connectable(endpoint)  # where nodes (local ones included) reach the scheduler
@@ -183,12 +196,18 @@ class DistributedExecutor:
         return self._current
 
     def switch_model(self, name: str) -> bool:
-        """Validate and remember ``name``; nodes load models on demand, so nothing is loaded here."""
+        """Validate and remember ``name``; nodes load models on demand, so nothing is loaded here.
+
+        Only a model this build cannot run anywhere (``UnsupportedModel``) is refused. Whether *this*
+        host could run it does not matter: a torch-less web server in front of GPU nodes must be
+        able to switch to lama (``/api/v1`` leaves that to the nodes the same way)."""
+        from ...models.unsupported import UnsupportedModel
+
         if name not in self.models:
             raise ModelNotSupported(f"{name} not implemented")
-        ok, reason = self.models.get(name).is_available(self.config)
-        if not ok:
-            raise ModelNotSupported(reason or f"{name} is not available on this server")
+        model_cls = self.models.get(name)
+        if issubclass(model_cls, UnsupportedModel):
+            raise ModelNotSupported(model_cls.message())
         with self._lock:
             if name == self._current:
                 return False
@@ -211,9 +230,16 @@ class DistributedExecutor:
                     pass
                 raise TaskTimeout(f"Task {info.id} did not finish within {timeout:g}s")
             pushed = self._pushed(info.id)
-            if pushed is not None:
-                return output_from_done(pushed)
-            return self.result(info.id)  # no DONE on this connection (e.g. it reconnected): FETCH
+            try:
+                if pushed is not None:
+                    return output_from_done(pushed)
+                return self.result(info.id)  # no DONE on this connection (e.g. it reconnected): FETCH
+            except TaskFailed as exc:
+                if exc.status != UNSCHEDULABLE_STATUS:
+                    raise
+                busy = Overloaded(exc.message, int(self.config.distributed.retry_after_s))  # come back later
+                busy.code = "unschedulable"
+                raise busy from None
         finally:
             client = self.client
             if client is not None:
@@ -239,14 +265,48 @@ class DistributedExecutor:
             finally:
                 self.scheduler = None
 
+    # ------------------------------------------------------------------ scheduler crash
+    def _on_scheduler_crash(self, exc: BaseException) -> None:
+        """Runs on the dying scheduler loop's thread: fail what waits on it, now.
+
+        The client is closed here, which fails its requests in flight and closes its socket (the
+        scheduler's context can then terminate); waiters of ``run`` are woken to see the failure."""
+        self._stopped = exc
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+        with self._lock:
+            waiters = list(self._waiters.values())
+        for waiter in waiters:
+            waiter.done.set()
+
+    def _check_running(self) -> None:
+        """Raise the 503 of a dead embedded scheduler (nothing will ever answer this request)."""
+        exc = self._stopped
+        if exc is None and self.scheduler is not None:
+            exc = getattr(self.scheduler, "crashed", None)
+        if exc is not None:
+            retry_after = int(self.config.distributed.retry_after_s)
+            error = Overloaded(f"task scheduler stopped: {type(exc).__name__}: {exc}", retry_after)
+            error.code = "scheduler_stopped"
+            raise error
+
     # ------------------------------------------------------------------ TaskService
     def _request(
         self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None,
         done_event: threading.Event | None = None,
     ) -> p.Message:
-        if self.client is None:
+        self._check_running()
+        client = self.client
+        if client is None:
             raise Overloaded("The distributed executor is closed", int(self.config.distributed.retry_after_s))
-        reply = self.client.request(command, header, blobs, done_event=done_event)
+        try:
+            reply = client.request(command, header, blobs, done_event=done_event)
+        except p.ProtocolError as exc:  # the request cannot even be encoded (e.g. an empty file name)
+            raise ClientError(f"Cannot queue this request: {exc}") from None
+        except Overloaded:
+            self._check_running()  # failed because the scheduler died: say so
+            raise
         if reply.command == p.REJECTED:
             raise error_from_reply(reply.header, int(self.config.distributed.retry_after_s))
         if reply.command == p.ERROR:
@@ -292,6 +352,11 @@ class DistributedExecutor:
 
     def nodes(self) -> list[dict[str, Any]]:
         return list(self._request(p.NODES, {}).header.get("nodes") or [])
+
+    def drain_node(self, node_id: str) -> dict[str, Any]:
+        """Drain a node (``DRAIN`` request): it finishes its current task and gets no more work.
+        Returns the node as ``nodes()`` lists it; unknown node -> ``NotFound``, offline -> 409."""
+        return dict(self._request(p.DRAIN, {"node_id": node_id}).header.get("node") or {})
 
     # ------------------------------------------------------------------ events
     def _on_event(self, header: dict[str, Any]) -> None:
@@ -340,6 +405,7 @@ class DistributedExecutor:
         deadline = time.monotonic() + timeout
         try:
             while True:
+                self._check_running()
                 pushed = self._pushed(task_id) if done is not None else None
                 if pushed is not None:
                     return str(pushed.header["status"])

@@ -1,12 +1,15 @@
-"""Heartbeat and reconnect bookkeeping shared by nodes and producers (pure logic, no sockets).
+"""Heartbeat and reconnect bookkeeping (pure logic, no sockets): nodes and producers use
+:class:`Liveness`; nodes and the local-node supervisor use :class:`Backoff`.
 
 Paranoid-Pirate style (ZeroMQ Guide ch. 4): every ``interval`` seconds we send a heartbeat, any
 message from the peer counts as a sign of life, and a peer silent for ``interval * liveness`` is
-considered gone. Reconnects back off exponentially so a restarting scheduler is not hammered.
+considered gone. Reconnects back off exponentially so a restarting scheduler is not hammered, with
+a little jitter so that nodes which lost the scheduler at the same moment do not retry in lockstep.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -58,16 +61,26 @@ class Liveness:
 
 
 class Backoff:
-    """Exponential delays: ``minimum``, doubling on each failure, capped at ``maximum``."""
+    """Exponential delays: ``minimum``, doubling on each failure, capped at ``maximum``.
 
-    def __init__(self, minimum: float, maximum: float) -> None:
+    ``jitter`` (0 to 1) shortens each delay by a random fraction of at most that much, so a fleet
+    that lost its scheduler together spreads its reconnects; the doubling itself is unaffected
+    (the next delay doubles the un-jittered one). ``rng`` is injectable for tests."""
+
+    def __init__(
+        self, minimum: float, maximum: float, *, jitter: float = 0.0, rng: Callable[[], float] = random.random
+    ) -> None:
         self.minimum = max(0.0, float(minimum))
         self.maximum = max(self.minimum, float(maximum))
+        self.jitter = min(1.0, max(0.0, float(jitter)))
+        self.rng = rng
         self._next = self.minimum
 
     def next_delay(self) -> float:
         delay = self._next
         self._next = min(self.maximum, max(self._next * 2, 0.01))
+        if self.jitter:
+            delay *= 1.0 - self.jitter * self.rng()
         return delay
 
     def reset(self) -> None:

@@ -67,6 +67,32 @@ def enlarge_pipe_buffers(conn: Any) -> None:
         sock.close()
 
 
+def child_rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MiB (``VmRSS`` of ``/proc/<pid>/status``); None where
+    that cannot be read (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) / 1024.0  # the kernel reports kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def recycle_reason(tasks_done: int, rss_mb: float | None, max_tasks: int, max_rss_mb: int) -> str | None:
+    """Why an inference child that just finished a task should be replaced, or None to keep it.
+
+    Celery's ``max-tasks-per-child`` / ``max-memory-per-child``: model code that leaks (caches,
+    fragmentation, a library holding buffers) is contained by starting afresh between tasks.
+    A limit of 0 is off; an unreadable RSS never triggers a recycle."""
+    if max_tasks > 0 and tasks_done >= max_tasks:
+        return f"ran {tasks_done} tasks (limit {max_tasks})"
+    if max_rss_mb > 0 and rss_mb is not None and rss_mb > max_rss_mb:
+        return f"RSS {rss_mb:.0f} MiB over the {max_rss_mb} MiB limit"
+    return None
+
+
 def classify(exc: BaseException) -> tuple[str, bool, int]:
     """(message, retryable, status) for a failure: bad input is final, infrastructure is retried."""
     from ...errors import ClientError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory

@@ -62,6 +62,12 @@ class LocalNodeSupervisor:
         self.config_path = Path(self._tmpdir.name) / "node-config.json"
 
     # ------------------------------------------------------------------ command line
+    @property
+    def device(self) -> str:
+        """``distributed.local_node_device`` if set, else the server's ``--device``: a GPU server's
+        local node must be a CUDA node, or nothing joins the ``gpu`` queue lama is routed to."""
+        return self.config.distributed.local_node_device or self.config.device
+
     def command(self, name: str) -> list[str]:
         """The exact command line of one local node."""
         dist = self.config.distributed
@@ -71,7 +77,7 @@ class LocalNodeSupervisor:
             "--scheduler", self.endpoint,
             "--name", name,
             "--parent-pid", str(os.getpid()),
-            "--device", dist.local_node_device,
+            "--device", self.device,
             "--config", str(self.config_path),
             "--stop-grace", "1",
         ]
@@ -88,7 +94,7 @@ class LocalNodeSupervisor:
     def _write_config(self) -> None:
         data = self.config.to_dict()
         data["plugins"] = self._node_plugins()
-        data["device"] = self.config.distributed.local_node_device
+        data["device"] = self.device
         self.config_path.write_text(json.dumps(data, indent=1, default=str))
 
     # ------------------------------------------------------------------ lifecycle

@@ -14,15 +14,27 @@ Failure handling:
   an exponential backoff (``reconnect_min_s`` doubling to ``reconnect_max_s``); a finished task's
   outcome is re-sent after every WELCOME (the scheduler discards duplicates);
 - UNKNOWN (the scheduler lost us, e.g. restarted) -> HELLO again at once;
+- CANCEL for a task the node does not hold (yet): CANCEL travels on the control socket and TASK on a
+  queue socket, so it can overtake its TASK; the (task_id, attempt) is remembered for a while
+  (``RecentCancels``) and a matching TASK is answered CANCELLED without running it;
 - CANCEL -> the shared Event is set; a model that reports steps stops at its next step, anything
   else (or a stepping model that does not stop within ``_STEP_CANCEL_GRACE_S``) is stopped by
   terminating the child (SIGTERM, then SIGKILL after ``_KILL_GRACE_S``) and a fresh child is spawned.
   CANCELLED is reported only once an inference child is ready again: the scheduler takes CANCELLED
   as the node's next credit, so saying it earlier would invite a TASK the node cannot start yet, and
   "idle" must mean "can run work now";
-- a TASK that arrives while the child is (re)starting (after a crash, the scheduler already counted
-  the FAILED as a credit) is accepted and handed to the child once it is ready, never handed back:
-  the node held the credit, and a hand-back would cost the task one of its attempts;
+- a TASK that arrives while the node is not idle (a stop or drain raced it, or a protocol slip) is
+  handed back: FAILED with ``handed_back: true`` and ``ready: false``, which the scheduler re-queues
+  without charging an attempt; a stopping node also hands back TASKs still queued on its sockets and
+  names what it holds in its BYE (null: a TASK still in flight to it never started);
+- an outcome says ``ready: false`` whenever the node cannot take the next task at once (draining,
+  stopping, or no ready inference child): then it sends READY itself once it can;
+- the inference child is replaced between tasks (never during one) once it ran
+  ``node_max_tasks_per_child`` tasks or its RSS exceeds ``node_max_child_rss_mb``; the outcome of
+  that last task says ``ready: false`` and READY follows once the new child is ready;
+- a TASK that arrives while the child is (re)starting (from a scheduler that took an outcome as a
+  credit regardless, or sent it just before) is accepted and handed to the child once it is ready:
+  the node is not stopping or draining, so it will run it, and bouncing it would only delay it;
 - the inference child dies -> the task is reported FAILED (retryable) and a new child is spawned;
 - ``parent_pid`` dies -> the node exits (local nodes must not outlive their web server).
 """
@@ -35,6 +47,7 @@ import multiprocessing as mp
 import os
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +58,7 @@ from . import protocol as p
 from .capabilities import available_models, collect
 from .endpoints import queue_endpoint_for
 from .heartbeat import Backoff, Liveness
-from .inference_worker import enlarge_pipe_buffers, pack, worker_main
+from .inference_worker import child_rss_mb, enlarge_pipe_buffers, pack, recycle_reason, worker_main
 from .wire_send import send_nowait
 
 log = logging.getLogger(__name__)
@@ -55,6 +68,10 @@ _TICK_MS = int(_TICK_S * 1000)
 _KILL_GRACE_S = 0.5
 _STEP_CANCEL_GRACE_S = 3.0
 _BYE_LINGER_MS = 500
+_RECONNECT_JITTER = 0.1
+"""Each reconnect delay is shortened by up to 10%: nodes that lost the scheduler together spread out."""
+_RETIRE_GRACE_S = 10.0
+"""How long a recycled inference child may take to exit after ``("stop",)`` before it is killed."""
 
 # Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (see wire_send.py).
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -80,6 +97,39 @@ class _Current:
     """The outcome is CANCELLED; it is reported as soon as an inference child is ready again."""
 
 
+class RecentCancels:
+    """CANCELs for (task_id, attempt) pairs the node did not hold when they arrived.
+
+    Bounded by count and age: the scheduler sends a TASK before any CANCEL for it, so an overtaken
+    TASK is at most a network hop behind; entries only need to outlive that. An attempt number is
+    never dispatched twice, so a remembered pair can never cancel a later, legitimate dispatch."""
+
+    def __init__(self, limit: int = 64, ttl_s: float = 300.0) -> None:
+        self.limit = limit
+        self.ttl_s = ttl_s
+        self._seen: OrderedDict[tuple[str, int], float] = OrderedDict()
+
+    def add(self, task_id: str, attempt: int, now: float) -> None:
+        self._seen[(task_id, attempt)] = now
+        self._seen.move_to_end((task_id, attempt))
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+
+    def take(self, task_id: str, attempt: int, now: float) -> bool:
+        """True (and forgotten) if this attempt was cancelled within ``ttl_s``."""
+        if not self._seen:  # the usual case: one dict check per TASK
+            return False
+        while self._seen:
+            oldest = next(iter(self._seen.values()))
+            if now - oldest <= self.ttl_s:
+                break
+            self._seen.popitem(last=False)
+        return self._seen.pop((task_id, attempt), None) is not None
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
 def _loads_model(kind: str) -> bool:
     """Tasks of this kind load a model on the node (the scheduler then predicts ``loaded_model``)."""
     return kind == "inpaint"
@@ -101,6 +151,8 @@ class _Child:
         child_conn.close()
         enlarge_pipe_buffers(self.conn)
         self.ready = False
+        self.tasks_done = 0
+        """Tasks this process finished (for ``node_max_tasks_per_child``)."""
         self.kill_deadline: float | None = None
         self.cancel_set = False
         """Whether ``cancel_event`` may be set: clearing it takes the Event's lock and semaphore, so
@@ -114,6 +166,16 @@ class _Child:
                 self.proc.terminate()
             except (OSError, AttributeError):
                 pass
+
+    def retire(self) -> None:
+        """Ask an idle child to exit (it frees its memory); :meth:`reap` kills it after the grace."""
+        if self.kill_deadline is None:
+            self.kill_deadline = time.monotonic() + _RETIRE_GRACE_S
+            try:
+                self.conn.send(("stop",))
+            except (OSError, ValueError):  # its Pipe is gone already: stop it the hard way
+                self.kill_deadline = None
+                self.terminate()
 
     def reap(self) -> bool:
         """True once the process is gone (escalating to SIGKILL when the grace has passed)."""
@@ -183,6 +245,11 @@ class Node:
         self.parent_pid = parent_pid
         self._direct_parent = parent_pid is not None and os.getppid() == parent_pid
         self.stop_grace_s = stop_grace_s
+        dist = config.distributed
+        self.max_tasks_per_child = max(0, int(dist.node_max_tasks_per_child))
+        self.max_child_rss_mb = max(0, int(dist.node_max_child_rss_mb))
+        self._recycling = bool(self.max_tasks_per_child or self.max_child_rss_mb)
+        self.early_cancels = RecentCancels()
 
         pm = create_plugin_manager(self.plugins)
         self.registry = build_model_registry(pm)
@@ -202,7 +269,7 @@ class Node:
 
         dist = config.distributed
         self.liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
-        self.backoff = Backoff(dist.reconnect_min_s, dist.reconnect_max_s)
+        self.backoff = Backoff(dist.reconnect_min_s, dist.reconnect_max_s, jitter=_RECONNECT_JITTER)
         self.ctx = zmq.Context()
         self.mp_ctx = mp.get_context("spawn")
         self.control: zmq.Socket | None = None
@@ -215,6 +282,7 @@ class Node:
         self.draining = False
         self.stopping = False
         self.stop_deadline: float | None = None
+        self._stop_announced = False
         self.exit_code: int | None = None
         self.loaded_model: str | None = None
         self.child: _Child | None = None
@@ -258,9 +326,15 @@ class Node:
             log.warning("parent process %s is gone; exiting", self.parent_pid)
             self._exit("parent exited", 0, kill_child=True)
             return
-        if self.stopping and (not self._running_work() or (self.stop_deadline or 0) <= now):
-            self._exit("shutdown", 0, kill_child=self.current is not None)
-            return
+        if self.stopping:
+            if not self._stop_announced:
+                # Tell the scheduler at once (not at the next heartbeat) so it stops handing us work.
+                self._stop_announced = True
+                if self.welcomed:
+                    self._send_heartbeat()
+            if not self._running_work() or (self.stop_deadline or 0) <= now:
+                self._exit("shutdown", 0, kill_child=self.current is not None)
+                return
         if self.dying:
             self._reap_dying()
         liveness = self.liveness
@@ -351,7 +425,11 @@ class Node:
     def _connect(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.scheduler)
+        try:
+            sock.connect(self.scheduler)
+        except zmq.ZMQError:
+            sock.close(0)  # an open socket would make ctx.term() at shutdown wait forever
+            raise
         self.control = sock
         self._sockets_changed()
         self.welcomed = False
@@ -508,10 +586,11 @@ class Node:
             return
         header = msg.header
         task_id, attempt = header["task_id"], header["attempt"]
+        if self.early_cancels.take(task_id, attempt, time.monotonic()):
+            self._answer_cancelled_task(header, queue)
+            return
         if self.current is not None or self.draining or self.stopping:
-            # Only a protocol slip (a second TASK) or a stop/drain racing the TASK gets here.
-            log.warning("TASK %s arrived while not idle; handing it back", task_id)
-            self._send(self._failed_frames(task_id, attempt, "node was not idle", "", True, 503))
+            self._hand_back(task_id, attempt)
             return
         files = msg.blob_map()  # decode() already checked the blob count against the header
         # Accepted even while the inference child is (re)starting: the scheduler gave us the task
@@ -526,6 +605,28 @@ class Node:
         # No HEARTBEAT here: the scheduler knows we are busy (it just dispatched), and any message
         # counts as a sign of life; the periodic heartbeat goes on regardless.
         self._hand_over()
+
+    def _hand_back(self, task_id: str, attempt: int) -> None:
+        """Give back a TASK this node will not start (a stop or drain raced it, or a protocol slip):
+        the scheduler re-queues it without charging an attempt, and gets no credit from it."""
+        log.warning("TASK %s (attempt %s) arrived while not idle; handing it back", task_id, attempt)
+        error = "node was not idle"
+        self._send(self._failed_frames(task_id, attempt, error, "", True, 503, ready=False, handed_back=True))
+
+    def _answer_cancelled_task(self, header: dict[str, Any], queue: str) -> None:
+        """A TASK whose CANCEL arrived first: CANCELLED without running it. When idle, it goes
+        through the usual outcome path, so CANCELLED is still said only once a child is ready."""
+        task_id, attempt = header["task_id"], header["attempt"]
+        log.info("TASK %s (attempt %s) was cancelled before it arrived; not running it", task_id, attempt)
+        if self.current is not None:  # a protocol slip: the node is busy, so no credit either
+            self._send(self._cancelled_frames(task_id, attempt, ready=False))
+            return
+        self.current = _Current(
+            task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), cancelled=True
+        )
+        self.pending_outcome = None
+        self.ready_sent = False
+        self._report_cancel_when_ready()
 
     def _hand_over(self) -> None:
         """Send the current task to the inference child if it is ready (else this runs again on "ready")."""
@@ -550,7 +651,13 @@ class Node:
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
         cur = self.current
-        if cur is None or cur.task_id != task_id or cur.cancelled or cur.cancel_deadline is not None:
+        if cur is None or cur.task_id != task_id:
+            # Not ours (yet): the CANCEL may have overtaken its TASK (different sockets), or be about
+            # an attempt that already finished here. Remember it; a matching TASK is not run.
+            self.early_cancels.add(task_id, attempt, time.monotonic())
+            log.info("cancel %s (attempt %s): not held here; remembered in case its TASK follows", task_id, attempt)
+            return
+        if cur.cancelled or cur.cancel_deadline is not None:
             return
         if not cur.handed or self.child is None:
             # It never reached a model: nothing to stop, just report once a child is ready.
@@ -604,7 +711,7 @@ class Node:
         if self.child is None or not self.child.ready:
             log.info("cancel %s: CANCELLED follows when the inference process is ready", cur.task_id)
             return
-        self._finish(self._cancelled_frames(cur))
+        self._finish(self._cancelled_frames(cur.task_id, cur.attempt, ready=self._can_take_next()))
 
     def _finish(self, frames: list[bytes]) -> None:
         """Report the outcome of the current task, keep it for re-sending, and become idle."""
@@ -621,24 +728,45 @@ class Node:
             self._send_heartbeat()
         self._offer_credit()
 
-    def _cancelled_frames(self, cur: _Current) -> list[bytes]:
-        return p.encode(p.CANCELLED, {"node_id": self.node_id, "task_id": cur.task_id, "attempt": cur.attempt})
+    def _can_take_next(self) -> bool:
+        """Whether the outcome being sent may count as the node's next credit (protocol §5): only
+        if a TASK sent right after it could start at once. Otherwise the outcome says
+        ``ready: false`` and READY follows when the node is able to work again."""
+        child = self.child
+        return child is not None and child.ready and not self.draining and not self.stopping
+
+    def _cancelled_frames(self, task_id: str, attempt: int, *, ready: bool = True) -> list[bytes]:
+        header: dict[str, Any] = {"node_id": self.node_id, "task_id": task_id, "attempt": attempt}
+        if not ready:
+            header["ready"] = False
+        return p.encode(p.CANCELLED, header)
 
     def _failed_frames(
-        self, task_id: str, attempt: int, error: str, tb: str, retryable: bool, status: int
+        self,
+        task_id: str,
+        attempt: int,
+        error: str,
+        tb: str,
+        retryable: bool,
+        status: int,
+        *,
+        ready: bool = True,
+        handed_back: bool = False,
     ) -> list[bytes]:
-        return p.encode(
-            p.FAILED,
-            {
-                "node_id": self.node_id,
-                "task_id": task_id,
-                "attempt": attempt,
-                "error": error,
-                "traceback": tb,
-                "retryable": retryable,
-                "status": status,
-            },
-        )
+        header: dict[str, Any] = {
+            "node_id": self.node_id,
+            "task_id": task_id,
+            "attempt": attempt,
+            "error": error,
+            "traceback": tb,
+            "retryable": retryable,
+            "status": status,
+        }
+        if not ready:  # only when it matters: absent means true (protocol §3)
+            header["ready"] = False
+        if handed_back:
+            header["handed_back"] = True
+        return p.encode(p.FAILED, header)
 
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
@@ -683,7 +811,8 @@ class Node:
                 cur.cancelled = True  # reported once the new child is ready
             elif cur.handed:
                 error = f"inference process exited unexpectedly (exit code {code})"
-                self._finish(self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500))
+                # ready: false: no child can run the next task until the replacement says "ready".
+                self._finish(self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500, ready=False))
             # else: it never reached the child; the new child gets it.
         if not self.stopping and self.exit_code is None:
             self._spawn_child()
@@ -727,6 +856,8 @@ class Node:
         elif kind == "result":
             _, task_id, body, mimetype, headers, loaded = msg
             self.loaded_model = loaded
+            if self._recycling:
+                self._recycle_if_due()
             header = {
                 "node_id": self.node_id,
                 "task_id": task_id,
@@ -734,14 +865,45 @@ class Node:
                 "mimetype": mimetype,
                 "headers": headers,
             }
+            if not self._can_take_next():
+                header["ready"] = False
             self._finish(p.encode_named(p.RESULT, header, {"body": body}))
         elif kind == "failed":
             _, task_id, error, tb, retryable, status = msg
             log.warning("task %s failed: %s", task_id, error)
-            self._finish(self._failed_frames(task_id, cur.attempt, error, tb, retryable, status))
+            if self._recycling:
+                self._recycle_if_due()
+            ready = self._can_take_next()
+            self._finish(self._failed_frames(task_id, cur.attempt, error, tb, retryable, status, ready=ready))
         elif kind == "cancelled":
             cur.cancelled = True
-            self._report_cancel_when_ready()  # this child is alive and ready for the next task
+            if self._recycling:
+                self._recycle_if_due()
+            self._report_cancel_when_ready()  # now if this child is kept, else once its successor is ready
+
+    def _recycle_if_due(self) -> None:
+        """After a task: replace the inference child if it reached ``node_max_tasks_per_child`` or
+        its RSS exceeds ``node_max_child_rss_mb``. Between tasks only, so no work is lost; the old
+        child exits (freeing its memory) before the new one is spawned (``_reap_dying``), so the
+        two never hold a model at the same time, and the node offers no credit until the new one
+        is ready."""
+        child = self.child
+        if child is None:
+            return
+        child.tasks_done += 1
+        pid = child.proc.pid
+        rss = child_rss_mb(pid) if self.max_child_rss_mb else None
+        if rss is not None:
+            log.debug("inference process %s: %d task(s), RSS %.1f MiB", pid, child.tasks_done, rss)
+        reason = recycle_reason(child.tasks_done, rss, self.max_tasks_per_child, self.max_child_rss_mb)
+        if reason is None:
+            return
+        log.info("replacing inference process %s: it %s", pid, reason)
+        child.retire()
+        self.dying.append(child)
+        self.child = None
+        self._sockets_changed()
+        self.loaded_model = None
 
     # ------------------------------------------------------------------ exit
     def _parent_gone(self, now: float) -> bool:
@@ -763,6 +925,21 @@ class Node:
         except (OSError, IndexError):
             return False
 
+    def _hand_back_queued_tasks(self) -> None:
+        """Before BYE: hand back every TASK already waiting on a queue socket (never started)."""
+        for sock in list(self.queue_socks):
+            while True:
+                try:
+                    frames = sock.recv_multipart(_NOBLOCK)
+                except zmq.ZMQError:  # zmq.Again: nothing more queued
+                    break
+                try:
+                    msg = p.decode(frames, receiver="node")
+                except p.ProtocolError:
+                    continue
+                if msg.command == p.TASK:
+                    self._hand_back(msg.header["task_id"], msg.header["attempt"])
+
     def _exit(self, reason: str, code: int, *, kill_child: bool = False) -> None:
         if self.exit_code is not None:
             return
@@ -777,7 +954,12 @@ class Node:
     def _shutdown(self) -> None:
         reason = getattr(self, "_bye_reason", "shutdown")
         if self.control is not None and self.welcomed:
-            self._send(p.encode(p.BYE, {"node_id": self.node_id, "reason": reason}))
+            self._hand_back_queued_tasks()
+            cur = self.current
+            # What we still hold, if it ever ran: null tells the scheduler that a TASK still in
+            # flight to us (or one we had not started) never ran, so its attempt is not charged.
+            held = cur.task_id if cur is not None and cur.handed else None
+            self._send(p.encode(p.BYE, {"node_id": self.node_id, "reason": reason, "task_id": held}))
             self.control.setsockopt(zmq.LINGER, _BYE_LINGER_MS)
         for sock in list(self.queue_socks):
             sock.close(0)

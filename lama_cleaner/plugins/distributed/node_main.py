@@ -16,7 +16,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ...config import ConfigError, load_config
+import zmq
+
+from ...config import DEVICE_PATTERN, ConfigError, check_endpoint, load_config, validate_config
+from ...errors import LamaCleanerError
 from .capabilities import effective_device, parse_labels, split_list
 from .malloc_tuning import tune_malloc
 
@@ -32,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: distributed.scheduler, else distributed.scheduler_bind of the config).")
     ap.add_argument("--queues", default=None, help="Comma-separated queues to join (default: all it qualifies for).")
     ap.add_argument("--models", default=None, help="Comma-separated models to offer (default: every available one).")
-    ap.add_argument("--device", default=None, choices=["cpu", "cuda", "mps"],
+    ap.add_argument("--device", default=None, type=_device, metavar="{cpu,cuda,cuda:N,mps}",
                     help="Device for models (default: the config's device; cuda falls back to cpu without a GPU).")
     ap.add_argument("--name", default=None, help="Human-readable node name (default: host-pid).")
     ap.add_argument("--labels", default=None, help="Comma-separated key=value labels reported to the scheduler.")
@@ -42,8 +45,32 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--exit-on-drain", action="store_true", help="Exit once a DRAIN from the scheduler is done.")
     ap.add_argument("--stop-grace", type=float, default=10.0,
                     help="Seconds a SIGTERM waits for the current task before exiting.")
+    ap.add_argument("--max-tasks-per-child", type=_non_negative, default=None, metavar="N",
+                    help="Replace the inference process after N tasks (0 = never; default: "
+                    "distributed.node_max_tasks_per_child).")
+    ap.add_argument("--max-child-rss-mb", type=_non_negative, default=None, metavar="MB",
+                    help="Replace the inference process after a task that left it above MB MiB resident "
+                    "(0 = no cap; default: distributed.node_max_child_rss_mb).")
     ap.add_argument("--log-level", default="INFO", help="Python logging level.")
     return ap
+
+
+def _device(text: str) -> str:
+    """argparse type: cpu, mps, cuda or cuda:N (a local node gets the server's device, which may name a GPU)."""
+    if not DEVICE_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0 (a negative limit has no meaning)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _pre_plugins(argv: Sequence[str]) -> list[str]:
@@ -85,29 +112,43 @@ def node_main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.plugins is not None:
         config.plugins = split_list(args.plugins)
+    if args.max_tasks_per_child is not None:
+        config.distributed.node_max_tasks_per_child = args.max_tasks_per_child
+    if args.max_child_rss_mb is not None:
+        config.distributed.node_max_child_rss_mb = args.max_child_rss_mb
     pm.hook.configure(config=config, args=args)
     scheduler = args.scheduler or config.distributed.scheduler or config.distributed.scheduler_bind
-    if not scheduler.startswith("tcp://"):
-        parser.error(f"--scheduler must be a tcp:// endpoint, got {scheduler!r}")
+    try:
+        validate_config(config)  # what the flags and the plugins' configure hooks changed, too
+        check_endpoint("--scheduler", scheduler, connect=True)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
+        _try_connect(scheduler)
+    except zmq.ZMQError as exc:
+        return _failed(f"cannot use scheduler address {scheduler}: {exc}")
     device = effective_device(args.device or config.device)
     config.device = device
     tuned = tune_malloc()  # this process, and (through the environment) the inference child it spawns
     if tuned:
         log.debug("malloc settings for the node and its inference process: %s", tuned)
 
-    node = Node(
-        scheduler,
-        config,
-        name=args.name,
-        queues=split_list(args.queues),
-        models=split_list(args.models),
-        device=device,
-        labels=labels,
-        plugins=list(config.plugins),
-        exit_on_drain=args.exit_on_drain,
-        parent_pid=args.parent_pid,
-        stop_grace_s=args.stop_grace,
-    )
+    try:
+        node = Node(
+            scheduler,
+            config,
+            name=args.name,
+            queues=split_list(args.queues),
+            models=split_list(args.models),
+            device=device,
+            labels=labels,
+            plugins=list(config.plugins),
+            exit_on_drain=args.exit_on_drain,
+            parent_pid=args.parent_pid,
+            stop_grace_s=args.stop_grace,
+        )
+    except (zmq.ZMQError, RuntimeError, OSError, LamaCleanerError) as exc:
+        return _failed(f"cannot start: {exc}")
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
@@ -116,7 +157,31 @@ def node_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("node %s offers models %s on %s", node.name, node.models, device)
-    return node.run()
+    try:
+        return node.run()
+    except zmq.ZMQError as exc:  # e.g. a scheduler address ZeroMQ cannot connect to (tcp://host:0)
+        return _failed(f"scheduler {scheduler}: {exc}")
+
+
+def _try_connect(endpoint: str) -> None:
+    """Raise ZMQError now if ZeroMQ refuses ``endpoint`` (e.g. a host name with a space), before
+    the inference process starts: connecting does not wait for a peer, so this costs nothing."""
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(endpoint)
+        finally:
+            sock.close(0)
+    finally:
+        ctx.term()
+
+
+def _failed(message: str) -> int:
+    """One line on stderr and exit status 1: what the operator must fix, not a traceback."""
+    print(f"lama-cleaner node: error: {message}", file=sys.stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.node_main`

@@ -36,6 +36,9 @@ _FIELDS = {
     "dist_data_dir": "data_dir",
 }
 
+SERVE_FLAGS = {name: next(o[0] for o in _SERVE_OPTIONS if o[1] == dest) for dest, name in _FIELDS.items()}
+"""``DistributedConfig`` field -> the ``serve`` flag that sets it (for docs/configuration.md)."""
+
 _executors: list[Any] = []
 
 
@@ -66,13 +69,32 @@ def configure(config: Any, args: argparse.Namespace | None) -> None:
 
 @hookimpl
 def inpaint_executor(config: Any, events: Any) -> Any:
+    import zmq
+
+    from ...errors import LamaCleanerError
     from .executor import DistributedExecutor
 
     # The server's EventSink carries the plugin manager the registries must come from; a bare
     # events object (tests, embedding) has none and the executor builds one from config.plugins.
-    executor = DistributedExecutor(config, events, getattr(events, "plugin_manager", None))
+    try:
+        executor = DistributedExecutor(config, events, getattr(events, "plugin_manager", None))
+    except (zmq.ZMQError, RuntimeError) as exc:
+        # A port in use, a data directory locked by another scheduler, a journal that cannot be
+        # opened or migrated (StoreError): the operator's to fix, so `serve` prints one line.
+        raise LamaCleanerError(f"the distributed plugin cannot start: {exc}{_hint(config, exc)}") from exc
     _executors.append(executor)
     return executor
+
+
+def _hint(config: Any, exc: BaseException) -> str:
+    """Which setting to change when a socket could not be bound."""
+    import zmq
+
+    dist = config.distributed
+    if isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EADDRINUSE and not dist.scheduler:
+        return (f" (the scheduler binds {dist.scheduler_bind} and the next {len(dist.queues)} ports for its queues; "
+                "choose others with --scheduler-bind)")  # fmt: skip
+    return ""
 
 
 @hookimpl

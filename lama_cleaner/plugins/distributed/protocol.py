@@ -118,6 +118,7 @@ SCHEMAS: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         LIST: {"req_id": (str, int)},
         QUEUES: {"req_id": (str, int)},
         NODES: {"req_id": (str, int)},
+        DRAIN: {"req_id": (str, int), "node_id": (str,)},
         WATCH: {"producer_id": (str,)},
         PING: {},
     },
@@ -152,8 +153,9 @@ OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         HELLO: {"task_id": (str, _NONE), "attempt": (int, _NONE)},
         SUBMIT: {"want_result": (bool,)},
         RESULT: {"ready": (bool,)},
-        FAILED: {"ready": (bool,)},
+        FAILED: {"ready": (bool,), "handed_back": (bool,)},
         CANCELLED: {"ready": (bool,)},
+        BYE: {"task_id": (str, _NONE)},
         WATCH: {"batch_events": (bool,)},
     },
     "producer": {
@@ -164,7 +166,10 @@ OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
 mistyped one is refused instead of silently meaning something else). ``HELLO.task_id/attempt``: the
 task a reconnecting node is still running; ``SUBMIT.want_result``: push a DONE to the submitter;
 ``ready: false`` on an outcome: the node cannot take the next task yet (no implied credit);
-``WATCH.batch_events``: the producer also understands EVENTS (several events in one message)."""
+``FAILED.handed_back: true``: the node never started the task (a stop or drain raced the TASK), so
+it is re-queued without charging an attempt; ``BYE.task_id``: what the leaving node still held
+(null: nothing, so a TASK still in flight to it never started); ``WATCH.batch_events``: the
+producer also understands EVENTS (several events in one message)."""
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
 """``DONE.status``: the terminal task states."""

@@ -7,7 +7,7 @@ asks these functions. Nothing here touches sockets, SQLite or the clock.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,3 +173,40 @@ def plan_dispatch(waiting: Sequence[WaitingTask], idle: Sequence[IdleNode]) -> l
         plan.append((task, node))
         free.remove(node)
     return plan
+
+
+# ------------------------------------------------------------------ tasks nobody can run
+def _count_nodes(n: int) -> str:
+    if n == 0:
+        return "no nodes online"
+    return f"{n} node{'s' if n != 1 else ''} online"
+
+
+def task_label(kind: str, name: str) -> str:
+    """``model 'lama'`` / ``plugin 'RemoveBG'``: how messages name what a task runs."""
+    return f"{'model' if kind == 'inpaint' else 'plugin'} {name!r}"
+
+
+def unschedulable_reason(task: WaitingTask, online: Sequence[IdleNode], draining: Collection[str] = ()) -> str | None:
+    """None when some online node could run ``task`` (the dispatch predicate, with ``queues`` = the
+    queues a node was granted, not just those it holds credit on); else why none can.
+
+    ``online``: every online node (draining ones included, named in ``draining``), so the message can
+    say how many there are and which condition ruled them out, e.g. ``no online node can run model
+    'lama' on queue 'gpu' (2 nodes online, none joined 'gpu')``.
+    """
+    joined = [n for n in online if task.queue in n.queues]
+    capable = [n for n in joined if node_can_run(n, task)]
+    usable = [n for n in capable if n.node_id not in draining]
+    if usable:
+        return None
+    what = task_label(task.kind, task.name)
+    if not online:
+        why = _count_nodes(0)
+    elif not joined:
+        why = f"{_count_nodes(len(online))}, none joined {task.queue!r}"
+    elif not capable:
+        why = f"{_count_nodes(len(online))}, none of the {len(joined)} that joined {task.queue!r} has {what}"
+    else:
+        why = f"{_count_nodes(len(online))}, the {len(capable)} that could are draining"
+    return f"no online node can run {what} on queue {task.queue!r} ({why})"

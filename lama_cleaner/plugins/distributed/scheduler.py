@@ -59,7 +59,7 @@ from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
 from .node_registry import NodeEntry
-from .routing import IdleNode, ResourceClassOf, WaitingTask, node_can_run, plan_dispatch
+from .routing import IdleNode, ResourceClassOf, WaitingTask, node_can_run, plan_dispatch, unschedulable_reason
 from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
 from .scheduler_producers import ProducerMessages, peek_req_id
@@ -98,6 +98,11 @@ CANDIDATE_SCAN_LIMIT = 2000
 MAX_POLL_S = 0.1
 OFFLINE_FORGET_S = 600.0
 """Offline nodes stay listed (state ``offline``) this long, then are forgotten."""
+UNSCHEDULABLE_CHECK_S = 1.0
+"""How often (at most) queued tasks are checked for having no node that could ever run them."""
+
+TaskKey = tuple[str, str, str]
+"""``(queue, kind, name)``: what decides which nodes can run a task."""
 
 
 class Scheduler(NodeMessages, ProducerMessages):
@@ -114,12 +119,17 @@ class Scheduler(NodeMessages, ProducerMessages):
         bind: str | None = None,
         data_dir: str | os.PathLike[str] | None = None,
         on_event: Callable[[TaskEvent], None] | None = None,
+        on_crash: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.dcfg: DistributedConfig = config.distributed if isinstance(config, Config) else config
         self.resource_class_of = resource_class_of
         self.bind = bind or self.dcfg.scheduler_bind
         self.data_dir = Path(os.path.expanduser(str(data_dir or self.dcfg.data_dir)))
         self.on_event = on_event
+        self.on_crash = on_crash
+        """Called on the loop thread, before it closes anything, if the loop dies of an exception."""
+        self.crashed: BaseException | None = None
+        """The exception the loop thread died of (None while it runs, or after a clean stop)."""
         self.interval = float(self.dcfg.heartbeat_interval_s)
         self.liveness = max(1, int(self.dcfg.heartbeat_liveness))
         self.queues: list[str] = list(self.dcfg.queues)
@@ -150,6 +160,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 "stale_messages",
                 "garbage_frames",
                 "requeued_on_node_loss",
+                "handed_back",
                 "rejected_overloaded",
                 "rejected_bad_request",
                 "handler_errors",
@@ -176,6 +187,9 @@ class Scheduler(NodeMessages, ProducerMessages):
         }
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
+        self._next_unschedulable_check = 0.0
+        self._last_eligible: dict[TaskKey, float] = {}  # last moment some online node could run such a task
+        self._started_at = 0.0
         self._garbage_logged = 0.0
         self.recovery: Any = None
         self._lock_file: Any = None
@@ -215,7 +229,8 @@ class Scheduler(NodeMessages, ProducerMessages):
             self.store.close()
             self._unlock_data_dir()
             raise
-        self._refresh_snapshot(time.time())
+        self._started_at = time.time()
+        self._refresh_snapshot(self._started_at)
         self._thread = threading.Thread(target=self._run, name="lama-cleaner-scheduler", daemon=True)
         self._thread.start()
         return self
@@ -371,11 +386,8 @@ class Scheduler(NodeMessages, ProducerMessages):
 
         def command(now: float, outbox: list[Out]) -> None:
             node = self.nodes.get(node_id)
-            if node is None or node.offline:
-                return
-            node.draining = True
-            node.ready.clear()
-            self._send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
+            if node is not None and not node.offline:
+                self._drain(node, outbox)
 
         self._commands.put(command)
         self._wake()
@@ -411,15 +423,28 @@ class Scheduler(NodeMessages, ProducerMessages):
                     backlog_bytes -= size
                     inbound.append((sock, frames))
                 self._round(inbound, time.time())
-        except Exception:  # pragma: no cover - a bug in the loop itself; logged, then the loop ends
+        except BaseException as exc:  # a bug in the loop itself: recorded, reported, then the loop ends
+            self.crashed = exc
             log.exception("scheduler loop crashed")
-            raise
+            self._report_crash(exc)
         finally:
-            self._close_sockets()
+            # The journal first: closing the sockets terminates the context, which waits for sockets
+            # other threads made from it (an embedded producer's) to be closed.
             if self.store is not None:
                 self.store.close()
             self._unlock_data_dir()
+            self._close_sockets()
             log.info("scheduler stopped")
+
+    def _report_crash(self, exc: BaseException) -> None:
+        """Tell the embedding process at once, so requests waiting on this loop fail now instead of
+        at their timeouts (the loop is gone: nothing it was asked will ever be answered)."""
+        if self.on_crash is None:
+            return
+        try:
+            self.on_crash(exc)
+        except Exception:
+            log.exception("on_crash observer failed")
 
     def _drain_wake_pipe(self) -> None:
         try:
@@ -584,6 +609,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 self._count("pruned_blobs", blobs)
                 log.info("retention: pruned %d finished tasks and %d blobs", tasks, blobs)
             self._forget_stale_waiters()
+        self._fail_unschedulable(now)
 
     def _forget_stale_waiters(self) -> None:
         """Drop DONE waiters of tasks that do not exist (a SUBMIT whose round was rolled back, or a
@@ -595,6 +621,72 @@ class Scheduler(NodeMessages, ProducerMessages):
             rec = store.get(task_id)
             if rec is None or rec.terminal:
                 del self._done_waiters[task_id]
+
+    def _fail_unschedulable(self, now: float) -> None:
+        """Fail queued tasks that no online node could run for ``unschedulable_timeout_s``.
+
+        Without this, a task nobody can run (no nodes, none granted its queue, none offering its
+        model or plugin) is skipped by dispatch forever and a waiting ``/inpaint`` ends in a 504
+        after ``request_timeout_s``. The clock of a task starts at the later of its submission, the
+        scheduler's start (nodes re-register after a restart) and the last moment a node that could
+        run it was online. Runs at most once a second and costs one pass over the unfinished tasks.
+        """
+        timeout = float(self.dcfg.unschedulable_timeout_s)
+        if timeout <= 0 or now < self._next_unschedulable_check:
+            return
+        self._next_unschedulable_check = now + min(UNSCHEDULABLE_CHECK_S, max(0.05, timeout / 4))
+        store = self._store()
+        waiting: dict[TaskKey, list[TaskRecord]] = {}
+        running: set[TaskKey] = set()
+        for rec in store.live.records.values():
+            key = (rec.queue, rec.kind, rec.name)
+            if rec.status == states.QUEUED:
+                waiting.setdefault(key, []).append(rec)
+            else:
+                running.add(key)  # a node runs one right now, so one could run the others
+        last = self._last_eligible
+        for gone in [k for k in last if k not in waiting and k not in running]:
+            del last[gone]
+        for key in running:
+            last[key] = now
+        if not waiting:
+            return
+        online, draining, offline = self._node_views()
+        for key, recs in waiting.items():
+            queue, kind, name = key
+            task = WaitingTask("", kind, name, queue)
+            reason = unschedulable_reason(task, online, draining)
+            if reason is None:
+                last[key] = now
+                continue
+            seen = max([last.get(key, 0.0), self._started_at]
+                       + [since for view, since in offline if node_can_run(view, task)])  # fmt: skip
+            last[key] = seen
+            if now - seen < timeout:
+                continue
+            message = f"{reason}; gave up after {timeout:g}s"
+            for rec in recs:
+                if now - rec.created_at < timeout:
+                    continue
+                log.warning("task %s failed: %s", rec.id, message)
+                self._count("failed")
+                self._event(store.fail(rec.id, error=message, status=503, now=now))
+
+    def _node_views(self) -> tuple[list[IdleNode], set[str], list[tuple[IdleNode, float]]]:
+        """(online nodes, ids of the draining ones, offline nodes with when they went offline) as
+        routing sees them, with ``queues`` = the queues each was granted."""
+        online: list[IdleNode] = []
+        draining: set[str] = set()
+        offline: list[tuple[IdleNode, float]] = []
+        for n in self.nodes.values():
+            view = IdleNode(n.node_id, frozenset(n.allowed), n.idle_since, models=n.models, plugins=n.plugins)
+            if n.offline:
+                offline.append((view, n.offline_since))
+                continue
+            online.append(view)
+            if n.draining:
+                draining.add(n.node_id)
+        return online, draining, offline
 
     def _dispatch(self, now: float, outbox: list[Out]) -> None:
         """Pair runnable tasks (oldest first) with idle nodes that hold credit; one task per node."""

@@ -2,11 +2,16 @@
 
 Example::
 
-    lama-cleaner scheduler --bind tcp://0.0.0.0:5570 --data-dir /var/lib/lama-cleaner --config lc.toml
+    lama-cleaner scheduler --scheduler-bind tcp://0.0.0.0:5570 --data-dir /var/lib/lama-cleaner --config lc.toml
 
-Web servers then use it with ``distributed.scheduler = "tcp://host:5570"`` and nodes with
+(``--bind`` is the older spelling of ``--scheduler-bind``; both work.) Web servers then use it
+with ``distributed.scheduler = "tcp://host:5570"`` and nodes with
 ``lama-cleaner node --scheduler tcp://host:5570``. SIGTERM or SIGINT stops it cleanly (the journal is
 closed; queued and running tasks are recovered by the next start on the same data directory).
+
+Exit status: 0 after a requested stop; 1 when it could not start (one logged line: port in use,
+data directory locked by another scheduler, journal or migrations unusable) or when its loop died
+of an exception, so that a supervisor such as systemd's ``Restart=on-failure`` starts it again.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ...config import Config, ConfigError, load_config
+from ...config import Config, ConfigError, load_config, validate_config
 from .capabilities import split_list, task_resource_class
 from .malloc_tuning import tune_malloc
 from .routing import ResourceClassOf
@@ -33,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lama-cleaner scheduler",
         description="Run the distributed scheduler: durable task journal, queues and node registry.",
     )
-    ap.add_argument("--bind", default=None,
+    ap.add_argument("--scheduler-bind", "--bind", dest="bind", metavar="ADDR", default=None,
                     help="Control endpoint to bind (distributed.scheduler_bind, default tcp://127.0.0.1:5570); "
                     "queue sockets bind the following ports.")  # fmt: skip
     ap.add_argument("--data-dir", default=None, help="Directory of the SQLite journal (distributed.data_dir).")
@@ -98,6 +103,10 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     if args.device:
         config.device = args.device
     pm.hook.configure(config=config, args=args)
+    try:
+        validate_config(config)  # --bind and --data-dir, and whatever the plugins' hooks changed
+    except ConfigError as exc:
+        parser.error(str(exc))
     tune_malloc()  # every 1 MB message would otherwise fault its pages in again (see malloc_tuning)
 
     scheduler = Scheduler(config, build_resource_class_of(pm, config))
@@ -119,13 +128,27 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
         while not stop.wait(0.2) and scheduler.running:
             pass
     finally:
+        died = not stop.is_set()  # the loop ended without a signal asking it to
         scheduler.stop()
-        scheduler.join(10.0)
+        stopped = scheduler.join(10.0)
         try:
             pm.hook.shutdown(config=config)
         except Exception:  # noqa: BLE001 - shutdown hooks of other plugins must not block ours
             log.exception("a shutdown hook failed")
-    return 0 if not scheduler.running else 1
+    return exit_status(scheduler, died=died, stopped=stopped)
+
+
+def exit_status(scheduler: Any, *, died: bool, stopped: bool) -> int:
+    """0 only for a requested, completed stop. ``scheduler.crashed`` (the exception that ended the
+    loop, when the Scheduler records it) or a loop that ended unasked means a crash: 1, logged."""
+    crashed = getattr(scheduler, "crashed", None)
+    if crashed is not None or died:
+        log.error("scheduler loop died (%s); exiting with status 1", crashed or "see the error above")
+        return 1
+    if not stopped:
+        log.error("scheduler loop did not stop within 10 s; exiting with status 1")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.scheduler_main`

@@ -4,7 +4,8 @@ happens to a task whose attempt failed or whose node was lost (retry with backof
 Rules (``docs/protocol.md`` sections 5, 6 and 8): any message counts as liveness; a finished task is
 also the node's next credit (unless the outcome says ``ready: false``); PROGRESS and FAILED count only
 from the node holding the current attempt; the first RESULT completes a task and later ones are
-duplicates; a node that reconnects while running a task names it in its HELLO and keeps it.
+duplicates; a node that reconnects while running a task names it in its HELLO and keeps it; a task a
+node never started (``FAILED handed_back``, or a BYE that does not name it) is re-queued uncharged.
 """
 
 from __future__ import annotations
@@ -232,6 +233,9 @@ class NodeMessages(SchedulerBase):
         rec = self._current_attempt(node, task_id, h["attempt"])
         if rec is None:
             return
+        if h.get("handed_back") is True:
+            self._take_back(rec.id, f"node {node.name} handed it back ({h['error']})")
+            return
         error = str(h["error"]) or "task failed"
         trace = h.get("traceback") if isinstance(h.get("traceback"), str) else None
         status = h.get("status") if isinstance(h.get("status"), int) else None
@@ -259,7 +263,22 @@ class NodeMessages(SchedulerBase):
         if node is None:
             return
         reason = str(msg.header.get("reason") or "left")
+        held = node.current_task
+        if held is not None and "task_id" in msg.header and msg.header["task_id"] is None:
+            # The node says it leaves without having started the task we sent it: the TASK was
+            # still in flight, or waited unstarted (a stop raced the dispatch). Not the task's fault.
+            node.current_task = None
+            node.current_attempt = None
+            if self._processing_on(held, node.node_id) is not None:
+                self._take_back(held, f"node {node.name} left before starting it ({reason})")
         self._go_offline(node, now, outbox, f"node {node.name} left ({reason})")
+
+    def _take_back(self, task_id: str, why: str) -> None:
+        """Re-queue a dispatched task that never started, refunding its attempt (protocol §4)."""
+        rec = self._store().undo_dispatch(task_id)
+        self._count("handed_back")
+        log.info("task %s: %s; queued again, attempt not charged", task_id, why)
+        self._event(rec)
 
     def _processing_on(self, task_id: str, node_id: str) -> TaskRecord | None:
         """The task's record while it is processing on ``node_id``; None once it finished, was

@@ -1,4 +1,4 @@
-"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, WATCH, PING.
+"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, DRAIN, WATCH, PING.
 
 SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
 reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
@@ -16,9 +16,10 @@ from ...errors import ClientError
 from ...tasks import TASK_STATES
 from . import protocol as p
 from . import states
+from .node_registry import NodeEntry
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
-from .scheduler_base import Out, SchedulerBase
+from .scheduler_base import Out, SchedulerBase, log
 from .task_store import TaskRecord
 
 TASK_KINDS = ("inpaint", "plugin")
@@ -175,6 +176,29 @@ class ProducerMessages(SchedulerBase):
     def _on_nodes(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         nodes = [n.public() for n in sorted(self.nodes.values(), key=lambda n: n.registered_at)]
         self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"nodes": nodes})
+
+    def _on_drain(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """Drain a node on an operator's or autoscaler's request: it finishes its current task and gets
+        no more work. Answered with the node as NODES lists it; draining twice is not an error."""
+        req_id, node_id = msg.header["req_id"], msg.header["node_id"]
+        node = self.nodes.get(node_id)
+        if node is None:
+            self._reject(outbox, ident, req_id, 404, "not_found", f"Node {node_id} not found")
+            return
+        if node.offline:
+            self._reject(outbox, ident, req_id, 409, "node_offline", f"Node {node_id} is offline")
+            return
+        self._drain(node, outbox)
+        self._reply(outbox, ident, p.STATS, req_id, {"node": node.public()})
+
+    def _drain(self, node: NodeEntry, outbox: list[Out]) -> None:
+        """Take the node's credit away for good and tell it (``DRAIN``), once."""
+        node.ready.clear()
+        if node.draining:
+            return
+        node.draining = True
+        log.info("draining node %s (%s)", node.name, node.node_id)
+        self._send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
 
     def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         """Subscribe ``ident`` to task events; ``batch_events: true`` opts in to EVENTS. Every WATCH

@@ -36,6 +36,7 @@ Not thread-safe: one thread (the scheduler loop) uses a store at a time.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import itertools
 import json
 import os
@@ -85,10 +86,24 @@ class BlobMissing(LookupError):
     """A blob the journal references is gone (its file was lost, e.g. to a power cut under NORMAL)."""
 
 
+MIGRATIONS_PACKAGE = "lama_cleaner.migrations"
+"""Where an installed wheel keeps the ``.sql`` files (``setup.py`` maps the top-level ``migrations/``
+folder to this package)."""
+
+
 def default_migrations_dir() -> Path:
+    """The folder of the ``NNNN_name.sql`` files: ``$LAMA_CLEANER_MIGRATIONS_DIR`` if set, else the
+    installed ``lama_cleaner.migrations`` package, else the repository's top-level ``migrations/``
+    (a source checkout or an editable install, where that package is not importable)."""
     env = os.environ.get(MIGRATIONS_ENV)
     if env:
         return Path(env)
+    try:
+        packaged = importlib.resources.files(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError:
+        packaged = None
+    if isinstance(packaged, Path) and packaged.is_dir():  # a zip import has no folder to read from
+        return packaged
     return Path(__file__).resolve().parents[3] / "migrations"
 
 

@@ -3,8 +3,8 @@
 The scheduler counts CANCELLED (like RESULT and FAILED) as the node's next READY and may hand it the
 next queued task at once. A node that had to kill its inference process to cancel must therefore
 only say CANCELLED once a fresh process is ready, and a TASK that still arrives while the process
-restarts (after a crash: FAILED went out first) must wait for it instead of being handed back,
-which would cost the task one of its attempts (and fail it outright with ``max_attempts = 1``).
+restarts (after a crash: FAILED went out first, with ``ready: false``, but a scheduler may have sent
+the TASK anyway) must wait for it and run, not bounce.
 """
 
 from __future__ import annotations

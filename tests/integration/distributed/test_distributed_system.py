@@ -10,6 +10,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import requests
 
@@ -142,21 +144,100 @@ def test_server_killed_with_100_queued_tasks_all_complete_exactly_once_after_res
 
     wait_for(all_completed, 120, "all 100 tasks to complete after the restart")
     assert {api_task(second.url, i)["status"] for i in ids[::10]} == {"completed"}
+    for task_id in ids:  # every result is there, by id, on the restarted server
+        body = requests.get(f"{second.url}/api/v1/tasks/{task_id}/result", timeout=10)
+        assert body.status_code == 200 and body.content[:8] == b"\x89PNG\r\n\x1a\n", (task_id, body.text)
     lines = count_file.read_text().split()
     assert sorted(lines) == [f"m{i:03d}" for i in range(100)]  # every task ran, none twice
 
 
-def test_full_queue_answers_503_with_retry_after_and_plain_text(tmp_path: Path, servers: list[DistServer]):
+@pytest.mark.parametrize("restart", ["while_running", "after_they_finished"])
+def test_server_killed_with_tasks_in_flight_on_nodes_all_complete_once_after_restart(
+    tmp_path: Path, servers: list[DistServer], procs: list[Proc], restart: str
+):
+    """SIGKILL the web server (and its embedded scheduler) while two nodes are in the middle of a task.
+
+    The nodes are separate processes, so they live on. ``while_running``: the new server is started
+    at once and comes up while both tasks still run, so the nodes reclaim them by naming them in
+    their HELLO. ``after_they_finished``: it is started only once both tasks have finished on the
+    orphaned nodes, which keep the outcomes and deliver them after the new WELCOME. Either way
+    start-up recovery must not hand those tasks to another node: every task runs exactly once
+    (``count`` file) and is dispatched exactly once (``dispatches`` in the journal).
+    """
+    import sqlite3
+
+    count_file = tmp_path / "count.txt"
+    env = {"LAMA_TEST_COUNT_FILE": str(count_file)}
+    # A 2 s liveness window (the restarted scheduler holds dispatch that long for the interrupted
+    # tasks to be reclaimed) against a 0.4 s reconnect cap: the nodes are back well within it.
+    config = write_config(
+        tmp_path, merged(FAST, {"distributed": {"heartbeat_interval_s": 0.5, "heartbeat_liveness": 4}})
+    )
+    data = tmp_path / "data"
+    first = DistServer(data, config, local_nodes=0, env=env)
+    servers.append(first.start())
+    nodes = [start_node(procs, first.scheduler, config, "--name", f"node-{x}", env=env) for x in "ab"]
+    wait_nodes(first.url, 2)
+    slow = [api_submit(first.url, "count", f"marker=slow{i} 3000")["id"] for i in range(2)]
+    fast = [api_submit(first.url, "count", f"marker=fast{i:02d} 50")["id"] for i in range(10)]
+    running = [wait_status(first.url, task_id, ["processing"], 30) for task_id in slow]
+    assert running[0]["node"] != running[1]["node"]  # one on each node
+    assert not count_file.exists()  # nothing finished yet: both are really in flight
+    first.sigkill()
+    assert all(node.alive() for node in nodes)
+    if restart == "after_they_finished":
+        wait_for(
+            lambda: count_file.exists() and sorted(count_file.read_text().split()) == ["slow0", "slow1"],
+            20,
+            "both in-flight tasks to finish on their orphaned nodes",
+        )
+
+    second = DistServer(data, config, local_nodes=0, env=env, scheduler_port=first.scheduler_port)
+    servers.append(second.start())
+    ids = slow + fast
+    for task_id in ids:
+        done = wait_status(second.url, task_id, ["completed", "failed", "cancelled"], 45)
+        assert done["status"] == "completed", done
+    lines = count_file.read_text().split()
+    assert sorted(lines) == sorted([f"slow{i}" for i in range(2)] + [f"fast{i:02d}" for i in range(10)])
+
+    expected = cv2.imdecode(np.frombuffer(png(), np.uint8), cv2.IMREAD_COLOR)
+    for task_id in ids:  # every result, by id, from the restarted server
+        body = requests.get(f"{second.url}/api/v1/tasks/{task_id}/result", timeout=10)
+        assert body.status_code == 200 and body.headers["Content-Type"] == "image/png", body.text
+        assert np.array_equal(cv2.imdecode(np.frombuffer(body.content, np.uint8), cv2.IMREAD_COLOR), expected)
+
+    db = sqlite3.connect(data / "journal.sqlite3", timeout=10)
+    try:
+        rows = dict(db.execute("SELECT id, dispatches FROM tasks").fetchall())
+    finally:
+        db.close()
+    assert rows == dict.fromkeys(ids, 1), rows  # none handed to a second node
+
+
+def test_full_queue_answers_503_with_retry_after_and_plain_text(
+    tmp_path: Path, servers: list[DistServer], procs: list[Proc]
+):
     config = write_config(tmp_path, merged(FAST, {"distributed": {"max_queued": 2, "retry_after_s": 7}}))
     dist = DistServer(tmp_path / "data", config, local_nodes=0)
     servers.append(dist.start())
-    api_submit(dist.url, "sleep", "10")
-    api_submit(dist.url, "sleep", "10")
+    accepted = [api_submit(dist.url, "sleep", "10"), api_submit(dist.url, "sleep", "10")]
     response = _inpaint(dist.url)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "7"
     assert response.headers["Content-Type"].startswith("text/plain")
     assert response.text and "<" not in response.text
+    # The refusal cost the accepted tasks nothing: once a node is there, every one of them completes,
+    # and the refused request left no task behind.
+    start_node(procs, dist.scheduler, config, "--name", "late")
+    for task in accepted:
+        done = wait_status(dist.url, task["id"], ["completed", "failed", "cancelled"], 60)
+        assert done["status"] == "completed", done
+        body = requests.get(f"{dist.url}/api/v1/tasks/{task['id']}/result", timeout=10)
+        assert body.status_code == 200 and body.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert requests.get(f"{dist.url}/api/v1/tasks", timeout=10).json()["total"] == len(accepted)
+    # With room again, the same request is accepted and answered.
+    assert _inpaint(dist.url).status_code == 200
 
 
 def test_cpu_only_node_never_receives_gpu_work(tmp_path: Path, servers: list[DistServer]):
@@ -193,8 +274,8 @@ def test_scheduler_restart_nodes_reconnect_and_finish(tmp_path: Path, servers: l
     data = tmp_path / "sched-data"
 
     def start_scheduler() -> Proc:
-        proc = Proc(["scheduler", "--bind", endpoint, "--data-dir", str(data), "--config", str(config),
-                     "--plugins", FAKE_PLUGIN])
+        args = ["--bind", endpoint, "--data-dir", str(data), "--config", str(config), "--plugins", FAKE_PLUGIN]
+        proc = Proc(["scheduler", *args])
         procs.append(proc)
         return proc
 

@@ -115,6 +115,8 @@ class TaskInfo:
     finished_at: float | None = None
     position: int | None = None
     error: str | None = None
+    traceback: str | None = None
+    """The failed attempt's traceback, for operators (``GET /api/v1/tasks/{id}`` of a failed task only)."""
 
 
 class TaskService(Protocol):

@@ -239,6 +239,10 @@ class TaskSchema(OpenSchema):
         allow_none=True, metadata={"description": "0-based place in its queue while queued, else null."}
     )
     error = fields.String(allow_none=True, metadata={"description": "Why it failed (failed tasks only)."})
+    traceback = fields.String(
+        allow_none=True,
+        metadata={"description": "Traceback of the failed attempt as the node recorded it (GET of one failed task)."},
+    )
     links = fields.Nested(TaskLinksSchema)
 
 

@@ -107,7 +107,10 @@ class ProducerMessages(SchedulerBase):
     def _on_get(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         rec = self._lookup(outbox, ident, msg.header["req_id"], msg.header["task_id"])
         if rec is not None:
-            self._reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": self._info(rec)})
+            info = self._info(rec)
+            if rec.status == states.FAILED and rec.traceback:
+                info["traceback"] = rec.traceback  # one task's detail only: lists and events stay small
+            self._reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": info})
 
     def _on_fetch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         req_id = msg.header["req_id"]

@@ -94,6 +94,10 @@ def test_retries_run_out_then_inpaint_answers_a_clear_error_and_the_failure_is_r
     assert row["status"] == "failed" and row["attempts"] == 2 and row["dispatches"] == 2
     assert row["traceback"] and "Traceback (most recent call last)" in row["traceback"]
     assert "RuntimeError: fake model failure boom" in row["traceback"]
+    # Operators see it over HTTP too: on the task's own page, not in lists.
+    detail = requests.get(f"{dist.url}/api/v1/tasks/{task['id']}", timeout=10).json()
+    assert detail["traceback"] == row["traceback"]
+    assert task["traceback"] is None
 
 
 def test_a_non_retryable_failure_fails_at_once_with_a_4xx(failing):

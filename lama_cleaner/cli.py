@@ -48,8 +48,21 @@ HIDDEN_ALIASES = {
 }
 """Upstream's hidden spellings, kept so old start scripts still work."""
 BANNER_PACKAGES = (
-    "torch", "torchvision", "Pillow", "opencv-python-headless", "numpy", "flask", "flask-socketio",
-    "python-socketio", "pyzmq", "pluggy", "diffusers", "transformers", "rembg", "realesrgan", "gfpgan",
+    "torch",
+    "torchvision",
+    "Pillow",
+    "opencv-python-headless",
+    "numpy",
+    "flask",
+    "flask-socketio",
+    "python-socketio",
+    "pyzmq",
+    "pluggy",
+    "diffusers",
+    "transformers",
+    "rembg",
+    "realesrgan",
+    "gfpgan",
 )
 CONFIG_EXIT_CODE = 2
 """Exit code of every refused setting (argparse uses 2 for usage errors too), --device cuda included."""
@@ -81,20 +94,45 @@ def _add_field_option(parser: argparse.ArgumentParser, f: Field[Any], hint: Any,
     parser.add_argument(_flag(f.name), **kwargs)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` only where it informs: not for a ``None`` default (a plugin's flag
+    defaults to None so that the config file still applies, and its help names the real default
+    itself) and not when the help text already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default is None or "(default:" in text or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+SERVE_EPILOG = (
+    "Subcommands: serve (default), node, scheduler, batch, install-frontend. "
+    f"Run '{PROG} <subcommand> --help' for theirs. "
+    "Plugins add their own options, listed here once the plugin is enabled: "
+    f"'{PROG} --plugins distributed --help' shows --local-nodes, --scheduler, --scheduler-bind and --data-dir."
+)
+
+
 def build_serve_parser(model_names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``serve`` parser, generated from ``Config``. ``model_names`` replaces ``--model`` choices
     (plugins may register more models than the 13 built-in names)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Lama Cleaner 1.2.x compatible inpainting server. Without a subcommand it serves.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Subcommands: serve (default), node, scheduler, batch, install-frontend. "
-        f"Run '{PROG} <subcommand> --help' for theirs.",
+        formatter_class=HelpFormatter,
+        epilog=SERVE_EPILOG,
     )
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML or JSON file with settings; explicit flags override it.")
-    parser.add_argument("--plugins", metavar="NAME[,NAME]", action="append", default=None,
-                        help="Plugins to enable: built-in names (distributed), entry-point names, module paths.")
+    parser.add_argument(
+        "--config", metavar="FILE", default=None, help="TOML or JSON file with settings; explicit flags override it."
+    )
+    parser.add_argument(
+        "--plugins",
+        metavar="NAME[,NAME]",
+        action="append",
+        default=None,
+        help="Plugins to enable: built-in names (distributed), entry-point names, module paths.",
+    )
     hints = typing.get_type_hints(Config)
     for f in fields(Config):
         if f.name in NOT_FLAGS:
@@ -212,12 +250,14 @@ def _version(package: str) -> str | None:
 def banner(config: Config, plugin_names: Sequence[str]) -> str:
     """Start-up environment summary (upstream prints one too; it makes bug reports useful)."""
     versions = ", ".join(f"{name} {v}" for name in BANNER_PACKAGES if (v := _version(name)))
-    return "\n".join([
-        f"lama-cleaner {__version__} | Python {platform.python_version()} | {platform.platform()}",
-        f"packages: {versions}",
-        f"plugins: {', '.join(plugin_names) or '-'}",
-        f"model {config.model} on {config.device}; serving http://{config.host}:{config.port}",
-    ])
+    return "\n".join(
+        [
+            f"lama-cleaner {__version__} | Python {platform.python_version()} | {platform.platform()}",
+            f"packages: {versions}",
+            f"plugins: {', '.join(plugin_names) or '-'}",
+            f"model {config.model} on {config.device}; serving http://{config.host}:{config.port}",
+        ]
+    )
 
 
 # ------------------------------------------------------------------ commands

@@ -88,9 +88,7 @@ class DistributedConfig:
         "(erase and diffusion models -> gpu; cv2 and CPU image plugins -> cpu; with `--device cpu`, "
         "models that run acceptably on a CPU, such as lama, -> cpu).",
     )
-    gpu_queue_requires_gpu: bool = _opt(
-        True, "A node may join a queue named `gpu` only if it has a CUDA device."
-    )
+    gpu_queue_requires_gpu: bool = _opt(True, "A node may join a queue named `gpu` only if it has a CUDA device.")
     local_nodes: int = _opt(1, "Node subprocesses the web server spawns and keeps alive.")
     local_node_queues: list[str] = _opt(
         [], "Queues the local nodes ask to join (empty = every queue they qualify for)."
@@ -114,9 +112,7 @@ class DistributedConfig:
         "and loses at most the last commits on a power cut; FULL fsyncs every commit; OFF is fastest.",
         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
     )
-    request_timeout_s: float = _opt(
-        600.0, "How long a classic `/inpaint` waits for its task before answering 504."
-    )
+    request_timeout_s: float = _opt(600.0, "How long a classic `/inpaint` waits for its task before answering 504.")
     retry: dict[str, RetryConfig] = field(
         default_factory=lambda: {"inpaint": RetryConfig(), "plugin": RetryConfig()},
         metadata={"help": "Retry policy per task kind (`inpaint`, `plugin`)."},
@@ -132,6 +128,12 @@ class DistributedConfig:
         "A node replaces its inference process after a task that left its resident memory (VmRSS) "
         "above this many MiB (0 = no cap; like Celery's max-memory-per-child). `lama-cleaner node "
         "--max-child-rss-mb N` overrides it.",
+    )
+    expose_tracebacks: bool = _opt(
+        False,
+        "Include the failed attempt's Python traceback in `GET /api/v1/tasks/{id}` (otherwise that field "
+        "is null). Off by default because the API has no authentication and a traceback shows server "
+        "paths and library versions to anyone who can reach it; the journal keeps the traceback either way.",
     )
     unschedulable_timeout_s: float = _opt(
         60.0,

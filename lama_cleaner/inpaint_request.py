@@ -3,7 +3,9 @@
 Upstream reads every field with ``request.form[...]`` (so all are required) and coerces them with pydantic.
 We accept a lenient superset of what pydantic v1 and v2 accept (contract §3.3), because third-party
 scripts send things like Python's ``False`` or ``5.0``; anything we cannot use is a short 400 message
-instead of upstream's 500 page.
+instead of upstream's 500 page. That includes well-typed values the pipeline cannot work with (a resize
+limit of 0, a negative crop margin, zero steps): each numeric field carries the range it must fall in,
+checked here, so the web server refuses such a request before it is queued or retried anywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ LDM_SAMPLERS = ("ddim", "plms")
 SD_SAMPLERS = ("ddim", "pndm", "k_lms", "k_euler", "k_euler_a", "dpm++", "uni_pc")
 CV2_FLAGS = ("INPAINT_NS", "INPAINT_TELEA")
 SEED_MIN, SEED_MAX = 1, 999_999_999
+SEED_LIMIT = 2**32 - 1
+"""Largest explicit seed: upstream seeds numpy too, whose generator takes 0..2**32-1 only."""
 
 _TRUE = frozenset({"true", "1", "yes", "y", "on", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "off", "f"})
@@ -82,21 +86,57 @@ def parse_str(raw: str, form_name: str) -> str:
     return raw
 
 
-def _f(form_name: str, parser: Callable[[str, str], Any]) -> Any:
-    return field(metadata={"form": form_name, "parser": parser})
+Bound = tuple[str, float]
+"""``(">=", 0)`` or ``(">", 0)``: a lower bound; ``("<=", 1)``: an upper one."""
+
+
+def _f(form_name: str, parser: Callable[[str, str], Any], *bounds: Bound) -> Any:
+    """A field with its exact form key, its parser and the range the pipeline needs it in."""
+    return field(metadata={"form": form_name, "parser": parser, "bounds": bounds})
+
+
+def _fits(value: float, bound: Bound) -> bool:
+    op, limit = bound
+    if op == ">":
+        return value > limit
+    if op == ">=":
+        return value >= limit
+    return value <= limit
+
+
+def check_bounds(value: float, bounds: tuple[Bound, ...], form_name: str, raw: str) -> None:
+    """A 400 naming the field and its range when ``value`` falls outside ``bounds``."""
+    if not all(_fits(value, b) for b in bounds):
+        rule = " and ".join(f"{op} {limit:g}" for op, limit in bounds)
+        raise ClientError(f"Invalid value for {form_name}: {raw.strip()} (must be {rule})")
+
+
+def check_seed(value: int, form_name: str, raw: str) -> None:
+    """-1 (a random seed) or 0..2**32-1; upstream's seeding fails on anything else."""
+    if value != -1 and not 0 <= value <= SEED_LIMIT:
+        raise ClientError(f"Invalid value for {form_name}: {raw.strip()} (must be -1 or 0..{SEED_LIMIT})")
+
+
+POSITIVE: tuple[Bound, ...] = ((">", 0),)
+NON_NEGATIVE: tuple[Bound, ...] = ((">=", 0),)
+STEPS: tuple[Bound, ...] = ((">=", 1),)
 
 
 @dataclass
 class InpaintRequest:
-    """Every ``/inpaint`` setting, snake_case; field metadata names the exact form key and its parser."""
+    """Every ``/inpaint`` setting, snake_case; field metadata names the exact form key, its parser and
+    its range. Unbounded on purpose: the croper origin (clamped to the image), the croper size (checked
+    only when ``useCroper`` is on, the only time it is used), and ``sdStrength`` and
+    ``paintByExampleGuidanceScale``, which upstream ignores, so no value of theirs can break anything and
+    refusing one would only break clients upstream serves."""
 
-    ldm_steps: int = _f("ldmSteps", parse_int)
+    ldm_steps: int = _f("ldmSteps", parse_int, *STEPS)
     ldm_sampler: str = _f("ldmSampler", _choice(LDM_SAMPLERS))
     zits_wireframe: bool = _f("zitsWireframe", parse_bool)
     hd_strategy: str = _f("hdStrategy", _choice(HD_STRATEGIES))
-    hd_strategy_crop_margin: int = _f("hdStrategyCropMargin", parse_int)
-    hd_strategy_crop_triger_size: int = _f("hdStrategyCropTrigerSize", parse_int)
-    hd_strategy_resize_limit: int = _f("hdStrategyResizeLimit", parse_int)
+    hd_strategy_crop_margin: int = _f("hdStrategyCropMargin", parse_int, *NON_NEGATIVE)
+    hd_strategy_crop_triger_size: int = _f("hdStrategyCropTrigerSize", parse_int, *NON_NEGATIVE)
+    hd_strategy_resize_limit: int = _f("hdStrategyResizeLimit", parse_int, *POSITIVE)
     prompt: str = _f("prompt", parse_str)
     negative_prompt: str = _f("negativePrompt", parse_str)
     use_croper: bool = _f("useCroper", parse_bool)
@@ -104,25 +144,25 @@ class InpaintRequest:
     croper_y: int = _f("croperY", parse_int)
     croper_width: int = _f("croperWidth", parse_int)
     croper_height: int = _f("croperHeight", parse_int)
-    sd_scale: float = _f("sdScale", parse_float)
-    sd_mask_blur: int = _f("sdMaskBlur", parse_int)
+    sd_scale: float = _f("sdScale", parse_float, (">", 0), ("<=", 1))
+    sd_mask_blur: int = _f("sdMaskBlur", parse_int, *NON_NEGATIVE)
     sd_strength: float = _f("sdStrength", parse_float)
-    sd_steps: int = _f("sdSteps", parse_int)
-    sd_guidance_scale: float = _f("sdGuidanceScale", parse_float)
+    sd_steps: int = _f("sdSteps", parse_int, *STEPS)
+    sd_guidance_scale: float = _f("sdGuidanceScale", parse_float, *NON_NEGATIVE)
     sd_sampler: str = _f("sdSampler", _choice(SD_SAMPLERS))
     sd_seed: int = _f("sdSeed", parse_int)
     sd_match_histograms: bool = _f("sdMatchHistograms", parse_bool)
-    cv2_radius: int = _f("cv2Radius", parse_int)
+    cv2_radius: int = _f("cv2Radius", parse_int, *NON_NEGATIVE)
     cv2_flag: str = _f("cv2Flag", _choice(CV2_FLAGS))
-    paint_by_example_steps: int = _f("paintByExampleSteps", parse_int)
+    paint_by_example_steps: int = _f("paintByExampleSteps", parse_int, *STEPS)
     paint_by_example_guidance_scale: float = _f("paintByExampleGuidanceScale", parse_float)
     paint_by_example_seed: int = _f("paintByExampleSeed", parse_int)
-    paint_by_example_mask_blur: int = _f("paintByExampleMaskBlur", parse_int)
+    paint_by_example_mask_blur: int = _f("paintByExampleMaskBlur", parse_int, *NON_NEGATIVE)
     paint_by_example_match_histograms: bool = _f("paintByExampleMatchHistograms", parse_bool)
-    p2p_steps: int = _f("p2pSteps", parse_int)
-    p2p_image_guidance_scale: float = _f("p2pImageGuidanceScale", parse_float)
-    p2p_guidance_scale: float = _f("p2pGuidanceScale", parse_float)
-    controlnet_conditioning_scale: float = _f("controlnet_conditioning_scale", parse_float)
+    p2p_steps: int = _f("p2pSteps", parse_int, *STEPS)
+    p2p_image_guidance_scale: float = _f("p2pImageGuidanceScale", parse_float, *NON_NEGATIVE)
+    p2p_guidance_scale: float = _f("p2pGuidanceScale", parse_float, *NON_NEGATIVE)
+    controlnet_conditioning_scale: float = _f("controlnet_conditioning_scale", parse_float, *NON_NEGATIVE)
     controlnet_method: str = _f("controlnet_method", parse_str)
 
     @classmethod
@@ -145,11 +185,24 @@ class InpaintRequest:
                 raise ClientError(f"Missing form field: {key}")
             if isinstance(raw, bytes):
                 raw = raw.decode("utf-8", errors="replace")
-            values[f.name] = f.metadata["parser"](str(raw), key)
+            text = str(raw)
+            value = f.metadata["parser"](text, key)
+            if f.metadata["bounds"]:
+                check_bounds(value, f.metadata["bounds"], key, text)
+            values[f.name] = value
         req = cls(**values)
+        req._check_cross_field()
         if req.sd_seed == -1 or req.paint_by_example_seed == -1:  # seeding a Random reads os.urandom
             req.resolve_seeds(rng or random.Random())
         return req
+
+    def _check_cross_field(self) -> None:
+        """Ranges that depend on another field, or are not a plain bound (seeds)."""
+        check_seed(self.sd_seed, "sdSeed", str(self.sd_seed))
+        check_seed(self.paint_by_example_seed, "paintByExampleSeed", str(self.paint_by_example_seed))
+        if self.use_croper:  # an empty croper rectangle leaves nothing to inpaint
+            check_bounds(self.croper_width, POSITIVE, "croperWidth", str(self.croper_width))
+            check_bounds(self.croper_height, POSITIVE, "croperHeight", str(self.croper_height))
 
     def resolve_seeds(self, rng: random.Random) -> None:
         """Replace ``-1`` seeds by random ones in [1, 999999999], as upstream does."""

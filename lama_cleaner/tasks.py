@@ -160,6 +160,12 @@ class TaskService(Protocol):
         current_task, loaded_model, last_heartbeat."""
         ...
 
+    def health(self) -> dict[str, Any]:
+        """Optional. ``{"status": "ok", ...}`` or ``{"status": "unavailable", "reason": ...}`` for
+        ``GET /api/v1/health`` (503 when unavailable). Must be cheap: probes call it every few seconds.
+        A service without it is always reported ok."""
+        ...
+
     def drain_node(self, node_id: str) -> dict[str, Any]:
         """Let the node finish its current task and give it no more (scale-in, maintenance); return
         the node as :meth:`nodes` lists it. ``NotFound`` for an unknown node, a 409

@@ -38,6 +38,9 @@ def crop_box(rect: tuple[int, int, int, int], margin: int, img_hw: tuple[int, in
     box_w, box_h = w + 2 * margin, h + 2 * margin
     left, right = cx - box_w // 2, cx + box_w // 2
     top, bottom = cy - box_h // 2, cy + box_h // 2
+    # A 1-pixel-wide mask region with no margin would give an empty box (and a model call on an
+    # empty crop); every other box keeps upstream's exact geometry.
+    right, bottom = max(right, left + 1), max(bottom, top + 1)
     if left < 0:
         right += -left
     if right > img_w:
@@ -60,7 +63,7 @@ def resize_longer_side(img: np.ndarray, limit: int) -> np.ndarray:
     """Bicubic resize so the longer side equals ``limit`` (rounded sizes, as upstream)."""
     height, width = img.shape[:2]
     ratio = limit / max(height, width)
-    size = (int(width * ratio + 0.5), int(height * ratio + 0.5))
+    size = (max(1, int(width * ratio + 0.5)), max(1, int(height * ratio + 0.5)))  # a thin image keeps 1 px
     return resize_to(img, size)
 
 

@@ -18,6 +18,7 @@ from .. import __version__
 from .api_schemas import (
     OPENAPI_FIELD_TYPES,
     ErrorSchema,
+    HealthSchema,
     NodeListSchema,
     QueueListSchema,
     TaskListQuerySchema,
@@ -82,6 +83,7 @@ def build_openapi() -> dict[str, Any]:
     spec.components.schema("QueueList", schema=QueueListSchema)
     spec.components.schema("NodeList", schema=NodeListSchema)
     spec.components.schema("TaskSubmit", schema=TaskSubmitFormSchema)
+    spec.components.schema("Health", schema=HealthSchema)
 
     spec.path(
         path="/api/v1/tasks",
@@ -228,6 +230,28 @@ def build_openapi() -> dict[str, Any]:
         },
     )
     spec.path(
+        path="/api/v1/health",
+        operations={
+            "get": {
+                "operationId": "getHealth",
+                "summary": "Liveness/readiness probe: can this server still serve tasks?",
+                "description": (
+                    "Cheap (no journal scan): the embedded scheduler's crash flag and one in-memory round trip "
+                    "to the scheduler (at most 2 s). Point systemd or Kubernetes probes here: a server whose "
+                    "embedded scheduler crashed answers 503 until it is restarted. The body is always a "
+                    "`Health` object, never the `Error` shape."
+                ),
+                "responses": {
+                    "200": _json("`status: ok`, with node counts.", "Health"),
+                    "503": {
+                        **_json("`status: unavailable` and the `reason`.", "Health"),
+                        "headers": _RETRY_AFTER,
+                    },
+                },
+            }
+        },
+    )
+    spec.path(
         path="/api/v1/openapi.json",
         operations={
             "get": {
@@ -305,7 +329,9 @@ def _operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any], 
             f"<td>{_text(p.get('description', ''))}</td></tr>"
             for p in params
         )
-        parts.append(f"<h4>Parameters</h4><table><tr><th>Name</th><th>In</th><th>Type</th><th>Description</th></tr>{rows}</table>")
+        parts.append(
+            f"<h4>Parameters</h4><table><tr><th>Name</th><th>In</th><th>Type</th><th>Description</th></tr>{rows}</table>"
+        )
     body = op.get("requestBody")
     if body:
         for media, content in body.get("content", {}).items():
@@ -320,7 +346,9 @@ def _operation(doc: dict[str, Any], path: str, method: str, op: dict[str, Any], 
             f"<tr><td>{html.escape(status)}</td><td>{_text(resp.get('description', ''))}</td>"
             f"<td>{html.escape(media)}</td><td>{html.escape(shape)}</td></tr>"
         )
-    parts.append(f"<h4>Responses</h4><table><tr><th>Status</th><th>Meaning</th><th>Type</th><th>Body</th></tr>{rows}</table>")
+    parts.append(
+        f"<h4>Responses</h4><table><tr><th>Status</th><th>Meaning</th><th>Type</th><th>Body</th></tr>{rows}</table>"
+    )
     parts.append("</section>")
     return "\n".join(parts)
 

@@ -241,7 +241,7 @@ class TaskSchema(OpenSchema):
     error = fields.String(allow_none=True, metadata={"description": "Why it failed (failed tasks only)."})
     traceback = fields.String(
         allow_none=True,
-        metadata={"description": "Traceback of the failed attempt as the node recorded it (GET of one failed task)."},
+        metadata={"description": "Failed attempt's traceback (GET of one failed task; distributed.expose_tracebacks)."},
     )
     links = fields.Nested(TaskLinksSchema)
 
@@ -287,6 +287,22 @@ class NodeSchema(OpenSchema):
 
 class NodeListSchema(OpenSchema):
     nodes = fields.List(fields.Nested(NodeSchema), required=True)
+
+
+class HealthSchema(OpenSchema):
+    """``GET /api/v1/health``: whether this server can still serve tasks (200) or not (503)."""
+
+    status = fields.String(required=True, validate=validate.OneOf(("ok", "unavailable")))
+    reason = fields.String(metadata={"description": "Why it is unavailable (`unavailable` only)."})
+    scheduler = fields.String(
+        validate=validate.OneOf(("embedded", "external")),
+        metadata={"description": "Where the task scheduler runs (distributed plugin only)."},
+    )
+    scheduler_running = fields.Boolean(metadata={"description": "The scheduler answered just now."})
+    nodes_online = fields.Integer(metadata={"description": "Nodes connected and not offline (status `ok`)."})
+    nodes = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), metadata={"description": "Node counts by state."}
+    )
 
 
 class ErrorBodySchema(OpenSchema):

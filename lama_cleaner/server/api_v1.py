@@ -29,6 +29,7 @@ from ..pipeline import validate_task
 from ..tasks import TaskInfo, TaskRequest, TaskService
 from . import api_docs
 from .api_schemas import (
+    HealthSchema,
     NodeSchema,
     QueueSchema,
     TaskListQuerySchema,
@@ -242,8 +243,9 @@ def build_task_request(st: ApiState) -> TaskRequest:
     payload: dict[str, Any] = {**raw_form, **uploads}
     loaded = TaskSubmitFormSchema().load(payload)
     # declared uploads were read by the schema; others (a third-party plugin's) are read here
-    files = {key: loaded[key] if isinstance(loaded.get(key), bytes) else storage.read()
-             for key, storage in uploads.items()}
+    files = {
+        key: loaded[key] if isinstance(loaded.get(key), bytes) else storage.read() for key, storage in uploads.items()
+    }
     plugin = loaded.get("plugin")
     model = loaded.get("model")
     if plugin and model:
@@ -306,8 +308,9 @@ def list_tasks() -> Response:
         params = {k: v for k, v in (("status", status), ("limit", limit), ("offset", offset + len(tasks))) if v}
         next_url = f"{PREFIX}/tasks?{urlencode(params)}"
     # shape of TaskPageSchema (each task already dumped through TaskSchema)
-    return jsonify({"tasks": [dump_task(t) for t in tasks], "total": total, "limit": limit, "offset": offset,
-                    "next": next_url})
+    return jsonify(
+        {"tasks": [dump_task(t) for t in tasks], "total": total, "limit": limit, "offset": offset, "next": next_url}
+    )
 
 
 @blueprint.get("/tasks/<task_id>")
@@ -343,6 +346,26 @@ def drain_node(node_id: str) -> Response:
         raise NotFound(f"Node {node_id} not found (this server has no nodes)")
     response = jsonify(dump_with_extras(NodeSchema(), drain(node_id)))
     response.status_code = 202
+    return response
+
+
+@blueprint.get("/health")
+def health() -> Response:
+    """200 ``{"status": "ok", ...}`` while tasks can be served, else 503 ``{"status": "unavailable",
+    "reason"}``: without it a server whose embedded scheduler died answers every request 503 and
+    nothing restarts it. A service without ``health()`` (no scheduler to lose) is always ok."""
+    st = _api()
+    check = getattr(st.service, "health", None)
+    try:
+        report = {"status": "ok"} if check is None else dict(check())
+    except Exception as exc:  # noqa: BLE001 - a probe must answer, not 500
+        log.exception("health check failed")
+        report = {"status": "unavailable", "reason": f"health check failed: {type(exc).__name__}: {exc}"}
+    response = jsonify(dump_with_extras(HealthSchema(), report))
+    if report.get("status") != "ok":
+        response.status_code = 503
+        response.headers["Retry-After"] = str(int(st.config.distributed.retry_after_s))
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -79,24 +79,50 @@ def effective_device(requested: str) -> str:
 
 
 def available_models(registry: Any, config: Any, wanted: Iterable[str] = ()) -> list[str]:
-    """Registry models whose ``is_available(config)`` is true, filtered by ``wanted`` when given."""
-    wanted_set = set(wanted)
+    """Registry models whose ``is_available(config)`` is true, filtered by ``wanted`` when given.
+
+    An explicit ``wanted`` list (``lama-cleaner node --models``) that names an unknown model, or of
+    which no model can run here, is an operator's mistake: a node offering nothing would sit idle for
+    ever, so this raises ``ConfigError`` naming the models it could offer instead. Known models that
+    cannot run here are only warned about when some others can.
+    """
+    from ...config import ConfigError
+
+    wanted_list = list(dict.fromkeys(wanted))
+    known = registry.names()
+    unknown = [name for name in wanted_list if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"--models: unknown model{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"known models: {', '.join(known)}"
+        )
     names: list[str] = []
-    for name in registry.names():
-        if wanted_set and name not in wanted_set:
+    refused: dict[str, str] = {}
+    for name in known:  # registry order, whatever order --models named them in
+        if wanted_list and name not in wanted_list:
             continue
-        try:
-            ok, reason = registry.get(name).is_available(config)
-        except Exception as exc:  # noqa: BLE001 - a model that cannot answer cannot run here
-            ok, reason = False, str(exc)
+        ok, reason = _availability(registry, name, config)
         if ok:
             names.append(name)
-        elif wanted_set:
+        else:
+            refused[name] = reason
+    if wanted_list and not names:
+        why = "; ".join(f"{name}: {reason}" for name, reason in refused.items())
+        runnable = [name for name in known if _availability(registry, name, config)[0]]
+        raise ConfigError(f"--models: none of them can run on this node ({why}); it could offer: {', '.join(runnable)}")
+    if wanted_list:
+        for name, reason in refused.items():
             log.warning("model %s is not available on this node: %s", name, reason)
-    missing = wanted_set - set(registry.names())
-    for name in sorted(missing):
-        log.warning("model %s is not registered; ignored", name)
     return names
+
+
+def _availability(registry: Any, name: str, config: Any) -> tuple[bool, str]:
+    """``is_available`` of one model; a model that cannot even answer cannot run here."""
+    try:
+        ok, reason = registry.get(name).is_available(config)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not here", with its text as the reason
+        return False, str(exc)
+    return bool(ok), reason
 
 
 def collect(

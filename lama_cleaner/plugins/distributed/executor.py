@@ -20,7 +20,15 @@ the classic mode uses: replies are byte-identical.
 Failures that are not the request's fault keep their meaning at the edge: a task failed because no
 node could run it (``unschedulable_timeout_s``) is a 503 with ``Retry-After``, like a full queue; and
 if the embedded scheduler's loop dies, every waiting and every new request fails at once with a 503
-"task scheduler stopped: ..." instead of waiting for its timeout.
+"task scheduler stopped: ..." instead of waiting for its timeout. A scheduler that refuses a request
+with ERROR (another protocol version) is a 502 with its message, at once. :meth:`DistributedExecutor.health`
+tells ``GET /api/v1/health`` (and so systemd or Kubernetes) when none of this can work any more.
+
+Shutdown and a crash of the embedded scheduler may close the client at the same time, from two
+threads; :meth:`SchedulerClient.close` is safe for that. The client's socket lives in the embedded
+scheduler's ZeroMQ context, whose ``term()`` blocks until every socket in it is closed: if the
+client's I/O thread does not end in time, the context is taken away from the scheduler (which then
+skips ``term()`` instead of hanging its thread) and terminated here later, once the socket is closed.
 """
 
 from __future__ import annotations
@@ -47,16 +55,41 @@ from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskReque
 from . import protocol as p
 from .capabilities import task_resource_class
 from .endpoints import connectable
-from .producer import SchedulerClient
+from .producer import SchedulerClient, SchedulerError
 
 log = logging.getLogger(__name__)
 
 _RECHECK_S = 2.0
 """While waiting for a terminal EVENT, ask GET this often (events can be missed across a restart)."""
 _RECENT_TERMINAL = 10000
+CLIENT_CLOSE_TIMEOUT_S = 5.0
+"""How long closing waits for the client's I/O thread before giving its ZeroMQ context up."""
+HEALTH_TIMEOUT_S = 2.0
+"""How long ``health()`` waits for the scheduler's answer (one in-memory NODES request)."""
 
 _EVENT_FIELDS = {f.name for f in dataclasses.fields(TaskEvent)}
 _INFO_FIELDS = {f.name for f in dataclasses.fields(TaskInfo)}
+
+
+def error_from_scheduler_error(exc: SchedulerError) -> LamaCleanerError:
+    """An ERROR the scheduler answered a request with -> a 502 carrying its message.
+
+    502 (bad gateway): the web server is fine and so is the client's request; the scheduler behind
+    it refuses to serve it (during a rolling upgrade: another protocol version)."""
+    if exc.error_code == p.ERR_VERSION:
+        message = f"The scheduler refused this web server's request (protocol version mismatch): {exc.message}"
+        return LamaCleanerError(message, status=502, code="scheduler_version_mismatch")
+    message = f"The scheduler refused the request ({exc.error_code}): {exc.message}"
+    return LamaCleanerError(message, status=502, code="scheduler_error")
+
+
+def node_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """Nodes by state (``idle``, ``busy``, ``draining``, ``offline``) from a NODES reply."""
+    counts = dict.fromkeys(p.NODE_STATES, 0)
+    for node in nodes:
+        state = str(node.get("state"))
+        counts[state] = counts.get(state, 0) + 1
+    return counts
 
 
 def task_info(data: dict[str, Any]) -> TaskInfo:
@@ -127,8 +160,11 @@ def output_from_done(msg: p.Message) -> TaskOutput:
         return task_output(msg)
     if status == "cancelled":
         raise TaskCancelled("Task was cancelled")
-    raise TaskFailed(str(header.get("error") or "task failed"), header.get("traceback"),
-                     status=failure_status(header.get("error_status")))
+    raise TaskFailed(
+        str(header.get("error") or "task failed"),
+        header.get("traceback"),
+        status=failure_status(header.get("error_status")),
+    )
 
 
 class DistributedExecutor:
@@ -159,6 +195,15 @@ class DistributedExecutor:
         self.scheduler: Any = None
         self.local_nodes: Any = None
         self.client: SchedulerClient | None = None
+        """The client requests go through; None once closed (or the embedded scheduler crashed)."""
+        self._own_client: SchedulerClient | None = None
+        """The same client, never cleared: whichever thread closes it last still gets its outcome."""
+        self._embedded: Any = None
+        """The embedded scheduler, never cleared (its crash handler may run after ``close`` started)."""
+        self._orphan_context: Any = None
+        """The embedded scheduler's ZeroMQ context, taken from it because the client's socket was
+        still open when the scheduler stopped; terminated by :meth:`close` once that socket is."""
+        self._close_lock = threading.Lock()
         dist = config.distributed
         try:
             if dist.scheduler:
@@ -167,19 +212,24 @@ class DistributedExecutor:
                 from .scheduler import Scheduler
 
                 self.scheduler = Scheduler(config, self.resource_class_of, on_crash=self._on_scheduler_crash)
+                self._embedded = self.scheduler
                 self.scheduler.start()
                 endpoint = self.scheduler.control_endpoint  # bound by start(), a ":0" port resolved
             self.endpoint = connectable(endpoint)  # where nodes (local ones included) reach the scheduler
             if self.scheduler is not None:
                 # Embedded: this process's requests go through memory (inproc), nodes use TCP.
                 self.client = SchedulerClient(
-                    self.scheduler.inproc_endpoint, config, on_event=self._on_event,
-                    on_reconnect=self._on_reconnect, context=self.scheduler.context,
+                    self.scheduler.inproc_endpoint,
+                    config,
+                    on_event=self._on_event,
+                    on_reconnect=self._on_reconnect,
+                    context=self.scheduler.context,
                 )
             else:
                 self.client = SchedulerClient(
                     self.endpoint, config, on_event=self._on_event, on_reconnect=self._on_reconnect
                 )
+            self._own_client = self.client
             if start_local_nodes and dist.local_nodes > 0:
                 from .local_nodes import LocalNodeSupervisor
 
@@ -188,8 +238,11 @@ class DistributedExecutor:
         except BaseException:
             self.close()
             raise
-        log.info("distributed executor using scheduler %s (%s)", self.endpoint,
-                 "embedded" if self.scheduler is not None else "external")
+        log.info(
+            "distributed executor using scheduler %s (%s)",
+            self.endpoint,
+            "embedded" if self.scheduler is not None else "external",
+        )
 
     # ------------------------------------------------------------------ InpaintExecutor
     def current_model(self) -> str:
@@ -251,30 +304,62 @@ class DistributedExecutor:
         return client.result(task_id) if client is not None else None
 
     def close(self) -> None:
-        if self.local_nodes is not None:
-            try:
-                self.local_nodes.stop()
-            finally:
-                self.local_nodes = None
-        if self.client is not None:
-            self.client.close()
+        """Stop local nodes, the client and the embedded scheduler. Safe to call twice, and while the
+        embedded scheduler's crash handler runs on its own thread."""
+        with self._close_lock:  # each part is taken by one closer only
+            local_nodes, self.local_nodes = self.local_nodes, None
+            scheduler, self.scheduler = self.scheduler, None
             self.client = None
-        if self.scheduler is not None:
+        try:
+            if local_nodes is not None:
+                local_nodes.stop()
+        finally:
             try:
-                self.scheduler.close()  # stop the loop and wait for it: the journal is closed cleanly
+                self._close_client()
             finally:
-                self.scheduler = None
+                if scheduler is not None:
+                    scheduler.close()  # stop the loop and wait for it: the journal is closed cleanly
+                self._term_orphan_context()
+
+    def _close_client(self) -> None:
+        """Close the client (from any thread, any number of times). If its I/O thread does not end,
+        its socket stays open in the embedded scheduler's context: take that context from the
+        scheduler so that the scheduler thread skips ``term()``, which would block it for good."""
+        client = self._own_client
+        if client is None or client.close(CLIENT_CLOSE_TIMEOUT_S):
+            return
+        scheduler = self._embedded
+        with self._close_lock:
+            if scheduler is None or self._orphan_context is not None:
+                return
+            self._orphan_context = scheduler.release_context()
+        log.error(
+            "scheduler client did not stop within %gs; its ZeroMQ context is left unterminated", CLIENT_CLOSE_TIMEOUT_S
+        )
+
+    def _term_orphan_context(self) -> None:
+        """Terminate the context taken by :meth:`_close_client` once nothing can block ``term()``."""
+        client, scheduler = self._own_client, self._embedded
+        with self._close_lock:
+            ctx = self._orphan_context
+            if ctx is None:
+                return
+            client_done = client is None or client.close(CLIENT_CLOSE_TIMEOUT_S)
+            if not client_done or (scheduler is not None and not scheduler.join(0)):
+                return  # a socket may still be open in it: leave it (it is a few threads, not a hang)
+            self._orphan_context = None
+        ctx.term()
 
     # ------------------------------------------------------------------ scheduler crash
     def _on_scheduler_crash(self, exc: BaseException) -> None:
         """Runs on the dying scheduler loop's thread: fail what waits on it, now.
 
         The client is closed here, which fails its requests in flight and closes its socket (the
-        scheduler's context can then terminate); waiters of ``run`` are woken to see the failure."""
+        scheduler's context can then terminate); waiters of ``run`` are woken to see the failure.
+        ``close`` may be closing the same client on another thread at this moment: that is safe."""
         self._stopped = exc
-        client, self.client = self.client, None
-        if client is not None:
-            client.close()
+        self.client = None
+        self._close_client()
         with self._lock:
             waiters = list(self._waiters.values())
         for waiter in waiters:
@@ -293,7 +378,10 @@ class DistributedExecutor:
 
     # ------------------------------------------------------------------ TaskService
     def _request(
-        self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None,
+        self,
+        command: str,
+        header: dict[str, Any],
+        blobs: list[bytes] | None = None,
         done_event: threading.Event | None = None,
     ) -> p.Message:
         self._check_running()
@@ -307,11 +395,45 @@ class DistributedExecutor:
         except Overloaded:
             self._check_running()  # failed because the scheduler died: say so
             raise
+        except SchedulerError as exc:  # refused outright (e.g. another protocol version)
+            raise error_from_scheduler_error(exc) from None
         if reply.command == p.REJECTED:
             raise error_from_reply(reply.header, int(self.config.distributed.retry_after_s))
-        if reply.command == p.ERROR:
-            raise LamaCleanerError(str(reply.header.get("message")), status=500, code="scheduler_error")
         return reply
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /api/v1/health`` reports: ``status`` ``ok`` or ``unavailable`` (with ``reason``).
+
+        Cheap by design (probes call it every few seconds): the crash flag of the embedded scheduler,
+        then one NODES round trip, which the scheduler answers from memory (no journal), and which
+        proves that its loop still answers requests and gives the node counts."""
+        info: dict[str, Any] = {"scheduler": "embedded" if self._embedded is not None else "external"}
+
+        def unavailable(reason: str) -> dict[str, Any]:
+            return {"status": "unavailable", "reason": reason, "scheduler_running": False, **info}
+
+        try:
+            self._check_running()
+        except Overloaded as exc:
+            return unavailable(exc.message)
+        scheduler, client = self.scheduler, self.client
+        if client is None or (self._embedded is not None and scheduler is None):
+            return unavailable("the distributed executor is closed")
+        if scheduler is not None and not scheduler.running:
+            return unavailable("the embedded task scheduler is not running")
+        try:
+            reply = client.request(p.NODES, {}, timeout=HEALTH_TIMEOUT_S)
+        except LamaCleanerError as exc:
+            try:
+                self._check_running()  # it died while we asked: say that rather than "no answer"
+            except Overloaded as stopped:
+                return unavailable(stopped.message)
+            if isinstance(exc, SchedulerError):
+                return unavailable(error_from_scheduler_error(exc).message)
+            return unavailable(f"the task scheduler at {self.endpoint} did not answer within {HEALTH_TIMEOUT_S:g}s")
+        counts = node_counts(list(reply.header.get("nodes") or []))
+        online = sum(n for state, n in counts.items() if state != p.NODE_OFFLINE)
+        return {"status": "ok", "scheduler_running": True, "nodes_online": online, "nodes": counts, **info}
 
     def submit(
         self, request: TaskRequest, *, want_result: bool = False, done_event: threading.Event | None = None

@@ -24,6 +24,7 @@ import os
 import pickle
 import signal
 import socket
+import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -93,19 +94,57 @@ def recycle_reason(tasks_done: int, rss_mb: float | None, max_tasks: int, max_rs
     return None
 
 
+_DETERMINISTIC = (ValueError, TypeError, ArithmeticError, LookupError, AttributeError)
+"""Errors that the same input and code raise again on every attempt (a bad shape, a bad argument to
+OpenCV): retrying them only burns the attempts and their backoff. Runtime errors (CUDA faults,
+drivers), OSError (disk, downloads) and MemoryError stay retryable: another attempt, possibly on
+another node or in a fresh child, may well succeed."""
+
+
+def _module_error(module: str, name: str) -> type[BaseException] | None:
+    """``module.name`` if that module is already imported, else None. An exception of a module the
+    process never imported cannot be the one at hand, so this never pays for an import (the node's
+    parent process stays free of cv2 and PIL)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
+def _input_error(exc: BaseException) -> bool:
+    """A failure the input is to blame for: an image Pillow cannot identify or refuses to open."""
+    blamed = (_module_error("PIL", "UnidentifiedImageError"), _module_error("PIL.Image", "DecompressionBombError"))
+    return isinstance(exc, tuple(c for c in blamed if c is not None))
+
+
+def _deterministic(exc: BaseException) -> bool:
+    cv2_error = _module_error("cv2", "error")
+    return isinstance(exc, _DETERMINISTIC) or (cv2_error is not None and isinstance(exc, cv2_error))
+
+
 def classify(exc: BaseException) -> tuple[str, bool, int]:
-    """(message, retryable, status) for a failure: bad input is final, infrastructure is retried."""
+    """(message, retryable, status) for a failure: only what another attempt could fix is retried.
+
+    ``pipeline.execute_task`` wraps foreign exceptions in an ``InferenceError`` (keeping the original as
+    ``__cause__``), so the original decides: bad input (4xx, and undecodable images) and deterministic
+    pipeline errors (ValueError, TypeError, cv2.error, ...) are final; out-of-memory and everything else
+    (a crashed CUDA kernel, a failed download) is retried.
+    """
     from ...errors import ClientError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
 
     if isinstance(exc, (ClientError, NotFound, ModelNotSupported)):
         return exc.message, False, exc.status
     if isinstance(exc, OutOfMemory):
         return exc.message, True, exc.status
+    cause = exc.__cause__ if isinstance(exc, LamaCleanerError) and exc.__cause__ is not None else exc
+    message = exc.message if isinstance(exc, LamaCleanerError) else str(exc) or type(exc).__name__
+    if isinstance(cause, MemoryError):
+        return "Out of memory", True, 500
+    if _input_error(cause):
+        return message, False, 400
+    if _deterministic(cause):
+        return message, False, 500
     if isinstance(exc, LamaCleanerError):
         return exc.message, exc.status >= 500, exc.status
-    if isinstance(exc, MemoryError):
-        return "Out of memory", True, 500
-    return str(exc) or type(exc).__name__, True, 500
+    return message, True, 500
 
 
 class _Runtime:

@@ -8,6 +8,9 @@ or reconnects: the loop wakes at least every ``_TICK_S`` whatever the model does
 Flow control is pull-based (ZeroMQ Guide ch. 3, "load balancing"): when idle the node sends READY
 (a credit of exactly one task) on each joined queue socket; the scheduler hands out at most one TASK
 and the node sends READY again only once that task is finished. No task ever waits in a busy node.
+A scheduler that lost the credit of an idle node (a queue socket reconnected on its own after a short
+network cut, so its identity changed and the TASK bounced) asks for it with ``HEARTBEAT send_ready``;
+the node then sends READY again if it is idle.
 
 Failure handling:
 - scheduler silent for ``interval * liveness`` -> sockets are recreated and HELLO is sent again after
@@ -413,8 +416,12 @@ class Node:
         try:
             msg = p.decode(frames, receiver="node")
         except p.ProtocolError as exc:
-            log.warning("dropping malformed message from scheduler: %s", exc)
-            return
+            # A scheduler of another protocol version still says why it refuses us (then we exit).
+            foreign = p.decode_error_any_version(frames) if exc.code == p.ERR_VERSION and queue is None else None
+            if foreign is None:
+                log.warning("dropping malformed message from scheduler: %s", exc)
+                return
+            msg = foreign
         self.liveness.seen()
         if queue is None:
             self._on_control(msg)
@@ -516,13 +523,16 @@ class Node:
         cur = self.current
         return cur is not None and cur.handed and not cur.cancelled
 
-    def _offer_credit(self) -> None:
-        """READY (one credit) on every joined queue, once per idle period."""
-        if self.ready_sent or not self.welcomed or not self._idle():
+    def _offer_credit(self, *, again: bool = False) -> None:
+        """READY (one credit) on every joined queue, once per idle period; ``again``: the scheduler
+        asked for it (it lost our credit), so send it even if it was sent already. A send that
+        failed leaves ``ready_sent`` false, so the next occasion tries again."""
+        if (self.ready_sent and not again) or not self.welcomed or not self._idle():
             return
+        sent = True
         for sock in self.queue_socks:
-            self._send(self._ready_frames, sock)
-        self.ready_sent = True
+            sent = self._send(self._ready_frames, sock) and sent
+        self.ready_sent = sent
 
     # ------------------------------------------------------------------ control messages
     def _on_control(self, msg: p.Message) -> None:
@@ -530,7 +540,8 @@ class Node:
         if cmd == p.WELCOME:
             self._on_welcome(msg)
         elif cmd == p.HEARTBEAT:
-            pass
+            if msg.header.get("send_ready") is True:
+                self._offer_credit(again=True)
         elif cmd == p.CANCEL:
             self._on_cancel(msg.header["task_id"], msg.header["attempt"])
         elif cmd == p.UNKNOWN:

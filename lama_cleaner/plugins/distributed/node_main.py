@@ -20,6 +20,7 @@ import zmq
 
 from ...config import DEVICE_PATTERN, ConfigError, check_endpoint, load_config, validate_config
 from ...errors import LamaCleanerError
+from ...models.device import resolve_device
 from .capabilities import effective_device, parse_labels, split_list
 from .malloc_tuning import tune_malloc
 
@@ -31,27 +32,50 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lama-cleaner node",
         description="Run a worker node that pulls inpainting tasks from a lama-cleaner scheduler.",
     )
-    ap.add_argument("--scheduler", help="Scheduler control endpoint, e.g. tcp://127.0.0.1:5570 "
-                    "(default: distributed.scheduler, else distributed.scheduler_bind of the config).")
+    ap.add_argument(
+        "--scheduler",
+        help="Scheduler control endpoint, e.g. tcp://127.0.0.1:5570 "
+        "(default: distributed.scheduler, else distributed.scheduler_bind of the config).",
+    )
     ap.add_argument("--queues", default=None, help="Comma-separated queues to join (default: all it qualifies for).")
     ap.add_argument("--models", default=None, help="Comma-separated models to offer (default: every available one).")
-    ap.add_argument("--device", default=None, type=_device, metavar="{cpu,cuda,cuda:N,mps}",
-                    help="Device for models (default: the config's device; cuda falls back to cpu without a GPU).")
+    ap.add_argument(
+        "--device",
+        default=None,
+        type=_device,
+        metavar="{cpu,cuda,cuda:N,mps}",
+        help="Device for models. Given here, it must be usable: cuda without a usable GPU is an "
+        "error, as for the server (default: the config's device, whose cuda default falls back to "
+        "cpu without a GPU).",
+    )
     ap.add_argument("--name", default=None, help="Human-readable node name (default: host-pid).")
     ap.add_argument("--labels", default=None, help="Comma-separated key=value labels reported to the scheduler.")
     ap.add_argument("--plugins", default=None, help="Comma-separated plugins (same syntax as the server's --plugins).")
     ap.add_argument("--config", default=None, help="TOML or JSON config file.")
     ap.add_argument("--parent-pid", type=int, default=None, help="Exit when this process dies.")
     ap.add_argument("--exit-on-drain", action="store_true", help="Exit once a DRAIN from the scheduler is done.")
-    ap.add_argument("--stop-grace", type=float, default=10.0,
-                    help="Seconds a SIGTERM waits for the current task before exiting.")
-    ap.add_argument("--max-tasks-per-child", type=_non_negative, default=None, metavar="N",
-                    help="Replace the inference process after N tasks (0 = never; default: "
-                    "distributed.node_max_tasks_per_child).")
-    ap.add_argument("--max-child-rss-mb", type=_non_negative, default=None, metavar="MB",
-                    help="Replace the inference process after a task that left it above MB MiB resident "
-                    "(0 = no cap; default: distributed.node_max_child_rss_mb).")
-    ap.add_argument("--log-level", default="INFO", help="Python logging level.")
+    ap.add_argument(
+        "--stop-grace",
+        type=float,
+        default=10.0,
+        help="Seconds a SIGTERM waits for the current task before exiting (default: %(default)s).",
+    )
+    ap.add_argument(
+        "--max-tasks-per-child",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="Replace the inference process after N tasks (0 = never; default: distributed.node_max_tasks_per_child).",
+    )
+    ap.add_argument(
+        "--max-child-rss-mb",
+        type=_non_negative,
+        default=None,
+        metavar="MB",
+        help="Replace the inference process after a task that left it above MB MiB resident "
+        "(0 = no cap; default: distributed.node_max_child_rss_mb).",
+    )
+    ap.add_argument("--log-level", default="INFO", help="Python logging level (default: %(default)s).")
     return ap
 
 
@@ -127,7 +151,10 @@ def node_main(argv: Sequence[str] | None = None) -> int:
         _try_connect(scheduler)
     except zmq.ZMQError as exc:
         return _failed(f"cannot use scheduler address {scheduler}: {exc}")
-    device = effective_device(args.device or config.device)
+    try:
+        device = node_device(args.device, config.device)
+    except ConfigError as exc:
+        return _usage_failed(str(exc))
     config.device = device
     tuned = tune_malloc()  # this process, and (through the environment) the inference child it spawns
     if tuned:
@@ -147,6 +174,8 @@ def node_main(argv: Sequence[str] | None = None) -> int:
             parent_pid=args.parent_pid,
             stop_grace_s=args.stop_grace,
         )
+    except ConfigError as exc:  # e.g. --models naming nothing this node can run
+        return _usage_failed(str(exc))
     except (zmq.ZMQError, RuntimeError, OSError, LamaCleanerError) as exc:
         return _failed(f"cannot start: {exc}")
 
@@ -178,10 +207,28 @@ def _try_connect(endpoint: str) -> None:
         ctx.term()
 
 
+def node_device(flag: str | None, configured: str) -> str:
+    """The device the node runs on. ``--device`` given on the command line is the operator's explicit
+    choice and must work here (``resolve_device``: cuda without a usable GPU raises ConfigError, as
+    ``serve`` refuses it), rather than quietly giving a CPU node where a GPU one was asked for. The
+    config's device (``cuda`` by default) still falls back to cpu, so a bare ``lama-cleaner node``
+    starts anywhere. Local nodes get the server's device, which the server already checked."""
+    if flag is not None:
+        return resolve_device(flag)
+    return effective_device(configured)
+
+
 def _failed(message: str) -> int:
     """One line on stderr and exit status 1: what the operator must fix, not a traceback."""
     print(f"lama-cleaner node: error: {message}", file=sys.stderr, flush=True)
     return 1
+
+
+def _usage_failed(message: str) -> int:
+    """One line on stderr and exit status 2 (argparse's status for bad usage, and ``serve``'s for a
+    refused setting): a flag asks for something this host or node cannot do."""
+    print(f"lama-cleaner node: error: {message}", file=sys.stderr, flush=True)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.node_main`

@@ -7,6 +7,8 @@ The credit rules (one task per node in total, a finished task doubles as the nex
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,10 @@ class NodeEntry:
     current_attempt: int | None = None
     dispatched_at: float = 0.0
     draining: bool = False
+    drain_sent_at: float = 0.0
+    """When the scheduler last sent this node ``DRAIN`` (re-sent if the node still says it is not draining)."""
+    ready_asked_at: float = 0.0
+    """When the scheduler last asked this node for READY (``HEARTBEAT send_ready``), at most once an interval."""
     offline: bool = False
     offline_since: float = 0.0
     tasks_done: int = 0
@@ -94,6 +100,67 @@ class NodeEntry:
             "pid": self.pid,
             "tasks_done": self.tasks_done,
         }
+
+
+class DrainedNodes:
+    """Ids of the nodes the scheduler was asked to drain, so a drain survives the node re-registering.
+
+    A node that reconnects says HELLO again and gets a fresh :class:`NodeEntry`; without this memory
+    it would come back undrained and take work again. An id stays until the node says BYE or the
+    scheduler forgets the node; at most ``limit`` ids are kept (the oldest go first)."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, node_id: str) -> None:
+        self._ids[node_id] = None
+        self._ids.move_to_end(node_id)
+        while len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+
+    def discard(self, node_id: str) -> None:
+        self._ids.pop(node_id, None)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class FailedOn:
+    """For each task that failed and waits for a retry: the nodes its failed attempts ran on.
+
+    Dispatch prefers other nodes for the retry (``routing.preferred_nodes``). In memory only: after a
+    scheduler restart a retry may go anywhere, which is merely the old behaviour. Bounded: beyond
+    ``limit`` tasks, those no longer live (finished) are dropped, then the oldest."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self.limit = limit
+        self._nodes: OrderedDict[str, frozenset[str]] = OrderedDict()
+
+    def add(self, task_id: str, node_id: str, live: Container[str] = ()) -> None:
+        """Remember that ``task_id`` failed on ``node_id``; ``live``: ids of unfinished tasks (for pruning)."""
+        self._nodes[task_id] = self._nodes.get(task_id, frozenset()) | {node_id}
+        self._nodes.move_to_end(task_id)
+        if len(self._nodes) > self.limit:
+            for gone in [t for t in self._nodes if t not in live]:
+                del self._nodes[gone]
+            while len(self._nodes) > self.limit:
+                self._nodes.popitem(last=False)
+
+    def get(self, task_id: str) -> frozenset[str]:
+        return self._nodes.get(task_id, frozenset())
+
+    def discard(self, task_id: str) -> None:
+        self._nodes.pop(task_id, None)
+
+    def __bool__(self) -> bool:
+        return bool(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
 
 
 def holds(node: NodeEntry, task_id: str, attempt: int) -> bool:

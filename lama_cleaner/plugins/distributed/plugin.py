@@ -20,14 +20,37 @@ from ..hookspecs import hookimpl
 log = logging.getLogger(__name__)
 
 _SERVE_OPTIONS = (
-    # flag, dest, type, metavar, help
-    ("--local-nodes", "dist_local_nodes", int, "N", "Node subprocesses the server starts and keeps alive "
-     "(distributed.local_nodes, default 1)."),
-    ("--scheduler", "dist_scheduler", str, "ADDR", "Use an external scheduler at this tcp:// address instead of "
-     "embedding one (distributed.scheduler)."),
-    ("--scheduler-bind", "dist_scheduler_bind", str, "ADDR", "Where the embedded scheduler listens "
-     "(distributed.scheduler_bind, default tcp://127.0.0.1:5570)."),
-    ("--data-dir", "dist_data_dir", str, "DIR", "Directory of the scheduler's SQLite journal (distributed.data_dir)."),
+    # flag, dest, type, metavar, help (each flag's default is its config setting's, named in the help)
+    (
+        "--local-nodes",
+        "dist_local_nodes",
+        int,
+        "N",
+        "Node subprocesses the server starts and keeps alive "
+        "(config: distributed.local_nodes; default: {local_nodes}).",
+    ),
+    (
+        "--scheduler",
+        "dist_scheduler",
+        str,
+        "ADDR",
+        "Use an external scheduler at this tcp:// address instead of "
+        "embedding one (config: distributed.scheduler; default: embed one).",
+    ),
+    (
+        "--scheduler-bind",
+        "dist_scheduler_bind",
+        str,
+        "ADDR",
+        "Where the embedded scheduler listens (config: distributed.scheduler_bind; default: {scheduler_bind}).",
+    ),
+    (
+        "--data-dir",
+        "dist_data_dir",
+        str,
+        "DIR",
+        "Directory of the scheduler's SQLite journal (config: distributed.data_dir; default: {data_dir}).",
+    ),
 )
 _FIELDS = {
     "dist_local_nodes": "local_nodes",
@@ -46,11 +69,15 @@ _executors: list[Any] = []
 def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
     if command != "serve":
         return
+    from ...config import DistributedConfig
+
+    defaults = vars(DistributedConfig())
     group = parser.add_argument_group("distributed plugin")
     for flag, dest, kind, metavar, help_text in _SERVE_OPTIONS:
         if flag in parser._option_string_actions:  # the CLI may already generate it
             continue
-        group.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=help_text)
+        # default=None: a flag the operator did not type must not override the config file.
+        group.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=help_text.format(**defaults))
 
 
 @hookimpl
@@ -61,10 +88,29 @@ def configure(config: Any, args: argparse.Namespace | None) -> None:
         value = getattr(args, dest, None)
         if value is not None:
             setattr(config.distributed, name, value)
-    if config.distributed.local_nodes < 0:
-        from ...config import ConfigError
+    from ...config import ConfigError
 
+    dist = config.distributed
+    if dist.local_nodes < 0:
         raise ConfigError("--local-nodes must be 0 or more")
+    if dist.local_nodes > 0 and dist.local_node_device:
+        _check_local_node_device(dist.local_node_device)
+
+
+def _check_local_node_device(device: str) -> None:
+    """Refuse a ``distributed.local_node_device`` this host cannot use, now, in one line.
+
+    Local nodes get it as an explicit ``--device``, which a node refuses at start-up when the device
+    is unusable; without this check the server would start and respawn failing nodes for ever. (The
+    server's own ``--device``, which local nodes follow by default, is checked by the CLI.)
+    """
+    from ...config import ConfigError
+    from ...models.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ConfigError as exc:
+        raise ConfigError(f"distributed.local_node_device = {device!r} cannot be used on this host: {exc}") from None
 
 
 @hookimpl

@@ -13,7 +13,15 @@ interval. When the scheduler has been silent for ``interval * liveness`` the soc
 Every request still waiting for its reply is re-sent after such a silence window (Lazy Pirate);
 all requests are idempotent (SUBMIT carries an idempotency key), and a duplicate reply is ignored.
 A request without a reply before its own timeout fails with ``SchedulerUnavailable`` (HTTP 503,
-with Retry-After).
+with Retry-After). An ``ERROR`` naming a request's ``req_id`` (the scheduler refused it, e.g. it speaks
+another protocol version during a rolling upgrade) fails that request at once with
+``SchedulerError``; ERROR is read under any ``LC<n>`` signature for exactly that case.
+
+Closing. :meth:`SchedulerClient.close` may be called from several threads at once (shutdown racing
+an embedded scheduler's crash handler): closers are serialised, the wake-up pipe is closed exactly
+once and only after the I/O thread has ended (a closed fd number can be reused by another thread's
+file at once), and the return value says whether the socket is really closed, which is what an
+embedding scheduler must know before it terminates the shared ZeroMQ context.
 
 Events. WATCH says ``batch_events: true``, so the scheduler sends all the events of one of its rounds
 as a single EVENTS message (one receive and one JSON decode instead of one per event); a round with
@@ -47,7 +55,7 @@ from typing import Any
 
 import zmq
 
-from ...errors import Overloaded
+from ...errors import LamaCleanerError, Overloaded
 from . import protocol as p
 from .heartbeat import Liveness
 from .wire_send import send_nowait
@@ -59,12 +67,27 @@ DEFAULT_RESULT_TTL_S = 3600.0
 """A result slot nobody released is dropped this long after it was opened (a caller that crashed)."""
 _SCAN_INTERVAL_S = 0.05
 """How often the I/O thread checks pending requests for deadlines and re-sends (both are seconds)."""
+DEFAULT_CLOSE_TIMEOUT_S = 5.0
+"""How long :meth:`SchedulerClient.close` waits for the I/O thread to end."""
 
 
 class SchedulerUnavailable(Overloaded):
     """The scheduler did not answer in time (down, restarting, or unreachable)."""
 
     code = "scheduler_unavailable"
+
+
+class SchedulerError(LamaCleanerError):
+    """The scheduler answered a request with ``ERROR``: it refused it outright (``error_code``
+    ``version``: it speaks another protocol version). Not retried: the same request would get the
+    same answer."""
+
+    status = 502
+    code = "scheduler_error"
+
+    def __init__(self, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.error_code = error_code
 
 
 @dataclass
@@ -138,6 +161,10 @@ class SchedulerClient:
         self._inbox: queue.Queue[PendingRequest | None] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        self._fd_lock = threading.Lock()
+        """Guards the pipe fds against being closed (and their numbers reused) while a caller writes."""
+        self._close_lock = threading.Lock()
+        """Serialises :meth:`close`: one closer joins and releases; the others wait and see the outcome."""
         self._pending: dict[str, PendingRequest] = {}
         self._ids = itertools.count(1)
         self._closed = False
@@ -159,8 +186,13 @@ class SchedulerClient:
 
     # ------------------------------------------------------------------ public
     def request(
-        self, command: str, header: dict[str, Any] | None = None, blobs: list[bytes] | None = None,
-        *, timeout: float | None = None, done_event: threading.Event | None = None,
+        self,
+        command: str,
+        header: dict[str, Any] | None = None,
+        blobs: list[bytes] | None = None,
+        *,
+        timeout: float | None = None,
+        done_event: threading.Event | None = None,
     ) -> p.Message:
         """Send one request and wait for its reply (any of the producer-bound reply commands).
 
@@ -171,8 +203,13 @@ class SchedulerClient:
         return self.wait_reply(self.send_request(command, header, blobs, timeout=timeout, done_event=done_event))
 
     def send_request(
-        self, command: str, header: dict[str, Any] | None = None, blobs: list[bytes] | None = None,
-        *, timeout: float | None = None, done_event: threading.Event | None = None,
+        self,
+        command: str,
+        header: dict[str, Any] | None = None,
+        blobs: list[bytes] | None = None,
+        *,
+        timeout: float | None = None,
+        done_event: threading.Event | None = None,
     ) -> PendingRequest:
         """Queue one request without waiting; :meth:`wait_reply` waits for (or re-raises) its reply.
 
@@ -223,25 +260,46 @@ class SchedulerClient:
         with self._results_lock:
             self._results.pop(task_id, None)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._inbox.put(None)
-        self._wake()
-        self._thread.join(5.0)
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
+        """Stop the I/O thread (failing requests still in flight); True once it has ended, so its
+        socket is closed. Idempotent and safe from any thread; concurrent callers are serialised.
+
+        If the thread does not end within ``timeout`` (a listener blocking it) the pipe stays open,
+        since the thread still polls it, and False is returned; a later call may still succeed."""
+        with self._close_lock:
+            if not self._closed:
+                self._closed = True
+                self._inbox.put(None)
+                self._wake()
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
+            stopped = not self._thread.is_alive()
+            if stopped:
+                self._close_pipe()
+            return stopped
+
+    def _close_pipe(self) -> None:
+        """Close both pipe fds exactly once (only after the I/O thread, which polls them, has ended)."""
+        with self._fd_lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # ------------------------------------------------------------------ I/O thread
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # pipe full (already awake) or closed
+        # Under the fd lock: a closer must not close the fd (and let its number be reused for
+        # another file) between reading ``_wake_w`` and writing to it.
+        with self._fd_lock:
+            if self._wake_w < 0:
+                return  # closed
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # pipe full (already awake)
 
     def _connect(self) -> None:
         if self._sock is not None:
@@ -338,8 +396,12 @@ class SchedulerClient:
         window = self._liveness.interval_s * self._liveness.liveness
         for pending in list(self._pending.values()):
             if pending.deadline < now:
-                self._complete(pending, error=SchedulerUnavailable(
-                    f"Scheduler at {self.endpoint} did not answer in time", self.retry_after))
+                self._complete(
+                    pending,
+                    error=SchedulerUnavailable(
+                        f"Scheduler at {self.endpoint} did not answer in time", self.retry_after
+                    ),
+                )
             elif not pending.unsent and now - pending.sent_at > window:
                 self._send_request(pending)  # lost to a restart the socket did not notice
         if self._results:
@@ -382,8 +444,16 @@ class SchedulerClient:
         except Exception:  # pragma: no cover - a bug here must not hang every request forever
             log.exception("scheduler client I/O thread crashed")
         finally:
+            stopped = SchedulerUnavailable("Scheduler client stopped", self.retry_after)
             for pending in list(self._pending.values()):
-                self._complete(pending, error=SchedulerUnavailable("Scheduler client stopped", self.retry_after))
+                self._complete(pending, error=stopped)
+            while True:  # requests queued but never taken: fail them now rather than at their deadline
+                try:
+                    queued = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if queued is not None:
+                    self._complete(queued, error=stopped)
             if self._sock is not None:
                 self._sock.close(0)
                 self._sock = None
@@ -423,8 +493,11 @@ class SchedulerClient:
             try:
                 msg = p.decode(frames, receiver="producer")
             except p.ProtocolError as exc:
-                log.warning("dropping malformed message from scheduler: %s", exc)
-                continue
+                foreign = p.decode_error_any_version(frames) if exc.code == p.ERR_VERSION else None
+                if foreign is None:
+                    log.warning("dropping malformed message from scheduler: %s", exc)
+                    continue
+                msg = foreign  # a scheduler of another version telling us why it refuses us
             got = True
             self._liveness.seen()
             self._dispatch(msg)
@@ -443,11 +516,15 @@ class SchedulerClient:
         if msg.command == p.DONE:
             self._on_done(msg)
             return
-        if msg.command == p.ERROR:
-            log.error("scheduler error %s: %s", msg.header.get("code"), msg.header.get("message"))
-            return
         req_id = msg.header.get("req_id")
         pending = self._pending.get(str(req_id)) if req_id is not None else None
+        if msg.command == p.ERROR:
+            code, message = str(msg.header["code"]), str(msg.header["message"])
+            if pending is None:  # about no request of ours (e.g. our WATCH), or one already answered
+                log.error("scheduler error %s: %s", code, message)
+            else:
+                self._complete(pending, error=SchedulerError(code, message))
+            return
         if pending is None:
             return  # a reply to a request that already timed out, or a duplicate after a re-send
         self._complete(pending, reply=msg)

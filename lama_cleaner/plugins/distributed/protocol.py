@@ -160,6 +160,7 @@ OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
     },
     "producer": {
         DONE: {"error": (str, _NONE), "error_status": (int, _NONE), "traceback": (str, _NONE)},
+        ERROR: {"req_id": (str, int)},
     },
 }
 """Optional header fields that change what the receiver does, checked only when present (so that a
@@ -169,7 +170,8 @@ task a reconnecting node is still running; ``SUBMIT.want_result``: push a DONE t
 ``FAILED.handed_back: true``: the node never started the task (a stop or drain raced the TASK), so
 it is re-queued without charging an attempt; ``BYE.task_id``: what the leaving node still held
 (null: nothing, so a TASK still in flight to it never started); ``WATCH.batch_events``: the
-producer also understands EVENTS (several events in one message)."""
+producer also understands EVENTS (several events in one message); ``ERROR.req_id``: the producer
+request the ERROR answers (absent when the refused message had no readable ``req_id``)."""
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
 """``DONE.status``: the terminal task states."""
@@ -373,9 +375,43 @@ def split_identity(frames: Sequence[Any]) -> tuple[bytes, list[Any]]:
     return ident, rest
 
 
-def error_frames(code: str, message: str) -> list[bytes]:
-    """An ``ERROR`` message (e.g. to a peer with another protocol version)."""
-    return encode(ERROR, {"code": code, "message": message})
+def error_frames(code: str, message: str, req_id: str | int | None = None) -> list[bytes]:
+    """An ``ERROR`` message (e.g. to a peer with another protocol version).
+
+    ``req_id``: the producer request it answers, so the producer fails that request at once instead
+    of waiting for its timeout (an additive optional field: the version stays 1)."""
+    header: dict[str, Any] = {"code": code, "message": message}
+    if req_id is not None:
+        header["req_id"] = req_id
+    return encode(ERROR, header)
+
+
+def decode_error_any_version(frames: Sequence[Any]) -> Message | None:
+    """An ``ERROR`` sent under any ``LC<n>`` signature, or None if ``frames`` is not one.
+
+    ERROR's envelope and header (``code``, ``message``, optional ``req_id``) are the one shape every
+    protocol version keeps, so that during a rolling upgrade a peer can still read *why* the other
+    side refuses it (instead of dropping the answer as "another version" and timing out)."""
+    try:
+        parts = [_as_bytes(f) for f in frames]
+    except ProtocolError:
+        return None
+    if len(parts) != 3 or not parts[0].startswith(SIGNATURE_PREFIX) or not parts[0][2:].isdigit():
+        return None
+    if parts[1] != ERROR.encode("ascii") or len(parts[2]) > MAX_HEADER_BYTES:
+        return None
+    try:
+        header = orjson.loads(parts[2])
+    except ValueError:
+        return None
+    if not isinstance(header, dict):
+        return None
+    try:
+        check_fields(ERROR, header, SCHEMAS["producer"][ERROR])
+        check_optional(ERROR, header, OPTIONAL["producer"][ERROR])
+    except ProtocolError:
+        return None
+    return Message(ERROR, header)
 
 
 def queue_endpoints(control_endpoint: str, queues: Sequence[str]) -> dict[str, str]:

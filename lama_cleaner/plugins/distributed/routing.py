@@ -109,13 +109,18 @@ class IdleNode:
 
 @dataclass(frozen=True)
 class WaitingTask:
-    """A queued task that may run now (its retry delay has passed), oldest first."""
+    """A queued task that may run now (its retry delay has passed), oldest first.
+
+    ``avoid``: nodes an earlier attempt of the task failed on (a retryable failure such as CUDA out
+    of memory may well happen again there); see :func:`preferred_nodes`.
+    """
 
     task_id: str
     kind: str
     name: str
     queue: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    avoid: frozenset[str] = frozenset()
 
 
 def node_can_run(node: IdleNode, task: WaitingTask) -> bool:
@@ -129,15 +134,40 @@ def node_can_run(node: IdleNode, task: WaitingTask) -> bool:
     return True
 
 
+def preferred_nodes(
+    task: WaitingTask, candidates: Sequence[IdleNode], online: Sequence[IdleNode] = ()
+) -> Sequence[IdleNode]:
+    """Which of the idle ``candidates`` (nodes that can run ``task``) may get it now.
+
+    A retry should not go back to a node it failed on while another node could run it: the nodes
+    in ``task.avoid`` are skipped when another candidate is idle, and also while some other
+    ``online`` node (``queues`` = the queues it was granted, draining ones left out) could run it
+    once it is free, so the task waits for that node instead. Never starves: when only nodes it
+    failed on can run it, they get it.
+    """
+    if not task.avoid:
+        return candidates
+    fresh = [n for n in candidates if n.node_id not in task.avoid]
+    if fresh:
+        return fresh
+    if any(n.node_id not in task.avoid and node_can_run(n, task) for n in online):
+        return []
+    return candidates
+
+
 def choose_node(
-    task: WaitingTask, idle: Sequence[IdleNode], wanted_later: Mapping[str, int] | None = None
+    task: WaitingTask,
+    idle: Sequence[IdleNode],
+    wanted_later: Mapping[str, int] | None = None,
+    online: Sequence[IdleNode] = (),
 ) -> IdleNode | None:
     """The node for ``task``: one with its model loaded (affinity), else the least recently used.
 
     Among nodes without the model, those whose loaded model no later waiting task wants are
-    preferred, so a node warm for the next task is not spent on a cold one.
+    preferred, so a node warm for the next task is not spent on a cold one. Nodes the task failed
+    on come last, as :func:`preferred_nodes` says (``online``: see there).
     """
-    candidates = [n for n in idle if node_can_run(n, task)]
+    candidates = preferred_nodes(task, [n for n in idle if node_can_run(n, task)], online)
     if not candidates:
         return None
     if task.kind == "inpaint":
@@ -153,11 +183,15 @@ def choose_node(
     return min(candidates, key=cost)
 
 
-def plan_dispatch(waiting: Sequence[WaitingTask], idle: Sequence[IdleNode]) -> list[tuple[WaitingTask, IdleNode]]:
+def plan_dispatch(
+    waiting: Sequence[WaitingTask], idle: Sequence[IdleNode], online: Sequence[IdleNode] = ()
+) -> list[tuple[WaitingTask, IdleNode]]:
     """Pair waiting tasks (oldest first) with idle nodes, one task per node.
 
-    FIFO over tasks: a task is only passed over when no idle node can run it, so no task starves
-    behind younger ones that share its nodes; affinity only decides *which* node each task gets.
+    FIFO over tasks: a task is only passed over when no idle node can run it (or, for a retry, only
+    nodes it failed on are idle while another ``online`` node could run it, see
+    :func:`preferred_nodes`), so no task starves behind younger ones that share its nodes; affinity
+    only decides *which* node each task gets.
     """
     free = list(idle)
     later = Counter(t.name for t in waiting if t.kind == "inpaint")
@@ -167,7 +201,7 @@ def plan_dispatch(waiting: Sequence[WaitingTask], idle: Sequence[IdleNode]) -> l
             break
         if task.kind == "inpaint":
             later[task.name] -= 1
-        node = choose_node(task, free, later)
+        node = choose_node(task, free, later, online)
         if node is None:
             continue
         plan.append((task, node))

@@ -58,8 +58,16 @@ from ...config import Config, DistributedConfig
 from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
-from .node_registry import NodeEntry
-from .routing import IdleNode, ResourceClassOf, WaitingTask, node_can_run, plan_dispatch, unschedulable_reason
+from .node_registry import DrainedNodes, FailedOn, NodeEntry
+from .routing import (
+    IdleNode,
+    ResourceClassOf,
+    WaitingTask,
+    node_can_run,
+    plan_dispatch,
+    preferred_nodes,
+    unschedulable_reason,
+)
 from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
 from .scheduler_producers import ProducerMessages, peek_req_id
@@ -191,6 +199,8 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._last_eligible: dict[TaskKey, float] = {}  # last moment some online node could run such a task
         self._started_at = 0.0
         self._garbage_logged = 0.0
+        self._drained = DrainedNodes()
+        self._failed_on = FailedOn()
         self.recovery: Any = None
         self._lock_file: Any = None
 
@@ -294,6 +304,13 @@ class Scheduler(NodeMessages, ProducerMessages):
         """The ZeroMQ context of the scheduler's sockets (after ``start()``). Sockets an in-process
         producer makes from it must be closed before :meth:`close`, which terminates it."""
         return self._ctx
+
+    def release_context(self) -> zmq.Context | None:
+        """Hand the ZeroMQ context over to the caller, who terminates it later: the scheduler then
+        closes its own sockets but skips ``term()``. For an embedding process whose socket in this
+        context cannot be closed yet (``term()`` would block the scheduler thread for good)."""
+        ctx, self._ctx = self._ctx, None
+        return ctx
 
     @property
     def running(self) -> bool:
@@ -562,12 +579,13 @@ class Scheduler(NodeMessages, ProducerMessages):
         self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: list[Out]
     ) -> None:
         self._garbage(str(exc))
-        if exc.code == p.ERR_VERSION:
-            outbox.append(Out(sock, ident, p.error_frames(p.ERR_VERSION, str(exc))))
-            return
         # A producer waiting on a req_id gets an answer instead of a timeout, when we can tell it.
-        req_id = peek_req_id(body)
-        if req_id is not None and sock is self._control:
+        req_id = peek_req_id(body) if sock is self._control else None
+        if exc.code == p.ERR_VERSION:
+            # ERROR, not REJECTED: its shape is the one every version reads (docs/protocol.md §1).
+            outbox.append(Out(sock, ident, p.error_frames(p.ERR_VERSION, str(exc), req_id)))
+            return
+        if req_id is not None:
             self._reject(outbox, ident, req_id, 400, "malformed", str(exc))
 
     def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: list[Out]) -> None:
@@ -706,10 +724,13 @@ class Scheduler(NodeMessages, ProducerMessages):
             )
             for n in idle_nodes.values()
         ]
-        tasks = _candidates(store.live.runnable(now, queues), views)
+        failed_on = self._failed_on
+        # Only a retry that failed somewhere needs the other online nodes (to wait for one of them).
+        online = self._dispatch_online_views() if failed_on else []
+        tasks = _candidates(store.live.runnable(now, queues), views, failed_on.get if failed_on else None, online)
         if not tasks:
             return
-        for task, view in plan_dispatch(tasks, views):
+        for task, view in plan_dispatch(tasks, views, online):
             node = idle_nodes[view.node_id]
             ident = node.queue_idents.get(task.queue)
             if ident is None:  # pragma: no cover - credit implies a known identity
@@ -745,7 +766,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                     self._queue_socks[task.queue],
                     ident,
                     p.encode(p.TASK, header, list(files.values())),
-                    on_fail=self._undelivered(node.node_id, rec.id),
+                    on_fail=self._undelivered(node.node_id, rec.id, task.queue),
                 )
             )
             self._event(rec)
@@ -761,15 +782,27 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._held.clear()
         return False
 
-    def _undelivered(self, node_id: str, task_id: str) -> Callable[[], None]:
+    def _dispatch_online_views(self) -> list[IdleNode]:
+        """Every online, non-draining node as routing sees it (``queues`` = the queues it was
+        granted): a retry waits for one of them rather than return to a node it failed on."""
+        return [
+            IdleNode(n.node_id, frozenset(n.allowed), n.idle_since, models=n.models, plugins=n.plugins)
+            for n in self.nodes.values()
+            if not (n.offline or n.draining)
+        ]
+
+    def _undelivered(self, node_id: str, task_id: str, queue: str) -> Callable[[], None]:
         def undo() -> None:
-            # The node's queue socket vanished before the TASK left: the attempt never started.
+            # The node's queue socket vanished before the TASK left (e.g. it reconnected after a
+            # network cut and has a new identity): the attempt never started. The node keeps no
+            # credit until it sends READY from the new socket; it is asked to at its next idle
+            # heartbeat (``_ask_for_credit``), so it cannot stay idle for good.
             node = self.nodes.get(node_id)
             if node is not None and node.current_task == task_id:
                 node.current_task = None
                 node.current_attempt = None
                 node.ready.clear()
-                node.queue_idents.clear()
+                node.queue_idents.pop(queue, None)
             if self._processing_on(task_id, node_id) is not None:
                 self._event(self._store().undo_dispatch(task_id))
 
@@ -784,12 +817,20 @@ def is_node_message(frames: list[bytes]) -> bool:
     return len(frames) >= 3 and frames[2] in _NODE_COMMANDS
 
 
-def _candidates(runnable: Iterator[TaskRecord], idle: list[IdleNode]) -> list[WaitingTask]:
+def _candidates(
+    runnable: Iterator[TaskRecord],
+    idle: list[IdleNode],
+    failed_on: Callable[[str], frozenset[str]] | None = None,
+    online: list[IdleNode] | None = None,
+) -> list[WaitingTask]:
     """The oldest runnable tasks that some idle node can run, bounded by the idle credit.
 
     Enough for :func:`plan_dispatch` to give every idle node a task (plus a small look-ahead for
     its affinity choice), without building a view of every queued task each round. Tasks no idle
-    node can run are skipped (they do not use up the window), up to a scan limit.
+    node can run are skipped (they do not use up the window), up to a scan limit. ``failed_on``
+    gives the nodes a retrying task failed on: a task that only such idle nodes could run, while
+    another ``online`` node could run it later, is skipped too (``routing.preferred_nodes``), or a
+    lone idle node would sit idle behind it.
     """
     # One idle node (the usual case under load: an outcome just freed it) simply gets the oldest task
     # it can run; the look-ahead only informs the affinity choice between several idle nodes.
@@ -798,8 +839,14 @@ def _candidates(runnable: Iterator[TaskRecord], idle: list[IdleNode]) -> list[Wa
     for scanned, rec in enumerate(runnable):
         if scanned >= CANDIDATE_SCAN_LIMIT:
             break
-        task = WaitingTask(rec.id, rec.kind, rec.name, rec.queue)
-        if any(node_can_run(n, task) for n in idle):
+        avoid = failed_on(rec.id) if failed_on is not None else None
+        if avoid:  # rare: a retry that failed somewhere
+            task = WaitingTask(rec.id, rec.kind, rec.name, rec.queue, avoid=avoid)
+            able = bool(preferred_nodes(task, [n for n in idle if node_can_run(n, task)], online or ()))
+        else:
+            task = WaitingTask(rec.id, rec.kind, rec.name, rec.queue)
+            able = any(node_can_run(n, task) for n in idle)
+        if able:
             chosen.append(task)
             if len(chosen) >= want:
                 break

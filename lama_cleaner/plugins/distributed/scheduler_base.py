@@ -20,7 +20,7 @@ from ...config import DistributedConfig
 from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
-from .node_registry import NodeEntry
+from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
 from .task_store import TaskRecord, TaskStore
 from .wire_send import send_nowait
@@ -78,6 +78,10 @@ class SchedulerBase:
     _dones: list[tuple[TaskRecord, bytes | None]]
     _refunded: set[str]
     _garbage_logged: float
+    _drained: DrainedNodes
+    """Nodes drained on request, remembered across their re-registrations (until BYE or forgotten)."""
+    _failed_on: FailedOn
+    """Nodes each retrying task failed on, which its next dispatch avoids when it can."""
 
     def _store(self) -> TaskStore:
         assert self.store is not None
@@ -86,6 +90,10 @@ class SchedulerBase:
     def _ctrl(self) -> zmq.Socket:
         assert self._control is not None
         return self._control
+
+    def _drain_node(self, node: NodeEntry, outbox: list[Out]) -> None:
+        """Mark ``node`` draining and tell it (the node side, :class:`NodeMessages`, implements it)."""
+        raise NotImplementedError
 
     def _send_ctrl(self, outbox: list[Out], ident: bytes, command: str, header: dict[str, Any]) -> None:
         outbox.append(Out(self._ctrl(), ident, p.encode(command, header)))

@@ -6,10 +6,16 @@ also the node's next credit (unless the outcome says ``ready: false``); PROGRESS
 from the node holding the current attempt; the first RESULT completes a task and later ones are
 duplicates; a node that reconnects while running a task names it in its HELLO and keeps it; a task a
 node never started (``FAILED handed_back``, or a BYE that does not name it) is re-queued uncharged.
+
+Self-healing (no state may be lost for good to one dropped message or one reconnect): an idle node
+the scheduler holds no credit from is asked for READY in a HEARTBEAT; a drained node stays drained
+when it re-registers and is told DRAIN again while it says it is not draining; a retry prefers a
+node other than those the task failed on.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import protocol as p
@@ -69,8 +75,11 @@ class NodeMessages(SchedulerBase):
             last_seen=now,
             registered_at=now,
             idle_since=now,
+            ready_asked_at=now,
             tasks_done=old.tasks_done if old is not None else 0,
         )
+        if old is None:
+            self._drained.discard(node_id)  # a node the scheduler forgot starts afresh
         self.nodes[node_id] = node
         self._ctrl_owner[ident] = node_id
         queues = {q: self.endpoints["queues"][q] for q in self.queues if q in allowed}
@@ -87,6 +96,10 @@ class NodeMessages(SchedulerBase):
             },
         )
         log.info("node %s (%s) joined: queues %s, rejected %s", node.name, node_id, sorted(allowed), rejected)
+        if node_id in self._drained:
+            # Drained before it reconnected: the drain still holds (sent after WELCOME, same socket).
+            log.info("node %s (%s) was drained before it re-registered: DRAIN again", node.name, node_id)
+            self._send_drain(node, now, outbox)
         if running is not None:
             self._resume(node, running[0], running[1], now, outbox)
 
@@ -130,6 +143,11 @@ class NodeMessages(SchedulerBase):
         if state == p.NODE_DRAINING:
             node.draining = True
             node.ready.clear()
+        elif node.draining and now - node.drain_sent_at >= self.interval * self.liveness:
+            # We drained it, yet it still says it is not draining a liveness window later: our DRAIN
+            # was lost. (A heartbeat that merely crossed the DRAIN is let be.)
+            log.info("node %s (%s) reports %r while drained: DRAIN again", node.name, node.node_id, state)
+            self._send_drain(node, now, outbox)
         if (
             state == p.NODE_IDLE
             and node.current_task
@@ -140,6 +158,24 @@ class NodeMessages(SchedulerBase):
             # was lost (e.g. a connection was re-established). Retry it elsewhere.
             self._lose_task(node, now, outbox, f"node {node.name} reported idle without finishing the task")
             node.grant_implied_credit(now)
+        elif state == p.NODE_IDLE and h.get("task_id") is None:
+            self._ask_for_credit(node, now, outbox)
+
+    def _ask_for_credit(self, node: NodeEntry, now: float, outbox: list[Out]) -> None:
+        """An idle node we hold no credit from is asked to send READY again (``HEARTBEAT send_ready``).
+
+        Credit can be lost without the node knowing: a queue socket that reconnected on its own (a
+        short network cut) has a new identity here, so the next TASK bounced (``_undelivered``) and
+        the credit went with it, or a READY was dropped. A node sends READY once per idle period,
+        so without this it would heartbeat "idle" forever and never get work. At most once per
+        interval, never in the first interval after HELLO (its first READY may still be on the way);
+        a node that cannot work yet (its inference process restarting) ignores the request."""
+        if node.current_task or node.draining or node.ready or not node.allowed:
+            return
+        if now - node.ready_asked_at < self.interval:
+            return
+        node.ready_asked_at = now
+        self._send_ctrl(outbox, node.ctrl_ident, p.HEARTBEAT, {"send_ready": True})
 
     def _on_ready(self, queue_name: str, ident: bytes, msg: p.Message, now: float) -> None:
         node = self.nodes.get(msg.header["node_id"])
@@ -262,6 +298,7 @@ class NodeMessages(SchedulerBase):
         node = self.nodes.get(msg.header["node_id"])
         if node is None:
             return
+        self._drained.discard(node.node_id)  # it left: the drain is done
         reason = str(msg.header.get("reason") or "left")
         held = node.current_task
         if held is not None and "task_id" in msg.header and msg.header["task_id"] is None:
@@ -272,6 +309,22 @@ class NodeMessages(SchedulerBase):
             if self._processing_on(held, node.node_id) is not None:
                 self._take_back(held, f"node {node.name} left before starting it ({reason})")
         self._go_offline(node, now, outbox, f"node {node.name} left ({reason})")
+
+    def _drain_node(self, node: NodeEntry, outbox: list[Out]) -> None:
+        """Take the node's credit away for good and tell it (``DRAIN``); draining twice only answers.
+
+        The drain is remembered by node id, so a node that re-registers (HELLO after a reconnect)
+        stays draining and is told again, and a lost DRAIN is re-sent (see ``_on_heartbeat``)."""
+        node.ready.clear()
+        self._drained.add(node.node_id)
+        if not node.draining:
+            self._send_drain(node, time.time(), outbox)
+
+    def _send_drain(self, node: NodeEntry, now: float, outbox: list[Out]) -> None:
+        node.draining = True
+        node.ready.clear()
+        node.drain_sent_at = now
+        self._send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
 
     def _take_back(self, task_id: str, why: str) -> None:
         """Re-queue a dispatched task that never started, refunding its attempt (protocol §4)."""
@@ -306,8 +359,11 @@ class NodeMessages(SchedulerBase):
         if not_before is None:
             message = error if rec.attempts <= 1 else f"{error} (after {rec.attempts} attempts)"
             rec = store.fail(rec.id, error=message, traceback=trace, status=status, now=now)
+            self._failed_on.discard(rec.id)
             self._count("failed")
         else:
+            if rec.node_id:  # the retry should run elsewhere if it can (routing.preferred_nodes)
+                self._failed_on.add(rec.id, rec.node_id, store.live.records)
             rec = store.retry(rec.id, not_before=not_before, error=error, traceback=trace)
             self._count("retries")
         self._event(rec)

@@ -108,8 +108,10 @@ class ProducerMessages(SchedulerBase):
         rec = self._lookup(outbox, ident, msg.header["req_id"], msg.header["task_id"])
         if rec is not None:
             info = self._info(rec)
-            if rec.status == states.FAILED and rec.traceback:
-                info["traceback"] = rec.traceback  # one task's detail only: lists and events stay small
+            # One task's detail only (lists and events stay small), and only where the operator opted
+            # in: a traceback shows server paths and library versions to an unauthenticated caller.
+            if rec.status == states.FAILED and rec.traceback and self.dcfg.expose_tracebacks:
+                info["traceback"] = rec.traceback
             self._reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": info})
 
     def _on_fetch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
@@ -195,13 +197,12 @@ class ProducerMessages(SchedulerBase):
         self._reply(outbox, ident, p.STATS, req_id, {"node": node.public()})
 
     def _drain(self, node: NodeEntry, outbox: list[Out]) -> None:
-        """Take the node's credit away for good and tell it (``DRAIN``), once."""
-        node.ready.clear()
-        if node.draining:
-            return
-        node.draining = True
-        log.info("draining node %s (%s)", node.name, node.node_id)
-        self._send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
+        """Take the node's credit away for good and tell it (``DRAIN``). The node side owns the rules
+        (the drain is remembered across re-registrations and a lost DRAIN is re-sent):
+        ``scheduler_nodes.NodeMessages._drain_node``, which the assembled ``Scheduler`` has."""
+        if not node.draining:
+            log.info("draining node %s (%s)", node.name, node.node_id)
+        self._drain_node(node, outbox)  # type: ignore[attr-defined]
 
     def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         """Subscribe ``ident`` to task events; ``batch_events: true`` opts in to EVENTS. Every WATCH

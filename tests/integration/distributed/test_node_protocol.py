@@ -3,6 +3,7 @@ heartbeats during inference, reconnects and parent death."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -311,3 +312,18 @@ def test_pipe_buffers_are_enlarged():
     finally:
         a.close()
         b.close()
+
+
+def test_a_scheduler_of_another_protocol_version_makes_the_node_exit_with_its_reason(
+    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
+):
+    """During a rolling upgrade the scheduler may speak LC2: its ERROR is still read (the one shape
+    every version keeps), so the node exits with code 2 and the reason instead of retrying forever."""
+    node = start_node(procs, scripted.endpoint, tmp_config)
+    _, ident, _ = scripted.recv(60, [p.HELLO])
+    header = {"code": p.ERR_VERSION, "message": "this scheduler speaks LC2 only"}
+    assert scripted.control is not None
+    scripted.control.send_multipart([ident, b"LC2", p.ERROR.encode(), json.dumps(header).encode()])
+    wait_for(lambda: not node.alive(), 30, "the node to exit")
+    assert node.proc.returncode == 2
+    assert "this scheduler speaks LC2 only" in node.output()

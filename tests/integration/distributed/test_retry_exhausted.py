@@ -1,8 +1,10 @@
 """A classic ``/inpaint`` whose task fails on every attempt: retried with backoff, then a clear error.
 
 The ``fail`` test model raises on every run and appends its start time to ``LAMA_TEST_FAIL_FILE``, so
-the test sees how many attempts really ran and how far apart they started. The traceback is not part
-of the HTTP API; it is checked where the scheduler records it, in the SQLite journal.
+the test sees how many attempts really ran and how far apart they started. The traceback is checked
+where the scheduler records it, in the SQLite journal, and over HTTP: ``GET /api/v1/tasks/{id}`` shows
+it only when ``distributed.expose_tracebacks`` is on (the first test's server), never by default (the
+second test's server), because the API is unauthenticated and a traceback leaks server paths.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ CONFIG = merged(
     FAST,
     {"distributed": {"retry": {"inpaint": {"max_attempts": 2, "backoff_base_s": BACKOFF_S, "backoff_max_s": 5.0}}}},
 )
+EXPOSED = merged(CONFIG, {"distributed": {"expose_tracebacks": True}})
 
 
 def _inpaint(url: str, prompt: str) -> requests.Response:
@@ -55,20 +58,32 @@ def _starts(fail_file: Path, marker: str) -> list[float]:
     return [float(line.split()[0]) for line in lines if line.endswith(f" {marker}")]
 
 
-@pytest.fixture
-def failing(tmp_path: Path, servers: list[DistServer]) -> tuple[DistServer, Path, Path]:
+def _start_failing(tmp_path: Path, servers: list[DistServer], config: dict) -> tuple[DistServer, Path, Path]:
     """A distributed server with one local node whose current model is ``fail``."""
     fail_file = tmp_path / "fail.txt"
     data = tmp_path / "data"
-    dist = DistServer(data, write_config(tmp_path, CONFIG), local_nodes=1, env={"LAMA_TEST_FAIL_FILE": str(fail_file)})
+    env = {"LAMA_TEST_FAIL_FILE": str(fail_file)}
+    dist = DistServer(data, write_config(tmp_path, config), local_nodes=1, env=env)
     servers.append(dist.start())
     wait_nodes(dist.url, 1)
     assert requests.post(f"{dist.url}/model", data={"name": "fail"}, timeout=30).status_code == 200
     return dist, data, fail_file
 
 
-def test_retries_run_out_then_inpaint_answers_a_clear_error_and_the_failure_is_recorded(failing):
-    dist, data, fail_file = failing
+@pytest.fixture
+def failing(tmp_path: Path, servers: list[DistServer]) -> tuple[DistServer, Path, Path]:
+    """The default configuration: tracebacks stay out of the HTTP API."""
+    return _start_failing(tmp_path, servers, CONFIG)
+
+
+@pytest.fixture
+def failing_exposed(tmp_path: Path, servers: list[DistServer]) -> tuple[DistServer, Path, Path]:
+    """The operator opted in to tracebacks over HTTP (``distributed.expose_tracebacks``)."""
+    return _start_failing(tmp_path, servers, EXPOSED)
+
+
+def test_retries_run_out_then_inpaint_answers_a_clear_error_and_the_failure_is_recorded(failing_exposed):
+    dist, data, fail_file = failing_exposed
     response = _inpaint(dist.url, "boom")
 
     assert response.status_code == 500
@@ -94,7 +109,7 @@ def test_retries_run_out_then_inpaint_answers_a_clear_error_and_the_failure_is_r
     assert row["status"] == "failed" and row["attempts"] == 2 and row["dispatches"] == 2
     assert row["traceback"] and "Traceback (most recent call last)" in row["traceback"]
     assert "RuntimeError: fake model failure boom" in row["traceback"]
-    # Operators see it over HTTP too: on the task's own page, not in lists.
+    # Operators who opted in see it over HTTP too: on the task's own page, not in lists.
     detail = requests.get(f"{dist.url}/api/v1/tasks/{task['id']}", timeout=10).json()
     assert detail["traceback"] == row["traceback"]
     assert task["traceback"] is None
@@ -102,6 +117,16 @@ def test_retries_run_out_then_inpaint_answers_a_clear_error_and_the_failure_is_r
 
 def test_a_non_retryable_failure_fails_at_once_with_a_4xx(failing):
     dist, data, fail_file = failing
+    # A value out of range is refused by the web server itself: never queued, never run, never retried.
+    refused = requests.post(
+        f"{dist.url}/inpaint",
+        data={**task_form("range"), "hdStrategy": "Resize", "hdStrategyResizeLimit": "0"},
+        files={"image": ("i.png", png()), "mask": ("m.png", mask_png())},
+        timeout=60,
+    )
+    assert refused.status_code == 400 and "hdStrategyResizeLimit" in refused.text, refused.text
+    assert requests.get(f"{dist.url}/api/v1/tasks", timeout=10).json()["total"] == 0
+
     response = _inpaint(dist.url, "final=1 bad")
 
     assert response.status_code == 400, response.text
@@ -111,3 +136,7 @@ def test_a_non_retryable_failure_fails_at_once_with_a_4xx(failing):
     assert task["attempts"] == 1 and "fake client error bad" in task["error"]
     assert len(_starts(fail_file, "bad")) == 1  # never retried
     assert "ClientError: fake client error bad" in _journal_row(data, task["id"])["traceback"]
+    # Recorded, but by default not shown to the unauthenticated API.
+    detail = requests.get(f"{dist.url}/api/v1/tasks/{task['id']}", timeout=10).json()
+    assert detail["status"] == "failed" and detail["error"] == task["error"]
+    assert "traceback" in detail and detail["traceback"] is None, detail

@@ -34,14 +34,14 @@ def test_frontend_defaults_parse_to_typed_values():
     [("25", 25), ("-1", -1), ("5.0", 5), (" 7 ", 7), ("1e2", 100)],
 )
 def test_int_coercion_accepts(raw, expected):
-    assert parse(ldmSteps=raw).ldm_steps == expected
+    assert parse(croperX=raw).croper_x == expected
 
 
 @pytest.mark.parametrize("raw", ["12.5", "", "abc", "nan", "inf"])
 def test_int_coercion_rejects(raw):
     with pytest.raises(ClientError) as err:
-        parse(ldmSteps=raw)
-    assert str(err.value) == f"Invalid value for ldmSteps: {raw}"
+        parse(croperX=raw)
+    assert str(err.value) == f"Invalid value for croperX: {raw}"
     assert err.value.status == 400
 
 
@@ -72,13 +72,13 @@ def test_bool_coercion_rejects(raw):
 
 @pytest.mark.parametrize(("raw", "expected"), [("25", 25.0), ("-1", -1.0), ("5.0", 5.0), ("12.5", 12.5)])
 def test_float_coercion_accepts(raw, expected):
-    assert parse(sdScale=raw).sd_scale == expected
+    assert parse(sdStrength=raw).sd_strength == expected
 
 
 @pytest.mark.parametrize("raw", ["", "x", "nan"])
 def test_float_coercion_rejects(raw):
-    with pytest.raises(ClientError, match="^Invalid value for sdScale"):
-        parse(sdScale=raw)
+    with pytest.raises(ClientError, match="^Invalid value for sdStrength"):
+        parse(sdStrength=raw)
 
 
 @pytest.mark.parametrize(

@@ -6,77 +6,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
-from lama_cleaner.config import Config
 from lama_cleaner.errors import ClientError
 from lama_cleaner.tasks import TaskRequest
-from tests.support.distributed_config import FAKE_PLUGIN, FAST
 from tests.support.waiting import wait_for
 
-from .conftest import mask_png, png, task_form
-
-
-@dataclass
-class WebServer:
-    url: str
-    executor: Any
-    config: Config
-
-
-def _config(tmp_path: Path, **dist: Any) -> Config:
-    config = Config(model="cv2", device="cpu", plugins=["distributed", FAKE_PLUGIN])
-    d = config.distributed
-    d.scheduler_bind = "tcp://127.0.0.1:0"
-    d.data_dir = str(tmp_path / "journal")
-    d.local_nodes = 0
-    d.heartbeat_interval_s = FAST["distributed"]["heartbeat_interval_s"]
-    for key, value in dist.items():
-        setattr(d, key, value)
-    return config
+from .in_process_web import WebServer, inpaint, serve_in_process
 
 
 @pytest.fixture
-def web(tmp_path: Path) -> Iterator[Any]:
+def web(tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
     """``web(**distributed_settings)`` -> a started in-process server; all are stopped afterwards."""
-    from lama_cleaner.plugins.manager import create_plugin_manager
-    from lama_cleaner.server.app import create_app
-
-    started: list[tuple[Any, threading.Thread, Any]] = []
-
-    def start(**dist: Any) -> WebServer:
-        config = _config(tmp_path / f"server-{len(started)}", **dist)
-        pm = create_plugin_manager(config.plugins)
-        app, _socketio, executor = create_app(config, pm)
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-        thread.start()
-        started.append((server, thread, executor))
-        return WebServer(f"http://127.0.0.1:{server.server_port}", executor, config)
-
-    yield start
-    for server, thread, executor in started:
-        server.shutdown()
-        thread.join(10)
-        executor.close()
-
-
-def _inpaint(url: str, timeout: float = 60) -> requests.Response:
-    files = {"image": ("i.png", png()), "mask": ("m.png", mask_png())}
-    return requests.post(f"{url}/inpaint", data=task_form(), files=files, timeout=timeout)
+    yield from serve_in_process(tmp_path)
 
 
 def test_inpaint_with_no_node_gets_503_with_the_reason_not_a_504(web):
     server = web(unschedulable_timeout_s=0.5)
     started = time.monotonic()
-    r = _inpaint(server.url)
+    r = inpaint(server.url)
     assert time.monotonic() - started < 10  # not request_timeout_s (600 s)
     assert r.status_code == 503 and r.headers["Content-Type"].startswith("text/plain")
     assert r.headers["Retry-After"] == str(server.config.distributed.retry_after_s)
@@ -93,7 +46,7 @@ def test_crashed_scheduler_loop_fails_waiting_and_new_requests_at_once(web):
     outcome: dict[str, Any] = {}
 
     def wait_inpaint() -> None:
-        outcome["response"] = _inpaint(server.url)
+        outcome["response"] = inpaint(server.url)
         outcome["at"] = time.monotonic()
 
     waiter = threading.Thread(target=wait_inpaint)
@@ -116,7 +69,7 @@ def test_crashed_scheduler_loop_fails_waiting_and_new_requests_at_once(web):
     wait_for(lambda: not scheduler.running, 10, "the loop thread to end")
 
     started = time.monotonic()
-    again = _inpaint(server.url)
+    again = inpaint(server.url)
     api = requests.get(f"{server.url}/api/v1/tasks", timeout=30)
     assert time.monotonic() - started < 5
     assert again.status_code == 503 and again.text == r.text

@@ -9,18 +9,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 import zmq
-from werkzeug.serving import make_server
 
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
 from tests.integration.scheduler.peers import ScriptedNode, make_config, resource_class_of
 from tests.support.waiting import wait_for
 
-from .test_executor_faults import WebServer, _config, _inpaint
+from .in_process_web import WebServer, inpaint, serve_in_process
 
 V2_MESSAGE = "protocol version 1 is not supported (this peer speaks 2)"
 
@@ -33,25 +31,7 @@ def _health(url: str) -> requests.Response:
 def web(tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
     """``web(**distributed_settings)`` -> an in-process server (its scheduler can be broken for real)
     on a real HTTP port; all are stopped afterwards."""
-    from lama_cleaner.plugins.manager import create_plugin_manager
-    from lama_cleaner.server.app import create_app
-
-    started: list[tuple[Any, threading.Thread, Any]] = []
-
-    def start(**dist: Any) -> WebServer:
-        config = _config(tmp_path / f"server-{len(started)}", **dist)
-        app, _socketio, executor = create_app(config, create_plugin_manager(config.plugins))
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
-        thread.start()
-        started.append((server, thread, executor))
-        return WebServer(f"http://127.0.0.1:{server.server_port}", executor, config)
-
-    yield start
-    for server, thread, executor in started:
-        server.shutdown()
-        thread.join(10)
-        executor.close()
+    yield from serve_in_process(tmp_path)
 
 
 @pytest.fixture
@@ -157,7 +137,7 @@ def test_scheduler_of_another_version_is_a_clear_502_at_once(web, zctx):
         server = web(scheduler=future.endpoint)
         started = time.monotonic()
         api = requests.get(f"{server.url}/api/v1/tasks", timeout=30)
-        classic = _inpaint(server.url, timeout=30)
+        classic = inpaint(server.url, timeout=30)
         health = _health(server.url)
         assert time.monotonic() - started < 5  # not 15 s per request, then a misleading 503
         message = f"The scheduler refused this web server's request (protocol version mismatch): {V2_MESSAGE}"

@@ -13,8 +13,6 @@ in front of both the control and the queue endpoint that drops every connection 
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,93 +23,13 @@ import zmq
 from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
 from tests.integration.scheduler.peers import Producer, make_config
+from tests.support.tcp_proxy import LoopbackProxy
 
 from .conftest import Proc, ScriptedScheduler, handshake, mask_png, png, start_node, task_form, wait_for
 
 CUT_S = 1.0
 """How long the network is down: shorter than the liveness window (0.5 s x 6), longer than
 ZeroMQ's reconnect interval, so the sockets reconnect on their own and nothing else notices."""
-
-
-class CuttableProxy:
-    """Forwards connections from a loopback port to ``target_port``; ``cut()`` drops every open
-    connection and refuses new ones (accepted, then closed at once) until ``restore()``."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.endpoint = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.accepted = 0
-        """Connections forwarded so far (refused ones during a cut not counted)."""
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self._down = False
-        self._closed = False
-        threading.Thread(target=self._accept, name="test-cut-proxy", daemon=True).start()
-
-    def cut(self) -> None:
-        with self._lock:
-            self._down = True
-            dropped, self._open = self._open, []
-        for sock in dropped:
-            _close(sock)
-
-    def restore(self) -> None:
-        with self._lock:
-            self._down = False
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        _close(self.listener)
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            with self._lock:
-                down = self._down
-            if down:
-                _close(client)
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                _close(client)
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._open += [client, upstream]
-                self.accepted += 1
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(src)
-            _close(dst)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
 
 
 def _port(endpoint: str) -> int:
@@ -134,8 +52,8 @@ def _done(producer: Producer, task_ids: list[str]) -> bool:
 def cut_setup(tmp_path: Path, procs: list[Proc], tmp_config: Path):
     config = make_config(tmp_path, queues=["cpu"], heartbeat_interval_s=0.5, heartbeat_liveness=6)
     sched = Scheduler(config, lambda kind, name: "cpu").start()
-    control = CuttableProxy(_port(sched.control_endpoint))
-    queue = CuttableProxy(_port(sched.endpoints["queues"]["cpu"]))
+    control = LoopbackProxy(_port(sched.control_endpoint))
+    queue = LoopbackProxy(_port(sched.endpoints["queues"]["cpu"]))
     # The node reaches the scheduler only through the proxies: the queue grant names the proxy too.
     sched.endpoints["queues"]["cpu"] = queue.endpoint
     ctx = zmq.Context()
@@ -166,7 +84,7 @@ def test_an_idle_node_gets_work_again_after_a_short_network_cut(cut_setup, procs
     time.sleep(CUT_S)  # the length of the outage itself, not a wait for something to happen
     control.restore()
     queue.restore()
-    wait_for(lambda: control.accepted >= 2 and queue.accepted >= 2, 10, "both sockets to reconnect")
+    wait_for(lambda: control.connections >= 2 and queue.connections >= 2, 10, "both sockets to reconnect")
 
     after = [_submit(producer, f"after{i}") for i in range(3)]
     wait_for(lambda: _done(producer, after), 20, "the tasks submitted after the cut to complete")

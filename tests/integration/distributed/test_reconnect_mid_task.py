@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tcp_proxy import LoopbackProxy
+
 from .conftest import (
     FAST,
     DistServer,
-    OneWayCutProxy,
     Proc,
     api_nodes,
     api_submit,
@@ -48,7 +49,7 @@ def test_a_node_that_reconnects_mid_task_keeps_it_and_the_task_runs_once(
     config = write_config(tmp_path, merged(FAST, {"distributed": {"heartbeat_interval_s": 0.4}}))
     dist = DistServer(tmp_path / "data", config, local_nodes=0, env=env)
     servers.append(dist.start())
-    proxy = OneWayCutProxy(dist.scheduler_port)
+    proxy = LoopbackProxy(dist.scheduler_port)
     try:
         start_node(procs, proxy.endpoint, config, "--name", "node-a", env=env)
         [a] = wait_nodes(dist.url, 1)

@@ -271,10 +271,7 @@ def apply_mapping(target: Any, data: dict[str, Any], where: str = "") -> None:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}retry must be a table of task kinds ({', '.join(RETRY_KINDS)})")
             for kind, policy in value.items():
-                if kind not in RETRY_KINDS:
-                    raise ConfigError(
-                        f"unknown task kind {where}retry.{kind}; expected one of {', '.join(RETRY_KINDS)}"
-                    )
+                _check_retry_kind(f"{where}retry", kind)
                 if not isinstance(policy, dict):
                     raise ConfigError(f"{where}retry.{kind} must be a table, got {_shown(policy)}")
                 rc = current.get(kind) or RetryConfig()
@@ -447,13 +444,17 @@ def validate_distributed(dist: DistributedConfig, where: str = "distributed.") -
     _validate_retry(dist.retry, where + "retry")
 
 
+def _check_retry_kind(key: str, kind: str) -> None:
+    if kind not in RETRY_KINDS:
+        raise ConfigError(f"unknown task kind {key}.{kind}; expected one of {', '.join(RETRY_KINDS)}")
+
+
 def _validate_retry(retry: Any, key: str) -> None:
     if not isinstance(retry, dict):
         raise ConfigError(f"{key} must be a table of task kinds ({', '.join(RETRY_KINDS)})")
     hints = _hints(RetryConfig)
     for kind, policy in retry.items():
-        if kind not in RETRY_KINDS:
-            raise ConfigError(f"unknown task kind {key}.{kind}; expected one of {', '.join(RETRY_KINDS)}")
+        _check_retry_kind(key, kind)
         if not isinstance(policy, RetryConfig):
             raise ConfigError(f"{key}.{kind} must be a table, got {_shown(policy)}")
         for name, rule in RETRY_BOUNDS.items():

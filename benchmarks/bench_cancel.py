@@ -96,13 +96,15 @@ def measure(client: LamaCleanerClient, model: str, prompt: str, runs: int) -> li
         done = client.wait(follow["id"], timeout=60, poll=0.01)
         if done["status"] != "completed":
             raise RuntimeError(f"follow-up task {done['status']}: {done.get('error')}")
-        rows.append({
-            "delete_ms": (delete_done - started) * 1000,
-            "cancel_to_idle_ms": (idle_at - started) * 1000,
-            "next_task_ms": (time.perf_counter() - idle_at) * 1000,
-            "cancel_to_next_done_ms": (time.perf_counter() - started) * 1000,
-            "next_task_attempts": done["attempts"],
-        })
+        rows.append(
+            {
+                "delete_ms": (delete_done - started) * 1000,
+                "cancel_to_idle_ms": (idle_at - started) * 1000,
+                "next_task_ms": (time.perf_counter() - idle_at) * 1000,
+                "cancel_to_next_done_ms": (time.perf_counter() - started) * 1000,
+                "next_task_attempts": done["attempts"],
+            }
+        )
     return rows
 
 
@@ -121,9 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     config.write_text(json.dumps({"distributed": {"heartbeat_interval_s": args.heartbeat}}))
     port = free_port()
     argv_server = python_argv(
-        "-m", "lama_cleaner", "--host", "127.0.0.1", "--port", str(port), "--model", "cv2", "--device", "cpu",
-        "--plugins", f"distributed,{FAKE_MODELS}", "--config", str(config), "--data-dir", str(tmp / "journal"),
-        "--scheduler-bind", "tcp://127.0.0.1:0",
+        "-m",
+        "lama_cleaner",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        "cv2",
+        "--device",
+        "cpu",
+        "--plugins",
+        f"distributed,{FAKE_MODELS}",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(tmp / "journal"),
+        "--scheduler-bind",
+        "tcp://127.0.0.1:0",
     )
     cases = [
         ("stepping", "steps", f"steps=100000 {args.step_ms}"),
@@ -136,35 +153,70 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{port}"
         with LamaCleanerClient(url, timeout=30) as client:
             try:
-                wait_for(lambda: group.check_alive("server") or _try(lambda: _idle_node(client)), 120,
-                         "the server and its local node")
+                wait_for(
+                    lambda: group.check_alive("server") or _try(lambda: _idle_node(client)),
+                    120,
+                    "the server and its local node",
+                )
                 for label, model, prompt in cases:
                     rows = measure(client, model, prompt, runs)
                     idle = summarize([r["cancel_to_idle_ms"] for r in rows])
-                    results[label] = {"model": model, "rows": rows, "cancel_to_idle_ms": idle,
-                                      "delete_ms": summarize([r["delete_ms"] for r in rows]),
-                                      "next_task_ms": summarize([r["next_task_ms"] for r in rows])}
-                    table.append({
-                        "model": f"{label} ({model})", "runs": len(rows),
-                        "idle_p50_ms": idle["p50"], "idle_p95_ms": idle["p95"], "idle_max_ms": idle["max"],
-                        "delete_p50_ms": results[label]["delete_ms"]["p50"],
-                        "next_task_p50_ms": results[label]["next_task_ms"]["p50"],
-                        "to_next_done_p50_ms": percentile([r["cancel_to_next_done_ms"] for r in rows], 50),
-                        "retried_next": sum(1 for r in rows if r["next_task_attempts"] > 1),
-                    })
+                    results[label] = {
+                        "model": model,
+                        "rows": rows,
+                        "cancel_to_idle_ms": idle,
+                        "delete_ms": summarize([r["delete_ms"] for r in rows]),
+                        "next_task_ms": summarize([r["next_task_ms"] for r in rows]),
+                    }
+                    table.append(
+                        {
+                            "model": f"{label} ({model})",
+                            "runs": len(rows),
+                            "idle_p50_ms": idle["p50"],
+                            "idle_p95_ms": idle["p95"],
+                            "idle_max_ms": idle["max"],
+                            "delete_p50_ms": results[label]["delete_ms"]["p50"],
+                            "next_task_p50_ms": results[label]["next_task_ms"]["p50"],
+                            "to_next_done_p50_ms": percentile([r["cancel_to_next_done_ms"] for r in rows], 50),
+                            "retried_next": sum(1 for r in rows if r["next_task_attempts"] > 1),
+                        }
+                    )
             except Exception:
                 print(group.tail("server", 60), file=sys.stderr)
                 raise
 
-    print(format_table(table, title=f"cancel -> node idle ({runs} runs per model, step {args.step_ms} ms, "
-                                    f"heartbeat {args.heartbeat:g} s)"))
+    print(
+        format_table(
+            table,
+            title=f"cancel -> node idle ({runs} runs per model, step {args.step_ms} ms, "
+            f"heartbeat {args.heartbeat:g} s)",
+        )
+    )
     targets = [
-        Target("stepping: cancel -> idle p95", results["stepping"]["cancel_to_idle_ms"]["p95"], "<=",
-               float(args.step_ms) + 200, "ms", "one step plus messaging"),
-        Target("uninterruptible: cancel -> idle p95", results["uninterruptible"]["cancel_to_idle_ms"]["p95"], "<=",
-               500.0, "ms", "kill + restart of the inference process"),
-        Target("follow-up tasks that needed a retry", float(sum(r["retried_next"] for r in table)), "<=", 0.0, "",
-               "a node reported idle before it could run work"),
+        Target(
+            "stepping: cancel -> idle p95",
+            results["stepping"]["cancel_to_idle_ms"]["p95"],
+            "<=",
+            float(args.step_ms) + 200,
+            "ms",
+            "one step plus messaging",
+        ),
+        Target(
+            "uninterruptible: cancel -> idle p95",
+            results["uninterruptible"]["cancel_to_idle_ms"]["p95"],
+            "<=",
+            500.0,
+            "ms",
+            "kill + restart of the inference process",
+        ),
+        Target(
+            "follow-up tasks that needed a retry",
+            float(sum(r["retried_next"] for r in table)),
+            "<=",
+            0.0,
+            "",
+            "a node reported idle before it could run work",
+        ),
     ]
     print()
     print(format_table([t.row() for t in targets], title="targets"))

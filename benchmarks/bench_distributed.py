@@ -83,10 +83,28 @@ class Sizes:
     timeout_s: float
 
 
-FULL = Sizes(noop_tasks=3000, noop_warmup=200, round_trips=300, payload_tasks=40, payload_bytes=MB,
-             sleep_tasks_per_node=6, scaling_nodes=(1, 2, 4, 8, 16), inpaint_requests=60, timeout_s=120.0)
-QUICK = Sizes(noop_tasks=300, noop_warmup=30, round_trips=40, payload_tasks=8, payload_bytes=MB,
-              sleep_tasks_per_node=2, scaling_nodes=(1, 2, 4), inpaint_requests=10, timeout_s=60.0)
+FULL = Sizes(
+    noop_tasks=3000,
+    noop_warmup=200,
+    round_trips=300,
+    payload_tasks=40,
+    payload_bytes=MB,
+    sleep_tasks_per_node=6,
+    scaling_nodes=(1, 2, 4, 8, 16),
+    inpaint_requests=60,
+    timeout_s=120.0,
+)
+QUICK = Sizes(
+    noop_tasks=300,
+    noop_warmup=30,
+    round_trips=40,
+    payload_tasks=8,
+    payload_bytes=MB,
+    sleep_tasks_per_node=2,
+    scaling_nodes=(1, 2, 4),
+    inpaint_requests=10,
+    timeout_s=60.0,
+)
 
 
 # ============================================================================ our system
@@ -128,11 +146,19 @@ class OursRunner:
         self.config.distributed.scheduler_bind = self.endpoint
         self.config.distributed.data_dir = str(work_dir / "journal")
         cfg_file = work_dir / "config.json"
-        cfg_file.write_text(json.dumps({
-            "plugins": self.node_plugins.split(","),
-            "distributed": {"scheduler_bind": self.endpoint, "data_dir": self.config.distributed.data_dir,
-                            "max_queued": 100000, "max_queued_per_queue": 100000},
-        }))
+        cfg_file.write_text(
+            json.dumps(
+                {
+                    "plugins": self.node_plugins.split(","),
+                    "distributed": {
+                        "scheduler_bind": self.endpoint,
+                        "data_dir": self.config.distributed.data_dir,
+                        "max_queued": 100000,
+                        "max_queued_per_queue": 100000,
+                    },
+                }
+            )
+        )
         self.cfg_file = cfg_file
         argv = python_argv(str(Path(__file__).resolve()), "--serve-scheduler", str(cfg_file))
         if profile is not None:
@@ -142,8 +168,7 @@ class OursRunner:
         group.check_alive("ours-scheduler")
         self._cond = threading.Condition()
         self._finished: dict[str, str] = {}
-        self.client = SchedulerClient(self.endpoint, self.config, on_event=self._on_event,
-                                      request_timeout_s=timeout_s)
+        self.client = SchedulerClient(self.endpoint, self.config, on_event=self._on_event, request_timeout_s=timeout_s)
         self.form = default_form(hdStrategy="Original", sdSeed="42", paintByExampleSeed="42", prompt="0")
         self.tiny_png = _tiny_png()
         self._noop_seq = 0
@@ -272,11 +297,28 @@ class OursRunner:
     def add_nodes(self, k: int) -> None:
         for _ in range(k):
             self.nodes += 1
-            self.group.start(f"ours-node-{self.nodes}", [
-                *python_argv("-m", "lama_cleaner", "node", "--scheduler", self.endpoint, "--queues", "cpu",
-                             "--device", "cpu", "--plugins", self.node_plugins, "--name", f"bench-{self.nodes}",
-                             "--log-level", "WARNING"),
-            ])
+            self.group.start(
+                f"ours-node-{self.nodes}",
+                [
+                    *python_argv(
+                        "-m",
+                        "lama_cleaner",
+                        "node",
+                        "--scheduler",
+                        self.endpoint,
+                        "--queues",
+                        "cpu",
+                        "--device",
+                        "cpu",
+                        "--plugins",
+                        self.node_plugins,
+                        "--name",
+                        f"bench-{self.nodes}",
+                        "--log-level",
+                        "WARNING",
+                    ),
+                ],
+            )
         want = self.nodes
 
         def ready() -> bool:
@@ -434,16 +476,18 @@ def measure_scaling(runner: Any, sizes: Sizes, log: Callable[[str], None]) -> li
         elapsed = runner.batch(f"sleep:{SLEEP_MS}", count)
         tput = rate(count, elapsed)
         base = base or tput
-        rows.append({
-            "system": runner.name,
-            "nodes": n,
-            "tasks": count,
-            "seconds": elapsed,
-            "tasks_per_s": tput,
-            "ideal_tasks_per_s": n * 1000 / SLEEP_MS,
-            "speedup": tput / base,
-            "scaling_vs_n": tput / base / n,
-        })
+        rows.append(
+            {
+                "system": runner.name,
+                "nodes": n,
+                "tasks": count,
+                "seconds": elapsed,
+                "tasks_per_s": tput,
+                "ideal_tasks_per_s": n * 1000 / SLEEP_MS,
+                "speedup": tput / base,
+                "scaling_vs_n": tput / base / n,
+            }
+        )
     return rows
 
 
@@ -458,7 +502,7 @@ def _test_image(size: int = 512) -> tuple[bytes, bytes]:
     img = np.stack([(xx * 255 // size), (yy * 255 // size), ((xx + yy) * 127 // size)], axis=-1).astype(np.uint8)
     img = np.clip(img.astype(np.int16) + rng.integers(-12, 12, img.shape), 0, 255).astype(np.uint8)
     mask = np.zeros((size, size), np.uint8)
-    mask[size // 3: 2 * size // 3, size // 4: 3 * size // 4] = 255
+    mask[size // 3 : 2 * size // 3, size // 4 : 3 * size // 4] = 255
     ok1, png = cv2.imencode(".png", img)
     ok2, mpng = cv2.imencode(".png", mask)
     if not (ok1 and ok2):
@@ -473,16 +517,28 @@ def measure_inpaint(sizes: Sizes, work_dir: Path, log: Callable[[str], None]) ->
     from lama_cleaner.inpaint_request import default_form
     from tests.support.server_process import ServerProcess
 
-    form = default_form(hdStrategy="Resize", hdStrategyResizeLimit="1080", hdStrategyCropTrigerSize="512",
-                        hdStrategyCropMargin="128", sdSeed="42", paintByExampleSeed="42")
+    form = default_form(
+        hdStrategy="Resize",
+        hdStrategyResizeLimit="1080",
+        hdStrategyCropTrigerSize="512",
+        hdStrategyCropMargin="128",
+        sdSeed="42",
+        paintByExampleSeed="42",
+    )
     image, mask = _test_image()
     cfg_path = work_dir / "inpaint-distributed.json"
     base = consecutive_free_ports(3)
-    cfg_path.write_text(json.dumps({"distributed": {
-        "scheduler_bind": f"tcp://127.0.0.1:{base}",
-        "data_dir": str(work_dir / "inpaint-journal"),
-        "local_nodes": 1,
-    }}))
+    cfg_path.write_text(
+        json.dumps(
+            {
+                "distributed": {
+                    "scheduler_bind": f"tcp://127.0.0.1:{base}",
+                    "data_dir": str(work_dir / "inpaint-journal"),
+                    "local_nodes": 1,
+                }
+            }
+        )
+    )
     classic = ServerProcess(ready_timeout=90)
     distributed = ServerProcess(["--plugins", "distributed", "--config", str(cfg_path)], ready_timeout=90)
     out: dict[str, Any] = {"image": "512x512 PNG", "model": "cv2"}
@@ -507,14 +563,27 @@ def measure_inpaint(sizes: Sizes, work_dir: Path, log: Callable[[str], None]) ->
         for _ in range(sizes.inpaint_requests):
             classic_s.append(post(classic.url))
             dist_s.append(post(distributed.url))
-        same = session.post(classic.url + "/inpaint", data=form, files={
-            "image": ("i.png", image, "image/png"), "mask": ("m.png", mask, "image/png")}).content == \
-            session.post(distributed.url + "/inpaint", data=form, files={
-                "image": ("i.png", image, "image/png"), "mask": ("m.png", mask, "image/png")}).content
+        same = (
+            session.post(
+                classic.url + "/inpaint",
+                data=form,
+                files={"image": ("i.png", image, "image/png"), "mask": ("m.png", mask, "image/png")},
+            ).content
+            == session.post(
+                distributed.url + "/inpaint",
+                data=form,
+                files={"image": ("i.png", image, "image/png"), "mask": ("m.png", mask, "image/png")},
+            ).content
+        )
     c = {k: (v * 1000 if k != "n" else v) for k, v in summarize(classic_s).items()}
     d = {k: (v * 1000 if k != "n" else v) for k, v in summarize(dist_s).items()}
-    out.update(classic_ms=c, distributed_ms=d, added_p50_ms=d["p50"] - c["p50"], added_p95_ms=d["p95"] - c["p95"],
-               identical_bytes=same)
+    out.update(
+        classic_ms=c,
+        distributed_ms=d,
+        added_p50_ms=d["p50"] - c["p50"],
+        added_p95_ms=d["p95"] - c["p95"],
+        identical_bytes=same,
+    )
     log(f"  /inpaint classic p50 {c['p50']:.1f} ms, distributed p50 {d['p50']:.1f} ms, identical bytes: {same}")
     return out
 
@@ -529,8 +598,10 @@ def run_system(make: Callable[[], Any], sizes: Sizes, log: Callable[[str], None]
         runner.add_nodes(2)
         log(f"  {runner.name}: started with 2 nodes in {time.perf_counter() - t0:.1f}s")
         row = measure_core(runner, sizes)
-        log(f"  {runner.name}: {row['noop_tasks_per_s']:.0f} no-op tasks/s, round trip p50 "
-            f"{row['round_trip_ms']['p50']:.2f} ms, {row['payload_mb_per_s']:.0f} MB/s")
+        log(
+            f"  {runner.name}: {row['noop_tasks_per_s']:.0f} no-op tasks/s, round trip p50 "
+            f"{row['round_trip_ms']['p50']:.2f} ms, {row['payload_mb_per_s']:.0f} MB/s"
+        )
         return row
     except RunnerUnavailable as exc:
         return f"skipped: {exc}"
@@ -539,8 +610,9 @@ def run_system(make: Callable[[], Any], sizes: Sizes, log: Callable[[str], None]
             runner.close()
 
 
-def build_targets(core: dict[str, Any], scaling: list[dict[str, Any]], inpaint: dict[str, Any] | None,
-                  sizes: Sizes) -> list[Target]:
+def build_targets(
+    core: dict[str, Any], scaling: list[dict[str, Any]], inpaint: dict[str, Any] | None, sizes: Sizes
+) -> list[Target]:
     ours = core.get("ours") if isinstance(core.get("ours"), dict) else None
     celery = core.get("celery") if isinstance(core.get("celery"), dict) else None
     lb = core.get("zmq-lb") if isinstance(core.get("zmq-lb"), dict) else None
@@ -554,15 +626,33 @@ def build_targets(core: dict[str, Any], scaling: list[dict[str, Any]], inpaint: 
         return cur
 
     targets = [
-        Target("throughput ours / Celery", ratio(get(ours, "noop_tasks_per_s"), get(celery, "noop_tasks_per_s")),
-               ">=", 5.0, "x", "no-op tasks/s, 2 nodes each"),
-        Target("round-trip p50 ours / Celery", ratio(get(ours, "round_trip_ms", "p50"),
-                                                      get(celery, "round_trip_ms", "p50")),
-               "<=", 0.2, "x", "sequential submit-and-wait"),
-        Target("throughput ours / bare broker", ratio(get(ours, "noop_tasks_per_s"), get(lb, "noop_tasks_per_s")),
-               ">=", 0.5, "x", "bare broker has no persistence"),
-        Target("/inpaint added p50", get(inpaint, "added_p50_ms"), "<=", 5.0, "ms",
-               "cv2 512x512, distributed - classic"),
+        Target(
+            "throughput ours / Celery",
+            ratio(get(ours, "noop_tasks_per_s"), get(celery, "noop_tasks_per_s")),
+            ">=",
+            5.0,
+            "x",
+            "no-op tasks/s, 2 nodes each",
+        ),
+        Target(
+            "round-trip p50 ours / Celery",
+            ratio(get(ours, "round_trip_ms", "p50"), get(celery, "round_trip_ms", "p50")),
+            "<=",
+            0.2,
+            "x",
+            "sequential submit-and-wait",
+        ),
+        Target(
+            "throughput ours / bare broker",
+            ratio(get(ours, "noop_tasks_per_s"), get(lb, "noop_tasks_per_s")),
+            ">=",
+            0.5,
+            "x",
+            "bare broker has no persistence",
+        ),
+        Target(
+            "/inpaint added p50", get(inpaint, "added_p50_ms"), "<=", 5.0, "ms", "cv2 512x512, distributed - classic"
+        ),
     ]
     ours_scaling = [r for r in scaling if r["system"] == "ours"]
     if not ours_scaling:
@@ -570,8 +660,16 @@ def build_targets(core: dict[str, Any], scaling: list[dict[str, Any]], inpaint: 
     for row in ours_scaling:
         if row["nodes"] == 1:
             continue
-        targets.append(Target(f"scaling {row['nodes']} nodes / N", row["scaling_vs_n"], ">=", 0.9, "",
-                              f"speedup {row['speedup']:.2f} vs 1 node"))
+        targets.append(
+            Target(
+                f"scaling {row['nodes']} nodes / N",
+                row["scaling_vs_n"],
+                ">=",
+                0.9,
+                "",
+                f"speedup {row['speedup']:.2f} vs 1 node",
+            )
+        )
     return targets
 
 
@@ -582,14 +680,19 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_distributed.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI-size smoke run (well under a minute)")
-    parser.add_argument("--only", default="core,scaling,inpaint",
-                        help="comma list of sections: core, scaling, inpaint (default: all)")
-    parser.add_argument("--systems", default=None,
-                        help="comma list of systems for `core`: ours, zmq-lb, celery (prefork, the targets' "
-                             "peer), celery-solo (reference only). Default: all four; --quick leaves out celery-solo")
+    parser.add_argument(
+        "--only", default="core,scaling,inpaint", help="comma list of sections: core, scaling, inpaint (default: all)"
+    )
+    parser.add_argument(
+        "--systems",
+        default=None,
+        help="comma list of systems for `core`: ours, zmq-lb, celery (prefork, the targets' "
+        "peer), celery-solo (reference only). Default: all four; --quick leaves out celery-solo",
+    )
     parser.add_argument("--scaling-nodes", default=None, help="e.g. 1,2,4,8,16 (overrides the mode's list)")
-    parser.add_argument("--profile", action="store_true",
-                        help="run our scheduler under cProfile and print its top functions")
+    parser.add_argument(
+        "--profile", action="store_true", help="run our scheduler under cProfile and print its top functions"
+    )
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the JSON goes")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder with process logs")
     parser.add_argument("--serve-scheduler", metavar="CONFIG", help=argparse.SUPPRESS)
@@ -618,8 +721,10 @@ def main(argv: list[str] | None = None) -> int:
     scaling: list[dict[str, Any]] = []
     inpaint: dict[str, Any] | None = None
     profile_path = work_dir / "scheduler.prof" if args.profile else None
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
+        "PYTHONUNBUFFERED": "1",
+    }
     log(f"bench_distributed ({'quick' if args.quick else 'full'}) - logs in {work_dir}")
     try:
         with ProcessGroup(work_dir / "logs", env=env) as group:
@@ -670,56 +775,113 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, row in core.items():
         if isinstance(row, dict):
-            rows.append({"system": row["label"], "no-op tasks/s": row["noop_tasks_per_s"],
-                         "RT p50 ms": row["round_trip_ms"]["p50"], "RT p95 ms": row["round_trip_ms"]["p95"],
-                         "1MB MB/s": row["payload_mb_per_s"], f"{SLEEP_MS}ms-model tasks/s": row["sleep_tasks_per_s"]})
+            rows.append(
+                {
+                    "system": row["label"],
+                    "no-op tasks/s": row["noop_tasks_per_s"],
+                    "RT p50 ms": row["round_trip_ms"]["p50"],
+                    "RT p95 ms": row["round_trip_ms"]["p95"],
+                    "1MB MB/s": row["payload_mb_per_s"],
+                    f"{SLEEP_MS}ms-model tasks/s": row["sleep_tasks_per_s"],
+                }
+            )
             if row.get("noop_tasks_per_s_threads") is not None:
-                rows.append({"system": "  same, one blocking thread per task (as /inpaint)",
-                             "no-op tasks/s": row["noop_tasks_per_s_threads"], "RT p50 ms": None, "RT p95 ms": None,
-                             "1MB MB/s": None, f"{SLEEP_MS}ms-model tasks/s": None})
+                rows.append(
+                    {
+                        "system": "  same, one blocking thread per task (as /inpaint)",
+                        "no-op tasks/s": row["noop_tasks_per_s_threads"],
+                        "RT p50 ms": None,
+                        "RT p95 ms": None,
+                        "1MB MB/s": None,
+                        f"{SLEEP_MS}ms-model tasks/s": None,
+                    }
+                )
             if row.get("tiny_inpaint_tasks_per_s") is not None:
                 rt = row["tiny_inpaint_round_trip_ms"]
-                rows.append({"system": "  tiny inpaint (8x8 PNG, real pipeline) instead",
-                             "no-op tasks/s": row["tiny_inpaint_tasks_per_s"], "RT p50 ms": rt["p50"],
-                             "RT p95 ms": rt["p95"], "1MB MB/s": None, f"{SLEEP_MS}ms-model tasks/s": None})
+                rows.append(
+                    {
+                        "system": "  tiny inpaint (8x8 PNG, real pipeline) instead",
+                        "no-op tasks/s": row["tiny_inpaint_tasks_per_s"],
+                        "RT p50 ms": rt["p50"],
+                        "RT p95 ms": rt["p95"],
+                        "1MB MB/s": None,
+                        f"{SLEEP_MS}ms-model tasks/s": None,
+                    }
+                )
         else:
-            rows.append({"system": name, "no-op tasks/s": None, "RT p50 ms": None, "RT p95 ms": None,
-                         "1MB MB/s": None, f"{SLEEP_MS}ms-model tasks/s": None, "note": row})
+            rows.append(
+                {
+                    "system": name,
+                    "no-op tasks/s": None,
+                    "RT p50 ms": None,
+                    "RT p95 ms": None,
+                    "1MB MB/s": None,
+                    f"{SLEEP_MS}ms-model tasks/s": None,
+                    "note": row,
+                }
+            )
     if rows:
         log(format_table(rows, title="Dispatch overhead, 2 nodes each (loopback)"))
         log("")
-    cpu_rows = [{"system": name, **{k: v for k, v in row["noop_cpu_ms_per_task"].items()}}
-                for name, row in core.items() if isinstance(row, dict)]
+    cpu_rows = [
+        {"system": name, **{k: v for k, v in row["noop_cpu_ms_per_task"].items()}}
+        for name, row in core.items()
+        if isinstance(row, dict)
+    ]
     if cpu_rows:
         for row in cpu_rows:
             row["total"] = sum(v for k, v in row.items() if k != "system")
         log(format_table(cpu_rows, title="CPU ms per no-op task, by process (2 cores total; lower is better)"))
         log("")
     if scaling:
-        log(format_table(
-            [{"nodes": r["nodes"], "tasks": r["tasks"], "tasks/s": r["tasks_per_s"], "ideal": r["ideal_tasks_per_s"],
-              "speedup": r["speedup"], "speedup/N": r["scaling_vs_n"]} for r in scaling],
-            title=f"Scaling, simulated {SLEEP_MS} ms model (ours)"))
+        log(
+            format_table(
+                [
+                    {
+                        "nodes": r["nodes"],
+                        "tasks": r["tasks"],
+                        "tasks/s": r["tasks_per_s"],
+                        "ideal": r["ideal_tasks_per_s"],
+                        "speedup": r["speedup"],
+                        "speedup/N": r["scaling_vs_n"],
+                    }
+                    for r in scaling
+                ],
+                title=f"Scaling, simulated {SLEEP_MS} ms model (ours)",
+            )
+        )
         log("")
     if inpaint:
-        log(format_table([
-            {"mode": "classic", **{k: inpaint["classic_ms"][k] for k in ("p50", "p95", "mean")}},
-            {"mode": "distributed", **{k: inpaint["distributed_ms"][k] for k in ("p50", "p95", "mean")}},
-        ], title=f"POST /inpaint cv2 512x512 ms (n={sizes.inpaint_requests} each, interleaved)"))
+        log(
+            format_table(
+                [
+                    {"mode": "classic", **{k: inpaint["classic_ms"][k] for k in ("p50", "p95", "mean")}},
+                    {"mode": "distributed", **{k: inpaint["distributed_ms"][k] for k in ("p50", "p95", "mean")}},
+                ],
+                title=f"POST /inpaint cv2 512x512 ms (n={sizes.inpaint_requests} each, interleaved)",
+            )
+        )
         log("")
     targets = build_targets(core, scaling, inpaint, sizes)
-    log(format_table([t.row() for t in targets], columns=["target", "measured", "goal", "verdict", "note"],
-                     title="Targets"))
-    path = write_results(BENCH_NAME, {
-        "mode": "quick" if args.quick else "full",
-        "sizes": asdict(sizes),
-        "core": core,
-        "scaling": scaling,
-        "inpaint": inpaint,
-        "targets": [t.to_json() for t in targets],
-        "crashed": crashed,
-        "wall_s": time.perf_counter() - started,
-    }, Path(args.results_dir))
+    log(
+        format_table(
+            [t.row() for t in targets], columns=["target", "measured", "goal", "verdict", "note"], title="Targets"
+        )
+    )
+    path = write_results(
+        BENCH_NAME,
+        {
+            "mode": "quick" if args.quick else "full",
+            "sizes": asdict(sizes),
+            "core": core,
+            "scaling": scaling,
+            "inpaint": inpaint,
+            "targets": [t.to_json() for t in targets],
+            "crashed": crashed,
+            "wall_s": time.perf_counter() - started,
+        },
+        Path(args.results_dir),
+    )
     log(f"\nJSON: {path}")
     if profile_path and profile_path.exists():
         import pstats

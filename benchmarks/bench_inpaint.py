@@ -35,8 +35,13 @@ from lama_cleaner.inpaint_request import default_form  # noqa: E402
 from tests.support.server_process import ServerProcess  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
 
-CV2_FORM = default_form(hdStrategy="Resize", hdStrategyResizeLimit="1080", hdStrategyCropTrigerSize="512",
-                        hdStrategyCropMargin="128", sdSeed="42")
+CV2_FORM = default_form(
+    hdStrategy="Resize",
+    hdStrategyResizeLimit="1080",
+    hdStrategyCropTrigerSize="512",
+    hdStrategyCropMargin="128",
+    sdSeed="42",
+)
 """What the 1.2.5 front end sends for the cv2 model (contract §11.2)."""
 
 
@@ -49,7 +54,7 @@ def make_job(width: int, height: int) -> tuple[bytes, bytes]:
     image = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(image, format="JPEG", quality=90)
     mask = np.zeros((height, width, 4), dtype=np.uint8)
-    mask[height // 2 - height // 40: height // 2 + height // 40, width // 5: 4 * width // 5] = 255
+    mask[height // 2 - height // 40 : height // 2 + height // 40, width // 5 : 4 * width // 5] = 255
     mask_png = io.BytesIO()
     Image.fromarray(mask).save(mask_png, format="PNG")
     return image.getvalue(), mask_png.getvalue()
@@ -66,8 +71,9 @@ def post(url: str, job: tuple[bytes, bytes], timeout: float) -> float:
     return elapsed
 
 
-def measure(url: str, job: tuple[bytes, bytes], concurrency: int, count: int, deadline: float,
-            timeout: float) -> dict[str, Any]:
+def measure(
+    url: str, job: tuple[bytes, bytes], concurrency: int, count: int, deadline: float, timeout: float
+) -> dict[str, Any]:
     """``count`` requests from ``concurrency`` client threads; stops early at ``deadline``."""
     post(url, job, timeout)  # warm-up: model loaded, connections and caches hot
     latencies: list[float] = []
@@ -100,16 +106,20 @@ def distributed_args(work: Path) -> list[str] | None:
     base = consecutive_free_ports(3)
     config = work / "distributed.toml"
     config.write_text(
-        "[distributed]\n"
-        f'scheduler_bind = "tcp://127.0.0.1:{base}"\n'
-        f'data_dir = "{work / "journal"}"\n'
-        "local_nodes = 1\n"
+        f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / "journal"}"\nlocal_nodes = 1\n'
     )
     return ["--plugins", "distributed", "--config", str(config)]
 
 
-def run_mode(mode: str, args: list[str], sizes: list[tuple[int, int]], levels: list[int], count: int,
-             deadline: float, timeout: float) -> list[dict[str, Any]]:
+def run_mode(
+    mode: str,
+    args: list[str],
+    sizes: list[tuple[int, int]],
+    levels: list[int],
+    count: int,
+    deadline: float,
+    timeout: float,
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with ServerProcess(args, ready_timeout=120) as server:
         for width, height in sizes:
@@ -123,8 +133,10 @@ def run_mode(mode: str, args: list[str], sizes: list[tuple[int, int]], levels: l
                 stats = measure(server.url, job, level, count, deadline, timeout)
                 row = {"mode": mode, "size": f"{width}x{height}", "concurrency": level, **stats}
                 rows.append(row)
-                print(format_table([row], ["mode", "size", "concurrency", "n", "p50", "p95", "req_per_s"]),
-                      file=sys.stderr)
+                print(
+                    format_table([row], ["mode", "size", "concurrency", "n", "p50", "p95", "req_per_s"]),
+                    file=sys.stderr,
+                )
     return rows
 
 
@@ -136,13 +148,17 @@ def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         base = classic.get((r["size"], r["concurrency"]))
         if r["mode"] != "distributed" or base is None:
             continue
-        out.append({
-            "size": r["size"], "concurrency": r["concurrency"],
-            "classic_p50_ms": base["p50"], "distributed_p50_ms": r["p50"],
-            "added_p50_ms": r["p50"] - base["p50"],
-            "p50_ratio": ratio(r["p50"], base["p50"]),
-            "throughput_ratio": ratio(r["req_per_s"], base["req_per_s"]),
-        })
+        out.append(
+            {
+                "size": r["size"],
+                "concurrency": r["concurrency"],
+                "classic_p50_ms": base["p50"],
+                "distributed_p50_ms": r["p50"],
+                "added_p50_ms": r["p50"] - base["p50"],
+                "p50_ratio": ratio(r["p50"], base["p50"]),
+                "throughput_ratio": ratio(r["req_per_s"], base["req_per_s"]),
+            }
+        )
     return out
 
 
@@ -180,10 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     if comparison:
         print()
         print(format_table(comparison, title="distributed vs classic (added median latency in ms)"))
-    path = write_results("bench_inpaint", {
-        "settings": {"sizes": args.sizes, "concurrency": levels, "requests": args.requests, "model": "cv2"},
-        "results": rows, "comparison": comparison, "skipped": skipped,
-    })
+    path = write_results(
+        "bench_inpaint",
+        {
+            "settings": {"sizes": args.sizes, "concurrency": levels, "requests": args.requests, "model": "cv2"},
+            "results": rows,
+            "comparison": comparison,
+            "skipped": skipped,
+        },
+    )
     print(f"\nJSON written to {path.relative_to(ROOT)}")
     return 0
 

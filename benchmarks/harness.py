@@ -312,8 +312,9 @@ class ProcessGroup:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``argv`` as ``name`` (unique within the group) with the group's environment."""
         if name in self.procs and self.procs[name].poll() is None:
             raise RuntimeError(f"process {name!r} already running")
@@ -322,7 +323,11 @@ class ProcessGroup:
         self.logs[name] = log
         with open(log, "wb") as fh:
             proc = subprocess.Popen(
-                list(argv), stdout=fh, stderr=subprocess.STDOUT, env=full_env, cwd=str(cwd or REPO_ROOT),
+                list(argv),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=str(cwd or REPO_ROOT),
                 start_new_session=True,
             )
         self.procs[name] = proc
@@ -397,7 +402,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ")".
-    return raw[raw.rindex(")") + 2:].split()
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def process_tree_cpu_s(pid: int) -> float:

@@ -78,8 +78,9 @@ class Job:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 def plan_jobs(input_dir: Path, mask: Path, output_dir: Path) -> list[Job]:
@@ -276,8 +277,19 @@ class EmbeddedServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         plugins = ["distributed", *[p for p in split_plugins(args.plugins) if p != "distributed"]]
-        self.cmd = [sys.executable, "-m", "lama_cleaner", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--device", args.device, "--plugins", ",".join(plugins)]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "lama_cleaner",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--device",
+            args.device,
+            "--plugins",
+            ",".join(plugins),
+        ]
         if args.model:
             self.cmd += ["--model", args.model]
         section: dict[str, Any] = {}
@@ -301,8 +313,9 @@ class EmbeddedServer:
         if sys.platform.startswith("linux"):
             # SIGTERM if this batch process dies (even by SIGKILL): the server stops cleanly, never orphaned.
             kwargs["preexec_fn"] = functools.partial(die_with_parent, signal.SIGTERM)
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     **kwargs)
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kwargs
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -366,23 +379,43 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("--input", required=True, type=Path, metavar="DIR", help="Folder of images.")
-    p.add_argument("--mask", required=True, type=Path, metavar="FILE|DIR",
-                   help="One mask for every image, or a folder of masks named like the images (same stem).")
+    p.add_argument(
+        "--mask",
+        required=True,
+        type=Path,
+        metavar="FILE|DIR",
+        help="One mask for every image, or a folder of masks named like the images (same stem).",
+    )
     p.add_argument("--output", required=True, type=Path, metavar="DIR", help="Folder for results (same file names).")
     p.add_argument("--model", default=None, help="Model to use (default: the server's current model).")
-    p.add_argument("--server", default=None, metavar="URL",
-                   help="URL of a running server with the distributed plugin; default: start one here.")
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="URL",
+        help="URL of a running server with the distributed plugin; default: start one here.",
+    )
     p.add_argument("--concurrency", type=int, default=2, metavar="N", help="Images in flight at once.")
     p.add_argument("--retries", type=int, default=5, metavar="N", help="Retries of a transient error per request.")
     p.add_argument("--task-timeout", type=float, default=600.0, metavar="S", help="Seconds to wait for one image.")
-    p.add_argument("--field", action="append", default=[], metavar="KEY=VALUE",
-                   help="An /inpaint field to change, e.g. --field hdStrategy=Original (repeatable).")
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="An /inpaint field to change, e.g. --field hdStrategy=Original (repeatable).",
+    )
     p.add_argument("--config", type=Path, default=None, metavar="FILE", help="Config file for the embedded server.")
-    p.add_argument("--plugins", action="append", default=None, metavar="NAME[,NAME]",
-                   help="Extra plugins for the embedded server (distributed is always on).")
+    p.add_argument(
+        "--plugins",
+        action="append",
+        default=None,
+        metavar="NAME[,NAME]",
+        help="Extra plugins for the embedded server (distributed is always on).",
+    )
     p.add_argument("--device", default="cpu", help="Device of the embedded server's local nodes.")
-    p.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
-                   help="Seconds to wait for the embedded server.")
+    p.add_argument(
+        "--start-timeout", type=float, default=120.0, metavar="S", help="Seconds to wait for the embedded server."
+    )
     p.add_argument("--quiet", action="store_true", help="No progress bar.")
     return p
 
@@ -455,8 +488,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for job in jobs:
         if job.name not in manifest.images and job.output.exists():
             # finished by an interrupted run after its last manifest update: the output is complete
-            manifest.record(job.name, {"status": "done", "output": job.output.name, "task_id": None,
-                                       "note": "found on disk"})
+            manifest.record(
+                job.name, {"status": "done", "output": job.output.name, "task_id": None, "note": "found on disk"}
+            )
     if not pending:
         summarize(0, skipped, [])
         return 0
@@ -504,8 +538,14 @@ def _run_all(runner: Runner, pending: list[Job], skipped: int, manifest: Manifes
     from tqdm import tqdm
 
     done, failed = 0, []
-    bar = tqdm(total=len(pending) + skipped, initial=skipped, unit="img", disable=args.quiet, file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(pending) + skipped,
+        initial=skipped,
+        unit="img",
+        disable=args.quiet,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     bar.set_postfix(done=0, skipped=skipped, failed=0)
     pool = cf.ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="batch")
     try:
@@ -519,12 +559,20 @@ def _run_all(runner: Runner, pending: list[Job], skipped: int, manifest: Manifes
                 outcome = Outcome(futures[future], "failed", f"{type(exc).__name__}: {exc}")
             if outcome.status == "done":
                 done += 1
-                manifest.record(outcome.job.name, {"status": "done", "output": outcome.job.output.name,
-                                                   "task_id": outcome.task_id, "seed": outcome.seed})
+                manifest.record(
+                    outcome.job.name,
+                    {
+                        "status": "done",
+                        "output": outcome.job.output.name,
+                        "task_id": outcome.task_id,
+                        "seed": outcome.seed,
+                    },
+                )
             else:
                 failed.append(outcome)
-                manifest.record(outcome.job.name, {"status": "failed", "error": outcome.error,
-                                                   "task_id": outcome.task_id})
+                manifest.record(
+                    outcome.job.name, {"status": "failed", "error": outcome.error, "task_id": outcome.task_id}
+                )
             bar.update(1)
             bar.set_postfix(done=done, skipped=skipped, failed=len(failed))
     finally:

@@ -35,5 +35,6 @@ class EventSink:
             try:
                 impl.function(*(kwargs[name] for name in impl.argnames))
             except Exception:  # noqa: BLE001 - an observer bug must not fail the work it watches
-                log.exception("task_event observer %s failed for task %s (%s)",
-                              impl.plugin_name, event.task_id, event.status)
+                log.exception(
+                    "task_event observer %s failed for task %s (%s)", impl.plugin_name, event.task_id, event.status
+                )

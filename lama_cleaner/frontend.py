@@ -51,8 +51,16 @@ def build_dir() -> Path | None:
 def download_wheel(dest: Path, version: str = FRONTEND_VERSION) -> Path:
     """``pip download lama-cleaner==<version> --no-deps`` into ``dest``; returns the wheel path."""
     cmd = [
-        sys.executable, "-m", "pip", "download", f"lama-cleaner=={version}",
-        "--no-deps", "--only-binary=:all:", "--quiet", "--dest", str(dest),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        f"lama-cleaner=={version}",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--dest",
+        str(dest),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(dest.glob(f"lama_cleaner-{version}-*.whl"))
@@ -79,7 +87,7 @@ def extract_build(wheel: Path, target: Path) -> int:
             for info in zf.infolist():
                 if info.is_dir() or not info.filename.startswith(WHEEL_PREFIX):
                     continue
-                rel = Path(info.filename[len(WHEEL_PREFIX):])
+                rel = Path(info.filename[len(WHEEL_PREFIX) :])
                 if rel.name in SKIPPED_NAMES or ".." in rel.parts or rel.is_absolute():
                     continue
                 out = staging / rel
@@ -123,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "and extract its compiled web front end into the user cache.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--dest", type=Path, default=None,
-                        help=f"Target folder (default: ${BUILD_DIR_ENV} or ~/.cache/lama-cleaner/frontend/<version>).")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        default=None,
+        help=f"Target folder (default: ${BUILD_DIR_ENV} or ~/.cache/lama-cleaner/frontend/<version>).",
+    )
     parser.add_argument("--wheel", type=Path, default=None, help="Use this local wheel file instead of downloading.")
     parser.add_argument("--force", action="store_true", help="Reinstall even if a build is already there.")
     args = parser.parse_args(argv)

@@ -134,18 +134,27 @@ def table(
 
 def render() -> str:
     parts = [HEADER, "## Top level", "", *table(Config, "", True), ""]
-    parts += ["## `[distributed]`", "",
-              "Settings of the `distributed` plugin. Most are set in the file; the flags listed are those of "
-              "`lama-cleaner --plugins distributed`. `lama-cleaner scheduler` takes `--scheduler-bind ADDR` "
-              "(also spelled `--bind`) and `--data-dir DIR`. Besides the ranges below: `queues` must be a "
-              "non-empty list of distinct names, `scheduler_bind` and `scheduler` `tcp://HOST:PORT` "
-              "endpoints, `reconnect_min_s` at most `reconnect_max_s`, and `local_node_device` one of "
-              "`cpu`, `cuda`, `cuda:N`, `mps` (unset: the server's `--device`).", ""]
+    parts += [
+        "## `[distributed]`",
+        "",
+        "Settings of the `distributed` plugin. Most are set in the file; the flags listed are those of "
+        "`lama-cleaner --plugins distributed`. `lama-cleaner scheduler` takes `--scheduler-bind ADDR` "
+        "(also spelled `--bind`) and `--data-dir DIR`. Besides the ranges below: `queues` must be a "
+        "non-empty list of distinct names, `scheduler_bind` and `scheduler` `tcp://HOST:PORT` "
+        "endpoints, `reconnect_min_s` at most `reconnect_max_s`, and `local_node_device` one of "
+        "`cpu`, `cuda`, `cuda:N`, `mps` (unset: the server's `--device`).",
+        "",
+    ]
     parts += [*table(DistributedConfig, "distributed.", False, SERVE_FLAGS, DISTRIBUTED_BOUNDS), ""]
-    parts += ["## `[distributed.retry.<kind>]`", "",
-              "One table per task kind, `inpaint` and `plugin` (another kind is an error); "
-              "`backoff_base_s` at most `backoff_max_s`.", "",
-              *table(RetryConfig, "distributed.retry.<kind>.", False, None, RETRY_BOUNDS), ""]
+    parts += [
+        "## `[distributed.retry.<kind>]`",
+        "",
+        "One table per task kind, `inpaint` and `plugin` (another kind is an error); "
+        "`backoff_base_s` at most `backoff_max_s`.",
+        "",
+        *table(RetryConfig, "distributed.retry.<kind>.", False, None, RETRY_BOUNDS),
+        "",
+    ]
     return "\n".join(parts)
 
 

@@ -26,4 +26,8 @@ python -m pip install --quiet -e ".[test,torch,bench]"
 # The real 1.2.5 front end for the browser test (cached under ~/.cache; a failure makes that test skip loudly).
 lama-cleaner install-frontend || echo "WARNING: lama-cleaner install-frontend failed; the browser test will be skipped" >&2
 
+# Lint and formatting are part of the test run (the team's "ruff clean" rule, enforced).
+ruff check .
+ruff format --check .
+
 exec python -m pytest -q "$@"

@@ -24,6 +24,7 @@ from celery import Celery
 
 REDIS_URL = os.environ.get("LC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
+
 def create_app(url: str) -> Celery:
     """A Celery app on ``url`` (broker and result backend) with the benchmark's settings.
 

@@ -50,8 +50,9 @@ class ZmqLBRunner:
     def add_nodes(self, k: int) -> None:
         for _ in range(k):
             self.nodes += 1
-            self.group.start(f"lb-worker-{self.nodes}", python_argv("-m", "benchmarks.peers.zmq_lb", "worker",
-                                                                    self.backend))
+            self.group.start(
+                f"lb-worker-{self.nodes}", python_argv("-m", "benchmarks.peers.zmq_lb", "worker", self.backend)
+            )
         # All workers take work once `nodes` sleeping tasks run at the same time.
         self._wait_parallel(self.nodes)
 
@@ -113,8 +114,9 @@ class CeleryRunner:
             self.name = f"celery-{pool}"
             self.label = f"Celery + Redis ({pool} pool, acks_late, prefetch 1)"
             self.cpu_roles = {"broker/scheduler": f"redis-{pool}", "workers": f"celery-{pool}-worker-"}
-        redis_server = shutil.which("redis-server") or ("/usr/bin/redis-server"
-                                                        if Path("/usr/bin/redis-server").exists() else None)
+        redis_server = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+        )
         if redis_server is None:
             raise RunnerUnavailable("redis-server is not installed (Debian package redis-server)")
         celery_bin = shutil.which("celery")
@@ -132,8 +134,24 @@ class CeleryRunner:
         self.url = f"redis://127.0.0.1:{port}/0"
         work_dir.mkdir(parents=True, exist_ok=True)
         self.redis_name = self.cpu_roles["broker/scheduler"]
-        group.start(self.redis_name, [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(work_dir), "--protected-mode", "yes"])
+        group.start(
+            self.redis_name,
+            [
+                redis_server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work_dir),
+                "--protected-mode",
+                "yes",
+            ],
+        )
         wait_for(lambda: port_open(port), 20, "redis-server listening")
         self.env = {"LC_BENCH_REDIS_URL": self.url}  # the workers' app reads it at import
         from benchmarks.peers.celery_app import create_app
@@ -146,9 +164,23 @@ class CeleryRunner:
             self.nodes += 1
             self.group.start(
                 f"{self.cpu_roles['workers']}{self.nodes}",
-                [self.celery_bin, "-A", "benchmarks.peers.celery_app", "worker", "-P", self.pool, "-c", "1",
-                 "-n", f"w{self.nodes}@lcbench", "-l", "warning", "--without-gossip", "--without-mingle",
-                 "--without-heartbeat"],
+                [
+                    self.celery_bin,
+                    "-A",
+                    "benchmarks.peers.celery_app",
+                    "worker",
+                    "-P",
+                    self.pool,
+                    "-c",
+                    "1",
+                    "-n",
+                    f"w{self.nodes}@lcbench",
+                    "-l",
+                    "warning",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                ],
                 env=self.env,
             )
         deadline = time.monotonic() + 60

@@ -50,6 +50,8 @@ class _Erase(UnsupportedModel):
     """The erase models: small weights, acceptable on a CPU (upstream runs them there too)."""
 
     runs_on_cpu = True
+
+
 _DIFFUSION_REASON = "diffusion models need the diffusers backend"
 
 

@@ -71,8 +71,13 @@ class ServerProcess:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
-            self.cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.cmd,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             wait_for(self._ready_or_dead, self.ready_timeout, f"server {self.url} to answer GET /model")

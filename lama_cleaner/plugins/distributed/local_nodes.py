@@ -73,13 +73,22 @@ class LocalNodeSupervisor:
         dist = self.config.distributed
         plugins = self._node_plugins()
         cmd = [
-            sys.executable, "-m", "lama_cleaner", "node",
-            "--scheduler", self.endpoint,
-            "--name", name,
-            "--parent-pid", str(os.getpid()),
-            "--device", self.device,
-            "--config", str(self.config_path),
-            "--stop-grace", "1",
+            sys.executable,
+            "-m",
+            "lama_cleaner",
+            "node",
+            "--scheduler",
+            self.endpoint,
+            "--name",
+            name,
+            "--parent-pid",
+            str(os.getpid()),
+            "--device",
+            self.device,
+            "--config",
+            str(self.config_path),
+            "--stop-grace",
+            "1",
         ]
         if plugins:
             cmd += ["--plugins", ",".join(plugins)]

@@ -97,8 +97,9 @@ brings node messages in), and the rest wait in ZeroMQ's buffers, whose high-wate
 back on producers."""
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 """Bytes of producer requests (uploads included) read but not yet handled, at most."""
-_NODE_COMMANDS = frozenset(c.encode("ascii") for c in (p.HELLO, p.HEARTBEAT, p.PROGRESS, p.RESULT, p.FAILED,
-                                                       p.CANCELLED, p.BYE, p.READY))
+_NODE_COMMANDS = frozenset(
+    c.encode("ascii") for c in (p.HELLO, p.HEARTBEAT, p.PROGRESS, p.RESULT, p.FAILED, p.CANCELLED, p.BYE, p.READY)
+)
 CANDIDATE_LOOKAHEAD = 8
 """Runnable tasks looked at per round beyond one per idle node (for the affinity choice)."""
 CANDIDATE_SCAN_LIMIT = 2000
@@ -212,8 +213,11 @@ class Scheduler(NodeMessages, ProducerMessages):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
-            self.store = TaskStore(self.data_dir / JOURNAL_FILE, synchronous=self.dcfg.journal_synchronous,
-                                   blob_dir=self.data_dir / BLOB_DIR)
+            self.store = TaskStore(
+                self.data_dir / JOURNAL_FILE,
+                synchronous=self.dcfg.journal_synchronous,
+                blob_dir=self.data_dir / BLOB_DIR,
+            )
         except BaseException:
             self._unlock_data_dir()
             raise

@@ -219,8 +219,9 @@ class TaskStore:
         self._savepoints: list[list[Any]] = []  # [name, state] for each savepoint() block, innermost last
         self._sp_counter = 0
         self.inline_max = max(0, int(inline_max))
-        self.files = BlobFiles(Path(blob_dir) if blob_dir else self.path.parent / BLOB_DIR,
-                               fsync=mode in ("FULL", "EXTRA"))
+        self.files = BlobFiles(
+            Path(blob_dir) if blob_dir else self.path.parent / BLOB_DIR, fsync=mode in ("FULL", "EXTRA")
+        )
         self._touched: set[str] = set()  # blob files written or un-referenced in this batch
         self._fresh: dict[str, dict[str, bytes]] = {}  # inputs of tasks created in this batch, by task id
         try:
@@ -427,14 +428,20 @@ class TaskStore:
         """Insert the blob's row unless it exists; a new file-backed blob gets its file now, before
         the commit (inside a batch, so a failed write rolls the row back)."""
         if not self._file_blobs:
-            self._write("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
-                        (digest, len(data), sqlite3.Binary(data), now))
+            self._write(
+                "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at) VALUES (?, ?, ?, ?)",
+                (digest, len(data), sqlite3.Binary(data), now),
+            )
         elif len(data) <= self.inline_max:
-            self._write("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at, stored) "
-                        "VALUES (?, ?, ?, ?, 'inline')", (digest, len(data), sqlite3.Binary(data), now))
+            self._write(
+                "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at, stored) VALUES (?, ?, ?, ?, 'inline')",
+                (digest, len(data), sqlite3.Binary(data), now),
+            )
         else:
-            cur = self._write("INSERT OR IGNORE INTO blobs (sha256, size, data, created_at, stored) "
-                              "VALUES (?, ?, x'', ?, 'file')", (digest, len(data), now))
+            cur = self._write(
+                "INSERT OR IGNORE INTO blobs (sha256, size, data, created_at, stored) VALUES (?, ?, x'', ?, 'file')",
+                (digest, len(data), now),
+            )
             if cur.rowcount == 1 or self._lost_file(digest):
                 self._touched.add(digest)  # before the write: a failed write leaves no stray file either
                 self.files.write(digest, data)

@@ -23,8 +23,9 @@ def count_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory: pytest.TempPathFactory, count_file: Path) -> Iterator[ServerProcess]:
-    server = start_distributed_server(tmp_path_factory.mktemp("api-server"),
-                                      env={"LAMA_TEST_COUNT_FILE": str(count_file)})
+    server = start_distributed_server(
+        tmp_path_factory.mktemp("api-server"), env={"LAMA_TEST_COUNT_FILE": str(count_file)}
+    )
     try:
         client = LamaCleanerClient(server.url)
         wait_for(lambda: any(n["state"] == "idle" for n in client.nodes()), 60, "the local node to join")

@@ -38,10 +38,14 @@ def distributed_server(
     config = tmp / "config.json"
     config.write_text(json.dumps({"distributed": {**FAST["distributed"], **(distributed or {})}}))
     args = [
-        "--plugins", f"distributed,{FAKE_PLUGIN}",
-        "--config", str(config),
-        "--data-dir", str(tmp / "journal"),
-        "--scheduler-bind", "tcp://127.0.0.1:0",  # the scheduler picks free ports and reports them
+        "--plugins",
+        f"distributed,{FAKE_PLUGIN}",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(tmp / "journal"),
+        "--scheduler-bind",
+        "tcp://127.0.0.1:0",  # the scheduler picks free ports and reports them
         *extra,
     ]
     return ServerProcess(args, env=env, ready_timeout=90)

@@ -89,8 +89,12 @@ def test_bad_input_is_rejected_before_queueing(api, api_server):
     assert info.value.status == 400 and info.value.code == "model_not_supported"
     assert "sd1.5 is not supported by this server" in info.value.message
     assert api.list()["total"] == before
-    for method, path, status in (("get", "/api/v1/tasks/nope", 404), ("get", "/api/v1/unknown", 404),
-                                 ("put", "/api/v1/tasks", 405), ("get", "/api/v1/tasks/nope/result", 404)):
+    for method, path, status in (
+        ("get", "/api/v1/tasks/nope", 404),
+        ("get", "/api/v1/unknown", 404),
+        ("put", "/api/v1/tasks", 405),
+        ("get", "/api/v1/tasks/nope/result", 404),
+    ):
         response = requests.request(method, api_server.url + path, timeout=10)
         assert response.status_code == status and response.headers["Content-Type"] == "application/json"
         assert set(response.json()["error"]) == {"code", "message"}

@@ -40,7 +40,8 @@ lazy_schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @lazy_schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 def test_real_server_conforms_to_its_openapi_document(case, api_server):
     case.call_and_validate(base_url=api_server.url, checks=CHECKS)

@@ -79,8 +79,11 @@ def _assert_ordered(events: list[dict], task_id: str) -> None:
 def test_events_reach_the_submitter_in_order_and_nobody_else(api: LamaCleanerClient, recorders):
     submitter, bystander, _ = recorders
     task = api.submit(png(), mask_png(), model="steps", prompt="steps=5 40", socket_id=submitter.sid)
-    wait_for(lambda: any(e["status"] == "completed" for e in submitter.for_task(task["id"])), 30,
-             "the completed event at the submitter")
+    wait_for(
+        lambda: any(e["status"] == "completed" for e in submitter.for_task(task["id"])),
+        30,
+        "the completed event at the submitter",
+    )
     events = submitter.for_task(task["id"])
     _assert_ordered(events, task["id"])
     assert any(e["status"] == "processing" and (e["progress"] or 0) > 0 for e in events), events
@@ -104,8 +107,9 @@ def test_a_subscriber_gets_the_events_and_unsubscribe_stops_them(api: LamaCleane
     finally:
         api.cancel(blocker["id"])  # a stepping model stops between steps; the subscribed task runs next
     for rec in (submitter, subscriber):
-        wait_for(lambda rec=rec: any(e["status"] == "completed" for e in rec.for_task(task["id"])), 30,
-                 "the completed event")
+        wait_for(
+            lambda rec=rec: any(e["status"] == "completed" for e in rec.for_task(task["id"])), 30, "the completed event"
+        )
         _assert_ordered(rec.for_task(task["id"]), task["id"])
     assert [e["status"] for e in subscriber.for_task(task["id"])][0] == "processing"
     quitter.round_trip()
@@ -118,8 +122,7 @@ def test_cancel_is_announced_to_the_submitter(api: LamaCleanerClient, recorders)
     task = api.submit(png(), mask_png(), model="steps", prompt="steps=200 50", socket_id=submitter.sid)
     wait_for(lambda: any(e["status"] == "processing" for e in submitter.for_task(task["id"])), 30, "processing")
     api.cancel(task["id"])
-    wait_for(lambda: any(e["status"] == "cancelled" for e in submitter.for_task(task["id"])), 30,
-             "the cancelled event")
+    wait_for(lambda: any(e["status"] == "cancelled" for e in submitter.for_task(task["id"])), 30, "the cancelled event")
     statuses = [e["status"] for e in submitter.for_task(task["id"])]
     assert statuses[-1] == "cancelled" and "completed" not in statuses
     bystander.round_trip()

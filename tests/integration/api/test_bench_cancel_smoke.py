@@ -16,7 +16,11 @@ from tests.support.server_process import REPO_ROOT, server_env
 def test_bench_cancel_smoke(tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "benchmarks/bench_cancel.py", "--runs", "1", "--results-dir", str(tmp_path)],
-        cwd=REPO_ROOT, env=server_env(), capture_output=True, text=True, timeout=240,
+        cwd=REPO_ROOT,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "cancel -> node idle" in proc.stdout and "stepping (steps)" in proc.stdout

@@ -35,12 +35,25 @@ def count_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, count_file: Path) -> Iterator[ServerProcess]:
     srv = start_distributed_server(
         tmp_path_factory.mktemp("batch-server"),
-        "--local-nodes", "2",
+        "--local-nodes",
+        "2",
         env={"LAMA_TEST_COUNT_FILE": str(count_file), "LAMA_TEST_COUNT_MS": "300"},
     )
     try:
-        wait_for(lambda: len([n for n in requests.get(srv.url + "/api/v1/nodes", timeout=5).json()["nodes"]
-                              if n["state"] == "idle"]) == 2, 60, "two idle local nodes")
+        wait_for(
+            lambda: (
+                len(
+                    [
+                        n
+                        for n in requests.get(srv.url + "/api/v1/nodes", timeout=5).json()["nodes"]
+                        if n["state"] == "idle"
+                    ]
+                )
+                == 2
+            ),
+            60,
+            "two idle local nodes",
+        )
         yield srv
     finally:
         srv.stop()
@@ -57,7 +70,11 @@ def _images(folder: Path, n: int = N_IMAGES, seed: int = 100) -> Path:
 def _batch(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "lama_cleaner", "batch", "--quiet", *args],
-        cwd=REPO_ROOT, env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO_ROOT,
+        env=server_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -72,13 +89,28 @@ def _outputs(folder: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
-def test_interrupted_batch_resumes_without_redoing_work(tmp_path: Path, server: ServerProcess, count_file: Path,
-                                                        sig: signal.Signals):
+def test_interrupted_batch_resumes_without_redoing_work(
+    tmp_path: Path, server: ServerProcess, count_file: Path, sig: signal.Signals
+):
     count_file.unlink(missing_ok=True)
     inp, out, mask = _images(tmp_path / "in", seed=1000 * int(sig)), tmp_path / "out", tmp_path / "mask.png"
     mask.write_bytes(mask_png())
-    args = ["--input", str(inp), "--mask", str(mask), "--output", str(out), "--server", server.url,
-            "--model", "count", "--field", "prompt=batch", "--concurrency", "2"]
+    args = [
+        "--input",
+        str(inp),
+        "--mask",
+        str(mask),
+        "--output",
+        str(out),
+        "--server",
+        server.url,
+        "--model",
+        "count",
+        "--field",
+        "prompt=batch",
+        "--concurrency",
+        "2",
+    ]
     first = _batch(*args)
     try:
         wait_for(lambda: len(_outputs(out)) >= 3 or first.poll() is not None, 60, "three outputs")
@@ -135,8 +167,9 @@ def test_mask_folder_pairs_masks_by_stem(tmp_path: Path, server: ServerProcess):
     masks.mkdir()
     (masks / "img00.png").write_bytes(mask_png())
     (masks / "img01.png").write_bytes(mask_png())
-    code, stdout, err = _run("--input", str(inp), "--mask", str(masks), "--output", str(out), "--server", server.url,
-                             "--model", "cv2")
+    code, stdout, err = _run(
+        "--input", str(inp), "--mask", str(masks), "--output", str(out), "--server", server.url, "--model", "cv2"
+    )
     assert code == 1, (stdout, err)
     assert "done: 2  skipped: 0  failed: 1" in stdout and "failed img02.png: no mask named img02.*" in stdout
 
@@ -144,8 +177,9 @@ def test_mask_folder_pairs_masks_by_stem(tmp_path: Path, server: ServerProcess):
 def test_embedded_server_is_started_and_stopped(tmp_path: Path):
     inp, out, mask = _images(tmp_path / "in", 3), tmp_path / "out", tmp_path / "mask.png"
     mask.write_bytes(mask_png())
-    code, stdout, err = _run("--input", str(inp), "--mask", str(mask), "--output", str(out), "--model", "cv2",
-                             "--device", "cpu")
+    code, stdout, err = _run(
+        "--input", str(inp), "--mask", str(mask), "--output", str(out), "--model", "cv2", "--device", "cpu"
+    )
     assert code == 0, (stdout, err)
     assert "done: 3  skipped: 0  failed: 0" in stdout
     assert len(_outputs(out)) == 3 and not (out / JOURNAL_NAME).exists()
@@ -158,6 +192,16 @@ def test_embedded_server_is_started_and_stopped(tmp_path: Path):
 def test_unreachable_server_fails_each_image_after_retries(tmp_path: Path):
     inp, out, mask = _images(tmp_path / "in", 1), tmp_path / "out", tmp_path / "mask.png"
     mask.write_bytes(mask_png())
-    code, stdout, _ = _run("--input", str(inp), "--mask", str(mask), "--output", str(out),
-                           "--server", "http://127.0.0.1:9", "--retries", "1")
+    code, stdout, _ = _run(
+        "--input",
+        str(inp),
+        "--mask",
+        str(mask),
+        "--output",
+        str(out),
+        "--server",
+        "http://127.0.0.1:9",
+        "--retries",
+        "1",
+    )
     assert code == 1 and "failed img00.png: submit failed after 1 retries" in stdout

@@ -63,12 +63,18 @@ def post_inpaint(
     timeout: float = 60,
 ) -> requests.Response:
     """POST /inpaint as the front end does: all 34 fields (cv2 defaults unless overridden) + 2 files."""
-    fields = default_form(hdStrategy="Resize", hdStrategyResizeLimit="1080", hdStrategyCropTrigerSize="512",
-                          hdStrategyCropMargin="128", sdSeed="42")
+    fields = default_form(
+        hdStrategy="Resize",
+        hdStrategyResizeLimit="1080",
+        hdStrategyCropTrigerSize="512",
+        hdStrategyCropMargin="128",
+        sdSeed="42",
+    )
     fields.update(form or {})
     files = {"image": (image_name, image, "application/octet-stream"), "mask": ("mask.png", mask, "image/png")}
-    return requests.post(f"{base_url}/inpaint", data=fields, files=files, headers=headers, cookies=cookies,
-                         timeout=timeout)
+    return requests.post(
+        f"{base_url}/inpaint", data=fields, files=files, headers=headers, cookies=cookies, timeout=timeout
+    )
 
 
 def assert_plain_text_error(response: requests.Response, status: int, contains: str = "") -> None:

@@ -15,8 +15,15 @@ from tests.support.server_process import REPO_ROOT, server_env
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lama_cleaner", *args], cwd=REPO_ROOT, env=server_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "lama_cleaner", *args],
+        cwd=REPO_ROOT,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def cuda_available() -> bool:
@@ -31,8 +38,22 @@ def test_help_lists_classic_flags_with_defaults():
     result = run_cli("--help")
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    for flag in ("--host", "--port", "--model", "--device", "--input", "--output-dir", "--model-dir", "--quality",
-                 "--disable-model-switch", "--no-half", "--enable-gif", "--enable-remove-bg", "--plugins", "--config"):
+    for flag in (
+        "--host",
+        "--port",
+        "--model",
+        "--device",
+        "--input",
+        "--output-dir",
+        "--model-dir",
+        "--quality",
+        "--disable-model-switch",
+        "--no-half",
+        "--enable-gif",
+        "--enable-remove-bg",
+        "--plugins",
+        "--config",
+    ):
         assert flag in text, flag
     assert "(default: lama)" in text and "(default: cuda)" in text and "(default: 8080)" in text
     assert "--sd-run-local" not in text, "hidden aliases stay hidden"
@@ -167,8 +188,9 @@ def test_model_flag_is_not_mistaken_for_model_dir():
 def test_upstream_installer_config_is_read_like_a_config_file(tmp_path):
     path = tmp_path / "installer.json"
     path.write_text('{"quality": 70, "disable_model_switch": true}')
-    config, _pm, _args = cli.prepare(["--model", "cv2", "--device", "cpu", "--load-installer-config",
-                                      "--installer-config", str(path)])
+    config, _pm, _args = cli.prepare(
+        ["--model", "cv2", "--device", "cpu", "--load-installer-config", "--installer-config", str(path)]
+    )
     assert config.quality == 70 and config.disable_model_switch is True
 
 

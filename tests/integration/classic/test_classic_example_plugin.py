@@ -25,9 +25,21 @@ def plugin_site(tmp_path_factory):
     # Build from a copy: pip builds local projects in place and would leave build/ in the repo.
     shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(source)],
-        check=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        timeout=300,
     )
     assert list(target.glob("lama_cleaner_example_plugin-*.dist-info/entry_points.txt")), "entry point missing"
     return target

@@ -38,8 +38,9 @@ def test_png_reply_keeps_size_format_and_unmasked_pixels(classic_server):
 
 
 def test_jpeg_in_jpeg_out(classic_server):
-    response = post_inpaint(classic_server.url, image_bytes(80, 60, fmt="JPEG"), mask_bytes(80, 60),
-                            image_name="photo.jpg")
+    response = post_inpaint(
+        classic_server.url, image_bytes(80, 60, fmt="JPEG"), mask_bytes(80, 60), image_name="photo.jpg"
+    )
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == "image/jpeg"
     assert Image.open(io.BytesIO(response.content)).format == "JPEG"
@@ -110,8 +111,12 @@ def test_missing_mask_file_is_400(classic_server):
 
     from lama_cleaner.inpaint_request import default_form
 
-    response = requests.post(classic_server.url + "/inpaint", data=default_form(),
-                             files={"image": ("i.png", image_bytes(), "image/png")}, timeout=30)
+    response = requests.post(
+        classic_server.url + "/inpaint",
+        data=default_form(),
+        files={"image": ("i.png", image_bytes(), "image/png")},
+        timeout=30,
+    )
     assert_plain_text_error(response, 400, "mask")
 
 
@@ -129,8 +134,8 @@ def test_truncated_multipart_upload_is_400(classic_server):
     """A body cut off in the middle of a file part (client crashed mid-upload)."""
     boundary = "XyZboundary"
     body = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"ldmSteps\"\r\n\r\n25\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"i.png\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="ldmSteps"\r\n\r\n25\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="i.png"\r\n'
         "Content-Type: image/png\r\n\r\n"
     ).encode() + image_bytes()[:40]
     parsed = urlparse(classic_server.url)

@@ -76,8 +76,12 @@ def test_thumbnail_headers_and_cache(fm_server, dirs):
 def test_save_image_writes_into_output_dir(fm_server, dirs):
     _, _, out = dirs
     source = image_array(50, 40, seed=5)
-    response = requests.post(url(fm_server, "/save_image"), data={"filename": "result.png"},
-                             files={"image": ("result.png", encode(source), "image/png")}, timeout=30)
+    response = requests.post(
+        url(fm_server, "/save_image"),
+        data={"filename": "result.png"},
+        files={"image": ("result.png", encode(source), "image/png")},
+        timeout=30,
+    )
     assert response.status_code == 200 and response.text == "ok"
     assert np.array_equal(decode((out / "result.png").read_bytes()), source)
     listed = requests.get(url(fm_server, "/medias/output"), timeout=30).json()
@@ -87,16 +91,24 @@ def test_save_image_writes_into_output_dir(fm_server, dirs):
 @pytest.mark.parametrize("name", ["../escaped.png", "sub/x.png", "..", "", "/tmp/abs.png", "..\\win.png"])
 def test_save_image_rejects_path_traversal(fm_server, dirs, name):
     root, _, out = dirs
-    response = requests.post(url(fm_server, "/save_image"), data={"filename": name},
-                              files={"image": ("x.png", image_bytes(), "image/png")}, timeout=30)
+    response = requests.post(
+        url(fm_server, "/save_image"),
+        data={"filename": name},
+        files={"image": ("x.png", image_bytes(), "image/png")},
+        timeout=30,
+    )
     assert_plain_text_error(response, 400)
     assert not (root / "escaped.png").exists()
     assert not (out / "sub").exists()
 
 
 def test_save_image_undecodable_upload_is_400(fm_server):
-    response = requests.post(url(fm_server, "/save_image"), data={"filename": "bad.png"},
-                             files={"image": ("bad.png", b"garbage", "image/png")}, timeout=30)
+    response = requests.post(
+        url(fm_server, "/save_image"),
+        data={"filename": "bad.png"},
+        files={"image": ("bad.png", b"garbage", "image/png")},
+        timeout=30,
+    )
     assert_plain_text_error(response, 400)
 
 

@@ -7,7 +7,11 @@ import requests
 from .media_helpers import assert_plain_text_error, image_bytes
 
 SERVER_CONFIG_KEYS = {
-    "plugins", "enableFileManager", "isEnableAutoSaving", "isDisableModelSwitchState", "controlNetMethod",
+    "plugins",
+    "enableFileManager",
+    "isEnableAutoSaving",
+    "isDisableModelSwitchState",
+    "controlNetMethod",
     "isControlNet",
 }
 
@@ -66,15 +70,21 @@ def test_is_desktop_and_input_image_defaults(classic_server):
 
 def test_run_plugin_unknown_or_disabled_is_404(classic_server):
     files = {"image": ("i.png", image_bytes(), "image/png")}
-    assert_plain_text_error(post(classic_server, "/run_plugin", data={"name": "Nope"}, files=files), 404,
-                            "Plugin not found")
-    assert_plain_text_error(post(classic_server, "/run_plugin", data={"name": "MakeGIF"}, files=files), 404,
-                            "Plugin not found")
+    assert_plain_text_error(
+        post(classic_server, "/run_plugin", data={"name": "Nope"}, files=files), 404, "Plugin not found"
+    )
+    assert_plain_text_error(
+        post(classic_server, "/run_plugin", data={"name": "MakeGIF"}, files=files), 404, "Plugin not found"
+    )
 
 
 def test_save_image_without_output_dir_is_400(classic_server):
-    response = post(classic_server, "/save_image", data={"filename": "x.png"},
-                    files={"image": ("x.png", image_bytes(), "image/png")})
+    response = post(
+        classic_server,
+        "/save_image",
+        data={"filename": "x.png"},
+        files={"image": ("x.png", image_bytes(), "image/png")},
+    )
     assert_plain_text_error(response, 400, "--output-dir is None")
 
 
@@ -89,8 +99,11 @@ def test_cors_echoes_origin_and_exposes_content_disposition(classic_server):
     response = get(classic_server, "/model", headers={"Origin": "http://example.test"})
     assert response.headers["Access-Control-Allow-Origin"] == "http://example.test"
     assert "Content-Disposition" in response.headers["Access-Control-Expose-Headers"]
-    preflight = requests.options(classic_server.url + "/inpaint", timeout=30, headers={
-        "Origin": "http://example.test", "Access-Control-Request-Method": "POST"})
+    preflight = requests.options(
+        classic_server.url + "/inpaint",
+        timeout=30,
+        headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"},
+    )
     assert preflight.status_code == 200
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
 
@@ -132,13 +145,16 @@ def test_gui_flag_only_changes_desktop_answers(shared_servers):
 def test_make_gif_plugin_when_enabled(shared_servers):
     server = shared_servers.get("--enable-gif")
     assert get(server, "/server_config").json()["plugins"] == ["MakeGIF"]
-    files = {"image": ("a.png", image_bytes(64, 48, seed=1), "image/png"),
-             "clean_img": ("b.png", image_bytes(64, 48, seed=2), "image/png")}
+    files = {
+        "image": ("a.png", image_bytes(64, 48, seed=1), "image/png"),
+        "clean_img": ("b.png", image_bytes(64, 48, seed=2), "image/png"),
+    }
     response = post(server, "/run_plugin", data={"name": "MakeGIF", "filename": "a.gif"}, files=files)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == "image/gif"
     assert response.headers["Content-Disposition"].startswith("attachment")
     assert response.content[:6] in (b"GIF87a", b"GIF89a")
-    missing = post(server, "/run_plugin", data={"name": "MakeGIF", "filename": "a.gif"},
-                   files={"image": files["image"]})
+    missing = post(
+        server, "/run_plugin", data={"name": "MakeGIF", "filename": "a.gif"}, files={"image": files["image"]}
+    )
     assert_plain_text_error(missing, 400, "clean_img")

@@ -123,8 +123,12 @@ def test_engineio_handshake_sets_the_io_cookie(classic_server):
 
     import requests
 
-    response = requests.get(classic_server.url + "/socket.io/", params={"EIO": "4", "transport": "polling"},
-                            headers={"Origin": "http://elsewhere.test"}, timeout=30)
+    response = requests.get(
+        classic_server.url + "/socket.io/",
+        params={"EIO": "4", "transport": "polling"},
+        headers={"Origin": "http://elsewhere.test"},
+        timeout=30,
+    )
     assert response.status_code == 200
     assert response.headers["Access-Control-Allow-Origin"] == "http://elsewhere.test"  # cors_allowed_origins="*"
     handshake = json.loads(response.text[1:])  # engine.io "open" packet: "0{...}"
@@ -137,8 +141,9 @@ def test_step_progress_goes_to_the_submitter_only(shared_servers):
     server = shared_servers.get("--plugins", "tests.support.fake_models", model="steps")
     a, b = RecordingClient(server.url), RecordingClient(server.url)
     try:
-        response = post_inpaint(server.url, image_bytes(), mask_bytes(), form={"prompt": "steps=3 5"},
-                                headers={"X-Socket-ID": a.sid})
+        response = post_inpaint(
+            server.url, image_bytes(), mask_bytes(), form={"prompt": "steps=3 5"}, headers={"X-Socket-ID": a.sid}
+        )
         assert response.status_code == 200, response.text
         wait_for(lambda: "diffusion_finish" in a.names(), 10, "diffusion_finish after the steps")
         assert a.payloads("diffusion_progress") == [{"step": 0}, {"step": 1}, {"step": 2}]

@@ -62,7 +62,7 @@ def png(width: int = 48, height: int = 32, seed: int = 1) -> bytes:
 
 def mask_png(width: int = 48, height: int = 32) -> bytes:
     mask = np.zeros((height, width), dtype=np.uint8)
-    mask[height // 4: height // 2, width // 4: width // 2] = 255
+    mask[height // 4 : height // 2, width // 4 : width // 2] = 255
     ok, buf = cv2.imencode(".png", mask)
     assert ok
     return buf.tobytes()
@@ -96,8 +96,13 @@ class Proc:
         self.log = tempfile.NamedTemporaryFile(prefix="lama-dist-", suffix=".log", delete=False)
         self.cmd = [sys.executable, "-m", "lama_cleaner", *args]
         self.proc = subprocess.Popen(
-            self.cmd, cwd=REPO_ROOT, env=server_env(env), stdout=self.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.cmd,
+            cwd=REPO_ROOT,
+            env=server_env(env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     @property
@@ -151,12 +156,24 @@ def tmp_config(tmp_path: Path) -> Path:
     return write_config(tmp_path, FAST)
 
 
-def start_node(
-    procs: list[Proc], scheduler: str, config: Path, *extra: str, env: dict[str, str] | None = None
-) -> Proc:
+def start_node(procs: list[Proc], scheduler: str, config: Path, *extra: str, env: dict[str, str] | None = None) -> Proc:
     node = Proc(
-        ["node", "--scheduler", scheduler, "--device", "cpu", "--plugins", FAKE_PLUGIN, "--config", str(config),
-         "--log-level", "DEBUG", "--stop-grace", "1", *extra],
+        [
+            "node",
+            "--scheduler",
+            scheduler,
+            "--device",
+            "cpu",
+            "--plugins",
+            FAKE_PLUGIN,
+            "--config",
+            str(config),
+            "--log-level",
+            "DEBUG",
+            "--stop-grace",
+            "1",
+            *extra,
+        ],
         env=env,
     )
     procs.append(node)
@@ -245,16 +262,34 @@ class ScriptedScheduler:
 
     def welcome(self, ident: bytes, node_id: str, interval: float = 0.2, queue_endpoint: str | None = None) -> None:
         """WELCOME granting the ``cpu`` queue (at ``queue_endpoint`` if given: what a scheduler reports)."""
-        self.send("control", ident, p.WELCOME, {
-            "node_id": node_id, "queues": {"cpu": queue_endpoint or self.queue_endpoint},
-            "rejected": {"gpu": "no CUDA"}, "heartbeat_interval_s": interval, "liveness": 3,
-        })
+        self.send(
+            "control",
+            ident,
+            p.WELCOME,
+            {
+                "node_id": node_id,
+                "queues": {"cpu": queue_endpoint or self.queue_endpoint},
+                "rejected": {"gpu": "no CUDA"},
+                "heartbeat_interval_s": interval,
+                "liveness": 3,
+            },
+        )
 
     def send_task(self, ident: bytes, task_id: str, name: str, prompt: str = "", attempt: int = 1) -> None:
-        self.send("queue", ident, p.TASK, {
-            "task_id": task_id, "attempt": attempt, "kind": "inpaint", "name": name,
-            "form": task_form(prompt), "submitter": None,
-        }, {"image": png(), "mask": mask_png()})
+        self.send(
+            "queue",
+            ident,
+            p.TASK,
+            {
+                "task_id": task_id,
+                "attempt": attempt,
+                "kind": "inpaint",
+                "name": name,
+                "form": task_form(prompt),
+                "submitter": None,
+            },
+            {"image": png(), "mask": mask_png()},
+        )
 
     def close(self) -> None:
         self.unbind()
@@ -279,8 +314,18 @@ def handshake(sched: ScriptedScheduler) -> tuple[bytes, bytes, str]:
 
 
 __all__ = [
-    "FAKE_PLUGIN", "FAST", "Proc", "ScriptedScheduler", "handshake", "mask_png", "merged", "png", "start_node",
-    "task_form", "wait_for", "write_config",
+    "FAKE_PLUGIN",
+    "FAST",
+    "Proc",
+    "ScriptedScheduler",
+    "handshake",
+    "mask_png",
+    "merged",
+    "png",
+    "start_node",
+    "task_form",
+    "wait_for",
+    "write_config",
 ]
 
 
@@ -332,8 +377,9 @@ def api_submit(url: str, model: str, prompt: str = "", **extra: str) -> dict[str
     import requests
 
     data = {"model": model, "prompt": prompt, "hdStrategy": "Original", **extra}
-    r = requests.post(f"{url}/api/v1/tasks", data=data,
-                      files={"image": ("i.png", png()), "mask": ("m.png", mask_png())}, timeout=30)
+    r = requests.post(
+        f"{url}/api/v1/tasks", data=data, files={"image": ("i.png", png()), "mask": ("m.png", mask_png())}, timeout=30
+    )
     assert r.status_code in (200, 202), (r.status_code, r.text)
     return r.json()
 
@@ -355,8 +401,11 @@ def api_nodes(url: str) -> list[dict[str, Any]]:
 
 
 def wait_status(url: str, task_id: str, statuses: Sequence[str], timeout: float = 30.0) -> dict[str, Any]:
-    return wait_for(lambda: (t := api_task(url, task_id))["status"] in statuses and t, timeout,
-                    f"task {task_id} to reach {statuses}")
+    return wait_for(
+        lambda: (t := api_task(url, task_id))["status"] in statuses and t,
+        timeout,
+        f"task {task_id} to reach {statuses}",
+    )
 
 
 def wait_nodes(url: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:

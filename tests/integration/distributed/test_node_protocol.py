@@ -46,9 +46,20 @@ def test_registers_capabilities_and_pulls_one_task_at_a_time(
 def test_bad_input_is_a_final_failure(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
     start_node(procs, scripted.endpoint, tmp_config)
     _, qident, _ = handshake(scripted)
-    scripted.send("queue", qident, p.TASK, {
-        "task_id": "bad", "attempt": 1, "kind": "inpaint", "name": "cv2", "form": {}, "submitter": None,
-    }, {"image": png(), "mask": png()})
+    scripted.send(
+        "queue",
+        qident,
+        p.TASK,
+        {
+            "task_id": "bad",
+            "attempt": 1,
+            "kind": "inpaint",
+            "name": "cv2",
+            "form": {},
+            "submitter": None,
+        },
+        {"image": png(), "mask": png()},
+    )
     _, _, failed = scripted.recv(60, [p.FAILED, p.RESULT])
     assert failed.command == p.FAILED
     assert failed.header["retryable"] is False and failed.header["status"] == 400
@@ -102,9 +113,7 @@ def test_cancel_stops_a_stepping_model_at_a_step_boundary(scripted: ScriptedSche
     scripted.recv(5, [p.READY])
 
 
-def test_the_next_task_after_a_step_cancel_is_not_cancelled(
-    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
-):
+def test_the_next_task_after_a_step_cancel_is_not_cancelled(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
     """A cooperative cancel keeps the inference child, and its cancel Event must not leak into the
     child's next task (the node clears it only after a CANCEL set it)."""
     start_node(procs, scripted.endpoint, tmp_config)
@@ -121,9 +130,7 @@ def test_the_next_task_after_a_step_cancel_is_not_cancelled(
         scripted.recv(10, [p.READY])
 
 
-def test_a_burst_of_control_messages_is_handled_in_order(
-    scripted: ScriptedScheduler, procs: list[Proc], tmp_config
-):
+def test_a_burst_of_control_messages_is_handled_in_order(scripted: ScriptedScheduler, procs: list[Proc], tmp_config):
     """Messages that queue up on a socket are read one per loop turn: none is lost or reordered."""
     node = start_node(procs, scripted.endpoint, tmp_config, "--exit-on-drain")
     ident, _, _ = handshake(scripted)
@@ -266,10 +273,20 @@ def test_megabyte_images_cross_the_inference_pipe_intact(scripted: ScriptedSched
     _, qident, _ = handshake(scripted)
     big = png(1024, 768, seed=7)
     assert len(big) > 2_000_000
-    scripted.send("queue", qident, p.TASK, {
-        "task_id": "big", "attempt": 1, "kind": "inpaint", "name": "sleep",
-        "form": task_form("0"), "submitter": None,
-    }, {"image": big, "mask": mask_png(1024, 768)})
+    scripted.send(
+        "queue",
+        qident,
+        p.TASK,
+        {
+            "task_id": "big",
+            "attempt": 1,
+            "kind": "inpaint",
+            "name": "sleep",
+            "form": task_form("0"),
+            "submitter": None,
+        },
+        {"image": big, "mask": mask_png(1024, 768)},
+    )
     _, _, result = scripted.recv(60, [p.RESULT, p.FAILED])
     assert result.command == p.RESULT, result.header
     body = result.blob_map()["body"]

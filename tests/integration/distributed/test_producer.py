@@ -159,9 +159,15 @@ def test_want_result_pushes_the_body_and_release_forgets_it(tmp_path: Path, proc
         _wait_node(client)
         done = threading.Event()
         header = {
-            "task": {"kind": "inpaint", "name": "sleep", "form": task_form("0"), "submitter": None,
-                     "idempotency_key": None},
-            "blobs": ["image", "mask"], "want_result": True,
+            "task": {
+                "kind": "inpaint",
+                "name": "sleep",
+                "form": task_form("0"),
+                "submitter": None,
+                "idempotency_key": None,
+            },
+            "blobs": ["image", "mask"],
+            "want_result": True,
         }
         accepted = client.request(p.SUBMIT, header, [png(), mask_png()], done_event=done)
         task_id = accepted.header["task"]["id"]
@@ -205,8 +211,9 @@ def _executor(config):
 def _inpaint_request(prompt: str = "0", image: bytes | None = None):
     from lama_cleaner.tasks import TaskRequest
 
-    return TaskRequest(kind="inpaint", name="sleep", form=task_form(prompt),
-                       files={"image": image or png(), "mask": mask_png()})
+    return TaskRequest(
+        kind="inpaint", name="sleep", form=task_form(prompt), files={"image": image or png(), "mask": mask_png()}
+    )
 
 
 def test_classic_run_gets_its_body_from_done_without_fetch(tmp_path: Path, procs, tmp_config):
@@ -315,8 +322,9 @@ def test_embedded_executor_talks_to_its_scheduler_in_process_and_nodes_over_tcp(
 
     config = _config(tmp_path)
     config.distributed.request_timeout_s = 30
-    executor = DistributedExecutor(config, _Events(), create_plugin_manager(["tests.support.fake_models"]),
-                                   start_local_nodes=False)
+    executor = DistributedExecutor(
+        config, _Events(), create_plugin_manager(["tests.support.fake_models"]), start_local_nodes=False
+    )
     closed = False
     try:
         assert executor.scheduler is not None and executor.client is not None
@@ -351,9 +359,15 @@ def test_send_request_queues_a_burst_and_every_reply_and_result_arrives(tmp_path
     try:
         _wait_node(client)
         header = {
-            "task": {"kind": "inpaint", "name": "sleep", "form": task_form("0"), "submitter": None,
-                     "idempotency_key": None},
-            "blobs": ["image", "mask"], "want_result": True,
+            "task": {
+                "kind": "inpaint",
+                "name": "sleep",
+                "form": task_form("0"),
+                "submitter": None,
+                "idempotency_key": None,
+            },
+            "blobs": ["image", "mask"],
+            "want_result": True,
         }
         pendings = [client.send_request(p.SUBMIT, header, [png(seed=i), mask_png()], timeout=30) for i in range(40)]
         task_ids = []

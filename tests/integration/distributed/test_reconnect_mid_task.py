@@ -57,8 +57,9 @@ def test_a_node_that_reconnects_mid_task_keeps_it_and_the_task_runs_once(
         running = wait_status(dist.url, task["id"], ["processing"], 30)
         assert running["node"] == a["id"]
         start_node(procs, dist.scheduler, config, "--name", "node-b", env=env)
-        wait_for(lambda: any(n["name"] == "node-b" and n["state"] == "idle" for n in api_nodes(dist.url)), 60,
-                 "node-b idle")
+        wait_for(
+            lambda: any(n["name"] == "node-b" and n["state"] == "idle" for n in api_nodes(dist.url)), 60, "node-b idle"
+        )
         assert wait_status(dist.url, task["id"], ["processing"], 1)["node"] == a["id"]  # still A's
 
         proxy.cut_to_client()

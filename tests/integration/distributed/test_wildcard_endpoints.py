@@ -48,8 +48,11 @@ def test_scheduler_bound_to_every_interface_serves_a_node_that_connects_by_addre
     wait_nodes(dist.url, 1)
     task = api_submit(dist.url, "sleep", "10")
     done = wait_for(
-        lambda: (t := requests.get(f"{dist.url}/api/v1/tasks/{task['id']}", timeout=10).json())["status"]
-        in ("completed", "failed") and t,
+        lambda: (
+            (t := requests.get(f"{dist.url}/api/v1/tasks/{task['id']}", timeout=10).json())["status"]
+            in ("completed", "failed")
+            and t
+        ),
         30,
         "the task to finish",
     )

@@ -14,8 +14,9 @@ from lama_cleaner.server.api_v1 import register_api
 from .stub_service import StubTaskService
 
 
-def png_bytes(size: tuple[int, int] = (32, 24), color: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB"
-              ) -> bytes:
+def png_bytes(
+    size: tuple[int, int] = (32, 24), color: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB"
+) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, color if mode == "RGB" else 255).save(buf, format="PNG")
     return buf.getvalue()

@@ -51,8 +51,14 @@ class StubTaskService:
             raise Overloaded("Too many queued tasks", retry_after=7)
         task_id = f"t{next(self._ids):04d}"
         info = TaskInfo(
-            id=task_id, kind=request.kind, name=request.name, status="queued", queue="cpu",
-            max_attempts=3, created_at=time.time(), position=0,
+            id=task_id,
+            kind=request.kind,
+            name=request.name,
+            status="queued",
+            queue="cpu",
+            max_attempts=3,
+            created_at=time.time(),
+            position=0,
         )
         self.tasks[task_id] = info
         self.requests[task_id] = request
@@ -89,10 +95,27 @@ class StubTaskService:
         return matching[offset : offset + limit], len(matching)
 
     def queues(self) -> list[dict[str, Any]]:
-        return [{"name": "cpu", "endpoint": "tcp://127.0.0.1:5572", "queued": 0, "processing": 0,
-                 "nodes": {"idle": 1, "busy": 0}}]
+        return [
+            {
+                "name": "cpu",
+                "endpoint": "tcp://127.0.0.1:5572",
+                "queued": 0,
+                "processing": 0,
+                "nodes": {"idle": 1, "busy": 0},
+            }
+        ]
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"id": "node-1", "name": "n1", "state": "idle", "capabilities": {"device": "cpu", "models": ["cv2"]},
-                 "queues": ["cpu"], "current_task": None, "loaded_model": "cv2", "last_heartbeat": 1_700_000_000.5,
-                 "extra_field": 1}]
+        return [
+            {
+                "id": "node-1",
+                "name": "n1",
+                "state": "idle",
+                "capabilities": {"device": "cpu", "models": ["cv2"]},
+                "queues": ["cpu"],
+                "current_task": None,
+                "loaded_model": "cv2",
+                "last_heartbeat": 1_700_000_000.5,
+                "extra_field": 1,
+            }
+        ]

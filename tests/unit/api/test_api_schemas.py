@@ -26,8 +26,14 @@ def test_iso_timestamps():
 
 def test_submit_schema_parses_like_the_classic_route():
     loaded = TaskSubmitFormSchema().load(
-        {"image": io.BytesIO(b"I"), "ldmSteps": "5.0", "zitsWireframe": "False", "hdStrategy": "crop",
-         "upscale": "2", "someplugin_field": "kept"}
+        {
+            "image": io.BytesIO(b"I"),
+            "ldmSteps": "5.0",
+            "zitsWireframe": "False",
+            "hdStrategy": "crop",
+            "upscale": "2",
+            "someplugin_field": "kept",
+        }
     )
     assert loaded["image"] == b"I" and loaded["ldmSteps"] == 5 and loaded["zitsWireframe"] is False
     assert loaded["hdStrategy"] == "Crop" and loaded["upscale"] == 2.0

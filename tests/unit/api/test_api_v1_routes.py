@@ -100,8 +100,11 @@ def test_idempotency_key_returns_the_same_task(client, service, image_files):
     service.complete(first.get_json()["id"], TaskOutput(b"x", "image/png"))
     done = client.post("/api/v1/tasks", data=image_files(), headers={"Idempotency-Key": "k1"})
     assert done.status_code == 200 and done.get_json()["status"] == "completed"
-    _error(client.post("/api/v1/tasks", data=image_files(), headers={"Idempotency-Key": "x" * 500}), 400,
-           "validation_error")
+    _error(
+        client.post("/api/v1/tasks", data=image_files(), headers={"Idempotency-Key": "x" * 500}),
+        400,
+        "validation_error",
+    )
 
 
 def test_overloaded_is_503_with_retry_after(client, service, image_files):
@@ -200,8 +203,13 @@ def test_openapi_document_validates_and_docs_page_is_self_contained(client):
 
     doc = client.get("/api/v1/openapi.json").get_json()
     validate(doc)
-    assert set(doc["paths"]) >= {"/api/v1/tasks", "/api/v1/tasks/{task_id}", "/api/v1/tasks/{task_id}/result",
-                                 "/api/v1/queues", "/api/v1/nodes"}
+    assert set(doc["paths"]) >= {
+        "/api/v1/tasks",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/tasks/{task_id}/result",
+        "/api/v1/queues",
+        "/api/v1/nodes",
+    }
     submit = doc["components"]["schemas"]["TaskSubmit"]["properties"]
     assert submit["image"] == {"type": "string", "format": "binary", "description": submit["image"]["description"]}
     assert "hdStrategyCropTrigerSize" in submit and len([k for k in submit if k[0].islower()]) >= 34

@@ -74,8 +74,11 @@ def _runner(retries: int = 3) -> batch.Runner:
 
 @pytest.mark.parametrize(
     "error",
-    [requests.ConnectionError("refused"), ApiError(503, "overloaded", "full", retry_after=0.01),
-     ApiError(500, "internal_error", "oops")],
+    [
+        requests.ConnectionError("refused"),
+        ApiError(503, "overloaded", "full", retry_after=0.01),
+        ApiError(500, "internal_error", "oops"),
+    ],
     ids=["connection", "503", "500"],
 )
 def test_transient_errors_are_retried(error, monkeypatch):
@@ -123,8 +126,18 @@ def test_nothing_to_do_when_every_output_exists(tmp_path: Path, capsys):
     _touch(tmp_path / "in" / "a.png")
     _touch(tmp_path / "out" / "a.png")
     mask = _touch(tmp_path / "m.png")
-    code = batch.main(["--input", str(tmp_path / "in"), "--mask", str(mask), "--output", str(tmp_path / "out"),
-                       "--server", "http://127.0.0.1:9"])
+    code = batch.main(
+        [
+            "--input",
+            str(tmp_path / "in"),
+            "--mask",
+            str(mask),
+            "--output",
+            str(tmp_path / "out"),
+            "--server",
+            "http://127.0.0.1:9",
+        ]
+    )
     assert code == 0 and "done: 0  skipped: 1  failed: 0" in capsys.readouterr().out
 
 

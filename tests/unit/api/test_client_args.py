@@ -55,8 +55,12 @@ def test_frontend_defaults_are_the_34_fields():
 
 @pytest.mark.parametrize(
     ("model", "expected"),
-    [("lama", ("Crop", "2048", "800", "196")), ("cv2", ("Resize", "1080", "512", "128")),
-     ("sd1.5", ("Original", "768", "512", "128")), (None, ("Crop", "2048", "800", "196"))],
+    [
+        ("lama", ("Crop", "2048", "800", "196")),
+        ("cv2", ("Resize", "1080", "512", "128")),
+        ("sd1.5", ("Original", "768", "512", "128")),
+        (None, ("Crop", "2048", "800", "196")),
+    ],
 )
 def test_hd_defaults_per_model(model, expected):
     hd = hd_defaults(model)

@@ -121,7 +121,10 @@ def test_bench_distributed_quick_runs_end_to_end(tmp_path: Path) -> None:
     start = time.monotonic()
     result = subprocess.run(
         [sys.executable, "benchmarks/bench_distributed.py", "--quick", "--results-dir", str(tmp_path)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

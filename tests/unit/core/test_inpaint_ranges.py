@@ -49,7 +49,6 @@ def test_out_of_range_values_are_a_400_naming_field_and_range(field, raw, rule):
     assert err.value.status == 400
 
 
-
 @pytest.mark.parametrize(
     ("field", "raw"),
     [

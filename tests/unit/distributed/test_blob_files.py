@@ -85,6 +85,7 @@ def test_rolled_back_writes_leave_no_file(path):
 
 def test_a_failed_file_write_undoes_the_task(path, monkeypatch):
     with TaskStore(path) as store:
+
         def disk_full(self, digest, data):
             raise OSError(28, "No space left on device")
 

@@ -228,8 +228,12 @@ def test_a_result_is_kept_while_its_task_is_and_goes_with_it(path):
     big = b"R" * (200 * 1024)  # over the inline limit: a blob file
     with TaskStore(path) as store:
         done = {}
-        for label, body, finished in (("old", b"OLD-RESULT", 2.0), ("recent", b"RECENT-RESULT", 150.0),
-                                      ("old-big", big + b"1", 2.0), ("recent-big", big + b"2", 150.0)):
+        for label, body, finished in (
+            ("old", b"OLD-RESULT", 2.0),
+            ("recent", b"RECENT-RESULT", 150.0),
+            ("old-big", big + b"1", 2.0),
+            ("recent-big", big + b"2", 150.0),
+        ):
             rec = new(store, files={"image": label.encode()})
             store.mark_processing(rec.id, "n", now=1.0)
             store.complete(rec.id, mimetype="image/png", headers={}, body=body, now=finished)

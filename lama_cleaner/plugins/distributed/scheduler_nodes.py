@@ -26,6 +26,11 @@ from .routing import allowed_queues
 from .scheduler_base import Out, SchedulerBase, log
 from .task_store import TaskRecord
 
+MAX_UNCHARGED_DISPATCHES = 20
+"""Hand-backs are free (the node never started the task) only while the task has had fewer than this
+many dispatches that were not charged (``dispatches - attempts``: hand-backs, undeliverable TASKs,
+restart refunds). Real nodes hand back rarely; a buggy one would otherwise re-queue a task for ever."""
+
 
 class NodeMessages(SchedulerBase):
     """Handlers for messages from nodes (control socket, plus READY on the queue sockets)."""
@@ -270,8 +275,16 @@ class NodeMessages(SchedulerBase):
         if rec is None:
             return
         if h.get("handed_back") is True:
-            self._take_back(rec.id, f"node {node.name} handed it back ({h['error']})")
-            return
+            if rec.dispatches - rec.attempts < MAX_UNCHARGED_DISPATCHES:
+                self._take_back(rec.id, f"node {node.name} handed it back ({h['error']})")
+                return
+            # Refunded this often already: a node that keeps handing it back is misbehaving, and a
+            # refund would let the task bounce for ever. From here on it costs an attempt.
+            log.warning(
+                "task %s handed back again after %d free re-dispatches: charging it",
+                rec.id,
+                rec.dispatches - rec.attempts,
+            )
         error = str(h["error"]) or "task failed"
         trace = h.get("traceback") if isinstance(h.get("traceback"), str) else None
         status = h.get("status") if isinstance(h.get("status"), int) else None

@@ -162,3 +162,35 @@ def test_a_real_node_stopped_as_its_task_arrives_hands_it_back_and_another_node_
     finally:
         sched.stop()
         assert sched.join(10), "scheduler thread did not stop"
+
+
+def test_a_node_that_keeps_handing_a_task_back_is_eventually_charged(tmp_path, peer):
+    """Hand-backs are free only up to MAX_UNCHARGED_DISPATCHES: a buggy node that bounces a task
+    every time cannot keep it queued for ever; past the bound the hand-back costs an attempt, and
+    with the attempts spent the task fails with the node's error."""
+    from lama_cleaner.plugins.distributed.scheduler_nodes import MAX_UNCHARGED_DISPATCHES
+
+    config = make_config(tmp_path)
+    config.distributed.retry["inpaint"].max_attempts = 2
+    config.distributed.retry["inpaint"].backoff_base_s = 0.0
+    sched = Scheduler(config, resource_class_of).start()
+    try:
+        producer = peer("producer", sched)
+        task_id = producer.submit("cv2").header["task"]["id"]
+        bouncer = peer("node", sched)
+        bouncer.hello()
+        for dispatch in range(1, MAX_UNCHARGED_DISPATCHES + 3):
+            bouncer.ready()
+            sent = bouncer.expect_task()
+            assert sent.header["attempt"] == dispatch
+            bouncer.failed(sent, retryable=True, error="node was not idle", status=503, handed_back=True, ready=False)
+            final = _task(producer, task_id, ("queued", "failed"))
+            if final["status"] == "failed":
+                break
+        assert final["status"] == "failed", final
+        assert dispatch == MAX_UNCHARGED_DISPATCHES + 2  # free up to the bound, then two charged attempts
+        assert final["attempts"] == 2 and "node was not idle" in final["error"]
+        assert sched.stats()["handed_back"] == MAX_UNCHARGED_DISPATCHES
+    finally:
+        sched.stop()
+        assert sched.join(10)

@@ -13,6 +13,9 @@ long batch safe to interrupt and rerun:
 - connection errors, 503 (honouring ``Retry-After``) and other 5xx answers are retried with backoff;
   a bad image or a size mismatch fails that image only, with the server's message.
 
+Tasks are submitted at priority 2 (``--priority``), below the default 5 of interactive requests, so
+a long batch on a shared server never makes a user of the web UI wait behind it.
+
 Exit status: 0 when every image is done or skipped, 1 when any failed (a summary lists them),
 2 for bad arguments, 130 when interrupted.
 """
@@ -45,13 +48,15 @@ from .client import ApiError, LamaCleanerClient, inpaint_form
 from .config import ConfigError, read_config_file
 from .plugins.manager import create_plugin_manager, split_plugins
 from .process_lifetime import die_with_parent
-from .tasks import TERMINAL_STATES
+from .tasks import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, TERMINAL_STATES
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 MANIFEST_NAME = ".lama-cleaner-batch.json"
 JOURNAL_NAME = ".lama-cleaner-batch-journal"
 MANIFEST_VERSION = 1
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+BATCH_PRIORITY = 2
+"""Default task priority of a batch: below interactive work (5), so it only fills idle capacity."""
 T = TypeVar("T")
 
 
@@ -172,6 +177,8 @@ class Runner:
     retries: int
     task_timeout: float
     stop: threading.Event = field(default_factory=threading.Event)
+    priority: int = BATCH_PRIORITY
+    """Not part of the idempotency key: a rerun at another priority still finds its earlier tasks."""
 
     def _retrying(self, what: str, call: Callable[[], T]) -> T:
         """Run ``call``, retrying transient failures (network, 503, 5xx) with exponential backoff."""
@@ -233,7 +240,10 @@ class Runner:
 
     def _submit(self, image: bytes, mask: bytes, key: str) -> dict[str, Any]:
         return self._retrying(
-            "submit", lambda: self.client.submit(image, mask, self.model, idempotency_key=key, **self.fields)
+            "submit",
+            lambda: self.client.submit(
+                image, mask, self.model, idempotency_key=key, priority=self.priority, **self.fields
+            ),
         )
 
     def _cancel_quietly(self, task_id: str) -> None:
@@ -398,6 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=5, metavar="N", help="Retries of a transient error per request.")
     p.add_argument("--task-timeout", type=float, default=600.0, metavar="S", help="Seconds to wait for one image.")
     p.add_argument(
+        "--priority",
+        type=int,
+        choices=range(MIN_PRIORITY, MAX_PRIORITY + 1),
+        default=BATCH_PRIORITY,
+        metavar="N",
+        help=f"Task priority {MIN_PRIORITY}-{MAX_PRIORITY}, higher runs first; interactive requests use "
+        f"{DEFAULT_PRIORITY}, so the default lets them go ahead of the batch.",
+    )
+    p.add_argument(
         "--field",
         action="append",
         default=[],
@@ -514,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.start(args.start_timeout)
             base_url = server.url
         with LamaCleanerClient(base_url, timeout=60.0) as client:
-            runner = Runner(client, args.model, fields, args.retries, args.task_timeout, stop)
+            runner = Runner(client, args.model, fields, args.retries, args.task_timeout, stop, args.priority)
             status = _run_all(runner, pending, skipped, manifest, args)
         if server is not None and status == 0:
             server.stop()

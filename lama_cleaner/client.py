@@ -196,6 +196,7 @@ class LamaCleanerClient:
         extra_files: Mapping[str, ImageInput] | None = None,
         idempotency_key: str | None = None,
         socket_id: str | None = None,
+        priority: int | None = None,
         **fields: Any,
     ) -> dict[str, Any]:
         """Queue one task and return it (``status`` is ``queued``, or the existing task's state for a
@@ -203,6 +204,8 @@ class LamaCleanerClient:
 
         Inpainting (default) sends the full front-end field set with ``fields`` applied; with
         ``plugin`` the ``fields`` are that plugin's own (``upscale=4``, ``filename=...``) and sent as is.
+        ``priority`` (0-9, higher first; the server's default is 5) orders it in its queue: use a low
+        one for background work so interactive requests are not stuck behind it.
         """
         files: dict[str, tuple[str, bytes]] = {"image": _read(image, "image")}
         if plugin:
@@ -214,6 +217,8 @@ class LamaCleanerClient:
             form = inpaint_form(model, **fields)
             if model:
                 form["model"] = model
+        if priority is not None:
+            form["priority"] = str(priority)
         if mask is not None:
             files["mask"] = _read(mask, "mask")
         if example_image is not None:

@@ -17,6 +17,20 @@ TaskKind = Literal["inpaint", "plugin"]
 TASK_STATES = ("queued", "processing", "completed", "failed", "cancelled")
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
 
+MIN_PRIORITY, MAX_PRIORITY = 0, 9
+DEFAULT_PRIORITY = 5
+"""Task priority: higher runs first, FIFO within one priority. Strict: a queued lower-priority task
+waits while higher-priority work is queued for the same queue, so low values are for background
+batches (``lama-cleaner batch`` uses 2) and interactive requests keep the default."""
+
+
+def check_priority(value: object) -> int:
+    """``value`` as a priority, or ``ValueError`` with a message a client can act on. Only real
+    integers count (not ``True``, not ``7.0``, not ``"7"``): the edges convert their own text first."""
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValueError(f"priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {value!r}")
+    return value
+
 
 @dataclass
 class TaskRequest:
@@ -24,6 +38,7 @@ class TaskRequest:
 
     ``name`` is the model name for ``inpaint`` and the image-plugin name for ``plugin``.
     ``submitter`` is the Socket.IO sid of the client that asked, when known (for targeted events).
+    ``priority`` orders dispatch (see :data:`DEFAULT_PRIORITY`); the classic routes keep the default.
     """
 
     kind: TaskKind
@@ -33,6 +48,7 @@ class TaskRequest:
     submitter: str | None = None
     idempotency_key: str | None = None
     task_id: str | None = None
+    priority: int = DEFAULT_PRIORITY
 
 
 @dataclass
@@ -110,6 +126,7 @@ class TaskInfo:
     progress: float | None = None
     attempts: int = 0
     max_attempts: int = 1
+    priority: int = DEFAULT_PRIORITY
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None

@@ -95,7 +95,8 @@ def build_openapi() -> dict[str, Any]:
                     "Multipart body with the same fields and files as `/inpaint` (missing fields take the 1.2.5 "
                     "front end's defaults; `model` defaults to the current model), or `plugin=<name>` plus that "
                     "plugin's fields like `/run_plugin`. Answers at once with the queued task. A repeated "
-                    "`Idempotency-Key` returns the task created by the first submission."
+                    "`Idempotency-Key` returns the task created by the first submission. `priority` (0-9, "
+                    "default 5 like `/inpaint`) orders the queue: higher first, then by submission."
                 ),
                 "parameters": [
                     {

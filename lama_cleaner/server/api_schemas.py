@@ -30,7 +30,7 @@ from ..inpaint_request import (
     parse_int,
     parse_str,
 )
-from ..tasks import TASK_STATES
+from ..tasks import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, TASK_STATES
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
@@ -176,6 +176,23 @@ class TaskSubmitSchema(Schema):
     upscale = FormFloat(parse_float, "upscale", required=False, metadata={"description": "RealESRGAN: 2 or 4."})
     clicks = fields.String(required=False, metadata={"description": "InteractiveSeg: JSON `[[x, y, label, i], ...]`."})
     filename = fields.String(required=False, metadata={"description": "MakeGIF: name for Content-Disposition."})
+    priority = fields.Integer(
+        required=False,
+        validate=validate.Range(
+            min=MIN_PRIORITY,
+            max=MAX_PRIORITY,
+            error=f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {{input}}",
+        ),
+        error_messages={"invalid": f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"},
+        metadata={
+            "description": (
+                f"Dispatch priority {MIN_PRIORITY}-{MAX_PRIORITY}, higher first (default {DEFAULT_PRIORITY}, what "
+                "`/inpaint` uses). Strict: lower priorities wait while higher ones are queued for the same "
+                "queue, so use low values for background batches."
+            ),
+            "default": DEFAULT_PRIORITY,
+        },
+    )
 
 
 def _with_inpaint_fields(schema_cls: type[Schema]) -> type[Schema]:
@@ -232,11 +249,17 @@ class TaskSchema(OpenSchema):
     progress = fields.Float(allow_none=True, metadata={"description": "Percent done, 0-100."})
     attempts = fields.Integer(metadata={"description": "Attempts started so far."})
     max_attempts = fields.Integer(metadata={"description": "Attempts allowed before the task fails for good."})
+    priority = fields.Integer(
+        metadata={"description": f"Dispatch priority {MIN_PRIORITY}-{MAX_PRIORITY}, higher first (5 = default)."}
+    )
     created_at = Timestamp(allow_none=True, metadata={"description": "When it was accepted (ISO 8601, UTC)."})
     started_at = Timestamp(allow_none=True, metadata={"description": "When its latest attempt started."})
     finished_at = Timestamp(allow_none=True, metadata={"description": "When it reached a final state."})
     position = fields.Integer(
-        allow_none=True, metadata={"description": "0-based place in its queue while queued, else null."}
+        allow_none=True,
+        metadata={
+            "description": "0-based place in its queue's dispatch order (priority, then FIFO) while queued, else null."
+        },
     )
     error = fields.String(allow_none=True, metadata={"description": "Why it failed (failed tasks only)."})
     traceback = fields.String(

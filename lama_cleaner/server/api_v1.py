@@ -26,7 +26,7 @@ from ..config import Config
 from ..errors import ClientError, LamaCleanerError, NotFound, Overloaded, TaskFailed
 from ..models.unsupported import UnsupportedModel
 from ..pipeline import validate_task
-from ..tasks import TaskInfo, TaskRequest, TaskService
+from ..tasks import DEFAULT_PRIORITY, TaskInfo, TaskRequest, TaskService
 from . import api_docs
 from .api_schemas import (
     HealthSchema,
@@ -54,6 +54,8 @@ EXTENSION_KEY = "lama_cleaner.api_v1"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200
 _INPAINT_FILES = ("image", "mask", "paintByExampleImage")
+_NOT_FORWARDED = frozenset({"plugin", "priority"})
+"""Submit fields the API itself consumes; a plugin's form never sees them."""
 
 blueprint = Blueprint("api_v1", __name__, url_prefix=PREFIX)
 
@@ -248,19 +250,20 @@ def build_task_request(st: ApiState) -> TaskRequest:
     }
     plugin = loaded.get("plugin")
     model = loaded.get("model")
+    priority = loaded.get("priority", DEFAULT_PRIORITY)
     if plugin and model:
         raise ClientError("Give either model (inpaint) or plugin, not both", code="validation_error")
     if plugin:
-        form = {k: v for k, v in raw_form.items() if k != "plugin"}
+        form = {k: v for k, v in raw_form.items() if k not in _NOT_FORWARDED}
         form["name"] = plugin  # what /run_plugin receives
-        return TaskRequest(kind="plugin", name=plugin, form=form, files=files)
+        return TaskRequest(kind="plugin", name=plugin, form=form, files=files, priority=priority)
     if "mask" not in files:
         raise ClientError("Missing file: mask", code="validation_error")
     name = model or st.service.current_model()
     form = inpaint_form(name)
     form.update({k: v for k, v in raw_form.items() if k in form})
     files = {k: v for k, v in files.items() if k in _INPAINT_FILES}
-    return TaskRequest(kind="inpaint", name=name, form=form, files=files)
+    return TaskRequest(kind="inpaint", name=name, form=form, files=files, priority=priority)
 
 
 def _check_name(st: ApiState, task: TaskRequest) -> None:

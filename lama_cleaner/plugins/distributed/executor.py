@@ -448,6 +448,7 @@ class DistributedExecutor:
                 "submitter": request.submitter,
                 # A key is always sent so that a SUBMIT re-sent after a reconnect never makes a second task.
                 "idempotency_key": request.idempotency_key or f"auto-{uuid.uuid4().hex}",
+                "priority": request.priority,
             },
             "blobs": names,
         }

@@ -10,7 +10,8 @@ What it holds:
 
 - every queued or processing task's current :class:`~.task_store.TaskRecord` (records are values:
   a change makes a new record, so one handed out never changes under its holder);
-- per queue, the queued tasks in FIFO order (by ``seq``): the dispatcher's candidates and positions;
+- per queue, the queued tasks in dispatch order: highest ``priority`` first, then FIFO by ``seq``
+  (a sorted list of ``(-priority, seq, id)`` keys): the dispatcher's candidates and positions;
 - the queued tasks waiting for a retry backoff (``not_before``), for the loop's next wake-up;
 - a bounded cache of recently finished records (GET/FETCH right after completion, late duplicates).
 
@@ -34,13 +35,21 @@ if TYPE_CHECKING:
 RECENT_FINISHED = 1024
 """Finished records kept in memory; older ones are read from the journal on demand."""
 
+QueueKey = tuple[int, int, str]
+"""``(-priority, seq, id)``: sorting these gives a queue's dispatch order."""
+
+
+def queue_key(rec: TaskRecord) -> QueueKey:
+    """Where ``rec`` stands in its queue: priority first (negated: higher sorts first), then FIFO."""
+    return (-rec.priority, rec.seq, rec.id)
+
 
 class LiveTasks:
     """The index (see the module docstring). Not thread-safe: the store's thread owns it."""
 
     def __init__(self, recent_limit: int = RECENT_FINISHED) -> None:
         self.records: dict[str, TaskRecord] = {}
-        self._queued: dict[str, list[tuple[int, str]]] = {}
+        self._queued: dict[str, list[QueueKey]] = {}
         self._processing: dict[str, int] = {}
         self._delayed: dict[str, float] = {}
         self._recent: OrderedDict[str, TaskRecord] = OrderedDict()
@@ -59,10 +68,11 @@ class LiveTasks:
         return sorted(self.records.values(), key=lambda r: r.seq)
 
     def position(self, rec: TaskRecord) -> int | None:
-        """0-based place of a queued task in its queue (FIFO by submission, delayed ones included)."""
+        """0-based place of a queued task in its queue's dispatch order (priority, then FIFO by
+        submission; delayed ones included): how many queued tasks of that queue go before it."""
         if rec.status != states.QUEUED:
             return None
-        return bisect_left(self._queued.get(rec.queue, ()), (rec.seq, rec.id))
+        return bisect_left(self._queued.get(rec.queue, ()), queue_key(rec))
 
     def queued_count(self, queue: str | None = None) -> int:
         if queue is None:
@@ -78,8 +88,9 @@ class LiveTasks:
         return min(future) if future else None
 
     def runnable(self, now: float, queues: Iterable[str] | None = None) -> Iterator[TaskRecord]:
-        """Queued tasks of ``queues`` (default: every queue) whose retry delay has passed, oldest
-        first, lazily: the caller stops as soon as it has enough, so a long queue costs nothing per round."""
+        """Queued tasks of ``queues`` (default: every queue) whose retry delay has passed, in dispatch
+        order (highest priority first, then oldest first; queues merged by the same key), lazily: the
+        caller stops as soon as it has enough, so a long queue costs nothing per round."""
         wanted = self._queued if queues is None else queues
         lists = [self._queued[q] for q in wanted if self._queued.get(q)]
         if not lists:
@@ -87,7 +98,7 @@ class LiveTasks:
         merged = lists[0] if len(lists) == 1 else heapq.merge(*lists)
         delayed = self._delayed
         records = self.records
-        for _, task_id in merged:
+        for _, _, task_id in merged:
             due = delayed.get(task_id)
             if due is not None and due > now:
                 continue
@@ -121,7 +132,7 @@ class LiveTasks:
             return
         self.records[rec.id] = rec
         if rec.status == states.QUEUED:
-            insort(self._queued.setdefault(rec.queue, []), (rec.seq, rec.id))
+            insort(self._queued.setdefault(rec.queue, []), queue_key(rec))
             if rec.not_before > 0:
                 self._delayed[rec.id] = rec.not_before
         else:
@@ -135,8 +146,8 @@ class LiveTasks:
         if rec.status == states.QUEUED:
             line = self._queued.get(rec.queue)
             if line:
-                i = bisect_left(line, (rec.seq, rec.id))
-                if i < len(line) and line[i][1] == rec.id:
+                i = bisect_left(line, queue_key(rec))
+                if i < len(line) and line[i][2] == rec.id:
                     del line[i]
             self._delayed.pop(rec.id, None)
         else:

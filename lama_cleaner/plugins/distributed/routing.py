@@ -109,7 +109,7 @@ class IdleNode:
 
 @dataclass(frozen=True)
 class WaitingTask:
-    """A queued task that may run now (its retry delay has passed), oldest first.
+    """A queued task that may run now (its retry delay has passed), in dispatch order (priority, then oldest first).
 
     ``avoid``: nodes an earlier attempt of the task failed on (a retryable failure such as CUDA out
     of memory may well happen again there); see :func:`preferred_nodes`.
@@ -186,7 +186,7 @@ def choose_node(
 def plan_dispatch(
     waiting: Sequence[WaitingTask], idle: Sequence[IdleNode], online: Sequence[IdleNode] = ()
 ) -> list[tuple[WaitingTask, IdleNode]]:
-    """Pair waiting tasks (oldest first) with idle nodes, one task per node.
+    """Pair waiting tasks (in dispatch order: priority, then oldest first) with idle nodes, one task per node.
 
     FIFO over tasks: a task is only passed over when no idle node can run it (or, for a retry, only
     nodes it failed on are idle while another ``online`` node could run it, see

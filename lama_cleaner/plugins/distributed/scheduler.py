@@ -11,7 +11,7 @@ registry or the journal. Each loop iteration:
 2. handles the messages inside one journal transaction (group commit), each in its own savepoint
    so one bad message cannot undo the others; replies are only queued in an outbox;
 3. runs the timers (node liveness, heartbeats to nodes, producer expiry, retention pruning) and the
-   dispatcher (pairs the oldest runnable tasks with idle nodes, see :mod:`.routing`);
+   dispatcher (pairs the first runnable tasks, by priority then age, with idle nodes, see :mod:`.routing`);
 4. commits, then sends the outbox: an ACCEPTED or TASK never announces something the journal
    could still lose.
 
@@ -711,7 +711,8 @@ class Scheduler(NodeMessages, ProducerMessages):
         return online, draining, offline
 
     def _dispatch(self, now: float, outbox: list[Out]) -> None:
-        """Pair runnable tasks (oldest first) with idle nodes that hold credit; one task per node."""
+        """Pair runnable tasks (highest priority first, then oldest) with idle nodes that hold credit;
+        one task per node."""
         idle_nodes = {n.node_id: n for n in self.nodes.values() if n.has_credit()}
         if not idle_nodes or self._holding(now):
             return
@@ -827,7 +828,8 @@ def _candidates(
     failed_on: Callable[[str], frozenset[str]] | None = None,
     online: list[IdleNode] | None = None,
 ) -> list[WaitingTask]:
-    """The oldest runnable tasks that some idle node can run, bounded by the idle credit.
+    """The first runnable tasks in dispatch order (``runnable`` yields them highest priority first,
+    then oldest first) that some idle node can run, bounded by the idle credit.
 
     Enough for :func:`plan_dispatch` to give every idle node a task (plus a small look-ahead for
     its affinity choice), without building a view of every queued task each round. Tasks no idle
@@ -836,7 +838,7 @@ def _candidates(
     another ``online`` node could run it later, is skipped too (``routing.preferred_nodes``), or a
     lone idle node would sit idle behind it.
     """
-    # One idle node (the usual case under load: an outcome just freed it) simply gets the oldest task
+    # One idle node (the usual case under load: an outcome just freed it) simply gets the first task
     # it can run; the look-ahead only informs the affinity choice between several idle nodes.
     want = 1 if len(idle) == 1 else len(idle) + CANDIDATE_LOOKAHEAD
     chosen: list[WaitingTask] = []

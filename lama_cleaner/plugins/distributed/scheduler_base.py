@@ -147,6 +147,7 @@ class SchedulerBase:
             "finished_at": rec.finished_at,
             "position": self._store().live.position(rec) if rec.status == states.QUEUED else None,
             "error": rec.error,
+            "priority": rec.priority,
         }
 
     def _event(

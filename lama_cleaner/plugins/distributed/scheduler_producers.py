@@ -3,7 +3,8 @@
 SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
 reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
 A SUBMIT with ``want_result: true`` also gets a DONE (with the result) when the task finishes, which
-saves the producer the FETCH round trip. A WATCH with ``batch_events: true`` gets each round's
+saves the producer the FETCH round trip. SUBMIT's optional ``task.priority`` (0..9, default 5)
+orders dispatch within the task's queue. A WATCH with ``batch_events: true`` gets each round's
 events as one EVENTS message instead of one EVENT each.
 """
 
@@ -13,7 +14,7 @@ import json
 from typing import Any
 
 from ...errors import ClientError
-from ...tasks import TASK_STATES
+from ...tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
 from . import protocol as p
 from . import states
 from .node_registry import NodeEntry
@@ -32,7 +33,7 @@ class ProducerMessages(SchedulerBase):
         req_id = msg.header["req_id"]
         task = msg.header["task"]
         try:
-            kind, name, form, submitter, key = parse_submit(task)
+            kind, name, form, submitter, key, priority = parse_submit(task)
         except ClientError as exc:
             self._count("rejected_bad_request")
             self._reject(outbox, ident, req_id, 400, exc.code, exc.message)
@@ -69,6 +70,7 @@ class ProducerMessages(SchedulerBase):
             files=msg.blob_map(),
             submitter=submitter,
             idempotency_key=key,
+            priority=priority,
             now=now,
         )
         self._count("submitted")
@@ -237,8 +239,9 @@ def peek_req_id(body: list[bytes]) -> Any:
     return None
 
 
-def parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None, str | None]:
-    """Validate SUBMIT's ``task`` object: (kind, name, form, submitter, idempotency_key)."""
+def parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None, str | None, int]:
+    """Validate SUBMIT's ``task`` object: (kind, name, form, submitter, idempotency_key, priority).
+    An absent or null ``priority`` is the default (5); anything but an integer 0..9 is refused."""
     kind = task.get("kind")
     name = task.get("name")
     if kind not in TASK_KINDS:
@@ -259,4 +262,9 @@ def parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | 
         raise ClientError("submitter must be a string")
     if key is not None and (not isinstance(key, str) or len(key) > 256):
         raise ClientError("idempotency_key must be a string of at most 256 characters")
-    return kind, name, clean, submitter, key or None
+    raw_priority = task.get("priority")
+    try:
+        priority = DEFAULT_PRIORITY if raw_priority is None else check_priority(raw_priority)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
+    return kind, name, clean, submitter, key or None, priority

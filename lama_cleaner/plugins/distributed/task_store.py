@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...tasks import DEFAULT_PRIORITY, check_priority
 from . import states
 from .blob_files import BlobFiles
 from .live_tasks import LiveTasks
@@ -143,6 +144,8 @@ class TaskRecord:
     result_headers: dict[str, str] | None
     result_sha256: str | None
     duplicates: int
+    priority: int = DEFAULT_PRIORITY
+    """0..9, higher dispatched first (migration 0004); the live index orders each queue by it."""
 
     @property
     def terminal(self) -> bool:
@@ -165,6 +168,10 @@ _COLUMNS = (
     "progress, step, total_steps, submitter, idempotency_key, form, error, error_status, traceback, created_at, "
     "started_at, finished_at, result_mimetype, result_headers, result_sha256, duplicates"
 )
+_PRIORITY_COLUMN = ", priority"
+_NO_PRIORITY_COLUMN = f", {DEFAULT_PRIORITY} AS priority"
+"""A journal migrated only up to 0003 (an explicit older ``migrations_dir``) has no ``priority``
+column: its tasks read as the default priority."""
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:
@@ -236,8 +243,12 @@ class TaskStore:
         self.migrations_dir = Path(migrations_dir) if migrations_dir else default_migrations_dir()
         self.applied_migrations = self._migrate()
         self.live = LiveTasks()
+        self._has_priority = self._has_column("tasks", "priority")
+        self._columns = _COLUMNS + (_PRIORITY_COLUMN if self._has_priority else _NO_PRIORITY_COLUMN)
         if self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone():
-            rows = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('queued', 'processing') ORDER BY seq")
+            rows = self._exec(
+                f"SELECT {self._columns} FROM tasks WHERE status IN ('queued', 'processing') ORDER BY seq"
+            )
             for row in rows.fetchall():
                 self.live.put(_record(row))
         self._file_blobs = self._has_blob_files()
@@ -291,7 +302,10 @@ class TaskStore:
 
     def _has_blob_files(self) -> bool:
         """Whether the schema has ``blobs.stored`` (migration 0003); without it every blob is inline."""
-        return any(row[1] == "stored" for row in self._exec("PRAGMA table_info(blobs)"))
+        return self._has_column("blobs", "stored")
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self._exec(f"PRAGMA table_info({table})"))
 
     def schema_version(self) -> int:
         row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
@@ -510,13 +524,16 @@ class TaskStore:
         submitter: str | None = None,
         idempotency_key: str | None = None,
         task_id: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
         now: float | None = None,
     ) -> tuple[TaskRecord, bool]:
         """Journal a new queued task with its input blobs; returns (record, created).
 
         With an ``idempotency_key`` already used, nothing is written and the existing task is
-        returned with ``created=False``.
+        returned with ``created=False`` (and its own priority). ``priority`` (0..9, else
+        ``ValueError``) places it in its queue's dispatch order.
         """
+        priority = check_priority(priority)
         if idempotency_key:
             existing = self.find_by_idempotency_key(idempotency_key)
             if existing is not None:
@@ -525,12 +542,17 @@ class TaskStore:
         task_id = task_id or uuid.uuid4().hex
         form_dict = dict(form or {})
         max_attempts = max(1, int(max_attempts))
+        if not self._has_priority:  # a journal before migration 0004 keeps no priority
+            priority = DEFAULT_PRIORITY
         with self.batch():
             cur = self._write(
                 "INSERT INTO tasks (id, kind, name, queue, status, max_attempts, submitter, idempotency_key, form, "
+                "created_at, priority) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
+                if self._has_priority else
+                "INSERT INTO tasks (id, kind, name, queue, status, max_attempts, submitter, idempotency_key, form, "
                 "created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
                 (task_id, kind, name, queue, max_attempts, submitter, idempotency_key or None,
-                 json.dumps(form_dict), now),
+                 json.dumps(form_dict), now, *((priority,) if self._has_priority else ())),
             )  # fmt: skip
             seq = int(cur.lastrowid or 0)
             links: list[tuple[Any, ...]] = []
@@ -548,6 +570,7 @@ class TaskStore:
                 step=None, total_steps=None, submitter=submitter, idempotency_key=idempotency_key or None,
                 form=form_dict, error=None, error_status=None, traceback=None, created_at=now, started_at=None,
                 finished_at=None, result_mimetype=None, result_headers=None, result_sha256=None, duplicates=0,
+                priority=priority,
             )  # fmt: skip
             self.live.put(record)
         return record, True
@@ -557,7 +580,7 @@ class TaskStore:
         rec = self.live.get(task_id)
         if rec is not None:
             return rec
-        row = self._exec(f"SELECT {_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = self._exec(f"SELECT {self._columns} FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return _record(row) if row else None
 
     def require(self, task_id: str) -> TaskRecord:
@@ -589,13 +612,14 @@ class TaskStore:
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
         total = int(self._exec(f"SELECT COUNT(*) FROM tasks {where}", params).fetchone()[0])
         rows = self._exec(
-            f"SELECT {_COLUMNS} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            f"SELECT {self._columns} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
             (*params, max(0, int(limit)), max(0, int(offset))),
         ).fetchall()
         return [self.live.get(r["id"]) or _record(r) for r in rows], total
 
     def position(self, task_id: str) -> int | None:
-        """0-based place of a queued task in its queue (FIFO by submission); None if not queued."""
+        """0-based place of a queued task in its queue's dispatch order (priority, then FIFO by
+        submission); None if not queued."""
         rec = self.live.get(task_id)
         return self.live.position(rec) if rec is not None else None
 
@@ -617,7 +641,8 @@ class TaskStore:
         return self.live.queued_count(queue)
 
     def runnable(self, now: float, limit: int = 100, queues: list[str] | None = None) -> list[TaskRecord]:
-        """Queued tasks whose retry delay has passed, oldest first (FIFO by submission)."""
+        """Queued tasks whose retry delay has passed, in dispatch order: highest priority first,
+        then FIFO by submission."""
         return list(itertools.islice(self.live.runnable(now, queues), max(1, int(limit))))
 
     def next_wakeup(self, now: float) -> float | None:

@@ -205,3 +205,18 @@ def test_unreachable_server_fails_each_image_after_retries(tmp_path: Path):
         "1",
     )
     assert code == 1 and "failed img00.png: submit failed after 1 retries" in stdout
+
+
+@pytest.mark.parametrize(("extra", "expected"), [((), 2), (("--priority", "7"), 7)], ids=["default", "option"])
+def test_batch_tasks_are_submitted_at_the_batch_priority(
+    tmp_path: Path, server: ServerProcess, extra: tuple[str, ...], expected: int
+):
+    inp, out, mask = _images(tmp_path / "in", 2, seed=500 + expected), tmp_path / "out", tmp_path / "mask.png"
+    mask.write_bytes(mask_png())
+    code, stdout, err = _run(
+        "--input", str(inp), "--mask", str(mask), "--output", str(out), "--server", server.url, "--model", "cv2", *extra
+    )
+    assert code == 0, (stdout, err)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())["images"]
+    tasks = [requests.get(f"{server.url}/api/v1/tasks/{e['task_id']}", timeout=10).json() for e in manifest.values()]
+    assert [t["priority"] for t in tasks] == [expected, expected], tasks

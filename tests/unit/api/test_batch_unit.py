@@ -189,3 +189,39 @@ def test_a_task_that_does_not_finish_in_time_is_cancelled(tmp_path: Path):
     outcome = batch.Runner(api, None, {}, 0, task_timeout=0.05).run(job)  # type: ignore[arg-type]
     assert outcome.status == "failed" and "not finished after" in (outcome.error or "")
     assert api.cancelled == ["new"] and not job.output.exists()
+
+
+def _args(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--input", str(tmp_path), "--mask", str(tmp_path), "--output", str(tmp_path / "out"), *extra]
+
+
+def test_priority_option_defaults_below_interactive_work(tmp_path: Path):
+    assert batch.build_parser().parse_args(_args(tmp_path)).priority == batch.BATCH_PRIORITY == 2
+    assert batch.build_parser().parse_args(_args(tmp_path, "--priority", "9")).priority == 9
+    assert batch.build_parser().parse_args(_args(tmp_path, "--priority", "0")).priority == 0
+
+
+@pytest.mark.parametrize("bad", ["10", "-1", "high", "2.5"])
+def test_a_bad_priority_option_is_a_usage_error(tmp_path: Path, capsys, bad: str):
+    with pytest.raises(SystemExit) as info:
+        batch.build_parser().parse_args(_args(tmp_path, "--priority", bad))
+    assert info.value.code == 2 and "--priority" in capsys.readouterr().err
+
+
+class RecordingApi(FakeApi):
+    def __init__(self) -> None:
+        super().__init__({}, {"new": "completed"})
+        self.priorities: list[object] = []
+
+    def submit(self, image, mask, model, idempotency_key=None, **fields):
+        self.priorities.append(fields.pop("priority", "absent"))
+        return super().submit(image, mask, model, idempotency_key, **fields)
+
+
+def test_the_runner_submits_at_its_priority_and_the_key_ignores_it(tmp_path: Path):
+    api = RecordingApi()
+    assert batch.Runner(api, None, {}, 0, 5).run(_job(tmp_path)).status == "done"  # type: ignore[arg-type]
+    low = batch.Runner(api, None, {}, 0, 5, priority=7)  # type: ignore[arg-type]
+    assert low.run(_job(tmp_path / "again")).status == "done"
+    assert api.priorities == [2, 7]
+    assert api.keys[0] == api.keys[1]  # same image and mask: a rerun at another priority finds the same task

@@ -23,14 +23,24 @@ def new(store: TaskStore, name="cv2", queue="cpu", **kw):
 
 def test_migrations_applied_once_and_wal(path):
     with TaskStore(path) as store:
-        assert store.applied_migrations == ["0001_initial.sql", "0002_result_blob_index.sql", "0003_blob_files.sql"]
-        assert store.schema_version() == 3
+        assert store.applied_migrations == [
+            "0001_initial.sql",
+            "0002_result_blob_index.sql",
+            "0003_blob_files.sql",
+            "0004_task_priority.sql",
+        ]
+        assert store.schema_version() == 4
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with TaskStore(path, synchronous="full") as store:
         assert store.applied_migrations == []
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     rows = sqlite3.connect(path).execute("SELECT version, name FROM schema_version ORDER BY version").fetchall()
-    assert rows == [(1, "0001_initial.sql"), (2, "0002_result_blob_index.sql"), (3, "0003_blob_files.sql")]
+    assert rows == [
+        (1, "0001_initial.sql"),
+        (2, "0002_result_blob_index.sql"),
+        (3, "0003_blob_files.sql"),
+        (4, "0004_task_priority.sql"),
+    ]
 
 
 def test_bad_synchronous_and_missing_migrations(path, tmp_path, monkeypatch):

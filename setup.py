@@ -10,7 +10,7 @@ the distributed scheduler cannot open its journal.
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -21,10 +21,14 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=[*find_packages(include=["lama_cleaner", "lama_cleaner.*"]), "lama_cleaner.migrations"],
+    # Namespace discovery: folders of static assets (server/static, a plugin's dashboard) are packages too.
+    packages=[
+        *find_namespace_packages(include=["lama_cleaner", "lama_cleaner.*"], exclude=["*.__pycache__"]),
+        "lama_cleaner.migrations",
+    ],
     package_dir={"lama_cleaner.migrations": "migrations"},
     include_package_data=True,
-    package_data={"lama_cleaner": ["server/static/*"], "lama_cleaner.migrations": ["*.sql"]},
+    package_data={"lama_cleaner": ["**/static/*", "**/static/**/*"], "lama_cleaner.migrations": ["*.sql"]},
     install_requires=[
         "flask>=2.3",
         "flask-cors>=4",

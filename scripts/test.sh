@@ -15,13 +15,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# Python environment: a venv that may reuse what the machine already has installed.
+# Python environment: .venv holding exactly requirements/test.lock and nothing of the machine's own packages.
+# A venv that sees the system site-packages (older versions of this script made one) is made anew; a reused
+# one whose packages drifted from the lock (an upgrade, a package installed by hand) is brought back to it.
+if [ -f .venv/pyvenv.cfg ] && grep -qiE '^include-system-site-packages *= *true' .venv/pyvenv.cfg; then
+  echo "scripts/test.sh: .venv sees the system's site-packages; making it anew" >&2
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
-  "${PYTHON:-python3}" -m venv --system-site-packages .venv
+  "${PYTHON:-python3}" -m venv .venv
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install --quiet -e ".[test,torch,bench]"
+python scripts/sync_test_env.py
 
 # The real 1.2.5 front end for the browser test (cached under ~/.cache; a failure makes that test skip loudly).
 lama-cleaner install-frontend || echo "WARNING: lama-cleaner install-frontend failed; the browser test will be skipped" >&2

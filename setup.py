@@ -46,9 +46,19 @@ setup(
         "python-socketio[client]>=5.9",
         "piexif>=1.1",
         "tqdm>=4.66",
+        # The built-in plugins: monitor (loguru, prometheus-client), autoscale and monitor jobs (apscheduler 3),
+        # and the production web server (gunicorn's threaded worker, which Flask-SocketIO supports).
+        "loguru>=0.7",
+        "prometheus-client>=0.17",
+        "apscheduler>=3.10,<4",
+        "gunicorn>=21.2",
     ],
     extras_require={
         "torch": ["torch==2.13.0"],
+        # Scaling providers of the autoscale plugin (each SDK only where that provider is used).
+        "kubernetes": ["kubernetes>=28"],
+        "aws": ["boto3>=1.28"],
+        "aliyun": ["alibabacloud-fc20230330>=4"],
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.2",
@@ -56,6 +66,10 @@ setup(
             "openapi-spec-validator>=0.7",
             "schemathesis>=3.25",
             "ruff==0.17.6",  # pinned: scripts/test.sh fails on lint or format drift, which rule updates would move
+            "hypothesis>=6.100",
+            "kubernetes>=28",
+            "boto3>=1.28",
+            "alibabacloud-fc20230330>=4",
         ],
         "bench": ["celery>=5.3", "redis>=5"],
     },

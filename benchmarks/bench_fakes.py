@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from lama_cleaner.image_plugins.base import ImagePlugin
-from lama_cleaner.pipeline import require_file
 from lama_cleaner.plugins.hookspecs import hookimpl
-from lama_cleaner.tasks import TaskOutput, TaskRequest
+from lama_cleaner.tasks import TaskOutput, TaskRequest, require_file
 
 ECHO_PLUGIN = "BenchEcho"
 

@@ -12,30 +12,23 @@ from typing import TYPE_CHECKING
 
 from . import imaging
 from .errors import OOM_MARKER, ClientError, InferenceError, LamaCleanerError, OutOfMemory
+from .image_plugins.builtin import PLUGIN_CLASSES
 from .inpaint_request import InpaintRequest
 from .models.device import torch_gc
-from .tasks import CancelCheck, ProgressCallback, TaskOutput, TaskRequest, ignore_progress, never_cancelled
+from .tasks import (
+    CancelCheck,
+    ProgressCallback,
+    TaskOutput,
+    TaskRequest,
+    ignore_progress,
+    never_cancelled,
+    require_file,
+)
 
 if TYPE_CHECKING:
     from .config import Config
     from .image_plugins.registry import ImagePluginRegistry
     from .models.manager import ModelManager
-
-
-def require_file(request: TaskRequest, key: str) -> bytes:
-    """A required upload; a missing one is a 400 (upstream: Werkzeug's Bad Request page). An empty one
-    fails later, when its header is read, with the undecodable-image 400."""
-    data = request.files.get(key)
-    if data is None:
-        raise ClientError(f"Missing form field: {key}")
-    return data
-
-
-def require_form(request: TaskRequest, key: str) -> str:
-    value = request.form.get(key)
-    if value is None:
-        raise ClientError(f"Missing form field: {key}")
-    return value
 
 
 def validate_task(request: TaskRequest, config: Config, image_plugins: ImagePluginRegistry | None = None) -> None:
@@ -51,8 +44,6 @@ def validate_task(request: TaskRequest, config: Config, image_plugins: ImagePlug
         if mask_hw != image_hw:
             raise ClientError(imaging.mask_mismatch_message(mask_hw, image_hw))
     elif request.kind == "plugin":
-        from .image_plugins.builtin import PLUGIN_CLASSES
-
         if image_plugins is not None:
             image_plugins.get(request.name).validate_request(request)
         elif request.name in PLUGIN_CLASSES:

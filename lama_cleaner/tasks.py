@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .errors import ClientError
+
 TaskKind = Literal["inpaint", "plugin"]
 
 TASK_STATES = ("queued", "processing", "completed", "failed", "cancelled")
@@ -49,6 +51,23 @@ class TaskRequest:
     idempotency_key: str | None = None
     task_id: str | None = None
     priority: int = DEFAULT_PRIORITY
+
+
+def require_file(request: TaskRequest, key: str) -> bytes:
+    """A required upload; a missing one is a 400 (upstream: Werkzeug's Bad Request page). An empty one
+    fails later, when its header is read, with the undecodable-image 400."""
+    data = request.files.get(key)
+    if data is None:
+        raise ClientError(f"Missing form field: {key}")
+    return data
+
+
+def require_form(request: TaskRequest, key: str) -> str:
+    """A required form field; a missing one is the same 400 as a missing upload."""
+    value = request.form.get(key)
+    if value is None:
+        raise ClientError(f"Missing form field: {key}")
+    return value
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from .. import imaging
 from ..errors import ClientError
-from ..pipeline import require_file, require_form
+from ..tasks import require_file, require_form
 
 if TYPE_CHECKING:
     from ..config import Config

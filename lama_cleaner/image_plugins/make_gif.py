@@ -16,8 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .. import imaging
-from ..pipeline import require_file, require_form
-from ..tasks import TaskOutput
+from ..tasks import TaskOutput, require_file, require_form
 from .base import ImagePlugin
 
 if TYPE_CHECKING:

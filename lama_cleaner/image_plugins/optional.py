@@ -23,8 +23,7 @@ from .. import imaging
 from ..errors import ClientError
 from ..models.device import has_cuda
 from ..models.download import hub_dir
-from ..pipeline import require_file, require_form
-from ..tasks import TaskOutput
+from ..tasks import TaskOutput, require_file, require_form
 from .base import ImagePlugin, device_resource_class, parse_float_field
 
 if TYPE_CHECKING:

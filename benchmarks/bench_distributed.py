@@ -128,9 +128,9 @@ class OursRunner:
 
     def __init__(self, group: ProcessGroup, work_dir: Path, timeout_s: float, profile: Path | None = None) -> None:
         try:
-            from lama_cleaner.plugins.distributed import protocol  # noqa: F401
             from lama_cleaner.plugins.distributed.producer import SchedulerClient
             from lama_cleaner.plugins.distributed.scheduler import Scheduler  # noqa: F401
+            from lama_cleaner.plugins.distributed.wire import protocol  # noqa: F401
         except ImportError as exc:
             raise RunnerUnavailable(f"our distributed package is incomplete here ({exc})") from exc
         from lama_cleaner.config import Config
@@ -221,7 +221,7 @@ class OursRunner:
 
     def _send(self, op: str, body: bytes) -> Any:
         """Queue one SUBMIT with ``want_result`` (as the classic /inpaint does); returns its pending request."""
-        from lama_cleaner.plugins.distributed import protocol as p
+        from lama_cleaner.plugins.distributed.wire import protocol as p
 
         task, names, blobs = self._task(op, body)
         header = {"task": {**task, "submitter": None, "idempotency_key": None}, "blobs": names, "want_result": True}
@@ -230,7 +230,7 @@ class OursRunner:
     def _collect(self, pending: Any, op: str, body: bytes) -> None:
         """Wait for a submitted task's ACCEPTED, then its result: the DONE the scheduler pushes right
         after the commit, or a FETCH when no DONE came (the client reconnected in between)."""
-        from lama_cleaner.plugins.distributed import protocol as p
+        from lama_cleaner.plugins.distributed.wire import protocol as p
 
         reply = self.client.wait_reply(pending)
         if reply.command != p.ACCEPTED:
@@ -288,7 +288,7 @@ class OursRunner:
 
     # ------------------------------------------------------------------ nodes
     def _node_count(self) -> int:
-        from lama_cleaner.plugins.distributed import protocol as p
+        from lama_cleaner.plugins.distributed.wire import protocol as p
 
         reply = self.client.request(p.NODES, {}, timeout=self.timeout_s)
         nodes = reply.header.get("nodes") or []

@@ -52,10 +52,10 @@ from ...errors import (
     TaskTimeout,
 )
 from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
-from . import protocol as p
 from .capabilities import task_resource_class
-from .endpoints import connectable
 from .producer import SchedulerClient, SchedulerError
+from .wire import protocol as p
+from .wire.endpoints import connectable
 
 log = logging.getLogger(__name__)
 

@@ -57,12 +57,12 @@ from typing import Any
 import zmq
 
 from ...errors import NotFound
-from . import protocol as p
 from .capabilities import available_models, collect
-from .endpoints import queue_endpoint_for
-from .heartbeat import Backoff, Liveness
 from .inference_worker import child_rss_mb, enlarge_pipe_buffers, pack, recycle_reason, worker_main
-from .wire_send import send_nowait
+from .wire import protocol as p
+from .wire.endpoints import queue_endpoint_for
+from .wire.liveness import Backoff, Liveness
+from .wire.send import send_nowait
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ _RECONNECT_JITTER = 0.1
 _RETIRE_GRACE_S = 10.0
 """How long a recycled inference child may take to exit after ``("stop",)`` before it is killed."""
 
-# Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (see wire_send.py).
+# Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (see wire/send.py).
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 

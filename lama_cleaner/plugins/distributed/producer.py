@@ -56,9 +56,9 @@ from typing import Any
 import zmq
 
 from ...errors import LamaCleanerError, Overloaded
-from . import protocol as p
-from .heartbeat import Liveness
-from .wire_send import send_nowait
+from .wire import protocol as p
+from .wire.liveness import Liveness
+from .wire.send import send_nowait
 
 log = logging.getLogger(__name__)
 

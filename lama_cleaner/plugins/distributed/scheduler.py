@@ -56,7 +56,6 @@ except ImportError:  # pragma: no cover - Windows
 
 from ...config import Config, DistributedConfig
 from ...tasks import TaskEvent
-from . import protocol as p
 from . import states
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import (
@@ -72,7 +71,8 @@ from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
 from .scheduler_producers import ProducerMessages, peek_req_id
 from .task_store import BLOB_DIR, BlobMissing, TaskRecord, TaskStore
-from .wire_send import send_nowait
+from .wire import protocol as p
+from .wire.send import send_nowait
 
 __all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 

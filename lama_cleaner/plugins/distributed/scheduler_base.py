@@ -18,12 +18,12 @@ import zmq
 
 from ...config import DistributedConfig
 from ...tasks import TaskEvent
-from . import protocol as p
 from . import states
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
 from .task_store import TaskRecord, TaskStore
-from .wire_send import send_nowait
+from .wire import protocol as p
+from .wire.send import send_nowait
 
 log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler")
 

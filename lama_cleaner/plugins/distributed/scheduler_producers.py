@@ -15,13 +15,13 @@ from typing import Any
 
 from ...errors import ClientError
 from ...tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
-from . import protocol as p
 from . import states
 from .node_registry import NodeEntry
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
 from .scheduler_base import Out, SchedulerBase, log
 from .task_store import TaskRecord
+from .wire import protocol as p
 
 TASK_KINDS = ("inpaint", "plugin")
 

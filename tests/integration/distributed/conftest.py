@@ -24,7 +24,7 @@ import pytest
 import zmq
 
 from lama_cleaner.inpaint_request import default_form
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.support.distributed_config import FAKE_PLUGIN, FAST
 from tests.support.server_process import REPO_ROOT, free_port, server_env
 from tests.support.waiting import wait_for

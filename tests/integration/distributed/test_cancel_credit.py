@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 from .conftest import (
     DistServer,

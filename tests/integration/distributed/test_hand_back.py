@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import zmq
 
-from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode, make_config, resource_class_of
 from tests.support.waiting import wait_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 from .conftest import Proc, ScriptedScheduler, start_node, write_config
 

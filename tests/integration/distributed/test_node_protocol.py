@@ -11,7 +11,7 @@ import time
 import cv2
 import numpy as np
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 from .conftest import Proc, ScriptedScheduler, handshake, mask_png, png, start_node, task_form, wait_for
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 from .conftest import Proc, ScriptedScheduler, handshake, start_node, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 from .conftest import FAST, DistServer, Proc, ScriptedScheduler, api_submit, start_node, wait_for, wait_nodes
 from .conftest import write_config as write_json

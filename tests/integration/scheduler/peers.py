@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 
 from lama_cleaner.config import Config
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.support.waiting import wait_for
 
 RESOURCE_CLASSES = {("inpaint", "cv2"): "cpu", ("inpaint", "lama"): "gpu", ("inpaint", "fake"): "cpu"}

@@ -8,8 +8,8 @@ import os
 import threading
 
 from lama_cleaner.plugins.distributed import producer
-from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.producer import SchedulerClient
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import make_config
 from tests.support.waiting import wait_for
 

@@ -3,7 +3,7 @@ the hot path; the guarantees themselves are covered by test_scheduler_flow.py)."
 
 from __future__ import annotations
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from lama_cleaner.tasks import TaskEvent
 from tests.integration.scheduler.peers import (
     dispatch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import (
     dispatch,
     expect_completed_event,

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from lama_cleaner.plugins.distributed import producer
-from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.producer import SchedulerClient, SchedulerError
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import make_config
 
 

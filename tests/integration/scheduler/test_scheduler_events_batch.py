@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ready_node, watching_producer
 from tests.support.waiting import wait_for
 

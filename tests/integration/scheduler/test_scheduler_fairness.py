@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.scheduler import is_node_message
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import ready_node
 
 BURST = 2000

@@ -8,9 +8,9 @@ import os
 import pytest
 import zmq
 
-from lama_cleaner.plugins.distributed import protocol as p
 from lama_cleaner.plugins.distributed.scheduler import Scheduler
 from lama_cleaner.plugins.distributed.task_store import TaskStore
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import (
     dispatch,
     make_config,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode, dispatch, ready_node
 
 

@@ -7,7 +7,7 @@ task if the scheduler wrongly gave it up.
 
 from __future__ import annotations
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import dispatch, ready_node, wait_completed
 from tests.support.waiting import wait_for
 

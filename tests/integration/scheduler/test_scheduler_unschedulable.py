@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Peer, dispatch, ready_node, wait_completed
 from tests.support.waiting import wait_for
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lama_cleaner.plugins.distributed.endpoints import TcpEndpoint, connectable, parse_tcp, queue_endpoint_for
+from lama_cleaner.plugins.distributed.wire.endpoints import TcpEndpoint, connectable, parse_tcp, queue_endpoint_for
 
 
 @pytest.mark.parametrize(

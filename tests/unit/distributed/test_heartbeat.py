@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from lama_cleaner.plugins.distributed.heartbeat import Backoff, Liveness
+from lama_cleaner.plugins.distributed.wire.liveness import Backoff, Liveness
 
 
 class FakeClock:

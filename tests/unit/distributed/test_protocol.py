@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 
 def test_round_trip_with_named_blobs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 
 def test_error_frames_carry_req_id_only_when_given():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.wire import protocol as p
 
 
 def _event(task_id: str, status: str = "queued", **extra) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from lama_cleaner.plugins.distributed.wire_send import send_nowait
+from lama_cleaner.plugins.distributed.wire.send import send_nowait
 
 
 def test_whole_message_arrives_and_an_unknown_identity_sends_nothing() -> None:

@@ -56,7 +56,9 @@ except ImportError:  # pragma: no cover - Windows
 
 from ...config import Config, DistributedConfig
 from ...tasks import TaskEvent
-from . import states
+from .journal import states
+from .journal.records import TaskRecord
+from .journal.task_store import BLOB_DIR, BlobMissing, TaskStore
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import (
     IdleNode,
@@ -70,7 +72,6 @@ from .routing import (
 from .scheduler_base import Out
 from .scheduler_nodes import NodeMessages
 from .scheduler_producers import ProducerMessages, peek_req_id
-from .task_store import BLOB_DIR, BlobMissing, TaskRecord, TaskStore
 from .wire import protocol as p
 from .wire.send import send_nowait
 

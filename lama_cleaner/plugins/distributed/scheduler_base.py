@@ -18,10 +18,11 @@ import zmq
 
 from ...config import DistributedConfig
 from ...tasks import TaskEvent
-from . import states
+from .journal import states
+from .journal.records import TaskRecord
+from .journal.task_store import TaskStore
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
-from .task_store import TaskRecord, TaskStore
 from .wire import protocol as p
 from .wire.send import send_nowait
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import states
+from .journal import states
+from .journal.records import TaskRecord
 from .node_registry import NodeEntry, holds
 from .retry_policy import next_retry, policy_for
 from .routing import allowed_queues
 from .scheduler_base import Out, SchedulerBase, log
-from .task_store import TaskRecord
 from .wire import protocol as p
 
 MAX_UNCHARGED_DISPATCHES = 20

@@ -15,12 +15,12 @@ from typing import Any
 
 from ...errors import ClientError
 from ...tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
-from . import states
+from .journal import states
+from .journal.records import TaskRecord
 from .node_registry import NodeEntry
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
 from .scheduler_base import Out, SchedulerBase, log
-from .task_store import TaskRecord
 from .wire import protocol as p
 
 TASK_KINDS = ("inpaint", "plugin")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lama_cleaner.plugins.distributed.task_store import sha256_of
+from lama_cleaner.plugins.distributed.journal.task_store import sha256_of
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode
 from tests.support.waiting import wait_for

@@ -9,8 +9,8 @@ import sqlite3
 
 import pytest
 
-from lama_cleaner.plugins.distributed import blob_files
-from lama_cleaner.plugins.distributed.task_store import (
+from lama_cleaner.plugins.distributed.journal import blob_files
+from lama_cleaner.plugins.distributed.journal.task_store import (
     INLINE_BLOB_MAX,
     BlobMissing,
     TaskStore,

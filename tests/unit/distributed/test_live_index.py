@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from lama_cleaner.plugins.distributed import states
-from lama_cleaner.plugins.distributed.task_store import TaskStore
+from lama_cleaner.plugins.distributed.journal import states
+from lama_cleaner.plugins.distributed.journal.task_store import TaskStore
 
 
 @pytest.fixture

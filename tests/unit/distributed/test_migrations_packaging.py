@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lama_cleaner.plugins.distributed import task_store
+from lama_cleaner.plugins.distributed.journal import task_store
 from tests.support.server_process import REPO_ROOT
 
 BUILD_INPUTS = ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "lama_cleaner", "migrations")
@@ -66,7 +66,7 @@ def test_an_installed_wheel_opens_its_journal_with_the_packaged_migrations(wheel
     probe = textwrap.dedent(
         """
         import sys
-        from lama_cleaner.plugins.distributed import task_store
+        from lama_cleaner.plugins.distributed.journal import task_store
         found = task_store.default_migrations_dir()
         store = task_store.TaskStore(sys.argv[1])
         print(task_store.__file__)

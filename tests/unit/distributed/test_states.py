@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from lama_cleaner.plugins.distributed import states as s
+from lama_cleaner.plugins.distributed.journal import states as s
 from lama_cleaner.tasks import TASK_STATES, TERMINAL_STATES
 
 

@@ -10,9 +10,9 @@ import sqlite3
 import pytest
 
 from lama_cleaner.errors import ClientError
-from lama_cleaner.plugins.distributed.live_tasks import LiveTasks
+from lama_cleaner.plugins.distributed.journal.live_tasks import LiveTasks
+from lama_cleaner.plugins.distributed.journal.task_store import TaskStore, default_migrations_dir
 from lama_cleaner.plugins.distributed.scheduler_producers import parse_submit
-from lama_cleaner.plugins.distributed.task_store import TaskStore, default_migrations_dir
 from lama_cleaner.tasks import DEFAULT_PRIORITY
 
 

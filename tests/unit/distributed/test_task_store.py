@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from lama_cleaner.plugins.distributed import states
-from lama_cleaner.plugins.distributed.task_store import MAX_FREE_RECOVERIES, StoreError, TaskStore, sha256_of
+from lama_cleaner.plugins.distributed.journal import states
+from lama_cleaner.plugins.distributed.journal.task_store import MAX_FREE_RECOVERIES, StoreError, TaskStore, sha256_of
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ first and counts the message as a duplicate).
 
 from __future__ import annotations
 
-from ...tasks import TASK_STATES, TERMINAL_STATES
+from ....tasks import TASK_STATES, TERMINAL_STATES
 
 STATES = TASK_STATES
 """The state names are the ones ``TaskInfo.status`` reports; defined once, in ``lama_cleaner.tasks``."""

@@ -46,14 +46,14 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...tasks import DEFAULT_PRIORITY, check_priority
+from ....tasks import DEFAULT_PRIORITY, check_priority
 from . import states
 from .blob_files import BlobFiles
 from .live_tasks import LiveTasks
+from .records import RecoveryReport, TaskRecord
 
 MIGRATIONS_ENV = "LAMA_CLEANER_MIGRATIONS_DIR"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -105,62 +105,11 @@ def default_migrations_dir() -> Path:
         packaged = None
     if isinstance(packaged, Path) and packaged.is_dir():  # a zip import has no folder to read from
         return packaged
-    return Path(__file__).resolve().parents[3] / "migrations"
+    return Path(__file__).resolve().parents[4] / "migrations"  # journal/ distributed/ plugins/ lama_cleaner/ <root>
 
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@dataclass
-class TaskRecord:
-    """One row of ``tasks`` (JSON columns decoded)."""
-
-    seq: int
-    id: str
-    kind: str
-    name: str
-    queue: str
-    status: str
-    attempts: int
-    max_attempts: int
-    dispatches: int
-    recoveries: int
-    not_before: float
-    node_id: str | None
-    progress: float | None
-    step: int | None
-    total_steps: int | None
-    submitter: str | None
-    idempotency_key: str | None
-    form: dict[str, str]
-    error: str | None
-    error_status: int | None
-    traceback: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    result_mimetype: str | None
-    result_headers: dict[str, str] | None
-    result_sha256: str | None
-    duplicates: int
-    priority: int = DEFAULT_PRIORITY
-    """0..9, higher dispatched first (migration 0004); the live index orders each queue by it."""
-
-    @property
-    def terminal(self) -> bool:
-        return states.is_terminal(self.status)
-
-
-@dataclass
-class RecoveryReport:
-    """What :meth:`TaskStore.recover` found: queued tasks kept, interrupted ones re-queued."""
-
-    queued: list[str] = field(default_factory=list)
-    requeued: list[str] = field(default_factory=list)
-    charged: list[str] = field(default_factory=list)
-    refunded: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
 
 
 _COLUMNS = (

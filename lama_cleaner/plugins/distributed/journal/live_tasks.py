@@ -8,7 +8,7 @@ in step with every write it makes (it is the only writer), and rolls it back wit
 
 What it holds:
 
-- every queued or processing task's current :class:`~.task_store.TaskRecord` (records are values:
+- every queued or processing task's current :class:`~.records.TaskRecord` (records are values:
   a change makes a new record, so one handed out never changes under its holder);
 - per queue, the queued tasks in dispatch order: highest ``priority`` first, then FIFO by ``seq``
   (a sorted list of ``(-priority, seq, id)`` keys): the dispatcher's candidates and positions;
@@ -25,12 +25,9 @@ import heapq
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from . import states
-
-if TYPE_CHECKING:
-    from .task_store import TaskRecord
+from .records import TaskRecord
 
 RECENT_FINISHED = 1024
 """Finished records kept in memory; older ones are read from the journal on demand."""

@@ -129,7 +129,7 @@ class OursRunner:
     def __init__(self, group: ProcessGroup, work_dir: Path, timeout_s: float, profile: Path | None = None) -> None:
         try:
             from lama_cleaner.plugins.distributed.producer import SchedulerClient
-            from lama_cleaner.plugins.distributed.scheduler import Scheduler  # noqa: F401
+            from lama_cleaner.plugins.distributed.scheduler.service import Scheduler  # noqa: F401
             from lama_cleaner.plugins.distributed.wire import protocol  # noqa: F401
         except ImportError as exc:
             raise RunnerUnavailable(f"our distributed package is incomplete here ({exc})") from exc
@@ -373,8 +373,8 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
 
     from lama_cleaner.config import load_config
     from lama_cleaner.plugins.distributed.malloc_tuning import tune_malloc
-    from lama_cleaner.plugins.distributed.scheduler import Scheduler
-    from lama_cleaner.plugins.distributed.scheduler_main import build_resource_class_of
+    from lama_cleaner.plugins.distributed.scheduler.main import build_resource_class_of
+    from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
     from lama_cleaner.plugins.manager import create_plugin_manager
 
     tune_malloc()  # as scheduler_main does

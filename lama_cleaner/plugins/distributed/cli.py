@@ -16,7 +16,7 @@ def node_main(argv: Sequence[str] | None = None) -> int:
 
 
 def scheduler_main(argv: Sequence[str] | None = None) -> int:
-    from .scheduler_main import scheduler_main as run
+    from .scheduler.main import scheduler_main as run
 
     return int(run(argv) or 0)
 

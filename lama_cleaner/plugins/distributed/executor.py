@@ -209,7 +209,7 @@ class DistributedExecutor:
             if dist.scheduler:
                 endpoint = dist.scheduler
             else:
-                from .scheduler import Scheduler
+                from .scheduler.service import Scheduler
 
                 self.scheduler = Scheduler(config, self.resource_class_of, on_crash=self._on_scheduler_crash)
                 self._embedded = self.scheduler

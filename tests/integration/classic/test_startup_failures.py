@@ -70,7 +70,7 @@ class SchedulerProcess:
             "import sys\n"
             + prelude
             + (
-                "from lama_cleaner.plugins.distributed.scheduler_main import scheduler_main\n"
+                "from lama_cleaner.plugins.distributed.scheduler.main import scheduler_main\n"
                 "sys.exit(scheduler_main(sys.argv[1:]))\n"
             )
         )
@@ -170,7 +170,7 @@ def test_scheduler_exits_non_zero_when_its_loop_crashed(tmp_path, schedulers):
     kills the loop; the process must then exit 1 by itself, not 0."""
     prelude = textwrap.dedent(
         """
-        from lama_cleaner.plugins.distributed.scheduler import Scheduler
+        from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
         assert hasattr(Scheduler, "_round"), "the injection point moved"
         def _fault(self, *args, **kwargs):
             raise RuntimeError("injected loop fault")

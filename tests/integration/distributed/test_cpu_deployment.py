@@ -15,7 +15,7 @@ import requests
 
 from lama_cleaner.models.registry import build_model_registry
 from lama_cleaner.plugins.distributed.capabilities import routing_resource_class
-from lama_cleaner.plugins.distributed.routing import route_task
+from lama_cleaner.plugins.distributed.scheduler.routing import route_task
 from lama_cleaner.plugins.manager import create_plugin_manager
 
 from .conftest import (

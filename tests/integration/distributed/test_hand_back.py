@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import zmq
 
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode, make_config, resource_class_of
 from tests.support.waiting import wait_for
@@ -170,7 +170,7 @@ def test_a_node_that_keeps_handing_a_task_back_is_eventually_charged(tmp_path, p
     """Hand-backs are free only up to MAX_UNCHARGED_DISPATCHES: a buggy node that bounces a task
     every time cannot keep it queued for ever; past the bound the hand-back costs an attempt, and
     with the attempts spent the task fails with the node's error."""
-    from lama_cleaner.plugins.distributed.scheduler_nodes import MAX_UNCHARGED_DISPATCHES
+    from lama_cleaner.plugins.distributed.scheduler.node_handlers import MAX_UNCHARGED_DISPATCHES
 
     config = make_config(tmp_path)
     config.distributed.retry["inpaint"].max_attempts = 2

@@ -14,7 +14,7 @@ import pytest
 import requests
 import zmq
 
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from tests.integration.scheduler.peers import ScriptedNode, make_config, resource_class_of
 from tests.support.waiting import wait_for
 

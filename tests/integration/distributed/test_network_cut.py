@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import zmq
 
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, make_config
 from tests.support.tcp_proxy import LoopbackProxy

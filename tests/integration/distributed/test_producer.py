@@ -13,7 +13,7 @@ from lama_cleaner.config import load_config
 from lama_cleaner.errors import ClientError, NotFound, Overloaded, TaskCancelled, TaskFailed
 from lama_cleaner.plugins.distributed.executor import error_from_reply
 from lama_cleaner.plugins.distributed.producer import SchedulerClient, SchedulerUnavailable
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 
 from .conftest import FAST, free_port_block, mask_png, png, start_node, task_form, wait_for

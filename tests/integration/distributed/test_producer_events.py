@@ -14,7 +14,7 @@ import zmq
 
 from lama_cleaner.config import load_config
 from lama_cleaner.plugins.distributed.producer import SchedulerClient
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode, make_config, resource_class_of
 from tests.support.waiting import wait_for

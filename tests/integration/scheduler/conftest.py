@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import zmq
 
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from tests.integration.scheduler.peers import Producer, ScriptedNode, make_config, resource_class_of
 
 

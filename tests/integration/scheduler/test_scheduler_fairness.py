@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from lama_cleaner.plugins.distributed.scheduler import is_node_message
+from lama_cleaner.plugins.distributed.scheduler.service import is_node_message
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import ready_node
 

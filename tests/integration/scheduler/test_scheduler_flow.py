@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 from lama_cleaner.plugins.distributed.journal.task_store import TaskStore
-from lama_cleaner.plugins.distributed.scheduler import Scheduler
+from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import (
     dispatch,

@@ -25,7 +25,7 @@ class SchedulerProcess:
     def __init__(self, data_dir: Path, config: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LAMA_CLEANER_DISABLE_PLUGIN_AUTOLOAD": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lama_cleaner.plugins.distributed.scheduler_main",
+            [sys.executable, "-m", "lama_cleaner.plugins.distributed.scheduler.main",
              "--bind", "tcp://127.0.0.1:0", "--data-dir", str(data_dir), "--config", str(config),
              "--log-level", "WARNING"],
             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lama_cleaner.plugins.distributed.node_registry import NodeEntry, holds
+from lama_cleaner.plugins.distributed.scheduler.node_registry import NodeEntry, holds
 
 
 def busy_node() -> NodeEntry:

@@ -3,8 +3,14 @@ plan), and the bounded memories behind it and behind drains (node_registry)."""
 
 from __future__ import annotations
 
-from lama_cleaner.plugins.distributed.node_registry import DrainedNodes, FailedOn
-from lama_cleaner.plugins.distributed.routing import IdleNode, WaitingTask, choose_node, plan_dispatch, preferred_nodes
+from lama_cleaner.plugins.distributed.scheduler.node_registry import DrainedNodes, FailedOn
+from lama_cleaner.plugins.distributed.scheduler.routing import (
+    IdleNode,
+    WaitingTask,
+    choose_node,
+    plan_dispatch,
+    preferred_nodes,
+)
 
 CPU = frozenset({"cpu"})
 

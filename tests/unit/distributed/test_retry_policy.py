@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lama_cleaner.config import RetryConfig
-from lama_cleaner.plugins.distributed.retry_policy import backoff_delay, next_retry, policy_for
+from lama_cleaner.plugins.distributed.scheduler.retry_policy import backoff_delay, next_retry, policy_for
 
 
 def test_backoff_doubles_and_caps():

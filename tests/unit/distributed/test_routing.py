@@ -6,7 +6,7 @@ import pytest
 
 from lama_cleaner.config import DistributedConfig
 from lama_cleaner.errors import ClientError
-from lama_cleaner.plugins.distributed.routing import (
+from lama_cleaner.plugins.distributed.scheduler.routing import (
     IdleNode,
     RoutingError,
     WaitingTask,

@@ -1,7 +1,7 @@
 """The standalone scheduler routes like the embedded one (``--device cpu`` is a CPU deployment)."""
 
 from lama_cleaner.config import Config
-from lama_cleaner.plugins.distributed.scheduler_main import build_resource_class_of, scheduler_main
+from lama_cleaner.plugins.distributed.scheduler.main import build_resource_class_of, scheduler_main
 from lama_cleaner.plugins.manager import create_plugin_manager
 
 

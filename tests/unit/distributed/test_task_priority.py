@@ -12,7 +12,7 @@ import pytest
 from lama_cleaner.errors import ClientError
 from lama_cleaner.plugins.distributed.journal.live_tasks import LiveTasks
 from lama_cleaner.plugins.distributed.journal.task_store import TaskStore, default_migrations_dir
-from lama_cleaner.plugins.distributed.scheduler_producers import parse_submit
+from lama_cleaner.plugins.distributed.scheduler.producer_handlers import parse_submit
 from lama_cleaner.tasks import DEFAULT_PRIORITY
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import ClientError
+from ....errors import ClientError
 
 ResourceClassOf = Callable[[str, str], "str | None"]
 """``(kind, name) -> "gpu" | "cpu" | None`` (None: no such model or image plugin)."""

@@ -1,7 +1,7 @@
 """State and helpers shared by the scheduler's parts: the outbox, replies, events and counters.
 
-:class:`~.scheduler.Scheduler` is assembled from this base, :mod:`.scheduler_nodes` (node messages
-and the retry decisions) and :mod:`.scheduler_producers` (producer requests). Handlers never send:
+:class:`~.service.Scheduler` is assembled from this base, :mod:`.node_handlers` (node messages
+and the retry decisions) and :mod:`.producer_handlers` (producer requests). Handlers never send:
 they append :class:`Out` messages and event dicts, which the loop sends after the journal commit.
 """
 
@@ -16,17 +16,17 @@ from typing import Any
 
 import zmq
 
-from ...config import DistributedConfig
-from ...tasks import TaskEvent
-from .journal import states
-from .journal.records import TaskRecord
-from .journal.task_store import TaskStore
+from ....config import DistributedConfig
+from ....tasks import TaskEvent
+from ..journal import states
+from ..journal.records import TaskRecord
+from ..journal.task_store import TaskStore
+from ..wire import protocol as p
+from ..wire.send import send_nowait
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
-from .wire import protocol as p
-from .wire.send import send_nowait
 
-log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler")
+log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler.service")
 
 _STATES_WITH_ERROR = frozenset({states.FAILED, states.CANCELLED, states.QUEUED})
 

@@ -16,11 +16,11 @@ registry or the journal. Each loop iteration:
    could still lose.
 
 Where things are: this module is the engine (lifecycle, the loop and its rounds, timers, dispatch,
-``stats()``); :mod:`.scheduler_nodes` handles node messages and retry decisions,
-:mod:`.scheduler_producers` handles producer requests, :mod:`.scheduler_base` holds the shared state,
+``stats()``); :mod:`.node_handlers` handles node messages and retry decisions,
+:mod:`.producer_handlers` handles producer requests, :mod:`.scheduler_base` holds the shared state,
 outbox, replies and events; :mod:`.node_registry` is the per-node record (credit rules);
-:mod:`.task_store` (with :mod:`.live_tasks`) is the journal and its in-memory live index;
-:mod:`.routing`, :mod:`.states` and :mod:`.retry_policy` are the pure decisions.
+:mod:`..journal.task_store` (with :mod:`..journal.live_tasks`) is the journal and its in-memory live
+index; :mod:`.routing`, :mod:`..journal.states` and :mod:`.retry_policy` are the pure decisions.
 
 Cost per task matters (it bounds throughput on small boxes), so the hot paths avoid the journal
 where it is not the point: unfinished tasks are read from the store's in-memory live index, a round
@@ -54,12 +54,16 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from ...config import Config, DistributedConfig
-from ...tasks import TaskEvent
-from .journal import states
-from .journal.records import TaskRecord
-from .journal.task_store import BLOB_DIR, BlobMissing, TaskStore
+from ....config import Config, DistributedConfig
+from ....tasks import TaskEvent
+from ..journal import states
+from ..journal.records import TaskRecord
+from ..journal.task_store import BLOB_DIR, BlobMissing, TaskStore
+from ..wire import protocol as p
+from ..wire.send import send_nowait
+from .node_handlers import NodeMessages
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
+from .producer_handlers import ProducerMessages, peek_req_id
 from .routing import (
     IdleNode,
     ResourceClassOf,
@@ -70,10 +74,6 @@ from .routing import (
     unschedulable_reason,
 )
 from .scheduler_base import Out
-from .scheduler_nodes import NodeMessages
-from .scheduler_producers import ProducerMessages, peek_req_id
-from .wire import protocol as p
-from .wire.send import send_nowait
 
 __all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 
@@ -118,7 +118,7 @@ TaskKey = tuple[str, str, str]
 class Scheduler(NodeMessages, ProducerMessages):
     """The scheduler service. ``start()`` opens the journal (migrations + recovery) and binds the
     sockets in the caller's thread, so errors surface there; then the loop runs in its own thread
-    until ``stop()``. Usable embedded in the web server or standalone (``scheduler_main``).
+    until ``stop()``. Usable embedded in the web server or standalone (:mod:`.main`).
     """
 
     def __init__(

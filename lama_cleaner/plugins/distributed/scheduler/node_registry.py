@@ -12,7 +12,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
-from .wire import protocol as p
+from ..wire import protocol as p
 
 
 @dataclass

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ...errors import ClientError
-from ...tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
-from .journal import states
-from .journal.records import TaskRecord
+from ....errors import ClientError
+from ....tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
+from ..journal import states
+from ..journal.records import TaskRecord
+from ..wire import protocol as p
 from .node_registry import NodeEntry
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
 from .scheduler_base import Out, SchedulerBase, log
-from .wire import protocol as p
 
 TASK_KINDS = ("inpaint", "plugin")
 
@@ -201,7 +201,7 @@ class ProducerMessages(SchedulerBase):
     def _drain(self, node: NodeEntry, outbox: list[Out]) -> None:
         """Take the node's credit away for good and tell it (``DRAIN``). The node side owns the rules
         (the drain is remembered across re-registrations and a lost DRAIN is re-sent):
-        ``scheduler_nodes.NodeMessages._drain_node``, which the assembled ``Scheduler`` has."""
+        ``node_handlers.NodeMessages._drain_node``, which the assembled ``Scheduler`` has."""
         if not node.draining:
             log.info("draining node %s (%s)", node.name, node.node_id)
         self._drain_node(node, outbox)  # type: ignore[attr-defined]

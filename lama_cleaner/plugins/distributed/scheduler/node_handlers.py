@@ -18,13 +18,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .journal import states
-from .journal.records import TaskRecord
+from ..journal import states
+from ..journal.records import TaskRecord
+from ..wire import protocol as p
 from .node_registry import NodeEntry, holds
 from .retry_policy import next_retry, policy_for
 from .routing import allowed_queues
 from .scheduler_base import Out, SchedulerBase, log
-from .wire import protocol as p
 
 MAX_UNCHARGED_DISPATCHES = 20
 """Hand-backs are free (the node never started the task) only while the task has had fewer than this

@@ -25,9 +25,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ...config import Config, ConfigError, load_config, validate_config
-from .capabilities import split_list, task_resource_class
-from .malloc_tuning import tune_malloc
+from ....config import Config, ConfigError, load_config, validate_config
+from ..capabilities import split_list, task_resource_class
+from ..malloc_tuning import tune_malloc
 from .routing import ResourceClassOf
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
     Models go through ``routing_resource_class`` so that with ``--device cpu`` (a CPU deployment) a
     CPU-capable gpu-class model such as lama is routed to the cpu queue, as the web server does.
     """
-    from ...image_plugins.registry import build_image_plugin_registry
-    from ...models.registry import build_model_registry
+    from ....image_plugins.registry import build_image_plugin_registry
+    from ....models.registry import build_model_registry
 
     models = build_model_registry(pm)
     image_plugins = build_image_plugin_registry(pm, config)
@@ -78,8 +78,8 @@ def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
 
 def scheduler_main(argv: Sequence[str] | None = None) -> int:
     """Run the scheduler until SIGTERM/SIGINT; returns the process exit code."""
-    from ..manager import create_plugin_manager
-    from .scheduler import Scheduler
+    from ...manager import create_plugin_manager
+    from .service import Scheduler
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -151,5 +151,5 @@ def exit_status(scheduler: Any, *, died: bool, stopped: bool) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.scheduler_main`
+if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.scheduler.main`
     raise SystemExit(scheduler_main())

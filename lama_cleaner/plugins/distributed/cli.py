@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 
 def node_main(argv: Sequence[str] | None = None) -> int:
-    from .node_main import node_main as run
+    from .node.main import node_main as run
 
     return run(argv)
 

@@ -52,7 +52,7 @@ from ...errors import (
     TaskTimeout,
 )
 from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
-from .capabilities import task_resource_class
+from .node.capabilities import task_resource_class
 from .producer import SchedulerClient, SchedulerError
 from .wire import protocol as p
 from .wire.endpoints import connectable

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from lama_cleaner.models.registry import build_model_registry
-from lama_cleaner.plugins.distributed.capabilities import routing_resource_class
+from lama_cleaner.plugins.distributed.node.capabilities import routing_resource_class
 from lama_cleaner.plugins.distributed.scheduler.routing import route_task
 from lama_cleaner.plugins.manager import create_plugin_manager
 

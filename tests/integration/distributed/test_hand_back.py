@@ -63,7 +63,7 @@ def test_a_handed_back_task_is_requeued_uncharged_and_completes_elsewhere(one_at
     draining = _ready(peer, one_attempt)
     task_id = producer.submit("cv2").header["task"]["id"]
     sent = draining.expect_task()
-    # What a node that began draining as the TASK crossed answers (node.py ``_hand_back``).
+    # What a node that began draining as the TASK crossed answers (node/agent.py ``_hand_back``).
     draining.failed(sent, retryable=True, error="node was not idle", status=503, handed_back=True, ready=False)
     queued = _task(producer, task_id, ("queued", "failed"))
     assert queued["status"] == "queued" and queued["attempts"] == 0

@@ -309,7 +309,7 @@ def test_pipe_buffers_are_enlarged():
 
     import pytest
 
-    from lama_cleaner.plugins.distributed.inference_worker import _PIPE_BUFFER_BYTES, enlarge_pipe_buffers
+    from lama_cleaner.plugins.distributed.node.inference import _PIPE_BUFFER_BYTES, enlarge_pipe_buffers
 
     a, b = mp.Pipe()
     try:

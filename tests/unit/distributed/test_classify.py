@@ -1,4 +1,4 @@
-"""``inference_worker.classify``: which failures a node reports as retryable, and with which status.
+"""``node.inference.classify``: which failures a node reports as retryable, and with which status.
 
 Each exception is raised for real (OpenCV, Pillow, numpy and the real ``pipeline.execute_task`` with
 the cv2 model), so the test sees what a node's inference child sees, including the ``InferenceError``
@@ -21,7 +21,7 @@ from lama_cleaner.image_plugins.registry import build_image_plugin_registry
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.models.manager import ModelManager
 from lama_cleaner.models.registry import build_model_registry
-from lama_cleaner.plugins.distributed.inference_worker import classify
+from lama_cleaner.plugins.distributed.node.inference import classify
 from lama_cleaner.plugins.manager import create_plugin_manager
 from lama_cleaner.tasks import TaskRequest
 

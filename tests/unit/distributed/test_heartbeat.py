@@ -1,7 +1,7 @@
-"""``heartbeat.Backoff`` and ``heartbeat.Liveness``: the arithmetic behind "reconnect with exponential
+"""``wire.liveness.Backoff`` and ``wire.liveness.Liveness``: the arithmetic behind "reconnect with exponential
 backoff" and "a peer silent for interval x liveness is gone", driven by an injected clock (no sleeping).
 
-The node and the producer rely on exactly these rules (node.py: ``_disconnect`` takes
+The node and the producer rely on exactly these rules (node/agent.py: ``_disconnect`` takes
 ``Backoff.next_delay()``, WELCOME calls ``Backoff.reset()``; both loops test ``Liveness.expired``), and
 tests/integration/distributed/test_node_backoff.py checks that the real node process follows them.
 """

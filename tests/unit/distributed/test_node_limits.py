@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from lama_cleaner.config import DistributedConfig, load_config
-from lama_cleaner.plugins.distributed.inference_worker import child_rss_mb, recycle_reason
-from lama_cleaner.plugins.distributed.node import RecentCancels
-from lama_cleaner.plugins.distributed.node_main import build_parser
+from lama_cleaner.plugins.distributed.node.current_work import RecentCancels
+from lama_cleaner.plugins.distributed.node.inference import child_rss_mb, recycle_reason
+from lama_cleaner.plugins.distributed.node.main import build_parser
 from lama_cleaner.plugins.distributed.wire import protocol as p
 
 

@@ -10,8 +10,8 @@ import pytest
 from lama_cleaner.config import Config, ConfigError
 from lama_cleaner.models.device import CUDA_MISSING, has_cuda
 from lama_cleaner.models.registry import build_model_registry
-from lama_cleaner.plugins.distributed.capabilities import available_models
-from lama_cleaner.plugins.distributed.node_main import node_device
+from lama_cleaner.plugins.distributed.node.capabilities import available_models
+from lama_cleaner.plugins.distributed.node.main import node_device
 from lama_cleaner.plugins.manager import create_plugin_manager
 
 no_cuda = pytest.mark.skipif(has_cuda(), reason="this machine has CUDA: cuda is a usable device here")
@@ -45,7 +45,7 @@ def test_without_models_every_available_one_is_offered_in_registry_order(registr
 
 
 def test_requested_models_keep_registry_order_and_unavailable_ones_are_warned_about(registry, caplog):
-    with caplog.at_level(logging.WARNING, logger="lama_cleaner.plugins.distributed.capabilities"):
+    with caplog.at_level(logging.WARNING, logger="lama_cleaner.plugins.distributed.node.capabilities"):
         assert available_models(registry, Config(), ["cv2", "sd1.5", "lama", "cv2"]) == ["lama", "cv2"]
     assert any("sd1.5" in r.getMessage() for r in caplog.records)
 

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ....config import Config, ConfigError, load_config, validate_config
-from ..capabilities import split_list, task_resource_class
-from ..malloc_tuning import tune_malloc
+from ..node.capabilities import split_list, task_resource_class
+from ..node.malloc_tuning import tune_malloc
 from .routing import ResourceClassOf
 
 log = logging.getLogger(__name__)

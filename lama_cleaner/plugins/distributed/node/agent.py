@@ -2,8 +2,9 @@
 
 Threading model. The node's main process owns every ZeroMQ socket and runs one poll loop over the
 control socket, the joined queue sockets and the Pipe to the inference child. Inference happens in
-that child (``inference_worker.py``), so a long model call never delays heartbeats, CANCEL handling
-or reconnects: the loop wakes at least every ``_TICK_S`` whatever the model does.
+that child (:mod:`.inference`, started and stopped through :mod:`.child`), so a long model call never
+delays heartbeats, CANCEL handling or reconnects: the loop wakes at least every ``_TICK_S`` whatever
+the model does. The task held and early CANCELs are kept in :mod:`.current_work`.
 
 Flow control is pull-based (ZeroMQ Guide ch. 3, "load balancing"): when idle the node sends READY
 (a credit of exactly one task) on each joined queue socket; the scheduler hands out at most one TASK
@@ -22,7 +23,7 @@ Failure handling:
   (``RecentCancels``) and a matching TASK is answered CANCELLED without running it;
 - CANCEL -> the shared Event is set; a model that reports steps stops at its next step, anything
   else (or a stepping model that does not stop within ``_STEP_CANCEL_GRACE_S``) is stopped by
-  terminating the child (SIGTERM, then SIGKILL after ``_KILL_GRACE_S``) and a fresh child is spawned.
+  terminating the child (SIGTERM, then SIGKILL after ``KILL_GRACE_S``) and a fresh child is spawned.
   CANCELLED is reported only once an inference child is ready again: the scheduler takes CANCELLED
   as the node's next credit, so saying it earlier would invite a TASK the node cannot start yet, and
   "idle" must mean "can run work now";
@@ -50,170 +51,37 @@ import multiprocessing as mp
 import os
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from ...errors import NotFound
+from ....errors import NotFound
+from ..wire import protocol as p
+from ..wire.endpoints import queue_endpoint_for
+from ..wire.liveness import Backoff, Liveness
+from ..wire.send import send_nowait
 from .capabilities import available_models, collect
-from .inference_worker import child_rss_mb, enlarge_pipe_buffers, pack, recycle_reason, worker_main
-from .wire import protocol as p
-from .wire.endpoints import queue_endpoint_for
-from .wire.liveness import Backoff, Liveness
-from .wire.send import send_nowait
+from .child import KILL_GRACE_S, InferenceChild
+from .current_work import CurrentTask, RecentCancels
+from .inference import child_rss_mb, pack, recycle_reason
 
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.05
 _TICK_MS = int(_TICK_S * 1000)
-_KILL_GRACE_S = 0.5
 _STEP_CANCEL_GRACE_S = 3.0
 _BYE_LINGER_MS = 500
 _RECONNECT_JITTER = 0.1
 """Each reconnect delay is shortened by up to 10%: nodes that lost the scheduler together spread out."""
-_RETIRE_GRACE_S = 10.0
-"""How long a recycled inference child may take to exit after ``("stop",)`` before it is killed."""
 
 # Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (see wire/send.py).
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
 
 
-@dataclass
-class _Current:
-    """The task the node is working on."""
-
-    task_id: str
-    attempt: int
-    kind: str
-    name: str
-    queue: str
-    started: float
-    cancel_deadline: float | None = None
-    payload: tuple[dict[str, Any], dict[str, bytes]] | None = None
-    """(TASK header, files) until the task is handed to an inference child."""
-    handed: bool = False
-    """True once the inference child has the task (it may be running)."""
-    cancelled: bool = False
-    """The outcome is CANCELLED; it is reported as soon as an inference child is ready again."""
-
-
-class RecentCancels:
-    """CANCELs for (task_id, attempt) pairs the node did not hold when they arrived.
-
-    Bounded by count and age: the scheduler sends a TASK before any CANCEL for it, so an overtaken
-    TASK is at most a network hop behind; entries only need to outlive that. An attempt number is
-    never dispatched twice, so a remembered pair can never cancel a later, legitimate dispatch."""
-
-    def __init__(self, limit: int = 64, ttl_s: float = 300.0) -> None:
-        self.limit = limit
-        self.ttl_s = ttl_s
-        self._seen: OrderedDict[tuple[str, int], float] = OrderedDict()
-
-    def add(self, task_id: str, attempt: int, now: float) -> None:
-        self._seen[(task_id, attempt)] = now
-        self._seen.move_to_end((task_id, attempt))
-        while len(self._seen) > self.limit:
-            self._seen.popitem(last=False)
-
-    def take(self, task_id: str, attempt: int, now: float) -> bool:
-        """True (and forgotten) if this attempt was cancelled within ``ttl_s``."""
-        if not self._seen:  # the usual case: one dict check per TASK
-            return False
-        while self._seen:
-            oldest = next(iter(self._seen.values()))
-            if now - oldest <= self.ttl_s:
-                break
-            self._seen.popitem(last=False)
-        return self._seen.pop((task_id, attempt), None) is not None
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
 def _loads_model(kind: str) -> bool:
     """Tasks of this kind load a model on the node (the scheduler then predicts ``loaded_model``)."""
     return kind == "inpaint"
-
-
-class _Child:
-    """One inference child process and its Pipe; stopping it never blocks the poll loop."""
-
-    def __init__(self, ctx: Any, config: Any, plugins: list[str], device: str) -> None:
-        self.conn, child_conn = ctx.Pipe()
-        self.cancel_event = ctx.Event()
-        self.proc = ctx.Process(
-            target=worker_main,
-            args=(child_conn, self.cancel_event, config, plugins, device),
-            name="lama-cleaner-inference",
-            daemon=True,
-        )
-        self.proc.start()
-        child_conn.close()
-        enlarge_pipe_buffers(self.conn)
-        self.ready = False
-        self.tasks_done = 0
-        """Tasks this process finished (for ``node_max_tasks_per_child``)."""
-        self.kill_deadline: float | None = None
-        self.cancel_set = False
-        """Whether ``cancel_event`` may be set: clearing it takes the Event's lock and semaphore, so
-        it is cleared before the next task only after a CANCEL actually set it."""
-
-    def terminate(self) -> None:
-        """SIGTERM now; :meth:`reap` escalates to SIGKILL after the grace period."""
-        if self.kill_deadline is None:
-            self.kill_deadline = time.monotonic() + _KILL_GRACE_S
-            try:
-                self.proc.terminate()
-            except (OSError, AttributeError):
-                pass
-
-    def retire(self) -> None:
-        """Ask an idle child to exit (it frees its memory); :meth:`reap` kills it after the grace."""
-        if self.kill_deadline is None:
-            self.kill_deadline = time.monotonic() + _RETIRE_GRACE_S
-            try:
-                self.conn.send(("stop",))
-            except (OSError, ValueError):  # its Pipe is gone already: stop it the hard way
-                self.kill_deadline = None
-                self.terminate()
-
-    def reap(self) -> bool:
-        """True once the process is gone (escalating to SIGKILL when the grace has passed)."""
-        if not self.proc.is_alive():
-            self.proc.join(0)
-            self.close_pipe()
-            return True
-        if self.kill_deadline is not None and time.monotonic() > self.kill_deadline:
-            try:
-                self.proc.kill()
-            except (OSError, AttributeError):
-                pass
-            self.kill_deadline = time.monotonic() + _KILL_GRACE_S
-        return False
-
-    def close_pipe(self) -> None:
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-
-    def stop(self, timeout: float = 2.0) -> None:
-        """Blocking stop used at exit: ask politely, then terminate, then kill."""
-        try:
-            self.conn.send(("stop",))
-        except (OSError, ValueError):
-            pass
-        self.proc.join(timeout)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(_KILL_GRACE_S)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(_KILL_GRACE_S)
-        self.close_pipe()
 
 
 class Node:
@@ -234,9 +102,9 @@ class Node:
         parent_pid: int | None = None,
         stop_grace_s: float = 10.0,
     ) -> None:
-        from ...image_plugins.registry import build_image_plugin_registry
-        from ...models.registry import build_model_registry
-        from ..manager import create_plugin_manager
+        from ....image_plugins.registry import build_image_plugin_registry
+        from ....models.registry import build_model_registry
+        from ...manager import create_plugin_manager
 
         self.scheduler = scheduler
         self.config = config
@@ -279,7 +147,7 @@ class Node:
         self.queue_socks: dict[zmq.Socket, str] = {}
         self.welcomed = False
         self.next_connect_at = 0.0
-        self.current: _Current | None = None
+        self.current: CurrentTask | None = None
         self.pending_outcome: list[bytes] | None = None
         self.ready_sent = False
         self.draining = False
@@ -288,8 +156,8 @@ class Node:
         self._stop_announced = False
         self.exit_code: int | None = None
         self.loaded_model: str | None = None
-        self.child: _Child | None = None
-        self.dying: list[_Child] = []
+        self.child: InferenceChild | None = None
+        self.dying: list[InferenceChild] = []
         self._next_parent_check = 0.0
         self._poll_items: list[tuple[Any, int]] | None = None
         """``zmq_poll`` items, built once and rebuilt only when a socket or the child's Pipe changes
@@ -458,7 +326,7 @@ class Node:
         self.next_connect_at = time.monotonic() + delay
 
     def _hello(self) -> list[bytes]:
-        from ... import __version__
+        from .... import __version__
 
         cur = self.current
         self._reported_model = self.loaded_model
@@ -606,7 +474,7 @@ class Node:
         files = msg.blob_map()  # decode() already checked the blob count against the header
         # Accepted even while the inference child is (re)starting: the scheduler gave us the task
         # on a legitimate credit; it is handed over as soon as the child says it is ready.
-        self.current = _Current(
+        self.current = CurrentTask(
             task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), payload=(dict(header), files)
         )
         self.pending_outcome = None
@@ -632,7 +500,7 @@ class Node:
         if self.current is not None:  # a protocol slip: the node is busy, so no credit either
             self._send(self._cancelled_frames(task_id, attempt, ready=False))
             return
-        self.current = _Current(
+        self.current = CurrentTask(
             task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), cancelled=True
         )
         self.pending_outcome = None
@@ -686,7 +554,7 @@ class Node:
             log.info("cancel %s: model cannot be interrupted; terminating the inference process", task_id)
             self._kill_child_for_cancel()
 
-    def _reports_steps(self, cur: _Current) -> bool:
+    def _reports_steps(self, cur: CurrentTask) -> bool:
         """Whether the task's model checks the cancel Event between steps (else only a kill stops it)."""
         if cur.kind != "inpaint":
             return False
@@ -781,7 +649,7 @@ class Node:
 
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
-        self.child = _Child(self.mp_ctx, self.config, self.plugins, self.device)
+        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device)
         self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)
 
@@ -808,7 +676,7 @@ class Node:
             return
         self._on_child(msg)
 
-    def _child_died(self, child: _Child) -> None:
+    def _child_died(self, child: InferenceChild) -> None:
         child.proc.join(1.0)
         code = child.proc.exitcode
         log.error("inference process %s exited (code %s)", child.proc.pid, code)
@@ -981,7 +849,7 @@ class Node:
         if self.child is not None:
             self.child.stop()
             self.child = None
-        deadline = time.monotonic() + 3 * _KILL_GRACE_S
+        deadline = time.monotonic() + 3 * KILL_GRACE_S
         while self.dying and time.monotonic() < deadline:
             self.dying = [c for c in self.dying if not c.reap()]
             time.sleep(0.02)

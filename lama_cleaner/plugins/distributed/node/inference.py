@@ -29,10 +29,10 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from ...process_lifetime import die_with_parent
+from ....process_lifetime import die_with_parent
 
 if TYPE_CHECKING:
-    from ...tasks import Progress
+    from ....tasks import Progress
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def classify(exc: BaseException) -> tuple[str, bool, int]:
     pipeline errors (ValueError, TypeError, cv2.error, ...) are final; out-of-memory and everything else
     (a crashed CUDA kernel, a failed download) is retried.
     """
-    from ...errors import ClientError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
+    from ....errors import ClientError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
 
     if isinstance(exc, (ClientError, NotFound, ModelNotSupported)):
         return exc.message, False, exc.status
@@ -151,13 +151,13 @@ class _Runtime:
     """Everything the child builds once: plugin manager, model manager, image plugins."""
 
     def __init__(self, config: Any, plugins: list[str], device: str) -> None:
-        from ... import pipeline
-        from ...errors import TaskCancelled
-        from ...image_plugins.registry import build_image_plugin_registry
-        from ...models.manager import ModelManager
-        from ...models.registry import build_model_registry
-        from ...tasks import TaskRequest
-        from ..manager import create_plugin_manager
+        from .... import pipeline
+        from ....errors import TaskCancelled
+        from ....image_plugins.registry import build_image_plugin_registry
+        from ....models.manager import ModelManager
+        from ....models.registry import build_model_registry
+        from ....tasks import TaskRequest
+        from ...manager import create_plugin_manager
 
         self.config = config
         pm = create_plugin_manager(plugins)

@@ -12,11 +12,11 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...errors import NotFound
+from ....errors import NotFound
 
 if TYPE_CHECKING:
-    from ...image_plugins.registry import ImagePluginRegistry
-    from ...models.registry import ModelRegistry
+    from ....image_plugins.registry import ImagePluginRegistry
+    from ....models.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def available_models(registry: Any, config: Any, wanted: Iterable[str] = ()) -> 
     ever, so this raises ``ConfigError`` naming the models it could offer instead. Known models that
     cannot run here are only warned about when some others can.
     """
-    from ...config import ConfigError
+    from ....config import ConfigError
 
     wanted_list = list(dict.fromkeys(wanted))
     known = registry.names()

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import zmq
 
-from ...config import DEVICE_PATTERN, ConfigError, check_endpoint, load_config, validate_config
-from ...errors import LamaCleanerError
-from ...models.device import resolve_device
+from ....config import DEVICE_PATTERN, ConfigError, check_endpoint, load_config, validate_config
+from ....errors import LamaCleanerError
+from ....models.device import resolve_device
 from .capabilities import effective_device, parse_labels, split_list
 from .malloc_tuning import tune_malloc
 
@@ -113,8 +113,8 @@ def _pre_plugins(argv: Sequence[str]) -> list[str]:
 
 def node_main(argv: Sequence[str] | None = None) -> int:
     """Run a node until it is told to stop; returns the process exit code."""
-    from ..manager import create_plugin_manager
-    from .node import Node
+    from ...manager import create_plugin_manager
+    from .agent import Node
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -231,5 +231,5 @@ def _usage_failed(message: str) -> int:
     return 2
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.node_main`
+if __name__ == "__main__":  # pragma: no cover - `python -m lama_cleaner.plugins.distributed.node.main`
     sys.exit(node_main())

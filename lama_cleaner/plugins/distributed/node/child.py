@@ -1,0 +1,96 @@
+"""The node's handle on one inference child process: start it, stop it without blocking the poll loop.
+
+Why a module of its own: the agent (:mod:`.agent`) decides *when* a child is started, recycled or
+killed; this class only knows *how* (a Pipe, a cancel Event, SIGTERM then SIGKILL after a grace), so
+the agent's loop reads as decisions. The child's side of the Pipe is :mod:`.inference`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .inference import enlarge_pipe_buffers, worker_main
+
+KILL_GRACE_S = 0.5
+"""How long a terminated child may take to exit before it is killed."""
+RETIRE_GRACE_S = 10.0
+"""How long a recycled inference child may take to exit after ``("stop",)`` before it is killed."""
+
+
+class InferenceChild:
+    """One inference child process and its Pipe; stopping it never blocks the poll loop."""
+
+    def __init__(self, ctx: Any, config: Any, plugins: list[str], device: str) -> None:
+        self.conn, child_conn = ctx.Pipe()
+        self.cancel_event = ctx.Event()
+        self.proc = ctx.Process(
+            target=worker_main,
+            args=(child_conn, self.cancel_event, config, plugins, device),
+            name="lama-cleaner-inference",
+            daemon=True,
+        )
+        self.proc.start()
+        child_conn.close()
+        enlarge_pipe_buffers(self.conn)
+        self.ready = False
+        self.tasks_done = 0
+        """Tasks this process finished (for ``node_max_tasks_per_child``)."""
+        self.kill_deadline: float | None = None
+        self.cancel_set = False
+        """Whether ``cancel_event`` may be set: clearing it takes the Event's lock and semaphore, so
+        it is cleared before the next task only after a CANCEL actually set it."""
+
+    def terminate(self) -> None:
+        """SIGTERM now; :meth:`reap` escalates to SIGKILL after the grace period."""
+        if self.kill_deadline is None:
+            self.kill_deadline = time.monotonic() + KILL_GRACE_S
+            try:
+                self.proc.terminate()
+            except (OSError, AttributeError):
+                pass
+
+    def retire(self) -> None:
+        """Ask an idle child to exit (it frees its memory); :meth:`reap` kills it after the grace."""
+        if self.kill_deadline is None:
+            self.kill_deadline = time.monotonic() + RETIRE_GRACE_S
+            try:
+                self.conn.send(("stop",))
+            except (OSError, ValueError):  # its Pipe is gone already: stop it the hard way
+                self.kill_deadline = None
+                self.terminate()
+
+    def reap(self) -> bool:
+        """True once the process is gone (escalating to SIGKILL when the grace has passed)."""
+        if not self.proc.is_alive():
+            self.proc.join(0)
+            self.close_pipe()
+            return True
+        if self.kill_deadline is not None and time.monotonic() > self.kill_deadline:
+            try:
+                self.proc.kill()
+            except (OSError, AttributeError):
+                pass
+            self.kill_deadline = time.monotonic() + KILL_GRACE_S
+        return False
+
+    def close_pipe(self) -> None:
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Blocking stop used at exit: ask politely, then terminate, then kill."""
+        try:
+            self.conn.send(("stop",))
+        except (OSError, ValueError):
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(KILL_GRACE_S)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(KILL_GRACE_S)
+        self.close_pipe()

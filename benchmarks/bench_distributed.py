@@ -128,7 +128,7 @@ class OursRunner:
 
     def __init__(self, group: ProcessGroup, work_dir: Path, timeout_s: float, profile: Path | None = None) -> None:
         try:
-            from lama_cleaner.plugins.distributed.producer import SchedulerClient
+            from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
             from lama_cleaner.plugins.distributed.scheduler.service import Scheduler  # noqa: F401
             from lama_cleaner.plugins.distributed.wire import protocol  # noqa: F401
         except ImportError as exc:

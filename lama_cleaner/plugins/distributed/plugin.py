@@ -118,7 +118,7 @@ def inpaint_executor(config: Any, events: Any) -> Any:
     import zmq
 
     from ...errors import LamaCleanerError
-    from .executor import DistributedExecutor
+    from .producer.executor import DistributedExecutor
 
     # The server's EventSink carries the plugin manager the registries must come from; a bare
     # events object (tests, embedding) has none and the executor builds one from config.plugins.
@@ -145,7 +145,7 @@ def _hint(config: Any, exc: BaseException) -> str:
 
 @hookimpl
 def register_routes(app: Any, config: Any, executor: Any) -> None:
-    from .executor import DistributedExecutor
+    from .producer.executor import DistributedExecutor
 
     if not isinstance(executor, DistributedExecutor):
         return  # another plugin won the executor hook; it owns its routes

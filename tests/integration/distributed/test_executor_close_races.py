@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from lama_cleaner.config import Config
-from lama_cleaner.plugins.distributed import executor as executor_mod
-from lama_cleaner.plugins.distributed.executor import DistributedExecutor
+from lama_cleaner.plugins.distributed.producer import executor as executor_mod
+from lama_cleaner.plugins.distributed.producer.executor import DistributedExecutor
 from lama_cleaner.tasks import TaskRequest
 from tests.support.distributed_config import FAKE_PLUGIN, FAST
 from tests.support.waiting import wait_for

@@ -11,8 +11,8 @@ import pytest
 
 from lama_cleaner.config import load_config
 from lama_cleaner.errors import ClientError, NotFound, Overloaded, TaskCancelled, TaskFailed
-from lama_cleaner.plugins.distributed.executor import error_from_reply
-from lama_cleaner.plugins.distributed.producer import SchedulerClient, SchedulerUnavailable
+from lama_cleaner.plugins.distributed.producer.client import SchedulerClient, SchedulerUnavailable
+from lama_cleaner.plugins.distributed.producer.executor import error_from_reply
 from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 
@@ -189,7 +189,7 @@ def test_want_result_pushes_the_body_and_release_forgets_it(tmp_path: Path, proc
 
 
 def _executor(config):
-    from lama_cleaner.plugins.distributed.executor import DistributedExecutor
+    from lama_cleaner.plugins.distributed.producer.executor import DistributedExecutor
     from lama_cleaner.plugins.manager import create_plugin_manager
 
     config.distributed.scheduler = config.distributed.scheduler_bind  # use the test's scheduler
@@ -317,7 +317,7 @@ def test_many_threads_many_requests_none_lost(tmp_path: Path):
 def test_embedded_executor_talks_to_its_scheduler_in_process_and_nodes_over_tcp(tmp_path: Path, procs, tmp_config):
     """An embedded scheduler serves its own web process through ``inproc://`` (no TCP hop) while
     nodes and other producers keep using its TCP endpoint; closing stops both without hanging."""
-    from lama_cleaner.plugins.distributed.executor import DistributedExecutor
+    from lama_cleaner.plugins.distributed.producer.executor import DistributedExecutor
     from lama_cleaner.plugins.manager import create_plugin_manager
 
     config = _config(tmp_path)

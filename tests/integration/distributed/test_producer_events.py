@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from lama_cleaner.config import load_config
-from lama_cleaner.plugins.distributed.producer import SchedulerClient
+from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode, make_config, resource_class_of

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import threading
 
-from lama_cleaner.plugins.distributed import producer
-from lama_cleaner.plugins.distributed.producer import SchedulerClient
+from lama_cleaner.plugins.distributed.producer import client as client_module
+from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import make_config
 from tests.support.waiting import wait_for
@@ -35,7 +35,7 @@ def test_concurrent_close_closes_each_fd_once_and_every_caller_waits(scheduler_f
             closes.append(fd)
         real_close(fd)
 
-    monkeypatch.setattr(producer.os, "close", counting_close)
+    monkeypatch.setattr(client_module.os, "close", counting_close)
     barrier = threading.Barrier(8)
     outcomes: list[tuple[bool, bool]] = []
     errors: list[BaseException] = []

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from lama_cleaner.plugins.distributed import producer
-from lama_cleaner.plugins.distributed.producer import SchedulerClient, SchedulerError
+from lama_cleaner.plugins.distributed.producer import client as client_module
+from lama_cleaner.plugins.distributed.producer.client import SchedulerClient, SchedulerError
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import make_config
 
@@ -44,14 +44,14 @@ def test_wrong_version_message_without_readable_req_id_gets_a_plain_error(schedu
 def v2_client(scheduler_factory, tmp_path, monkeypatch):
     """A SchedulerClient whose requests (not its WATCH keepalive) go out as protocol version 2, the
     web server of a newer release talking to this scheduler mid-upgrade."""
-    real_send = producer.send_nowait
+    real_send = client_module.send_nowait
 
     def send_as_v2(sock, frames):
         if frames[1] != p.WATCH.encode():
             frames = [b"LC2", *frames[1:]]
         real_send(sock, frames)
 
-    monkeypatch.setattr(producer, "send_nowait", send_as_v2)
+    monkeypatch.setattr(client_module, "send_nowait", send_as_v2)
     sched = scheduler_factory()
     client = SchedulerClient(sched.control_endpoint, make_config(tmp_path / "client"), request_timeout_s=15.0)
     yield client

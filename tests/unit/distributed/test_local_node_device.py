@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from lama_cleaner.config import Config, ConfigError, load_config
-from lama_cleaner.plugins.distributed.local_nodes import LocalNodeSupervisor
+from lama_cleaner.plugins.distributed.producer.local_nodes import LocalNodeSupervisor
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .wire.liveness import Backoff
+from ..wire.liveness import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -55,10 +55,10 @@ from typing import Any
 
 import zmq
 
-from ...errors import LamaCleanerError, Overloaded
-from .wire import protocol as p
-from .wire.liveness import Liveness
-from .wire.send import send_nowait
+from ....errors import LamaCleanerError, Overloaded
+from ..wire import protocol as p
+from ..wire.liveness import Liveness
+from ..wire.send import send_nowait
 
 log = logging.getLogger(__name__)
 

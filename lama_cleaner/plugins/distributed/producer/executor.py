@@ -41,7 +41,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from ...errors import (
+from ....errors import (
     ClientError,
     LamaCleanerError,
     ModelNotSupported,
@@ -51,11 +51,11 @@ from ...errors import (
     TaskFailed,
     TaskTimeout,
 )
-from ...tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
-from .node.capabilities import task_resource_class
-from .producer import SchedulerClient, SchedulerError
-from .wire import protocol as p
-from .wire.endpoints import connectable
+from ....tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
+from ..node.capabilities import task_resource_class
+from ..wire import protocol as p
+from ..wire.endpoints import connectable
+from .client import SchedulerClient, SchedulerError
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,11 @@ class DistributedExecutor:
     """See the module docstring. ``pm`` provides the model and image-plugin registries."""
 
     def __init__(self, config: Any, events: Any, pm: Any = None, *, start_local_nodes: bool = True) -> None:
-        from ...image_plugins.registry import build_image_plugin_registry
-        from ...models.registry import build_model_registry
+        from ....image_plugins.registry import build_image_plugin_registry
+        from ....models.registry import build_model_registry
 
         if pm is None:
-            from ..manager import create_plugin_manager
+            from ...manager import create_plugin_manager
 
             pm = create_plugin_manager(config.plugins)
         self.config = config
@@ -209,7 +209,7 @@ class DistributedExecutor:
             if dist.scheduler:
                 endpoint = dist.scheduler
             else:
-                from .scheduler.service import Scheduler
+                from ..scheduler.service import Scheduler
 
                 self.scheduler = Scheduler(config, self.resource_class_of, on_crash=self._on_scheduler_crash)
                 self._embedded = self.scheduler
@@ -254,7 +254,7 @@ class DistributedExecutor:
         Only a model this build cannot run anywhere (``UnsupportedModel``) is refused. Whether *this*
         host could run it does not matter: a torch-less web server in front of GPU nodes must be
         able to switch to lama (``/api/v1`` leaves that to the nodes the same way)."""
-        from ...models.unsupported import UnsupportedModel
+        from ....models.unsupported import UnsupportedModel
 
         if name not in self.models:
             raise ModelNotSupported(f"{name} not implemented")

@@ -1,5 +1,5 @@
 """A burst of producer requests does not starve nodes: node messages are handled every round, producer
-requests a bounded number per round (``scheduler.PRODUCER_MESSAGES_PER_ROUND``)."""
+requests a bounded number per round (``scheduler.service.PRODUCER_MESSAGES_PER_ROUND``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A tiny real Flask app serving the ``/monitor`` blueprint and a changing ``/api/v1/metrics`` feed.
+"""A tiny real Flask app serving the ``/monitor`` blueprint and a changing feed (polled, or over Socket.IO).
 
 The feed is the real monitor pipeline (hub, alert tracker and dashboard sink) over a scripted scheduler:
 each request for the feed is one step of a story: tasks queue up and complete, one fails with an error,
@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from flask import Flask, jsonify
+from flask_socketio import SocketIO
 from werkzeug.serving import make_server
 
 from lama_cleaner.plugins.monitor.alerts.engine import AlertEngine
@@ -20,6 +21,7 @@ from lama_cleaner.plugins.monitor.alerts.sinks.dashboard import DashboardSink
 from lama_cleaner.plugins.monitor.alerts.state import AlertTracker
 from lama_cleaner.plugins.monitor.config import MonitorConfig
 from lama_cleaner.plugins.monitor.dashboard.blueprint import monitor_blueprint
+from lama_cleaner.plugins.monitor.dashboard.live import LiveFeed
 from lama_cleaner.plugins.monitor.metrics.hub import MetricsHub
 from tests.unit.monitor.scheduler_stats import NodeInfo, QueueStats, SchedulerStats, TaskSample
 
@@ -112,7 +114,8 @@ class Story:
         )
 
 
-def make_app(poll_ms: int = 200) -> tuple[Flask, Story]:
+def make_app(poll_ms: int = 200, live: bool = False) -> tuple[Flask, Story]:
+    """The app; with ``live`` it serves Socket.IO and pushes a document every 0.2 s instead of being polled."""
     story = Story()
     cfg = MonitorConfig(window_min_tasks=1)
     hub = MetricsHub(
@@ -123,23 +126,29 @@ def make_app(poll_ms: int = 200) -> tuple[Flask, Story]:
     hub.alerts = sink.current
     lock = threading.Lock()
 
+    def next_document() -> dict:
+        with lock:
+            story.advance()
+            hub.refresh()
+            sink.deliver(engine.evaluate_once())  # synchronously: the document must already show the alert
+            return hub.document()
+
     app = Flask(__name__)
-    app.register_blueprint(monitor_blueprint(poll_ms=poll_ms))
+    app.register_blueprint(monitor_blueprint(poll_ms=0 if live else poll_ms, live=live))
     hub.http.install(app)
 
     @app.get("/api/v1/metrics")
     def metrics():
-        with lock:
-            story.advance()
-            hub.refresh()
-            delivery = engine.evaluate_once()
-            sink.deliver(delivery)  # synchronously: the document below must already show the alert
-            return jsonify(hub.document())
+        return jsonify(next_document())
 
     @app.get("/api/v1/metrics/history")
     def history():
         return jsonify({"points": hub.history_points()})
 
+    if live:
+        socketio = SocketIO(app, async_mode="threading", logger=False, engineio_logger=False)
+        feed = LiveFeed(socketio, next_document, interval_s=0.2).register()
+        app.extensions["test_live_feed"] = feed
     return app, story
 
 
@@ -153,8 +162,14 @@ class ServedApp:
 
     def __enter__(self) -> ServedApp:
         self.thread.start()
+        feed = self.server.app.extensions.get("test_live_feed")
+        if feed is not None:
+            feed.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        feed = self.server.app.extensions.get("test_live_feed")
+        if feed is not None:
+            feed.stop()
         self.server.shutdown()
         self.thread.join(5)

@@ -1,4 +1,5 @@
-"""``/monitor`` in headless Chromium against a tiny app whose feed changes on every request.
+"""``/monitor`` in headless Chromium against a tiny app whose feed changes with every document, polled by the
+page or pushed to it over Socket.IO.
 
 The page must show numbers that change, a node that goes offline, the failure with its error (as text, not
 HTML), the NodeOffline alert, drawn charts; it must ask nothing of any other host and raise no script error.
@@ -47,8 +48,9 @@ def browser():
             chromium.close()
 
 
-def test_monitor_page_follows_the_feed(browser) -> None:
-    app, story = make_app(poll_ms=200)
+@pytest.mark.parametrize("live", [False, True], ids=["polled", "socketio"])
+def test_monitor_page_follows_the_feed(browser, live: bool) -> None:
+    app, story = make_app(poll_ms=200, live=live)
     with ServedApp(app) as served:
         page = browser.new_page(viewport={"width": 1366, "height": 768})
         requested: list[str] = []
@@ -99,10 +101,17 @@ def test_monitor_page_follows_the_feed(browser) -> None:
             assert "gpu" in queue_row
 
             ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "monitor-dashboard.png"), full_page=True)
+            name = "monitor-dashboard-live.png" if live else "monitor-dashboard.png"
+            page.screenshot(path=str(ARTIFACTS / name), full_page=True)
         finally:
             page.close()
     assert errors == []
     foreign = [url for url in requested if not url.startswith(served.url + "/")]
     assert foreign == []  # nothing but our own server
     assert any(url.endswith("/monitor/static/vendor/uplot/uPlot.iife.min.js") for url in requested)
+    feed_requests = [url for url in requested if url.endswith("/api/v1/metrics")]
+    socket_requests = [url for url in requested if "/socket.io/" in url]
+    if live:  # pushed, not polled
+        assert feed_requests == [] and socket_requests
+    else:
+        assert len(feed_requests) >= 3 and socket_requests == []

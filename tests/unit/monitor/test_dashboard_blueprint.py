@@ -42,3 +42,14 @@ def test_static_assets_and_licence_are_served() -> None:
 def test_script_never_writes_server_values_as_html() -> None:
     script = (STATIC / "monitor.js").read_text()
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script and "document.write" not in script
+
+
+def test_live_pages_load_the_vendored_socketio_client_and_subscribe() -> None:
+    plain = client().get("/monitor").get_data(as_text=True)
+    assert "socket.io" not in plain and "data-subscribe-event" not in plain
+    live = client(live=True, poll_ms=0).get("/monitor").get_data(as_text=True)
+    assert '<script src="/monitor/static/vendor/socket.io/socket.io.min.js"></script>' in live
+    assert 'data-subscribe-event="monitor_subscribe"' in live and 'data-snapshot-event="monitor_snapshot"' in live
+    licence = (STATIC / "vendor" / "socket.io" / "LICENSE").read_text()
+    assert "MIT License" in licence
+    assert "sourceMappingURL" not in (STATIC / "vendor" / "socket.io" / "socket.io.min.js").read_text()

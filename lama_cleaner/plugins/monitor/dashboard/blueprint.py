@@ -1,9 +1,9 @@
 """The ``/monitor`` blueprint: one page and its static assets, served by our own server only.
 
 The page draws whatever ``/api/v1/metrics`` documents it is given: it fetches the history once, then a new
-document every ``poll_ms`` (the plugin may also push documents over Socket.IO, as ``monitor_snapshot``
-events; the page takes both). Nothing is loaded from another host: the chart library is a static file here.
-The page shows figures only and offers no actions, so it changes nothing on the server.
+document every ``poll_ms``, and with ``live`` it also takes the documents pushed over Socket.IO. Nothing is
+loaded from another host: the chart library and the Socket.IO client are static files here. The page shows
+figures only and offers no actions, so it changes nothing on the server.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Blueprint, Response, render_template_string, url_for
+
+from .live import SNAPSHOT_EVENT, SUBSCRIBE_EVENT
 
 STATIC = Path(__file__).parent / "static"
 PAGE = STATIC / "monitor.html"
@@ -21,12 +23,13 @@ def monitor_blueprint(
     feed_url: str = "/api/v1/metrics",
     history_url: str | None = "/api/v1/metrics/history",
     poll_ms: int = 2000,
-    socketio_event: str | None = None,
+    live: bool = False,
 ) -> Blueprint:
     """A blueprint serving ``/monitor`` and ``/monitor/static/...``.
 
     ``feed_url`` answers a metrics document, ``history_url`` (optional) ``{"points": [...]}``; ``poll_ms`` is
-    how often the page asks (0: never, when documents arrive over Socket.IO as ``socketio_event``).
+    how often the page asks (0: never). With ``live`` the page also subscribes over Socket.IO and renders the
+    documents a :class:`~.live.LiveFeed` pushes (Socket.IO must be served by the same app).
     """
     blueprint = Blueprint(
         "monitor_dashboard", __name__, url_prefix="/monitor", static_folder="static", static_url_path="/static"
@@ -41,7 +44,9 @@ def monitor_blueprint(
             feed=feed_url,
             history=history_url or "",
             poll_ms=poll_ms,
-            socketio_event=socketio_event or "",
+            live=live,
+            subscribe_event=SUBSCRIBE_EVENT,
+            snapshot_event=SNAPSHOT_EVENT,
         )
         response = Response(html, mimetype="text/html")
         # Only our own origin: scripts, styles, images and fetches (the page never needs another host).

@@ -309,9 +309,10 @@
         };
         tick();
       }
-      if (body.socketioEvent && window.io) {
+      if (body.snapshotEvent && window.io) {
         var socket = window.io();
-        socket.on(body.socketioEvent, render);
+        socket.on("connect", function () { socket.emit(body.subscribeEvent); });
+        socket.on(body.snapshotEvent, render);
         socket.on("disconnect", function () { disconnected("Socket.IO disconnected"); });
       }
     });

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
 from ..config import MonitorConfig
@@ -127,9 +127,10 @@ class MetricsHub:
         return self.read().signals
 
     # ------------------------------------------------------------------ output
-    def exposition(self) -> tuple[bytes, str]:
-        """The Prometheus text format and its content type (``/metrics``)."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """``/metrics``: the Prometheus text format, or OpenMetrics when the ``Accept`` header asks for it."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def document(self) -> dict[str, Any]:
         """The ``/api/v1/metrics`` document."""

@@ -80,7 +80,7 @@ class MetricsServer:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _reply(start_response, "405 Method Not Allowed", b"GET only\n", "text/plain; charset=utf-8")
         if path == "/metrics":
-            body, content_type = self.hub.exposition()
+            body, content_type = self.hub.exposition(environ.get("HTTP_ACCEPT"))
             return _reply(start_response, "200 OK", body, content_type)
         if path == "/api/v1/metrics":
             return _json(start_response, self.hub.document())

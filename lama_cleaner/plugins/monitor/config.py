@@ -105,7 +105,11 @@ class MonitorConfig:
         "Alert rules, each a table: `name`, `metric`, `op` (`>`, `>=`, `<`, `<=`, `==`, `!=`), `threshold`, "
         "`for_s`, `severity`, `labels`, `match`, `summary` (see docs/monitoring.md).",
     )
-    alert_sinks: list[str] = _setting(["log", "dashboard"], "Where notifications go.", choices=SINK_NAMES)
+    alert_sinks: list[str] = _setting(
+        ["log", "dashboard"],
+        "Where notifications go: any of `log`, `dashboard`, `webhook`, `alertmanager`.",
+        choices=SINK_NAMES,
+    )
     evaluation_interval_s: float = _setting(15.0, "How often the alert rules are evaluated.")
     repeat_interval_s: float = _setting(3600.0, "How often a firing alert is notified again while it lasts.")
     webhook_url: str | None = _setting(None, "URL the `webhook` sink POSTs each notification to (JSON).")

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...config import ConfigError, check_type
+from .alerts.rules import rules_from_config
 
 TASK_BUCKETS_S: list[float] = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600]
 """Queue-wait and run-time buckets: a cv2 fill takes tens of milliseconds, a diffusion model on a busy GPU
@@ -139,8 +140,6 @@ def validate_monitor(cfg: MonitorConfig, where: str = "monitor.") -> None:
     Normalises in place: ints in float fields become floats, ``log_level``/``log_format`` take their
     canonical case. Alert rules are parsed (and thrown away) so a bad rule stops start-up here.
     """
-    from .alerts.rules import rules_from_config  # the rules module needs this one's ConfigError only
-
     hints = _field_types()
     for f in fields(MonitorConfig):
         value = check_type(getattr(cfg, f.name), hints[f.name], where + f.name)
@@ -225,5 +224,5 @@ def _check_loguru_file_options(cfg: MonitorConfig, where: str) -> None:
             try:
                 handler = logger.add(os.path.join(folder, "check.log"), delay=True, **kwargs)
             except (ValueError, TypeError) as exc:
-                raise ConfigError(f"{where}{key} is not understood: {cfg.__dict__[key]!r} ({exc})") from None
+                raise ConfigError(f"{where}{key} is not understood: {getattr(cfg, key)!r} ({exc})") from None
             logger.remove(handler)

@@ -14,13 +14,18 @@ import re
 import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ....config import ConfigError
 from ..metrics.signals import SIGNALS, Labels, Signal
 
-if TYPE_CHECKING:
-    from ..config import MonitorConfig
+
+class RuleSettings(Protocol):
+    """The two settings rules are built from (``MonitorConfig`` has them; the config module imports this one)."""
+
+    alert_rules: list[dict[str, Any]]
+    default_alert_rules: bool
+
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -122,7 +127,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 """Built in, each replaceable by a configured rule of the same name (or all off with default_alert_rules)."""
 
 
-def rules_from_config(cfg: MonitorConfig, where: str = "monitor.") -> list[Rule]:
+def rules_from_config(cfg: RuleSettings, where: str = "monitor.") -> list[Rule]:
     """The rules to evaluate: the defaults (unless turned off), each replaced by a configured one of its name."""
     configured = [parse_rule(data, f"{where}alert_rules[{i}]") for i, data in enumerate(cfg.alert_rules)]
     seen: set[str] = set()

@@ -169,11 +169,12 @@ def evaluate(
         mem = memory.queue(queue)
         mem.wanted, mem.nodes, mem.held = look.wanted, look.nodes, ""
         policy = policies[queue]
-        if queue in wanting:
+        decision = _over_max(look, policy, mem, now, memory, taken)
+        if decision is None and queue in wanting:
             decision = _scale_up(look, policy, mem, now, headroom.get(queue))
-        else:
+        elif decision is None:
             mem.above_since = None
-            decision = _scale_down(look, policy, mem, now, memory, stats, wanting, taken)
+            decision = _scale_down(look, policy, mem, now, memory, wanting, taken)
         if decision is not None:
             decisions.append(decision)
             taken.update(decision.drain)
@@ -212,26 +213,34 @@ def _scale_up(look: QueueLook, policy: QueuePolicy, mem: QueueMemory, now: float
     return Decision(look.queue, SCALE_UP, count, f"scale_up queue={look.queue} +{count}: {why}", now)
 
 
+def _over_max(
+    look: QueueLook, policy: QueuePolicy, mem: QueueMemory, now: float, memory: PolicyMemory, taken: set[str]
+) -> Decision | None:
+    """``max_nodes`` was lowered below what runs: drain the excess now, windows and cooldowns aside."""
+    serving = [n for n in look.serving if n.node_id not in taken]
+    excess = len(serving) - policy.max_nodes
+    if excess <= 0:
+        return None
+    chosen = choose_nodes_to_drain(serving, excess, idle_since=memory.idle_since(), now=now, providers=policy.providers)
+    if not chosen:
+        return None
+    mem.last_down = now
+    why = f"{len(serving)} nodes > max_nodes={policy.max_nodes}"
+    reason = f"scale_down queue={look.queue} -{len(chosen)}: {why}"
+    return Decision(look.queue, SCALE_DOWN, len(chosen), reason, now, tuple(n.node_id for n in chosen))
+
+
 def _scale_down(
     look: QueueLook,
     policy: QueuePolicy,
     mem: QueueMemory,
     now: float,
     memory: PolicyMemory,
-    stats: SchedulerStatsView,
     wanting: set[str],
     taken: set[str],
 ) -> Decision | None:
     serving = [n for n in look.serving if n.node_id not in taken]
     idle_since = memory.idle_since()
-    excess = len(serving) - policy.max_nodes
-    if excess > 0:
-        chosen = choose_nodes_to_drain(serving, excess, idle_since=idle_since, now=now, providers=policy.providers)
-        if chosen:
-            mem.last_down = now
-            why = f"{len(serving)} nodes > max_nodes={policy.max_nodes}"
-            reason = f"scale_down queue={look.queue} -{len(chosen)}: {why}"
-            return Decision(look.queue, SCALE_DOWN, len(chosen), reason, now, tuple(n.node_id for n in chosen))
     if look.pending > 0 or not serving:
         return None
     last = max((t for t in (mem.last_up, mem.last_down) if t is not None), default=None)

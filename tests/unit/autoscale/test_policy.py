@@ -168,6 +168,13 @@ def test_lowering_max_nodes_drains_the_excess_at_once_idle_first():
     assert d.reason == "scale_down queue=gpu -2: 4 nodes > max_nodes=2"
 
 
+def test_lowering_max_nodes_drains_the_excess_even_while_the_backlog_wants_more():
+    policies = {"gpu": QueuePolicy(max_nodes=1, **FAST)}
+    snap = stats({"gpu": {"queued": 50}}, [busy("a", progress=0.2), busy("b", progress=0.7)])
+    [d] = evaluate(policies, snap, 0.0, PolicyMemory())
+    assert d.action == SCALE_DOWN and d.drain == ("b",)  # the one closest to done
+
+
 def test_nodes_already_leaving_are_neither_counted_nor_chosen_again():
     policies = {"gpu": QueuePolicy(max_nodes=10, **FAST)}
     memory = PolicyMemory()

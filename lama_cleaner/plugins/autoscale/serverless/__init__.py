@@ -1,0 +1,1 @@
+"""Serverless instances: the invocation payload (``payload.py``) and, later, the handler they run."""

@@ -4,19 +4,26 @@ Upstream broadcast every progress/finish event to every tab, mixing users. Here 
 is tied to the Socket.IO client that sent it (header ``X-Socket-ID``, or the engine.io ``io``
 cookie the browser sends with ``fetch``), and events go only to that client and to clients that
 subscribed to the task's room. A request whose submitter is unknown gets no events: never guess.
+
+The notifier is a ``task_event`` observer like any other, so it runs on its own dispatcher thread
+(``events.py``); ``diffusion_finish``, sent when ``/inpaint`` returns, is queued behind the task's
+events on that same thread so that it always comes after the last ``diffusion_progress``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from ..plugins.hookspecs import hookimpl
 from ..tasks import TaskEvent
+
+if TYPE_CHECKING:
+    from ..events import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +42,9 @@ def task_room(task_id: str) -> str:
 class SocketNotifier:
     """Built-in ``task_event`` observer that turns task events into Socket.IO messages."""
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(self, socketio: SocketIO, events: EventSink | None = None) -> None:
         self.socketio = socketio
+        self.events = events
 
     # ------------------------------------------------------------ submitter lookup
     def _connected(self, sid: str) -> bool:
@@ -59,9 +67,18 @@ class SocketNotifier:
 
     # ------------------------------------------------------------ outgoing events
     def finish(self, submitter: str | None) -> None:
-        """``diffusion_finish`` after a successful ``/inpaint``, to its submitter only."""
-        if submitter:
+        """``diffusion_finish`` after a successful ``/inpaint``, to its submitter only, behind the
+        task's queued events."""
+        if not submitter:
+            return
+
+        def send() -> None:
             self.socketio.emit("diffusion_finish", to=submitter, namespace=NAMESPACE)
+
+        if self.events is not None:
+            self.events.after_events(self, send)
+        else:
+            send()
 
     @hookimpl
     def task_event(self, event: TaskEvent) -> None:

@@ -54,10 +54,11 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from ...config import Config, DistributedConfig
+from ...config import Config
 from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
+from .config import DistributedConfig
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import (
     IdleNode,

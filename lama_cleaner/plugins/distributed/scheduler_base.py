@@ -16,10 +16,10 @@ from typing import Any
 
 import zmq
 
-from ...config import DistributedConfig
 from ...tasks import TaskEvent
 from . import protocol as p
 from . import states
+from .config import DistributedConfig
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
 from .task_store import TaskRecord, TaskStore

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from lama_cleaner.config import DistributedConfig, load_config
+from lama_cleaner.config import load_config
 from lama_cleaner.plugins.distributed import protocol as p
+from lama_cleaner.plugins.distributed.config import DistributedConfig
 from lama_cleaner.plugins.distributed.inference_worker import child_rss_mb, recycle_reason
 from lama_cleaner.plugins.distributed.node import RecentCancels
 from lama_cleaner.plugins.distributed.node_main import build_parser

@@ -62,7 +62,7 @@ def _task_request(kind: TaskKind, name: str, st: ServerState) -> TaskRequest:
         for key, storage in request.files.items()
         if key and (kind != "inpaint" or key in INPAINT_FILES)
     }
-    return TaskRequest(kind=kind, name=name, form=form, files=files, submitter=st.notifier.submitter_sid())
+    return TaskRequest(kind=kind, name=name, form=form, files=files, submitter=st.notifier.classic_submitter())
 
 
 @blueprint.post("/inpaint")

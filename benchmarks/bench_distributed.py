@@ -380,7 +380,7 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
     tune_malloc()  # as scheduler_main does
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s scheduler %(name)s: %(message)s")
     config = load_config(config_file)
-    pm = create_plugin_manager([x for x in config.plugins if x != "distributed"])
+    pm = create_plugin_manager(config.plugins)  # the distributed plugin itself starts nothing when registered
     resource_class_of = build_resource_class_of(pm, config)
 
     stop = threading.Event()

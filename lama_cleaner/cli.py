@@ -321,7 +321,8 @@ def prepare(argv: Sequence[str]) -> tuple[Config, Any, argparse.Namespace]:
     enabled = split_plugins(pre.plugins) if pre.plugins else file_plugins
     pm = create_plugin_manager(enabled)
     model_names = build_model_registry(pm).names()
-    parser = build_serve_parser(model_names, serve_epilog(enabled))
+    wants_help = any(arg in ("-h", "--help") for arg in argv)
+    parser = build_serve_parser(model_names, serve_epilog(enabled) if wants_help else SERVE_EPILOG)
     pm.hook.add_cli_options(parser=parser, command="serve")
     args = parser.parse_args(list(argv))
     config = build_config(file_data, args, explicit_dests(parser, argv), pm)

@@ -352,11 +352,13 @@ def serve_main(argv: Sequence[str]) -> int:
     print(banner(config, plugin_names(pm)), flush=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     app = None
+    serving = False  # past start-up: the HTTP server itself runs
     try:
         with running(pm, config, "serve"):
             try:
                 app, socketio, _executor = create_app(config, pm)
                 pm.hook.server_started(config=config, app=app)
+                serving = True
                 socketio.run(
                     app,
                     host=config.host,
@@ -370,14 +372,14 @@ def serve_main(argv: Sequence[str]) -> int:
                     close_app(app)  # the executor, then the observers' queued events, before shutdown
     except ConfigError as exc:  # a plugin refusing its settings while starting
         return _fail(str(exc), CONFIG_EXIT_CODE)
-    except OSError as exc:
-        if app is not None:  # the app was built: binding the HTTP port failed
-            return _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}", 1)
-        return _fail(startup_error_message(exc) or str(exc), 1)
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        if serving:  # binding the HTTP port failed
+            return _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}", 1)
+        return _fail(startup_error_message(exc) or str(exc), 1)
     except Exception as exc:
-        message = startup_error_message(exc) if app is None else None
+        message = None if serving else startup_error_message(exc)
         if message is None:
             raise
         return _fail(message, 1)

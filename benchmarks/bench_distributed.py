@@ -371,7 +371,7 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
     """
     import logging
 
-    from lama_cleaner.config import load_config
+    from lama_cleaner.plugins.config_loader import load_config
     from lama_cleaner.plugins.distributed.node.malloc_tuning import tune_malloc
     from lama_cleaner.plugins.distributed.scheduler.main import build_resource_class_of
     from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
@@ -380,7 +380,7 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
     tune_malloc()  # as scheduler_main does
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s scheduler %(name)s: %(message)s")
     config = load_config(config_file)
-    pm = create_plugin_manager([x for x in config.plugins if x != "distributed"])
+    pm = create_plugin_manager(config.plugins)  # the distributed plugin itself starts nothing when registered
     resource_class_of = build_resource_class_of(pm, config)
 
     stop = threading.Event()

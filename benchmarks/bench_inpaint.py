@@ -42,7 +42,7 @@ CV2_FORM = default_form(
     hdStrategyCropMargin="128",
     sdSeed="42",
 )
-"""What the 1.2.5 front end sends for the cv2 model (contract §11.2)."""
+"""What the 1.2.5 front end sends for the cv2 model (docs/compatibility.md#frontend-defaults)."""
 
 
 def make_job(width: int, height: int) -> tuple[bytes, bytes]:

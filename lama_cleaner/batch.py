@@ -42,10 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pluggy
 import requests
 
 from .client import ApiError, LamaCleanerClient, inpaint_form
-from .config import ConfigError, read_config_file
+from .config import Config, ConfigError, read_config_file, validate_config
+from .plugins.config_loader import load_config, new_config
+from .plugins.lifecycle import running
 from .plugins.manager import create_plugin_manager, split_plugins
 from .process_lifetime import die_with_parent
 from .tasks import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, TERMINAL_STATES
@@ -286,7 +289,7 @@ class EmbeddedServer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        plugins = ["distributed", *[p for p in split_plugins(args.plugins) if p != "distributed"]]
+        plugins = list(dict.fromkeys(["distributed", *split_plugins(args.plugins)]))  # once, in order
         self.cmd = [
             sys.executable,
             "-m",
@@ -439,14 +442,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plugin_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """Let plugins named by ``--plugins`` (and installed entry points) add ``batch`` options, as the
-    ``add_cli_options`` hook promises."""
+def _plugin_manager(parser: argparse.ArgumentParser, argv: Sequence[str]) -> pluggy.PluginManager:
+    """The manager of the plugins named by ``--plugins`` (and installed entry points); they add
+    their ``batch`` options here, as the ``add_cli_options`` hook promises."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--plugins", action="append", default=None)
     known, _ = pre.parse_known_args(argv)
     pm = create_plugin_manager(split_plugins(known.plugins))
     pm.hook.add_cli_options(parser=parser, command="batch")
+    return pm
+
+
+def batch_config(args: argparse.Namespace, pm: pluggy.PluginManager) -> Config:
+    """The configuration the ``batch`` role's lifecycle hooks receive: ``--config`` (the file the
+    embedded server also reads; checked here, before any work) with ``--plugins`` applied."""
+    config = load_config(args.config, plugin_manager=pm) if args.config else new_config(pm)
+    config.plugins = list(dict.fromkeys([*config.plugins, *split_plugins(args.plugins)]))
+    pm.hook.configure(config=config, args=args)
+    validate_config(config)
+    return config
 
 
 def parse_fields(pairs: Sequence[str], model: str | None) -> dict[str, str]:
@@ -487,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
-        _plugin_options(parser, argv)
+        pm = _plugin_manager(parser, argv)
     except ConfigError as exc:
         print(f"lama-cleaner batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -495,11 +509,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_dirs(args)
         fields = parse_fields(args.field, args.model)
-    except BatchError as exc:
+        config = batch_config(args, pm)
+    except (BatchError, ConfigError) as exc:
         parser.print_usage(sys.stderr)
         print(f"lama-cleaner batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    stop = threading.Event()
 
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            return  # already stopping: let the clean-up finish
+        stop.set()
+        raise Interrupted()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with running(pm, config, "batch"):  # shutdown runs on every way out, a signal included
+            return _batch(args, fields, stop)
+    except ConfigError as exc:  # a plugin's startup refusing its settings
+        print(f"lama-cleaner batch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Interrupted:
+        print("interrupted: finished images are kept; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        stop.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _batch(args: argparse.Namespace, fields: dict[str, str], stop: threading.Event) -> int:
+    """Plan, then run every pending image (inside the ``batch`` role's ``startup``/``shutdown``)."""
     jobs = plan_jobs(args.input, args.mask, args.output)
     manifest = Manifest(args.output / MANIFEST_NAME)
     pending = [job for job in jobs if not manifest.is_done(job)]
@@ -514,15 +554,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         summarize(0, skipped, [])
         return 0
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            return  # already stopping: let the clean-up finish
-        stop.set()
-        raise Interrupted()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     server: EmbeddedServer | None = None
     try:
         if args.server:
@@ -542,13 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchError as exc:
         print(f"lama-cleaner batch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Interrupted:
-        print("interrupted: finished images are kept; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
     finally:
         stop.set()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if server is not None:
             server.stop()
 

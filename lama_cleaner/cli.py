@@ -1,44 +1,54 @@
-"""The ``lama-cleaner`` command: serve by default (as upstream), plus a few subcommands.
+"""The ``lama-cleaner`` command: serve by default (as upstream), plus the commands plugins register.
 
 ``lama-cleaner [serve] [options]`` builds its options from the ``Config`` dataclass (one source of
 truth for names, defaults, choices and help), reads ``--config FILE`` and applies only the flags the
-user actually typed on top of it: default < file < explicit flag. ``node``, ``scheduler``, ``batch``
-and ``install-frontend`` hand their arguments to the module that owns them.
+user actually typed on top of it: default < file < explicit flag.
+
+Every other subcommand is a :class:`Command` returned by some plugin's ``register_commands`` hook:
+the core's own (``batch``, ``install-frontend``) by the built-in ``lama_cleaner.builtin_commands``,
+the others by built-in plugins, whether or not they are enabled, and by installed entry points. This
+module names none of them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import platform
 import signal
 import sys
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import MISSING, Field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import Config, ConfigError, apply_mapping, check_type, read_config_file, validate_config
+from .command import Command
+from .config import (
+    CORE_SETTINGS,
+    Config,
+    ConfigError,
+    apply_mapping,
+    check_type,
+    read_config_file,
+    validate_config,
+)
 from .errors import LamaCleanerError
+from .plugins.config_loader import new_config
 from .plugins.manager import split_plugins
+
+__all__ = ["Command", "main", "entry_point"]
 
 log = logging.getLogger("lama_cleaner")
 
 PROG = "lama-cleaner"
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "node": ("lama_cleaner.plugins.distributed.cli", "node_main"),
-    "scheduler": ("lama_cleaner.plugins.distributed.cli", "scheduler_main"),
-    "batch": ("lama_cleaner.batch", "main"),
-    "install-frontend": ("lama_cleaner.frontend", "main"),
-}
-"""Subcommand -> (module, function taking argv and returning an exit code)."""
+DEFAULT_COMMAND = "serve"
 
-NOT_FLAGS = {"plugins", "distributed", "extra"}
+
+NOT_FLAGS = {"plugins", "sections"}
 """Config fields without a generated flag (``--plugins`` is handwritten; sections come from files)."""
 HIDDEN_FIELDS = {"debug"}
 HIDDEN_ALIASES = {
@@ -107,21 +117,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 SERVE_EPILOG = (
-    "Subcommands: serve (default), node, scheduler, batch, install-frontend. "
-    f"Run '{PROG} <subcommand> --help' for theirs. "
-    "Plugins add their own options, listed here once the plugin is enabled: "
-    f"'{PROG} --plugins distributed --help' shows --local-nodes, --scheduler, --scheduler-bind and --data-dir."
+    f"Run '{PROG} <command> --help' for a command's options. Plugins add their own options, "
+    f"listed here once the plugin is enabled ('{PROG} --plugins NAME --help')."
 )
 
 
-def build_serve_parser(model_names: Sequence[str] | None = None) -> argparse.ArgumentParser:
+def build_serve_parser(model_names: Sequence[str] | None = None, epilog: str = SERVE_EPILOG) -> argparse.ArgumentParser:
     """The ``serve`` parser, generated from ``Config``. ``model_names`` replaces ``--model`` choices
-    (plugins may register more models than the 13 built-in names)."""
+    (plugins may register more models than the 13 built-in names); ``epilog`` ends ``--help``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Lama Cleaner 1.2.x compatible inpainting server. Without a subcommand it serves.",
         formatter_class=HelpFormatter,
-        epilog=SERVE_EPILOG,
+        epilog=epilog,
     )
     parser.add_argument(
         "--config", metavar="FILE", default=None, help="TOML or JSON file with settings; explicit flags override it."
@@ -131,7 +139,7 @@ def build_serve_parser(model_names: Sequence[str] | None = None) -> argparse.Arg
         metavar="NAME[,NAME]",
         action="append",
         default=None,
-        help="Plugins to enable: built-in names (distributed), entry-point names, module paths.",
+        help="Plugins to enable: built-in plugin names, entry-point names, module paths.",
     )
     hints = typing.get_type_hints(Config)
     for f in fields(Config):
@@ -193,12 +201,12 @@ def _config_file(pre: argparse.Namespace) -> str | None:
     return pre.config
 
 
-def build_config(file_data: dict[str, Any], args: argparse.Namespace, explicit: set[str]) -> Config:
-    """Defaults, then the file, then the explicitly given flags."""
-    config = Config()
+def build_config(file_data: dict[str, Any], args: argparse.Namespace, explicit: set[str], pm: Any = None) -> Config:
+    """Defaults, then the file, then the explicitly given flags. The sections known are every
+    built-in plugin's and those the plugins of ``pm`` declare."""
+    config = new_config(pm)
     apply_mapping(config, file_data)
-    known = {f.name for f in fields(Config)} - {"distributed", "extra"}
-    overrides = {name: getattr(args, name) for name in explicit if name in known and name != "plugins"}
+    overrides = {name: getattr(args, name) for name in explicit if name in CORE_SETTINGS and name != "plugins"}
     apply_mapping(config, overrides)
     if "plugins" in explicit:
         config.plugins = split_plugins(args.plugins)
@@ -220,7 +228,7 @@ def check_config(config: Config, model_names: Sequence[str]) -> None:
     """Refuse settings the server cannot start with, each with a one-line ConfigError."""
     from .models.device import resolve_device
 
-    validate_config(config)  # the [distributed] section, after the file, the flags and the plugins' hooks
+    validate_config(config)  # the plugins' sections, after the file, the flags and the plugins' hooks
     if config.model not in model_names:
         raise ConfigError(f"unknown model {config.model!r}; choose one of: {', '.join(model_names)}")
     if not 0 <= int(config.quality) <= 100:
@@ -302,10 +310,11 @@ def prepare(argv: Sequence[str]) -> tuple[Config, Any, argparse.Namespace]:
     enabled = split_plugins(pre.plugins) if pre.plugins else file_plugins
     pm = create_plugin_manager(enabled)
     model_names = build_model_registry(pm).names()
-    parser = build_serve_parser(model_names)
+    wants_help = any(arg in ("-h", "--help") for arg in argv)
+    parser = build_serve_parser(model_names, serve_epilog(enabled) if wants_help else SERVE_EPILOG)
     pm.hook.add_cli_options(parser=parser, command="serve")
     args = parser.parse_args(list(argv))
-    config = build_config(file_data, args, explicit_dests(parser, argv))
+    config = build_config(file_data, args, explicit_dests(parser, argv), pm)
     config.plugins = enabled  # what the manager actually loaded
     pm.hook.configure(config=config, args=args)
     check_config(config, model_names)
@@ -313,61 +322,126 @@ def prepare(argv: Sequence[str]) -> tuple[Config, Any, argparse.Namespace]:
 
 
 def serve_main(argv: Sequence[str]) -> int:
-    """``lama-cleaner [serve]``: start the web server and block until it stops."""
+    """``lama-cleaner [serve]``: start the web server and block until it stops.
+
+    Runs the ``serve`` role: ``startup`` before the app is built (so a plugin's logging or metrics
+    cover the executor's start), ``shutdown`` after the executor and the event observers are closed,
+    on every way out (a normal stop, Ctrl+C, SIGTERM, an error while starting).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config, pm, _args = prepare(argv)
     except ConfigError as exc:
         return _fail(str(exc), CONFIG_EXIT_CODE)
 
+    from .plugins.lifecycle import running
     from .plugins.manager import plugin_names
-    from .server.app import create_app
+    from .server.app import close_app, create_app
 
     print(banner(config, plugin_names(pm)), flush=True)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    executor = None
+    app = None
+    serving = False  # past start-up: the HTTP server itself runs
     try:
-        try:
-            app, socketio, executor = create_app(config, pm)
-            pm.hook.server_started(config=config, app=app)
-        except ConfigError as exc:  # a plugin refusing its settings while the app is built
-            return _fail(str(exc), CONFIG_EXIT_CODE)
-        except Exception as exc:
-            message = startup_error_message(exc)
-            if message is None:
-                raise
-            return _fail(message, 1)
-        socketio.run(
-            app, host=config.host, port=config.port, debug=config.debug, use_reloader=False, allow_unsafe_werkzeug=True
-        )
-    except OSError as exc:
-        return _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}", 1)
+        with running(pm, config, "serve"):
+            try:
+                app, socketio, _executor = create_app(config, pm)
+                pm.hook.server_started(config=config, app=app)
+                serving = True
+                socketio.run(
+                    app,
+                    host=config.host,
+                    port=config.port,
+                    debug=config.debug,
+                    use_reloader=False,
+                    allow_unsafe_werkzeug=True,
+                )
+            finally:
+                if app is not None:
+                    close_app(app)  # the executor, then the observers' queued events, before shutdown
+    except ConfigError as exc:  # a plugin refusing its settings while starting
+        return _fail(str(exc), CONFIG_EXIT_CODE)
     except KeyboardInterrupt:
         pass
-    finally:
-        if executor is not None:
-            executor.close()
-        pm.hook.shutdown(config=config)
+    except OSError as exc:
+        if serving:  # binding the HTTP port failed
+            return _fail(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}", 1)
+        return _fail(startup_error_message(exc) or str(exc), 1)
+    except Exception as exc:
+        message = None if serving else startup_error_message(exc)
+        if message is None:
+            raise
+        return _fail(message, 1)
     return 0
 
 
-def _dispatch(command: str, argv: list[str]) -> int:
-    module_name, func_name = SUBCOMMANDS[command]
+# ------------------------------------------------------------------ commands
+def discover_commands(pm: Any = None) -> dict[str, Command]:
+    """``{name: Command}`` from every ``register_commands`` implementation: the core's, every
+    built-in plugin's (enabled or not) and installed entry points'. Two plugins registering one
+    name is a ConfigError naming both."""
+    from .plugins.manager import catalog_plugin_manager
+
+    pm = pm if pm is not None else catalog_plugin_manager()
+    found: dict[str, tuple[Command, str]] = {}
+    for impl in pm.hook.register_commands.get_hookimpls():  # registration order: the core first
+        for command in impl.function() or ():
+            if not isinstance(command, Command):
+                raise ConfigError(f"plugin {impl.plugin_name!r}: register_commands must return Command objects")
+            if command.name in found and found[command.name][0] != command:
+                raise ConfigError(
+                    f"command {command.name!r} is registered by {found[command.name][1]!r} and by {impl.plugin_name!r}"
+                )
+            found.setdefault(command.name, (command, impl.plugin_name))
+    return {name: found[name][0] for name in sorted(found)}
+
+
+def serve_epilog(enabled: Sequence[str] = ()) -> str:
+    """The end of ``lama-cleaner --help``: every command, and the options each built-in plugin that
+    is not enabled would add (so an operator learns they exist without reading the docs)."""
+    from .plugins.manager import builtin_plugins, catalog_plugin_manager
+
     try:
-        func: Callable[[list[str]], int | None] = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        return _fail(f"the '{command}' command is not available: {exc}", 2)
-    return int(func(argv) or 0)
+        catalog = catalog_plugin_manager()
+        commands = discover_commands(catalog)
+    except (ConfigError, ImportError):
+        return SERVE_EPILOG
+    order = sorted(commands, key=lambda name: (name != DEFAULT_COMMAND, name))
+    listed = "; ".join(
+        f"{name}{' (default)' if name == DEFAULT_COMMAND else ''}: {commands[name].help}" for name in order
+    )
+    parts = [f"Commands: {listed}.", f"Run '{PROG} <command> --help' for a command's options."]
+    for name in builtin_plugins():
+        flags = [] if name in enabled else _serve_flags_of(catalog, name)
+        if flags:
+            shown = ", ".join(flags)
+            parts.append(f"Plugin {name} adds options once enabled: '{PROG} --plugins {name} --help' shows {shown}.")
+    return " ".join(parts)
+
+
+def _serve_flags_of(pm: Any, plugin_name: str) -> list[str]:
+    """The flags one plugin's ``add_cli_options`` adds to ``serve``, found on a scratch parser."""
+    scratch = argparse.ArgumentParser(add_help=False)
+    kwargs = {"parser": scratch, "command": DEFAULT_COMMAND}
+    for impl in pm.hook.add_cli_options.get_hookimpls():
+        if impl.plugin_name == plugin_name:
+            impl.function(*(kwargs[name] for name in impl.argnames))
+    return [action.option_strings[0] for action in scratch._actions if action.option_strings]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lama-cleaner`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in SUBCOMMANDS:
-        return _dispatch(args[0], args[1:])
-    if args and args[0] == "serve":
-        args = args[1:]
-    return serve_main(args)
+    if not args or args[0].startswith("-"):
+        return serve_main(args)
+    try:
+        commands = discover_commands()
+    except (ConfigError, ImportError) as exc:
+        return _fail(str(exc), CONFIG_EXIT_CODE)
+    command = commands.get(args[0])
+    if command is None:
+        return serve_main(args)  # argparse names the stray argument
+    return int(command.main(args[1:]) or 0)
 
 
 def entry_point() -> None:

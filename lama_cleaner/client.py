@@ -1,10 +1,11 @@
 """A small Python client for the ``/api/v1`` task API.
 
 Callers pass only what they change: every ``/inpaint`` field starts from what a fresh 1.2.5 front end
-sends (contract §3.1, HD settings per model from §11.2), so ``client.inpaint("a.png", "mask.png")``
-behaves like one stroke in the browser. Field names may be the wire spelling (``hdStrategy``) or the
-Python one (``hd_strategy``). Every non-2xx answer becomes :class:`ApiError`; network failures stay
-``requests`` exceptions so callers can tell "the server said no" from "the server was not there".
+sends (docs/compatibility.md#inpaint-form, HD settings per model from #frontend-defaults), so
+``client.inpaint("a.png", "mask.png")`` behaves like one stroke in the browser. Field names may be the
+wire spelling (``hdStrategy``) or the Python one (``hd_strategy``). Every non-2xx answer becomes
+:class:`ApiError`; network failures stay ``requests`` exceptions so callers can tell "the server said
+no" from "the server was not there".
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ HD_DEFAULTS: dict[str, tuple[str, int, int, int]] = {
     "manga": ("Crop", 1280, 1024, 196),
     "cv2": ("Resize", 1080, 512, 128),
 }
-"""Per-model HD settings of the front end (contract §11.2); every other model sends ``Original``."""
+"""Per-model HD settings of the front end (docs/compatibility.md#frontend-defaults); every other model
+sends ``Original``."""
 _DIFFUSION_HD = ("Original", 768, 512, 128)
 
 _SNAKE_TO_WIRE = {f.name: f.metadata["form"] for f in dc_fields(InpaintRequest)}

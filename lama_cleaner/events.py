@@ -1,14 +1,27 @@
 """The one way work reports its lifecycle: an ``EventSink`` that forwards to the ``task_event`` hook.
 
 Executors (local or distributed) only know this tiny object, not Socket.IO, metrics or logs; every
-observer is a plugin implementing ``task_event``. An observer that raises must neither fail the task it
-observes nor keep the other observers (the Socket.IO notifier, metrics) from seeing the event, so each
-implementation is called on its own and its errors are logged and swallowed here.
+observer is a plugin implementing ``task_event``.
+
+``emit`` is called on the I/O path: the request thread in classic mode, the producer's ZeroMQ thread
+in distributed mode. Observer code never runs there. Each ``task_event`` implementation has its own
+dispatcher: a thread fed by a bounded queue, so that
+
+- a slow observer delays no reply and no other observer (each sees its events in order);
+- a raising observer is logged with its plugin's name and the task id, and keeps receiving events;
+- an observer that cannot keep up loses events (counted and logged) instead of blocking the caller:
+  dropping an observation is better than stalling every request behind it;
+- ``close()`` delivers what is queued, within a deadline, when the server stops.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pluggy
 
@@ -16,12 +29,103 @@ from .tasks import TaskEvent
 
 log = logging.getLogger(__name__)
 
+QUEUE_SIZE = 10_000
+"""Events an observer may lag behind before new ones are dropped for it (about a minute of a busy
+server's progress updates; a few MB at most)."""
+DROP_LOG_INTERVAL_S = 10.0
+"""At most one "dropped" warning per observer per interval: a stuck observer must not flood the log."""
+CLOSE_TIMEOUT_S = 5.0
+
+_STOP = object()
+
+
+class ObserverDispatcher:
+    """One ``task_event`` implementation and the thread that calls it, in event order."""
+
+    def __init__(self, impl: pluggy.HookImpl, maxsize: int = QUEUE_SIZE) -> None:
+        self.impl = impl
+        self.plugin_name = impl.plugin_name
+        self.dropped = 0
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._last_drop_log = float("-inf")
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"task_event:{self.plugin_name}", daemon=True)
+        self._thread.start()
+
+    def put(self, item: TaskEvent | Callable[[], None]) -> bool:
+        """Queue an event (or a follow-up call, see :meth:`EventSink.after_events`); never blocks.
+        False when the observer's queue was full or it is closed and the item was dropped."""
+        if self._closed:
+            return False
+        try:
+            self._queue.put_nowait(item)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+                self._last_drop_log = now
+                log.warning(
+                    "task_event observer %s is %d events behind: dropped an event (%d dropped so far)",
+                    self.plugin_name,
+                    self._queue.maxsize,
+                    self.dropped,
+                )
+            return False
+
+    def close(self, deadline: float) -> bool:
+        """Deliver what is queued, then stop the thread; True if it finished before ``deadline``
+        (a ``time.monotonic()`` value). A thread stuck in a slow observer is left behind (daemon)."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                return False
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive()
+
+    def wait_idle(self, deadline: float) -> bool:
+        """True once every item queued so far was handled (for tests and orderly shutdowns)."""
+        done = threading.Event()
+        if not self.put(done.set):
+            return False
+        return done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is _STOP:
+                    return
+                if isinstance(item, TaskEvent):
+                    self._deliver(item)
+                else:
+                    item()
+            except Exception:  # noqa: BLE001 - a follow-up call's failure must not end the dispatcher
+                log.exception("task_event dispatcher %s: a queued call failed", self.plugin_name)
+            finally:
+                self._queue.task_done()
+
+    def _deliver(self, event: TaskEvent) -> None:
+        kwargs = {"event": event}
+        try:
+            self.impl.function(*(kwargs[name] for name in self.impl.argnames))
+        except Exception:  # noqa: BLE001 - an observer bug must not fail the work it watches
+            log.exception(
+                "task_event observer %s failed for task %s (%s)", self.plugin_name, event.task_id, event.status
+            )
+
 
 class EventSink:
-    """Forwards :class:`TaskEvent` objects to every ``task_event`` hook implementation."""
+    """Forwards :class:`TaskEvent` objects to every ``task_event`` implementation, off the caller's thread."""
 
-    def __init__(self, pm: pluggy.PluginManager) -> None:
+    def __init__(self, pm: pluggy.PluginManager, *, queue_size: int = QUEUE_SIZE) -> None:
         self._pm = pm
+        self._queue_size = queue_size
+        self._lock = threading.Lock()
+        self._dispatchers: dict[int, ObserverDispatcher] = {}
+        self._closed = False
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
@@ -29,12 +133,59 @@ class EventSink:
         return self._pm
 
     def emit(self, event: TaskEvent) -> None:
-        """Deliver ``event`` to every observer; never raises (observers are not part of the task)."""
-        kwargs = {"event": event}
-        for impl in reversed(self._pm.hook.task_event.get_hookimpls()):  # pluggy's own call order
-            try:
-                impl.function(*(kwargs[name] for name in impl.argnames))
-            except Exception:  # noqa: BLE001 - an observer bug must not fail the work it watches
-                log.exception(
-                    "task_event observer %s failed for task %s (%s)", impl.plugin_name, event.task_id, event.status
+        """Queue ``event`` for every observer and return at once; never raises (observers are not
+        part of the task). After :meth:`close` events are dropped."""
+        for dispatcher in self._observers():
+            dispatcher.put(event)
+
+    def after_events(self, observer: object, call: Callable[[], None]) -> None:
+        """Run ``call`` on ``observer``'s dispatcher once the events already queued for it are
+        delivered, so that what an observer sends on its own (the Socket.IO notifier's
+        ``diffusion_finish``) keeps its place after the task's events. Runs ``call`` here if
+        ``observer`` is not a registered ``task_event`` observer."""
+        for dispatcher in self._observers():
+            if dispatcher.impl.plugin is observer:
+                dispatcher.put(call)
+                return
+        call()
+
+    def dropped(self) -> dict[str, int]:
+        """Events dropped so far per observer (plugin name), because its queue was full."""
+        with self._lock:
+            return {d.plugin_name: d.dropped for d in self._dispatchers.values()}
+
+    def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Wait until every observer has handled the events queued so far; False on timeout."""
+        deadline = time.monotonic() + timeout
+        return all([d.wait_idle(deadline) for d in self._observers()])
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
+        """Deliver the queued events and stop the dispatchers, all within ``timeout`` seconds.
+        Returns False when some observer did not finish in time (it is left behind and logged)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._closed = True
+            dispatchers = list(self._dispatchers.values())
+        finished = True
+        for dispatcher in dispatchers:
+            if not dispatcher.close(deadline):
+                finished = False
+                log.warning(
+                    "task_event observer %s did not finish within %gs of shutdown", dispatcher.plugin_name, timeout
                 )
+        return finished
+
+    def _observers(self) -> list[ObserverDispatcher]:
+        """A dispatcher per current implementation, made on first use (plugins may register late)."""
+        impls = self._pm.hook.task_event.get_hookimpls()
+        with self._lock:
+            if self._closed:
+                return []
+            out = []
+            for impl in reversed(impls):  # pluggy's own call order
+                dispatcher = self._dispatchers.get(id(impl))
+                if dispatcher is None or dispatcher.impl is not impl:
+                    dispatcher = ObserverDispatcher(impl, self._queue_size)
+                    self._dispatchers[id(impl)] = dispatcher
+                out.append(dispatcher)
+            return out

@@ -1,4 +1,4 @@
-"""Decoding uploads and encoding replies the way lama-cleaner 1.2.x does (contract §3.4 step 1 and §3.5).
+"""Decoding uploads and encoding replies the way lama-cleaner 1.2.x does (docs/compatibility.md#decoding and #encoding).
 
 One module owns every pixel-format decision so ``/inpaint``, ``/run_plugin`` and ``/save_image`` agree:
 
@@ -132,7 +132,7 @@ def _rgb_icc(img: Image.Image) -> bytes | None:
 
 
 def decode_image(data: bytes, field: str = "image") -> DecodedImage:
-    """Decode an uploaded image per contract §3.4 step 1 (raises ``ClientError`` on bad bytes)."""
+    """Decode an uploaded image as docs/compatibility.md#decoding describes (raises ``ClientError`` on bad bytes)."""
     img = _open(data, field)
     exif = _exif_for_output(img)
     parameters = img.info.get("parameters")
@@ -221,7 +221,7 @@ def encode_image(
     parameters: str | None = None,
     icc_profile: bytes | None = None,
 ) -> bytes:
-    """Encode RGB or RGBA pixels with Pillow in ``fmt`` (contract §3.5).
+    """Encode RGB or RGBA pixels with Pillow in ``fmt`` (docs/compatibility.md#encoding).
 
     An RGBA array is written with its alpha only when ``fmt`` can carry it; otherwise the alpha is dropped
     (upstream crashes with a 500 for RGBA + the JPEG fallback).

@@ -1,7 +1,7 @@
-"""The 34 form fields of ``POST /inpaint`` (contract §3.1) parsed into one typed object.
+"""The 34 form fields of ``POST /inpaint`` (docs/compatibility.md#inpaint-form) parsed into one typed object.
 
 Upstream reads every field with ``request.form[...]`` (so all are required) and coerces them with pydantic.
-We accept a lenient superset of what pydantic v1 and v2 accept (contract §3.3), because third-party
+We accept a lenient superset of what pydantic v1 and v2 accept (docs/compatibility.md#coercion), because third-party
 scripts send things like Python's ``False`` or ``5.0``; anything we cannot use is a short 400 message
 instead of upstream's 500 page. That includes well-typed values the pipeline cannot work with (a resize
 limit of 0, a negative crop margin, zero steps): each numeric field carries the range it must fall in,
@@ -213,7 +213,8 @@ class InpaintRequest:
 
 
 def default_form(**overrides: str) -> dict[str, str]:
-    """What a fresh 1.2.5 front end sends for lama (contract §3.1 / §11.2); handy for scripts and tests.
+    """What a fresh 1.2.5 front end sends for lama (docs/compatibility.md#inpaint-form,
+    #frontend-defaults); handy for scripts and tests.
 
     Keyword overrides use the exact form keys (``default_form(hdStrategy="Original")``).
     """

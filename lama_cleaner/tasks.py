@@ -39,7 +39,9 @@ class TaskRequest:
     """One ``/inpaint`` or ``/run_plugin`` call (or its ``/api/v1/tasks`` equivalent).
 
     ``name`` is the model name for ``inpaint`` and the image-plugin name for ``plugin``.
-    ``submitter`` is the Socket.IO sid of the client that asked, when known (for targeted events).
+    ``submitter`` is the Socket.IO sid of the client that asked, when known (for targeted events), or
+    ``"*"`` for a classic request that named no socket at all (its step events are broadcast, as
+    upstream did; see ``server/notifications.py``).
     ``priority`` orders dispatch (see :data:`DEFAULT_PRIORITY`); the classic routes keep the default.
     """
 

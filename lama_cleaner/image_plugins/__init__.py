@@ -1,1 +1,2 @@
-"""Image plugins served by ``/run_plugin`` (contract §6): MakeGIF built in, the others when installed."""
+"""Image plugins served by ``/run_plugin`` (docs/compatibility.md#image-plugins): MakeGIF built in, the
+others when installed."""

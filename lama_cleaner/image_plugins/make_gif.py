@@ -1,4 +1,5 @@
-"""MakeGIF: a looping before/after wipe animation of the original and the cleaned image (contract §6).
+"""MakeGIF: a looping before/after wipe animation of the original and the cleaned image
+(docs/compatibility.md#image-plugins).
 
 Needs no weights. 160 frames at 20 ms like upstream, built from 2 x 79 wipe frames plus two 1 s holds
 (a hold is one frame with a long duration rather than 50 identical frames). All frames share one palette

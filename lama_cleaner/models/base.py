@@ -1,7 +1,7 @@
 """The abstract inpainting model and the one place the HD strategies are applied.
 
 A concrete model only implements ``forward`` on an already padded image; ``__call__`` chooses Original,
-Resize or Crop (contract §3.4), pads, blends and guarantees that pixels outside the mask are the
+Resize or Crop (docs/compatibility.md#hd-strategies), pads, blends and guarantees that pixels outside the mask are the
 input's pixels, bit for bit. Class attributes describe the model to the registry, the manager and the
 distributed router (``resource_class``, ``memory_mb``) without instantiating it.
 """

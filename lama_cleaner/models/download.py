@@ -1,4 +1,4 @@
-"""Where model weights live and how they get there (contract §5.3), without importing torch.
+"""Where model weights live and how they get there (docs/compatibility.md#weights), without importing torch.
 
 Rules kept from upstream so existing caches keep working:
 

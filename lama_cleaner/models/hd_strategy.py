@@ -1,4 +1,4 @@
-"""Pure array helpers behind the high-resolution strategies (contract §3.4 step 5).
+"""Pure array helpers behind the high-resolution strategies (docs/compatibility.md#hd-strategies).
 
 No model, no torch: padding, crop boxes around mask regions, bicubic resizing and the final blend.
 ``InpaintModel.__call__`` composes them once for every erase model.

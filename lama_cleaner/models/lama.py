@@ -1,4 +1,4 @@
-"""Big-LaMa, loaded as TorchScript through the upstream cache / URL / md5 rules (contract §5.3).
+"""Big-LaMa, loaded as TorchScript through the upstream cache / URL / md5 rules (docs/compatibility.md#weights).
 
 The TorchScript module's contract: ``forward(image float[1,3,H,W] in 0..1, mask float[1,1,H,W] in {0,1})
 -> float[1,3,H,W] in 0..1``. Inputs are padded to a multiple of 8 by the base class.

@@ -1,9 +1,10 @@
 """Owns the one loaded model: switching without gaps and serialising inference per model.
 
-Fixes two upstream races (contract §8): a switch used to delete the old model before building the new
-one (a failed build left the server without a model, and requests in between got a 500); and concurrent
-requests shared one model object without a lock (IOPaint #481/#616). Here a switch builds first and only
-then drops the old model, and callers run a model while holding ``lock_for(name)``.
+Fixes two upstream races (docs/compatibility.md#concurrency): a switch used to delete the old model
+before building the new one (a failed build left the server without a model, and requests in between
+got a 500); and concurrent requests shared one model object without a lock (IOPaint #481/#616). Here a
+switch builds first and only then drops the old model, and callers run a model while holding
+``lock_for(name)``.
 """
 
 from __future__ import annotations

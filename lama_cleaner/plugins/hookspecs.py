@@ -1,10 +1,13 @@
-"""Every hook a lama-cleaner plugin can implement.
+"""Every hook of the core that a lama-cleaner plugin can implement.
 
 A plugin is any object or module with functions decorated by ``hookimpl`` whose names match the
 specs below. It takes only the arguments it needs (pluggy passes them by name). Each hook is
 documented in ``docs/plugins.md`` with its arguments, return value, when it is called and an
-example. The built-in behaviour (local inference, Socket.IO notifications, image plugins, models)
-is registered through these same hooks.
+example (a test fails when one is missing). The built-in behaviour (local inference, Socket.IO
+notifications, image plugins, models, the core commands) is registered through these same hooks.
+
+A plugin publishes hooks of its own from ``add_hookspecs`` (the distributed plugin's are in
+``lama_cleaner/plugins/distributed/hookspecs.py``); the core never learns their names.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask_socketio import SocketIO
 
-    from ..config import Config
+    from ..command import Command
+    from ..config import Config, ConfigSection
     from ..executor import InpaintExecutor
     from ..image_plugins.registry import ImagePluginRegistry
     from ..models.registry import ModelRegistry
@@ -29,10 +33,28 @@ PROJECT = "lama_cleaner"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+ROLES = ("serve", "scheduler", "node", "inference", "batch")
+"""The process roles ``startup`` and ``shutdown`` are called with."""
+
+
+@hookspec(historic=True)
+def add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Publish your plugin's own hooks (``pluginmanager.add_hookspecs(module)``) as it is registered."""
+
+
+@hookspec
+def config_sections() -> list[ConfigSection]:
+    """Return the ``ConfigSection`` objects (config-file tables) your plugin owns."""
+
+
+@hookspec
+def register_commands() -> list[Command]:
+    """Return ``lama_cleaner.cli.Command`` objects: subcommands of ``lama-cleaner`` your plugin provides."""
+
 
 @hookspec
 def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
-    """Add options to the argparse parser of ``command`` (``serve``, ``node``, ``scheduler``, ``batch``)."""
+    """Add options to the argparse parser of ``command`` (``serve``, ``batch`` or a plugin's, e.g. ``node``)."""
 
 
 @hookspec
@@ -65,7 +87,7 @@ def register_routes(app: Flask, socketio: SocketIO, config: Config, executor: In
 
 @hookspec
 def task_event(event: TaskEvent) -> None:
-    """Observe a task lifecycle change (queued, processing, progress, completed, failed, cancelled)."""
+    """Observe a task lifecycle change (queued, processing, completed, failed, cancelled) on a thread of your own."""
 
 
 @hookspec
@@ -74,5 +96,10 @@ def server_started(config: Config, app: Flask) -> None:
 
 
 @hookspec
-def shutdown(config: Config) -> None:
-    """Release what your plugin started (threads, processes, sockets); called once at exit."""
+def startup(config: Config, role: str) -> None:
+    """Set up what your plugin needs in this process (logging, metrics, tracing); ``role`` is one of ``ROLES``."""
+
+
+@hookspec
+def shutdown(config: Config, role: str) -> None:
+    """Release what your plugin started (threads, processes, sockets); called once at exit of every role."""

@@ -45,14 +45,16 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> tuple[Flask, SocketI
         engineio_logger=False,
     )
 
-    notifier = SocketNotifier(socketio)
+    events = EventSink(pm)
+    notifier = SocketNotifier(socketio, events)
     notifier.register_handlers()
     if pm.has_plugin(NOTIFIER_PLUGIN_NAME):
         pm.unregister(name=NOTIFIER_PLUGIN_NAME)
     pm.register(notifier, name=NOTIFIER_PLUGIN_NAME)
 
-    executor = pm.hook.inpaint_executor(config=config, events=EventSink(pm))
+    executor = pm.hook.inpaint_executor(config=config, events=events)
     if executor is None:
+        events.close()
         raise RuntimeError("no plugin provided an inpaint executor (is lama_cleaner.local_executor registered?)")
 
     app.extensions[EXTENSION_KEY] = ServerState(
@@ -62,9 +64,20 @@ def create_app(config: Config, pm: pluggy.PluginManager) -> tuple[Flask, SocketI
         models=build_model_registry(pm),
         image_plugins=build_image_plugin_registry(pm, config),
         notifier=notifier,
+        events=events,
     )
     install_error_handlers(app)
     app.register_blueprint(classic.blueprint)
     app.register_blueprint(media.blueprint)
     pm.hook.register_routes(app=app, socketio=socketio, config=config, executor=executor)
     return app, socketio, executor
+
+
+def close_app(app: Flask) -> None:
+    """Stop what ``create_app`` started: the executor first (its last events still reach the
+    observers), then the observers' dispatchers, which deliver what is queued within a deadline."""
+    st: ServerState = app.extensions[EXTENSION_KEY]
+    try:
+        st.executor.close()
+    finally:
+        st.events.close()

@@ -1,4 +1,5 @@
-"""The 1.2.x routes the shipped front end calls (contract §2-§3), answered as upstream answers them.
+"""The 1.2.x routes the shipped front end calls (docs/compatibility.md#routes, #inpaint-form), answered
+as upstream answers them.
 
 Work is never done here: a route turns the multipart request into a ``TaskRequest``, checks it with
 ``pipeline.validate_task`` (so bad input is a 400 before anything is queued) and hands it to the
@@ -62,7 +63,7 @@ def _task_request(kind: TaskKind, name: str, st: ServerState) -> TaskRequest:
         for key, storage in request.files.items()
         if key and (kind != "inpaint" or key in INPAINT_FILES)
     }
-    return TaskRequest(kind=kind, name=name, form=form, files=files, submitter=st.notifier.submitter_sid())
+    return TaskRequest(kind=kind, name=name, form=form, files=files, submitter=st.notifier.classic_submitter())
 
 
 @blueprint.post("/inpaint")

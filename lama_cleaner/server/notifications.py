@@ -1,22 +1,33 @@
 """Socket.IO side of the server: who submitted a request, and the events sent back to them.
 
-Upstream broadcast every progress/finish event to every tab, mixing users. Here each HTTP request
-is tied to the Socket.IO client that sent it (header ``X-Socket-ID``, or the engine.io ``io``
-cookie the browser sends with ``fetch``), and events go only to that client and to clients that
-subscribed to the task's room. A request whose submitter is unknown gets no events: never guess.
+Upstream broadcast every progress/finish event to every tab, mixing users. Here a classic request
+that can be tied to the Socket.IO client that sent it (header ``X-Socket-ID``, or the engine.io
+``io`` cookie the browser sends with ``fetch``) gets its events privately: only that client, and
+clients that subscribed to the task's room, see them. A request that carries neither comes from a
+client that cannot be told apart (a script that connected with python-socketio and POSTs
+``/inpaint`` separately, as worked with 1.2.5), so its ``diffusion_progress`` and
+``diffusion_finish`` are broadcast to everyone, as upstream does (docs/compatibility.md#socketio).
+A request that names a socket which is not connected gets no events: never guess.
+
+The notifier is a ``task_event`` observer like any other, so it runs on its own dispatcher thread
+(``events.py``); ``diffusion_finish``, sent when ``/inpaint`` returns, is queued behind the task's
+events on that same thread so that it always comes after the last ``diffusion_progress``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import request
 from flask_socketio import SocketIO, join_room, leave_room
 
 from ..plugins.hookspecs import hookimpl
 from ..tasks import TaskEvent
+
+if TYPE_CHECKING:
+    from ..events import EventSink
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +36,9 @@ SOCKET_ID_HEADER = "X-Socket-ID"
 ENGINEIO_COOKIE = "io"
 ENGINEIO_COOKIE_OPTIONS = {"name": ENGINEIO_COOKIE, "path": "/", "SameSite": "Lax"}
 """Passed as ``cookie=`` to engine.io so browsers get the ``io`` cookie on the handshake."""
+EVERYONE = "*"
+"""``TaskRequest.submitter`` of a classic request that names no socket: its progress and finish
+events are broadcast (a Socket.IO sid never has this value)."""
 
 
 def task_room(task_id: str) -> str:
@@ -35,8 +49,9 @@ def task_room(task_id: str) -> str:
 class SocketNotifier:
     """Built-in ``task_event`` observer that turns task events into Socket.IO messages."""
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(self, socketio: SocketIO, events: EventSink | None = None) -> None:
         self.socketio = socketio
+        self.events = events
 
     # ------------------------------------------------------------ submitter lookup
     def _connected(self, sid: str) -> bool:
@@ -57,20 +72,46 @@ class SocketNotifier:
                 return mapped
         return None
 
+    def classic_submitter(self) -> str | None:
+        """Who gets the Socket.IO events of a classic ``/inpaint`` or ``/run_plugin``: the client's
+        sid, :data:`EVERYONE` when the request names no socket at all (upstream's broadcast), or
+        None when it names one that is not connected."""
+        if SOCKET_ID_HEADER not in request.headers and ENGINEIO_COOKIE not in request.cookies:
+            return EVERYONE
+        return self.submitter_sid()
+
     # ------------------------------------------------------------ outgoing events
-    def finish(self, submitter: str | None) -> None:
-        """``diffusion_finish`` after a successful ``/inpaint``, to its submitter only."""
+    def _audience(self, submitter: str | None) -> dict[str, Any] | None:
+        """``emit`` keyword arguments for a submitter's private events; None when nobody gets them."""
+        if submitter == EVERYONE:
+            return {"namespace": NAMESPACE}  # no ``to``: every connected client
         if submitter:
-            self.socketio.emit("diffusion_finish", to=submitter, namespace=NAMESPACE)
+            return {"to": submitter, "namespace": NAMESPACE}
+        return None
+
+    def finish(self, submitter: str | None) -> None:
+        """``diffusion_finish`` after a successful ``/inpaint``, behind the task's queued events."""
+        audience = self._audience(submitter)
+        if audience is None:
+            return
+
+        def send() -> None:
+            self.socketio.emit("diffusion_finish", **audience)
+
+        if self.events is not None:
+            self.events.after_events(self, send)
+        else:
+            send()
 
     @hookimpl
     def task_event(self, event: TaskEvent) -> None:
         targets: list[str] = [task_room(event.task_id)]
-        if event.submitter:
+        if event.submitter and event.submitter != EVERYONE:
             targets.insert(0, event.submitter)
         self.socketio.emit("task_status", event.public(), to=targets, namespace=NAMESPACE)
-        if event.step is not None and event.submitter:
-            self.socketio.emit("diffusion_progress", {"step": event.step}, to=event.submitter, namespace=NAMESPACE)
+        audience = self._audience(event.submitter)
+        if event.step is not None and audience is not None:
+            self.socketio.emit("diffusion_progress", {"step": event.step}, **audience)
 
     # ------------------------------------------------------------ incoming events
     def register_handlers(self) -> None:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from ..config import Config
+    from ..events import EventSink
     from ..executor import InpaintExecutor
     from ..image_plugins.registry import ImagePluginRegistry
     from ..models.registry import ModelRegistry
@@ -31,6 +32,8 @@ class ServerState:
     image_plugins: ImagePluginRegistry
     """Names for ``/run_plugin`` and ``/server_config``."""
     notifier: SocketNotifier
+    events: EventSink
+    """Where executors report task events; closed with the app (``close_app``)."""
 
 
 def state() -> ServerState:

@@ -1,12 +1,16 @@
-"""The ``distributed`` plugin (``--plugins distributed``): hook implementations only.
+"""The ``distributed`` plugin (``--plugins distributed``): its face, hook implementations only.
 
+- ``config_sections``: the ``[distributed]`` section (``config.py``), known even when not enabled.
+- ``register_commands``: ``lama-cleaner node`` and ``lama-cleaner scheduler`` (``commands.py``).
+- ``add_hookspecs``: publishes this plugin's own hooks (``hookspecs.py``).
 - ``add_cli_options``/``configure``: ``serve`` gets ``--local-nodes``, ``--scheduler``,
   ``--scheduler-bind`` and ``--data-dir`` (the ``[distributed]`` section is not generated as flags).
 - ``inpaint_executor``: replaces the local executor with :class:`DistributedExecutor`.
 - ``register_routes``: serves ``/api/v1`` from that executor (it is also the TaskService).
 - ``shutdown``: stops local nodes, the client and the embedded scheduler.
 
-Without this plugin nothing of the distributed system is imported or started.
+Importing this module imports none of the distributed system: the core imports it to collect
+commands and config sections on every start, enabled or not.
 """
 
 from __future__ import annotations
@@ -20,72 +24,91 @@ from ..hookspecs import hookimpl
 log = logging.getLogger(__name__)
 
 _SERVE_OPTIONS = (
-    # flag, dest, type, metavar, help (each flag's default is its config setting's, named in the help)
+    # setting (its `flag` metadata names the flag), type, metavar, help; each flag's default is its
+    # setting's, named in the help
     (
-        "--local-nodes",
-        "dist_local_nodes",
+        "local_nodes",
         int,
         "N",
         "Node subprocesses the server starts and keeps alive "
         "(config: distributed.local_nodes; default: {local_nodes}).",
     ),
     (
-        "--scheduler",
-        "dist_scheduler",
+        "scheduler",
         str,
         "ADDR",
         "Use an external scheduler at this tcp:// address instead of "
         "embedding one (config: distributed.scheduler; default: embed one).",
     ),
     (
-        "--scheduler-bind",
-        "dist_scheduler_bind",
+        "scheduler_bind",
         str,
         "ADDR",
         "Where the embedded scheduler listens (config: distributed.scheduler_bind; default: {scheduler_bind}).",
     ),
     (
-        "--data-dir",
-        "dist_data_dir",
+        "data_dir",
         str,
         "DIR",
         "Directory of the scheduler's SQLite journal (config: distributed.data_dir; default: {data_dir}).",
     ),
 )
-_FIELDS = {
-    "dist_local_nodes": "local_nodes",
-    "dist_scheduler": "scheduler",
-    "dist_scheduler_bind": "scheduler_bind",
-    "dist_data_dir": "data_dir",
-}
 
-SERVE_FLAGS = {name: next(o[0] for o in _SERVE_OPTIONS if o[1] == dest) for dest, name in _FIELDS.items()}
-"""``DistributedConfig`` field -> the ``serve`` flag that sets it (for docs/configuration.md)."""
+
+def _dest(name: str) -> str:
+    return f"dist_{name}"
+
 
 _executors: list[Any] = []
+
+
+@hookimpl
+def add_hookspecs(pluginmanager: Any) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def config_sections() -> list[Any]:
+    from .config import SECTION
+
+    return [SECTION]
+
+
+@hookimpl
+def register_commands() -> list[Any]:
+    from .commands import COMMANDS
+
+    return list(COMMANDS)
 
 
 @hookimpl
 def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
     if command != "serve":
         return
-    from ...config import DistributedConfig
+    from dataclasses import fields
+
+    from .config import DistributedConfig
 
     defaults = vars(DistributedConfig())
+    flags = {f.name: f.metadata["flag"] for f in fields(DistributedConfig) if "flag" in f.metadata}
     group = parser.add_argument_group("distributed plugin")
-    for flag, dest, kind, metavar, help_text in _SERVE_OPTIONS:
-        if flag in parser._option_string_actions:  # the CLI may already generate it
+    for name, kind, metavar, help_text in _SERVE_OPTIONS:
+        if flags[name] in parser._option_string_actions:  # the CLI may already generate it
             continue
         # default=None: a flag the operator did not type must not override the config file.
-        group.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=help_text.format(**defaults))
+        group.add_argument(
+            flags[name], dest=_dest(name), type=kind, default=None, metavar=metavar, help=help_text.format(**defaults)
+        )
 
 
 @hookimpl
 def configure(config: Any, args: argparse.Namespace | None) -> None:
     if args is None:
         return
-    for dest, name in _FIELDS.items():
-        value = getattr(args, dest, None)
+    for name, *_ in _SERVE_OPTIONS:
+        value = getattr(args, _dest(name), None)
         if value is not None:
             setattr(config.distributed, name, value)
     from ...config import ConfigError

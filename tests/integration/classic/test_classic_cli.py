@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,8 @@ import pytest
 import requests
 
 from lama_cleaner import cli
-from lama_cleaner.config import Config
+from lama_cleaner.config import Config, ConfigError
+from lama_cleaner.plugins.manager import build_plugin_manager
 from tests.support.server_process import REPO_ROOT, server_env
 
 
@@ -92,19 +94,29 @@ def test_input_directory_requires_output_dir(tmp_path):
     assert result.returncode == 2 and "--output-dir" in result.stderr
 
 
+EXAMPLE_PLUGIN = "tests.support.example_plugin.lama_cleaner_example_plugin"
+
+
 def test_precedence_default_file_flag(tmp_path):
     path = tmp_path / "settings.toml"
-    path.write_text('port = 9000\nquality = 50\nmodel = "lama"\n[distributed]\nlocal_nodes = 3\n[my_plugin]\nx = 1\n')
+    path.write_text(
+        'port = 9000\nquality = 50\nmodel = "lama"\n[distributed]\nlocal_nodes = 3\n[example]\ngreeting = "x"\n'
+    )
     parser = cli.build_serve_parser()
     argv = ["--config", str(path), "--port", "8080", "--model", "cv2"]
     args = parser.parse_args(argv)
-    config = cli.build_config(cli.read_config_file(path), args, cli.explicit_dests(parser, argv))
+    pm = build_plugin_manager([EXAMPLE_PLUGIN], autoload=False)
+    config = cli.build_config(cli.read_config_file(path), args, cli.explicit_dests(parser, argv), pm)
     assert config.port == 8080, "an explicit flag wins even when it equals the default"
     assert config.model == "cv2"
     assert config.quality == 50, "the file wins over a default the user did not type"
     assert config.host == Config().host
-    assert config.distributed.local_nodes == 3
-    assert config.extra == {"my_plugin": {"x": 1}}
+    assert config.distributed.local_nodes == 3, "a built-in plugin's table is read without enabling it"
+    assert config.example.greeting == "x", "an enabled plugin's own table"
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown config section [example] (no enabled plugin declares it)")
+    ):
+        cli.build_config(cli.read_config_file(path), args, cli.explicit_dests(parser, argv))
 
 
 def test_plugins_flag_splits_commas_and_repeats():

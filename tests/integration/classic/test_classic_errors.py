@@ -91,6 +91,8 @@ def test_event_sink_survives_a_failing_observer(caplog):
     sink = EventSink(pm)
     with caplog.at_level(logging.ERROR, logger="lama_cleaner.events"):
         sink.emit(TaskEvent(task_id="t1", status="completed"))
+        assert sink.flush(10), "every observer handled the event"
+    sink.close()
     assert "observer bug" in caplog.text
     assert recorder.seen == ["completed"], "the other observers still get the event"
     assert sink.plugin_manager is pm

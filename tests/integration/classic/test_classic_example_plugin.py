@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.support.server_process import REPO_ROOT
+from tests.support.server_process import REPO_ROOT, server_env
 
 from .media_helpers import decode, image_array, image_bytes, mask_array, mask_bytes, post_inpaint
 
@@ -66,6 +66,38 @@ def test_plugin_route_option_and_model(plugin_server):
 
     events = requests.get(base + "/hello-plugin/events", timeout=30).json()
     assert events.get("completed", 0) >= 1, events
+
+
+def test_plugin_command_is_found_through_the_entry_point(plugin_site):
+    """``register_commands`` of an installed package: dispatched, and listed by ``--help``."""
+    env = server_env({"PYTHONPATH": f"{REPO_ROOT}:{plugin_site}"})
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lama_cleaner", *args], cwd=REPO_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+    hello = run("example-hello", "tester")
+    assert hello.returncode == 0, hello.stderr
+    assert hello.stdout.strip() == "hello from example plugin, tester"
+    listed = " ".join(run("--help").stdout.split())
+    assert "example-hello: print a greeting (example plugin)" in listed, listed[-800:]
+    assert "node: run a worker node" in listed and "batch: " in listed
+
+
+def test_plugin_section_is_read_from_the_config_file(server_factory, plugin_site, tmp_path):
+    """The plugin's ``[example]`` table (its ``config_sections``); a typo in it stops start-up."""
+    env = {"PYTHONPATH": f"{REPO_ROOT}:{plugin_site}"}
+    path = tmp_path / "settings.toml"
+    path.write_text('[example]\ngreeting = "from the file"\n', encoding="utf-8")
+    server = server_factory("--config", str(path), env=env)
+    assert requests.get(server.url + "/hello-plugin", timeout=30).text == "hello from example plugin, from the file"
+    path.write_text('[example]\ngreetin = "typo"\n', encoding="utf-8")
+    refused = subprocess.run(
+        [sys.executable, "-m", "lama_cleaner", "--config", str(path), "--model", "cv2", "--device", "cpu"],
+        cwd=REPO_ROOT, env=server_env(env), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == ["lama-cleaner: error: unknown setting example.greetin"]
 
 
 def test_without_the_package_the_route_does_not_exist(classic_server):

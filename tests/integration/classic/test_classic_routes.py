@@ -1,4 +1,4 @@
-"""Every non-inpaint classic route of contract §2 against a real server subprocess."""
+"""Every non-inpaint classic route of docs/compatibility.md#routes against a real server subprocess."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Socket.IO against a real server with real python-socketio clients: events reach the submitter only."""
+"""Socket.IO against a real server with real python-socketio clients: events of a request tied to a
+socket reach that client only; a request tied to none broadcasts its step events, as upstream did."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+import requests
 import socketio
 
 from tests.support.waiting import wait_for
@@ -121,8 +123,6 @@ def test_engineio_handshake_sets_the_io_cookie(classic_server):
     """Browsers then send ``io=<engine.io sid>`` with every fetch, which identifies the submitter."""
     import json
 
-    import requests
-
     response = requests.get(
         classic_server.url + "/socket.io/",
         params={"EIO": "4", "transport": "polling"},
@@ -150,6 +150,53 @@ def test_step_progress_goes_to_the_submitter_only(shared_servers):
         assert a.names().index("diffusion_finish") > a.names().index("diffusion_progress")
         b.round_trip()
         assert b.events == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_request_tied_to_no_socket_broadcasts_progress_and_finish(shared_servers):
+    """A script that connects with python-socketio and POSTs ``/inpaint`` separately (no
+    ``X-Socket-ID``, no ``io`` cookie) sees the step events, as with 1.2.5: they go to everyone.
+    ``task_status`` stays private (nobody asked for it)."""
+    server = shared_servers.get("--plugins", "tests.support.fake_models", model="steps")
+    a, b = RecordingClient(server.url), RecordingClient(server.url)
+    try:
+        response = post_inpaint(server.url, image_bytes(), mask_bytes(), form={"prompt": "steps=3 5"})
+        assert "Cookie" not in response.request.headers and "X-Socket-ID" not in response.request.headers
+        assert response.status_code == 200, response.text
+        for client in (a, b):
+            wait_for(lambda c=client: "diffusion_finish" in c.names(), 10, "diffusion_finish at every client")
+            assert client.payloads("diffusion_progress") == [{"step": 0}, {"step": 1}, {"step": 2}]
+            assert client.names().index("diffusion_finish") > max(
+                i for i, name in enumerate(client.names()) if name == "diffusion_progress"
+            ), "finish comes after the last step"
+            assert client.payloads("task_status") == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_failed_task_reports_failed_to_its_submitter(shared_servers):
+    """The ``failed`` ``task_status`` event, with the error, and no ``diffusion_finish``."""
+    server = shared_servers.get("--plugins", "tests.support.fake_models", model="fail")
+    a, b = RecordingClient(server.url), RecordingClient(server.url)
+    try:
+        response = post_inpaint(
+            server.url, image_bytes(), mask_bytes(), form={"prompt": "kaboom"}, headers={"X-Socket-ID": a.sid}
+        )
+        assert response.status_code == 500 and "kaboom" in response.text
+        failed = wait_for(
+            lambda: [p for p in a.payloads("task_status") if p["status"] == "failed"],  # type: ignore[index]
+            10,
+            "a failed task_status at the submitter",
+        )
+        assert len(failed) == 1 and "kaboom" in failed[0]["error"]  # type: ignore[index]
+        assert set(failed[0]) >= {"id", "status", "progress", "queue", "node", "error"}  # type: ignore[arg-type]
+        a.round_trip()
+        b.round_trip()
+        assert "diffusion_finish" not in a.names()
+        assert b.events == [], "another client sees nothing of it"
     finally:
         a.close()
         b.close()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lama_cleaner.config import load_config
 from lama_cleaner.errors import ClientError, NotFound, Overloaded, TaskCancelled, TaskFailed
+from lama_cleaner.plugins.config_loader import load_config
 from lama_cleaner.plugins.distributed.producer.client import SchedulerClient, SchedulerUnavailable
 from lama_cleaner.plugins.distributed.producer.executor import error_from_reply
 from lama_cleaner.plugins.distributed.scheduler.service import Scheduler

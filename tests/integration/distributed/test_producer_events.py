@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import zmq
 
-from lama_cleaner.config import load_config
+from lama_cleaner.plugins.config_loader import load_config
 from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p

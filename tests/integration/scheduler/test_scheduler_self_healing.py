@@ -10,7 +10,7 @@ scheduler thread, scripted protocol-v1 nodes over real ZeroMQ.
 
 from __future__ import annotations
 
-from lama_cleaner.config import RetryConfig
+from lama_cleaner.plugins.distributed.config import RetryConfig
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Peer, ready_node, watching_producer
 from tests.support.waiting import wait_for

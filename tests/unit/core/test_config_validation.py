@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from lama_cleaner import cli
-from lama_cleaner.config import Config, ConfigError, load_config, validate_config
+from lama_cleaner.config import Config, ConfigError, validate_config
+from lama_cleaner.plugins.config_loader import load_config
 from tests.support.server_process import REPO_ROOT, server_env
 
 

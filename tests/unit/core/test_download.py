@@ -1,4 +1,4 @@
-"""Weight download and cache rules (contract §5.3) against a real HTTP server on 127.0.0.1."""
+"""Weight download and cache rules (docs/compatibility.md#weights) against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The HD strategies (contract §3.4 step 5), applied once in ``InpaintModel.__call__`` for every erase model."""
+"""The HD strategies (docs/compatibility.md#hd-strategies), applied once in ``InpaintModel.__call__``
+for every erase model."""
 
 from __future__ import annotations
 

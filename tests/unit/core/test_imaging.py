@@ -1,4 +1,5 @@
-"""Decode/encode per contract §3.4-§3.5: EXIF, alpha, formats, parameters, ICC, bad bytes."""
+"""Decode/encode as docs/compatibility.md#decoding and #encoding describe: EXIF, alpha, formats,
+parameters, ICC, bad bytes."""
 
 from __future__ import annotations
 

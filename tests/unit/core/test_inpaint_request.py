@@ -1,4 +1,5 @@
-"""Form parsing: the 34 fields, lenient coercion (contract §3.3), clear 400 messages, per-request seeds."""
+"""Form parsing: the 34 fields, lenient coercion (docs/compatibility.md#coercion), clear 400 messages,
+per-request seeds."""
 
 from __future__ import annotations
 

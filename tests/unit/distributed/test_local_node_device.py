@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from lama_cleaner.config import Config, ConfigError, load_config
+from lama_cleaner.config import Config, ConfigError
+from lama_cleaner.plugins.config_loader import load_config
 from lama_cleaner.plugins.distributed.producer.local_nodes import LocalNodeSupervisor
 
 

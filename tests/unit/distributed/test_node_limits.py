@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from lama_cleaner.config import DistributedConfig, load_config
+from lama_cleaner.plugins.config_loader import load_config
+from lama_cleaner.plugins.distributed.config import DistributedConfig
 from lama_cleaner.plugins.distributed.node.current_work import RecentCancels
 from lama_cleaner.plugins.distributed.node.inference import child_rss_mb, recycle_reason
 from lama_cleaner.plugins.distributed.node.main import build_parser

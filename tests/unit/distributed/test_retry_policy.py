@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lama_cleaner.config import RetryConfig
+from lama_cleaner.plugins.distributed.config import RetryConfig
 from lama_cleaner.plugins.distributed.scheduler.retry_policy import backoff_delay, next_retry, policy_for
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lama_cleaner.config import DistributedConfig
 from lama_cleaner.errors import ClientError
+from lama_cleaner.plugins.distributed.config import DistributedConfig
 from lama_cleaner.plugins.distributed.scheduler.routing import (
     IdleNode,
     RoutingError,

@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 import zmq
 
-from ....config import DEVICE_PATTERN, ConfigError, check_endpoint, load_config, validate_config
+from ....config import ConfigError, validate_config
 from ....errors import LamaCleanerError
 from ....models.device import resolve_device
+from ...config_loader import load_config
+from ..config import DEVICE_PATTERN, check_endpoint
 from .capabilities import effective_device, parse_labels, split_list
 from .malloc_tuning import tune_malloc
 

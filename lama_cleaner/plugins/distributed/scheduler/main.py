@@ -25,7 +25,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ....config import Config, ConfigError, load_config, validate_config
+from ....config import Config, ConfigError, validate_config
+from ...config_loader import load_config
 from ..node.capabilities import split_list, task_resource_class
 from ..node.malloc_tuning import tune_malloc
 from .routing import ResourceClassOf

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ....config import RetryConfig
+from ..config import RetryConfig
 
 
 def policy_for(kind: str, policies: Mapping[str, RetryConfig]) -> RetryConfig:

@@ -16,8 +16,8 @@ from typing import Any
 
 import zmq
 
-from ....config import DistributedConfig
 from ....tasks import TaskEvent
+from ..config import DistributedConfig
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..journal.task_store import TaskStore

@@ -54,8 +54,9 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from ....config import Config, DistributedConfig
+from ....config import Config
 from ....tasks import TaskEvent
+from ..config import DistributedConfig
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..journal.task_store import BLOB_DIR, BlobMissing, TaskStore

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 from flask import Blueprint, jsonify
 
+from lama_cleaner.cli import Command
+from lama_cleaner.config import ConfigSection, setting
 from lama_cleaner.models.base import InpaintModel
 from lama_cleaner.plugins.hookspecs import hookimpl
 
@@ -28,18 +31,41 @@ class InvertModel(InpaintModel):
         return np.ascontiguousarray(255 - image_rgb[:, :, ::-1])
 
 
+@dataclass
+class ExampleSettings:
+    """The ``[example]`` table of the config file."""
+
+    greeting: str = setting("world", "Who GET /hello-plugin greets.", flag="--example-greeting")
+
+
+@hookimpl
+def config_sections():
+    return [ConfigSection("example", ExampleSettings, doc="Settings of the example plugin.")]
+
+
+def hello_main(argv):
+    """``lama-cleaner example-hello [NAME]``: a command of its own, found through the entry point."""
+    print(f"hello from example plugin, {argv[0] if argv else 'world'}")
+    return 0
+
+
+@hookimpl
+def register_commands():
+    return [Command("example-hello", "print a greeting (example plugin)", hello_main)]
+
+
 @hookimpl
 def add_cli_options(parser, command):
     if command == "serve":
-        parser.add_argument("--example-greeting", default="world", help="Who GET /hello-plugin greets.")
+        # default=None: only a flag the operator typed overrides the config file
+        parser.add_argument("--example-greeting", default=None, help="Who GET /hello-plugin greets.")
 
 
 @hookimpl
 def configure(config, args):
     greeting = getattr(args, "example_greeting", None) if args is not None else None
-    config.extra.setdefault("example", {})
     if greeting:
-        config.extra["example"]["greeting"] = greeting
+        config.example.greeting = greeting
 
 
 @hookimpl
@@ -50,7 +76,7 @@ def register_models(registry):
 @hookimpl
 def register_routes(app, config):
     blueprint = Blueprint("example_plugin", __name__)
-    greeting = config.extra.get("example", {}).get("greeting", "world")
+    greeting = config.example.greeting
 
     @blueprint.get("/hello-plugin")
     def hello():

@@ -1,0 +1,37 @@
+"""Test plugin (``--plugins tests.support.lifecycle_recorder``): records the lifecycle hooks it sees.
+
+Each ``startup``/``shutdown`` call appends ``<hook> <role>`` as one line to the file named by
+``LAMA_TEST_LIFECYCLE_FILE`` (one ``O_APPEND`` write, so every process of a deployment may share the
+file). With ``LAMA_TEST_LIFECYCLE_FAIL=startup`` its ``startup`` refuses with a ConfigError, the way
+a plugin refuses settings it cannot work with.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lama_cleaner.config import ConfigError
+from lama_cleaner.plugins.hookspecs import hookimpl
+
+
+def record(line: str) -> None:
+    path = os.environ.get("LAMA_TEST_LIFECYCLE_FILE")
+    if not path:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{line}\n".encode())
+    finally:
+        os.close(fd)
+
+
+@hookimpl
+def startup(config, role):
+    record(f"startup {role}")
+    if os.environ.get("LAMA_TEST_LIFECYCLE_FAIL") == "startup":
+        raise ConfigError("the lifecycle recorder refuses to start")
+
+
+@hookimpl
+def shutdown(config, role):
+    record(f"shutdown {role}")

@@ -12,7 +12,7 @@ import pytest
 from lama_cleaner.config import load_config
 from lama_cleaner.errors import ClientError, NotFound, Overloaded, TaskCancelled, TaskFailed
 from lama_cleaner.plugins.distributed.producer.client import SchedulerClient, SchedulerUnavailable
-from lama_cleaner.plugins.distributed.producer.executor import error_from_reply
+from lama_cleaner.plugins.distributed.producer.translate import error_from_reply
 from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 

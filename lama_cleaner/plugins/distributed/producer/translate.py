@@ -20,10 +20,12 @@ from ....errors import (
     Overloaded,
     TaskCancelled,
     TaskFailed,
+    TaskTimeout,
 )
 from ....tasks import TaskEvent, TaskInfo, TaskOutput, TaskRequest
 from ..wire import protocol as p
 from .client import SchedulerError
+from .task_run import TaskOutcome
 
 UNSCHEDULABLE_STATUS = 503
 """``error_status`` of a task the scheduler failed because no node could run it."""
@@ -139,3 +141,29 @@ def output_from_done(msg: p.Message) -> TaskOutput:
         header.get("traceback"),
         status=failure_status(header.get("error_status")),
     )
+
+
+# ---------------------------------------------------------------------- a classic request's outcome
+def run_output(outcome: TaskOutcome, timeout: float, retry_after: int) -> TaskOutput:
+    """What a blocking ``/inpaint`` (``DistributedExecutor.run``) answers for ``outcome``.
+
+    The task's bytes (from its DONE or the FETCH reply), or the error its end stands for: a refused
+    SUBMIT as the scheduler said, no end within ``timeout`` seconds a 504, and a task failed because
+    no node could run it a 503 with ``Retry-After`` (come back later), like a full queue."""
+    if outcome.reply.command == p.REJECTED:
+        raise error_from_reply(outcome.reply.header, retry_after)
+    final = outcome.final
+    if final is None:
+        raise TaskTimeout(f"Task {outcome.task_id} did not finish within {timeout:g}s")
+    try:
+        if final.command == p.DONE:
+            return output_from_done(final)
+        if final.command == p.REJECTED:
+            raise error_from_reply(final.header, retry_after)
+        return task_output(final)
+    except TaskFailed as exc:
+        if exc.status != UNSCHEDULABLE_STATUS:
+            raise
+        busy = Overloaded(exc.message, retry_after)
+        busy.code = "unschedulable"
+        raise busy from None

@@ -174,6 +174,102 @@ class DistributedExecutor:
         outcome = self._call(lambda client: run_task(client, header, blobs, timeout=timeout))
         return run_output(outcome, timeout, self._retry_after)
 
+    # ------------------------------------------------------------------ TaskService
+    def submit(self, request: TaskRequest) -> TaskInfo:
+        """Queue a task and return at once (``/api/v1``); its events reach the ``task_event`` hook."""
+        header, blobs = submit_message(request)
+        return task_info(self._request(p.SUBMIT, header, blobs).header["task"])
+
+    def get(self, task_id: str) -> TaskInfo:
+        return task_info(self._request(p.GET, {"task_id": task_id}).header["task"])
+
+    def result(self, task_id: str) -> TaskOutput:
+        return task_output(self._request(p.FETCH, {"task_id": task_id}))
+
+    def cancel(self, task_id: str) -> TaskInfo:
+        return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
+        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
+        return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
+
+    def queues(self) -> list[dict[str, Any]]:
+        return list(self._request(p.QUEUES, {}).header.get("queues") or [])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request(p.NODES, {}).header.get("nodes") or [])
+
+    def drain_node(self, node_id: str) -> dict[str, Any]:
+        """Drain a node (``DRAIN`` request): it finishes its current task and gets no more work.
+        Returns the node as ``nodes()`` lists it; unknown node -> ``NotFound``, offline -> 409."""
+        return dict(self._request(p.DRAIN, {"node_id": node_id}).header.get("node") or {})
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /api/v1/health`` reports: ``status`` ``ok`` or ``unavailable`` (with ``reason``).
+
+        Cheap by design (probes call it every few seconds): the crash flag of the embedded scheduler,
+        then one NODES round trip, which the scheduler answers from memory (no journal), and which
+        proves that its loop still answers requests and gives the node counts."""
+        info: dict[str, Any] = {"scheduler": "embedded" if self._embedded is not None else "external"}
+
+        def unavailable(reason: str) -> dict[str, Any]:
+            return {"status": "unavailable", "reason": reason, "scheduler_running": False, **info}
+
+        try:
+            self._check_running()
+        except Overloaded as exc:
+            return unavailable(exc.message)
+        scheduler, client = self.scheduler, self.client
+        if client is None or (self._embedded is not None and scheduler is None):
+            return unavailable("the distributed executor is closed")
+        if scheduler is not None and not scheduler.running:
+            return unavailable("the embedded task scheduler is not running")
+        try:
+            reply = client.request(p.NODES, {}, timeout=HEALTH_TIMEOUT_S)
+        except LamaCleanerError as exc:
+            try:
+                self._check_running()  # it died while we asked: say that rather than "no answer"
+            except Overloaded as stopped:
+                return unavailable(stopped.message)
+            if isinstance(exc, SchedulerError):
+                return unavailable(error_from_scheduler_error(exc).message)
+            return unavailable(f"the task scheduler at {self.endpoint} did not answer within {HEALTH_TIMEOUT_S:g}s")
+        counts = node_counts(list(reply.header.get("nodes") or []))
+        online = sum(n for state, n in counts.items() if state != p.NODE_OFFLINE)
+        return {"status": "ok", "scheduler_running": True, "nodes_online": online, "nodes": counts, **info}
+
+    # ------------------------------------------------------------------ requests
+    def _call(self, call: Callable[[SchedulerClient], T]) -> T:
+        """``call(client)``, with what can go wrong on the way turned into the server's errors: the
+        503 of a dead scheduler or a closed executor, a 400 for a request that cannot be encoded, a
+        502 for a scheduler's ERROR."""
+        self._check_running()
+        client = self.client
+        if client is None:
+            raise Overloaded("The distributed executor is closed", self._retry_after)
+        try:
+            return call(client)
+        except p.ProtocolError as exc:  # the request cannot even be encoded (e.g. an empty file name)
+            raise ClientError(f"Cannot queue this request: {exc}") from None
+        except Overloaded:
+            self._check_running()  # failed because the scheduler died: say so
+            raise
+        except SchedulerError as exc:  # refused outright (e.g. another protocol version)
+            raise error_from_scheduler_error(exc) from None
+
+    def _request(self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None) -> p.Message:
+        """One request and its reply; a REJECTED is raised as the error it stands for."""
+        reply = self._call(lambda client: client.request(command, header, blobs))
+        if reply.command == p.REJECTED:
+            raise error_from_reply(reply.header, self._retry_after)
+        return reply
+
+    @property
+    def _retry_after(self) -> int:
+        """The ``Retry-After`` of this server's 503s (``distributed.retry_after_s``)."""
+        return int(self.config.distributed.retry_after_s)
+
+    # ------------------------------------------------------------------ lifecycle, scheduler crash
     def close(self) -> None:
         """Stop local nodes, the client and the embedded scheduler. Safe to call twice, and while the
         embedded scheduler's crash handler runs on its own thread."""
@@ -221,7 +317,6 @@ class DistributedExecutor:
             self._orphan_context = None
         ctx.term()
 
-    # ------------------------------------------------------------------ scheduler crash
     def _on_scheduler_crash(self, exc: BaseException) -> None:
         """Runs on the dying scheduler loop's thread: fail what waits on it, now.
 
@@ -242,100 +337,6 @@ class DistributedExecutor:
             error = Overloaded(f"task scheduler stopped: {type(exc).__name__}: {exc}", self._retry_after)
             error.code = "scheduler_stopped"
             raise error
-
-    @property
-    def _retry_after(self) -> int:
-        """The ``Retry-After`` of this server's 503s (``distributed.retry_after_s``)."""
-        return int(self.config.distributed.retry_after_s)
-
-    # ------------------------------------------------------------------ TaskService
-    def _call(self, call: Callable[[SchedulerClient], T]) -> T:
-        """``call(client)``, with what can go wrong on the way turned into the server's errors: the
-        503 of a dead scheduler or a closed executor, a 400 for a request that cannot be encoded, a
-        502 for a scheduler's ERROR."""
-        self._check_running()
-        client = self.client
-        if client is None:
-            raise Overloaded("The distributed executor is closed", self._retry_after)
-        try:
-            return call(client)
-        except p.ProtocolError as exc:  # the request cannot even be encoded (e.g. an empty file name)
-            raise ClientError(f"Cannot queue this request: {exc}") from None
-        except Overloaded:
-            self._check_running()  # failed because the scheduler died: say so
-            raise
-        except SchedulerError as exc:  # refused outright (e.g. another protocol version)
-            raise error_from_scheduler_error(exc) from None
-
-    def _request(self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None) -> p.Message:
-        """One request and its reply; a REJECTED is raised as the error it stands for."""
-        reply = self._call(lambda client: client.request(command, header, blobs))
-        if reply.command == p.REJECTED:
-            raise error_from_reply(reply.header, self._retry_after)
-        return reply
-
-    def health(self) -> dict[str, Any]:
-        """What ``GET /api/v1/health`` reports: ``status`` ``ok`` or ``unavailable`` (with ``reason``).
-
-        Cheap by design (probes call it every few seconds): the crash flag of the embedded scheduler,
-        then one NODES round trip, which the scheduler answers from memory (no journal), and which
-        proves that its loop still answers requests and gives the node counts."""
-        info: dict[str, Any] = {"scheduler": "embedded" if self._embedded is not None else "external"}
-
-        def unavailable(reason: str) -> dict[str, Any]:
-            return {"status": "unavailable", "reason": reason, "scheduler_running": False, **info}
-
-        try:
-            self._check_running()
-        except Overloaded as exc:
-            return unavailable(exc.message)
-        scheduler, client = self.scheduler, self.client
-        if client is None or (self._embedded is not None and scheduler is None):
-            return unavailable("the distributed executor is closed")
-        if scheduler is not None and not scheduler.running:
-            return unavailable("the embedded task scheduler is not running")
-        try:
-            reply = client.request(p.NODES, {}, timeout=HEALTH_TIMEOUT_S)
-        except LamaCleanerError as exc:
-            try:
-                self._check_running()  # it died while we asked: say that rather than "no answer"
-            except Overloaded as stopped:
-                return unavailable(stopped.message)
-            if isinstance(exc, SchedulerError):
-                return unavailable(error_from_scheduler_error(exc).message)
-            return unavailable(f"the task scheduler at {self.endpoint} did not answer within {HEALTH_TIMEOUT_S:g}s")
-        counts = node_counts(list(reply.header.get("nodes") or []))
-        online = sum(n for state, n in counts.items() if state != p.NODE_OFFLINE)
-        return {"status": "ok", "scheduler_running": True, "nodes_online": online, "nodes": counts, **info}
-
-    def submit(self, request: TaskRequest) -> TaskInfo:
-        """Queue a task and return at once (``/api/v1``); its events reach the ``task_event`` hook."""
-        header, blobs = submit_message(request)
-        return task_info(self._request(p.SUBMIT, header, blobs).header["task"])
-
-    def get(self, task_id: str) -> TaskInfo:
-        return task_info(self._request(p.GET, {"task_id": task_id}).header["task"])
-
-    def result(self, task_id: str) -> TaskOutput:
-        return task_output(self._request(p.FETCH, {"task_id": task_id}))
-
-    def cancel(self, task_id: str) -> TaskInfo:
-        return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
-
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
-        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
-        return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
-
-    def queues(self) -> list[dict[str, Any]]:
-        return list(self._request(p.QUEUES, {}).header.get("queues") or [])
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self._request(p.NODES, {}).header.get("nodes") or [])
-
-    def drain_node(self, node_id: str) -> dict[str, Any]:
-        """Drain a node (``DRAIN`` request): it finishes its current task and gets no more work.
-        Returns the node as ``nodes()`` lists it; unknown node -> ``NotFound``, offline -> 409."""
-        return dict(self._request(p.DRAIN, {"node_id": node_id}).header.get("node") or {})
 
     # ------------------------------------------------------------------ events
     def _forward_event(self, header: dict[str, Any]) -> None:

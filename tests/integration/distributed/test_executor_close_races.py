@@ -66,9 +66,20 @@ def test_crash_and_close_at_the_same_time_finish_within_a_deadline(tmp_path):
     assert client is not None
     executor.submit(_task())
     errors: list[BaseException] = []
+    # The closer starts when the crash handler does, so both close the client at the same time (a
+    # closer started earlier could stop the loop before it crashes, and nothing would race).
+    both = threading.Barrier(2)
+    crash_handler = scheduler.on_crash
+
+    def racing_crash_handler(exc: BaseException) -> None:
+        both.wait(10)
+        crash_handler(exc)
+
+    scheduler.on_crash = racing_crash_handler
 
     def close() -> None:
         try:
+            both.wait(10)
             executor.close()
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)

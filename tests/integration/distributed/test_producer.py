@@ -12,7 +12,7 @@ import pytest
 from lama_cleaner.errors import ClientError, NotFound, Overloaded, TaskCancelled, TaskFailed
 from lama_cleaner.plugins.config_loader import load_config
 from lama_cleaner.plugins.distributed.producer.client import SchedulerClient, SchedulerUnavailable
-from lama_cleaner.plugins.distributed.producer.executor import error_from_reply
+from lama_cleaner.plugins.distributed.producer.translate import error_from_reply
 from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 from lama_cleaner.plugins.distributed.wire import protocol as p
 
@@ -282,6 +282,64 @@ def test_classic_run_falls_back_to_fetch_without_a_done(tmp_path: Path, procs, t
         out = executor.run(_inpaint_request())
         assert out.mimetype == "image/png" and out.body
         assert sent == [p.SUBMIT, p.FETCH]
+    finally:
+        executor.close()
+        scheduler.close()
+
+
+def _in_thread(fn) -> tuple[threading.Thread, dict]:
+    """Run ``fn`` on a thread; its return value or exception lands in the returned dict."""
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - inspected by the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def test_classic_run_gets_its_result_across_a_scheduler_restart(tmp_path: Path, procs, tmp_config):
+    """The DONE promised by a scheduler that restarted is lost with it: the client's reconnect wakes
+    the waiting request, which finds the task's end (GET) and FETCHes the bytes from the new one."""
+    config, scheduler = _with_node(tmp_path, procs, tmp_config)
+    executor, sent = _executor(config)
+    try:
+        assert executor.client is not None
+        _wait_node(executor.client)
+        thread, box = _in_thread(lambda: executor.run(_inpaint_request("1500")))
+        wait_for(lambda: [t.status for t in executor.list()[0]] == ["processing"], 30, "the task to start")
+        scheduler.close()
+        scheduler = _scheduler(config)  # same port, same journal: the node reattaches its running task
+        thread.join(60)
+        assert not thread.is_alive() and "error" not in box, box
+        out = box["value"]
+        (task,), _ = executor.list()
+        assert task.status == "completed" and out.body == executor.result(task.id).body
+        assert sent.count(p.SUBMIT) == 1 and p.FETCH in sent
+    finally:
+        executor.close()
+        scheduler.close()
+
+
+def test_closing_the_executor_fails_a_waiting_classic_run_at_once(tmp_path: Path):
+    """Nothing will answer a request once its client is closed: it gets a 503 now, not a 504 at its
+    timeout (30 s here)."""
+    config = _config(tmp_path)
+    config.distributed.unschedulable_timeout_s = 0
+    scheduler = _scheduler(config)  # no node: the task stays queued
+    executor, _ = _executor(config)
+    try:
+        thread, box = _in_thread(lambda: executor.run(_inpaint_request()))
+        wait_for(lambda: executor.list()[1] == 1, 10, "the task to be queued")
+        started = time.monotonic()
+        executor.close()
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - started < 5
+        assert isinstance(box.get("error"), Overloaded) and box["error"].status == 503, box
     finally:
         executor.close()
         scheduler.close()

@@ -5,6 +5,7 @@ against a real scheduler (the same events a watcher without batching gets one by
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,52 @@ def test_client_sees_what_a_watcher_without_batching_sees(tmp_path: Path, zctx):
         plain.close()
         node.close()
         sched.close()
+
+
+def test_a_terminal_event_reaches_the_listener_then_wakes_the_tasks_result_slot(zctx):
+    """Wire level: for a task SUBMITted with ``want_result`` whose DONE does not come, its terminal
+    event (inside an EVENTS) is handed to ``on_event`` first and then marks and wakes its result slot;
+    a reconnect and a close wake it too, so a waiting request never depends on the executor."""
+    router = zctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind("tcp://127.0.0.1:*")
+    endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    order: list[str] = []
+    client = SchedulerClient(endpoint, load_config(None), on_event=lambda e: order.append(f"event {e['status']}"))
+    done = threading.Event()
+    try:
+        header = {"task": {"kind": "inpaint", "name": "cv2", "form": {}, "submitter": None, "idempotency_key": "k"},
+                  "want_result": True}  # fmt: skip
+        pending = client.send_request(p.SUBMIT, header, done_event=done)
+        ident, submit = _recv(router)
+        while submit.command == p.WATCH:  # the subscription (and keepalives) come first
+            router.send_multipart([ident, *p.encode(p.PONG, {})])
+            ident, submit = _recv(router)
+        assert submit.command == p.SUBMIT and submit.header["want_result"] is True
+        accepted = {"req_id": submit.header["req_id"], "task": {"id": "a", "status": "queued"}}
+        router.send_multipart([ident, *p.encode(p.ACCEPTED, accepted)])
+        assert client.wait_reply(pending).command == p.ACCEPTED
+        slot = client.result_slot("a")
+        assert slot is not None and slot.event is done and not slot.finished
+        router.send_multipart(
+            [ident, *p.encode(p.EVENTS, {"events": [_event("a", "processing"), _event("b", "completed")]})]
+        )
+        router.send_multipart([ident, *p.encode(p.EVENT, _event("c", "queued"))])
+        wait_for(lambda: "event queued" in order, timeout=10, message="the events")
+        assert not done.is_set() and not slot.finished  # neither a running task's event nor another task's
+
+        done_at_listener: list[bool] = []
+        client.on_event = lambda e: done_at_listener.append(done.is_set())
+        router.send_multipart([ident, *p.encode(p.EVENT, _event("a", "completed"))])
+        assert done.wait(10), "the terminal event did not wake the slot"
+        assert done_at_listener == [False]  # the listener had the event before the waiter woke
+        assert slot.status == "completed" and slot.message is None and client.result("a") is None
+
+        done.clear()
+        client._notify_reconnect()  # what the I/O thread does once a recreated socket hears the scheduler
+        assert done.is_set() and slot.status == "completed"
+        done.clear()
+        client.close()
+        assert done.is_set() and client.closed
+    finally:
+        client.close()

@@ -29,10 +29,12 @@ one event still comes as a plain EVENT. Either way ``on_event`` sees one header 
 
 Result push. A SUBMIT whose header has ``want_result: true`` makes the scheduler send this
 connection a DONE (the result body, or the error) when the task finishes. The I/O thread opens a
-:class:`ResultSlot` for the task when it handles the ACCEPTED, before the caller even sees the task
-id, so a DONE that arrives right behind the ACCEPTED is never lost; the caller waits on the slot and
-must :meth:`SchedulerClient.release_result` it. A DONE is best effort (after a reconnect the new
-socket gets none for tasks submitted on the old one), so callers fall back to FETCH.
+:class:`~.result_slots.ResultSlot` for the task when it handles the ACCEPTED, before the caller even
+sees the task id, so a DONE that arrives right behind the ACCEPTED is never lost, and it also notes
+there the task's terminal EVENT and wakes the slot after a reconnect or at close. The caller waits on
+the slot and must :meth:`SchedulerClient.release_result` it. A DONE is best effort (after a reconnect
+the new socket gets none for tasks submitted on the old one), so callers fall back to FETCH;
+``task_run.run_task`` is that whole wait for one blocking request.
 
 Hot path. Per request the caller thread does one ``queue.put`` and at most one wake-up write; the
 I/O thread polls one long-lived Poller and scans pending deadlines at most every
@@ -56,9 +58,11 @@ from typing import Any
 import zmq
 
 from ....errors import LamaCleanerError, Overloaded
+from ....tasks import TERMINAL_STATES
 from ..wire import protocol as p
 from ..wire.liveness import Liveness
 from ..wire.send import send_nowait
+from .result_slots import ResultSlot, ResultSlots
 
 log = logging.getLogger(__name__)
 
@@ -111,28 +115,13 @@ class PendingRequest:
     """For a SUBMIT with ``want_result``: the event of the result slot opened at ACCEPTED."""
 
 
-class ResultSlot:
-    """Where the DONE of one task submitted with ``want_result`` lands; ``event`` is set on arrival.
-
-    ``event`` may be shared with the caller's own waiter (``SchedulerClient.request(..., done_event=)``),
-    so one wait covers the DONE and whatever else the caller listens for.
-    """
-
-    __slots__ = ("task_id", "event", "message", "expires")
-
-    def __init__(self, task_id: str, event: threading.Event, expires: float) -> None:
-        self.task_id = task_id
-        self.event = event
-        self.message: p.Message | None = None
-        self.expires = expires
-
-
 class SchedulerClient:
     """Request/reply and event subscription over one DEALER, safe to call from any thread.
 
     ``on_event(header)`` is called on the I/O thread for every event (each EVENT, and each item of an
     EVENTS, in order); it must not block for long.
-    ``on_reconnect()`` is called after a reconnect, so waiters can re-check what they may have missed.
+    ``on_reconnect()`` is called after a reconnect, so waiters can re-check what they may have missed
+    (the client's own result slots are woken for that without it).
     """
 
     def __init__(
@@ -178,9 +167,10 @@ class SchedulerClient:
         writable; dropping them instead left them to the liveness-window re-send, seconds later."""
         self._awake = False
         """True while a wake-up byte is in the pipe and not yet handled: later callers skip the write."""
-        self._results: dict[str, ResultSlot] = {}
-        self._results_lock = threading.Lock()
-        self.result_ttl_s = float(result_ttl_s)
+        self._results = ResultSlots(result_ttl_s)
+        self.result_ttl_s = self._results.ttl_s
+        self._io_ended = False
+        """Set by the I/O thread as it ends (normally after :meth:`close`; else it crashed)."""
         self._thread = threading.Thread(target=self._loop, name="lama-scheduler-client", daemon=True)
         self._thread.start()
 
@@ -246,19 +236,25 @@ class SchedulerClient:
 
     def result(self, task_id: str) -> p.Message | None:
         """The DONE of a task submitted with ``want_result`` if it has arrived, else None."""
-        with self._results_lock:
-            slot = self._results.get(task_id)
+        slot = self._results.get(task_id)
         return slot.message if slot is not None else None
+
+    def result_slot(self, task_id: str) -> ResultSlot | None:
+        """The open slot of a task submitted with ``want_result`` (its DONE, its terminal status)."""
+        return self._results.get(task_id)
 
     def has_result_slot(self, task_id: str) -> bool:
         """True while a DONE for ``task_id`` can still land here (opened at ACCEPTED, not released)."""
-        with self._results_lock:
-            return task_id in self._results
+        return task_id in self._results
 
     def release_result(self, task_id: str) -> None:
         """Forget the result slot of ``task_id`` (and the body it may hold). Safe to call twice."""
-        with self._results_lock:
-            self._results.pop(task_id, None)
+        self._results.release(task_id)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or the I/O thread ended): nothing will be answered."""
+        return self._closed or self._io_ended
 
     def close(self, timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
         """Stop the I/O thread (failing requests still in flight); True once it has ended, so its
@@ -271,6 +267,7 @@ class SchedulerClient:
                 self._closed = True
                 self._inbox.put(None)
                 self._wake()
+                self._results.wake_all()  # a caller waiting for a task's end sees the client closed
             if threading.current_thread() is not self._thread:
                 self._thread.join(timeout)
             stopped = not self._thread.is_alive()
@@ -377,19 +374,11 @@ class SchedulerClient:
         """Runs on the I/O thread at ACCEPTED, before any DONE for the task can be read."""
         task = accepted.header.get("task")
         task_id = task.get("id") if isinstance(task, dict) else None
-        if not isinstance(task_id, str):
-            return
-        with self._results_lock:
-            if task_id not in self._results:
-                self._results[task_id] = ResultSlot(task_id, event, time.monotonic() + self.result_ttl_s)
+        if isinstance(task_id, str):
+            self._results.open(task_id, event, time.monotonic())
 
     def _on_done(self, msg: p.Message) -> None:
-        with self._results_lock:
-            slot = self._results.get(msg.header["task_id"])
-            if slot is None or slot.message is not None:
-                return  # nobody waits for it (released, or never asked on this connection), or a repeat
-            slot.message = msg
-        slot.event.set()
+        self._results.deliver(msg)  # dropped when nobody waits for it here, or a repeat
 
     def _scan(self, now: float) -> None:
         """Deadlines and re-sends of pending requests, and expiry of abandoned result slots."""
@@ -405,9 +394,7 @@ class SchedulerClient:
             elif not pending.unsent and now - pending.sent_at > window:
                 self._send_request(pending)  # lost to a restart the socket did not notice
         if self._results:
-            with self._results_lock:
-                for task_id in [t for t, slot in self._results.items() if slot.expires < now]:
-                    del self._results[task_id]
+            self._results.expire(now)
 
     def _loop(self) -> None:
         self._connect()
@@ -444,6 +431,8 @@ class SchedulerClient:
         except Exception:  # pragma: no cover - a bug here must not hang every request forever
             log.exception("scheduler client I/O thread crashed")
         finally:
+            self._io_ended = True
+            self._results.wake_all()
             stopped = SchedulerUnavailable("Scheduler client stopped", self.retry_after)
             for pending in list(self._pending.values()):
                 self._complete(pending, error=stopped)
@@ -505,11 +494,11 @@ class SchedulerClient:
 
     def _dispatch(self, msg: p.Message) -> None:
         if msg.command == p.EVENT:
-            self._emit(msg.header)
+            self._on_event(msg.header)
             return
         if msg.command == p.EVENTS:
             for event in msg.header["events"]:  # each an EVENT header, checked by p.decode
-                self._emit(event)
+                self._on_event(event)
             return
         if msg.command == p.PONG:
             return
@@ -529,6 +518,13 @@ class SchedulerClient:
             return  # a reply to a request that already timed out, or a duplicate after a re-send
         self._complete(pending, reply=msg)
 
+    def _on_event(self, event: dict[str, Any]) -> None:
+        """One event: to the listener first, then (a terminal one) to the task's result slot, so a
+        waiter woken by it finds the event already delivered."""
+        self._emit(event)
+        if self._results and event["status"] in TERMINAL_STATES:
+            self._results.mark_terminal(event["task_id"], event["status"])
+
     def _emit(self, event: dict[str, Any]) -> None:
         """Hand one event to the listener; its failure is logged, so it neither stops the I/O thread
         nor loses the events after it in the same EVENTS."""
@@ -540,6 +536,7 @@ class SchedulerClient:
             log.exception("event listener failed")
 
     def _notify_reconnect(self) -> None:
+        self._results.wake_all()  # events of the outage may be lost: waiters look again
         if self.on_reconnect is None:
             return
         try:

@@ -8,19 +8,22 @@ By default the scheduler runs inside this process (embedded mode); with ``distri
 set the web server is only a producer for an external ``lama-cleaner scheduler``. Either way it also
 supervises ``distributed.local_nodes`` node subprocesses.
 
-A classic call arrives validated (the route ran ``pipeline.validate_task``, so bad input was a 400
-before anything was queued; see ``InpaintExecutor.run``). It is submitted with ``want_result`` so
-that the scheduler pushes the outcome (DONE, with the result bytes) to this connection as soon as it
-is committed, and waits for that DONE or the task's terminal EVENT (re-checking with GET now and
-then, so a missed event after a scheduler restart cannot hang a request). Without a DONE (the client
-reconnected since the SUBMIT, so the scheduler pushed it to the old socket) it FETCHes the result
-instead. Either way the bytes are what the node produced with the same ``pipeline.execute_task``
-the classic mode uses: replies are byte-identical.
+One request flows one way: the executor builds it (``translate.submit_message``), the client sends
+it and brings back what answers it, and the executor turns that into the server's types
+(``translate``). A classic call arrives validated (the route ran ``pipeline.validate_task``, so bad
+input was a 400 before anything was queued; see ``InpaintExecutor.run``) and goes through
+``task_run.run_task``: SUBMIT with ``want_result``, so that the scheduler pushes the outcome (DONE,
+with the result bytes) to this connection as soon as it is committed, then the wait for it, with
+FETCH when no DONE came here. Either way the bytes are what the node produced with the same
+``pipeline.execute_task`` the classic mode uses: replies are byte-identical. Events go the same one
+way, from the client to the ``task_event`` hook (:meth:`DistributedExecutor._forward_event`); no
+request waits on them here.
 
 Failures that are not the request's fault keep their meaning at the edge: a task failed because no
 node could run it (``unschedulable_timeout_s``) is a 503 with ``Retry-After``, like a full queue; and
 if the embedded scheduler's loop dies, every waiting and every new request fails at once with a 503
-"task scheduler stopped: ..." instead of waiting for its timeout. A scheduler that refuses a request
+"task scheduler stopped: ..." instead of waiting for its timeout (the crash closes the client, which
+wakes every waiting request). A scheduler that refuses a request
 with ERROR (another protocol version) is a 502 with its message, at once. :meth:`DistributedExecutor.health`
 tells ``GET /api/v1/health`` (and so systemd or Kubernetes) when none of this can work any more.
 
@@ -37,134 +40,36 @@ import dataclasses
 import functools
 import logging
 import threading
-import uuid
-from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from ....errors import (
-    ClientError,
-    LamaCleanerError,
-    ModelNotSupported,
-    NotFound,
-    Overloaded,
-    TaskCancelled,
-    TaskFailed,
-    TaskTimeout,
-)
-from ....tasks import TERMINAL_STATES, TaskEvent, TaskInfo, TaskOutput, TaskRequest
+from ....errors import ClientError, LamaCleanerError, ModelNotSupported, Overloaded
+from ....tasks import TaskInfo, TaskOutput, TaskRequest
 from ..node.capabilities import task_resource_class
 from ..wire import protocol as p
 from ..wire.endpoints import connectable
 from .client import SchedulerClient, SchedulerError
+from .task_run import run_task
+from .translate import (
+    error_from_reply,
+    error_from_scheduler_error,
+    node_counts,
+    run_output,
+    submit_message,
+    task_event,
+    task_info,
+    task_output,
+)
 
 log = logging.getLogger(__name__)
 
-_RECHECK_S = 2.0
-"""While waiting for a terminal EVENT, ask GET this often (events can be missed across a restart)."""
-_RECENT_TERMINAL = 10000
 CLIENT_CLOSE_TIMEOUT_S = 5.0
 """How long closing waits for the client's I/O thread before giving its ZeroMQ context up."""
 HEALTH_TIMEOUT_S = 2.0
 """How long ``health()`` waits for the scheduler's answer (one in-memory NODES request)."""
 
-_EVENT_FIELDS = {f.name for f in dataclasses.fields(TaskEvent)}
-_INFO_FIELDS = {f.name for f in dataclasses.fields(TaskInfo)}
 
-
-def error_from_scheduler_error(exc: SchedulerError) -> LamaCleanerError:
-    """An ERROR the scheduler answered a request with -> a 502 carrying its message.
-
-    502 (bad gateway): the web server is fine and so is the client's request; the scheduler behind
-    it refuses to serve it (during a rolling upgrade: another protocol version)."""
-    if exc.error_code == p.ERR_VERSION:
-        message = f"The scheduler refused this web server's request (protocol version mismatch): {exc.message}"
-        return LamaCleanerError(message, status=502, code="scheduler_version_mismatch")
-    message = f"The scheduler refused the request ({exc.error_code}): {exc.message}"
-    return LamaCleanerError(message, status=502, code="scheduler_error")
-
-
-def node_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
-    """Nodes by state (``idle``, ``busy``, ``draining``, ``offline``) from a NODES reply."""
-    counts = dict.fromkeys(p.NODE_STATES, 0)
-    for node in nodes:
-        state = str(node.get("state"))
-        counts[state] = counts.get(state, 0) + 1
-    return counts
-
-
-def task_info(data: dict[str, Any]) -> TaskInfo:
-    """A TaskInfo from the scheduler's dict, ignoring fields this version does not know."""
-    return TaskInfo(**{k: v for k, v in data.items() if k in _INFO_FIELDS})
-
-
-def task_event(data: dict[str, Any]) -> TaskEvent:
-    """A TaskEvent from an EVENT header (``task_id``/``status`` are required by the protocol)."""
-    return TaskEvent(**{k: v for k, v in data.items() if k in _EVENT_FIELDS})
-
-
-def error_from_reply(header: dict[str, Any], retry_after_default: int = 5) -> LamaCleanerError:
-    """The exception a REJECTED reply stands for (what the HTTP edge turns into a status + text)."""
-    status = int(header.get("status") or 500)
-    code = str(header.get("code") or "")
-    message = str(header.get("message") or "Scheduler rejected the request")
-    if status == 503:
-        err: LamaCleanerError = Overloaded(message, int(header.get("retry_after") or retry_after_default))
-        if code:
-            err.code = code
-        return err
-    if code == "cancelled":
-        return TaskCancelled(message or "Task was cancelled")
-    if code == "task_failed":
-        # The REJECTED status says "the task failed"; ``error_status`` says why, as the node saw it.
-        # A client error found on the node (an image that only fails a full decode) stays a 4xx.
-        return TaskFailed(message, header.get("traceback"), status=failure_status(header.get("error_status")))
-    if status == 404:
-        return NotFound(message)
-    if 400 <= status < 500:
-        return ClientError(message, status=status, code=code or None)
-    return LamaCleanerError(message, status=status, code=code or None)
-
-
-UNSCHEDULABLE_STATUS = 503
-"""``error_status`` of a task the scheduler failed because no node could run it."""
-
-
-def failure_status(error_status: Any) -> int:
-    """HTTP status for a failed task: the node's 4xx when it blamed the input, 503 when no node
-    could run it (the deployment lacks capacity, not the request), else 500."""
-    if isinstance(error_status, int) and not isinstance(error_status, bool):
-        if 400 <= error_status < 500 or error_status == UNSCHEDULABLE_STATUS:
-            return error_status
-    return 500
-
-
-class _Waiter:
-    def __init__(self, done: threading.Event | None = None) -> None:
-        self.done = done or threading.Event()
-        self.status: str | None = None
-
-
-def task_output(msg: p.Message) -> TaskOutput:
-    """The result a completed DONE or an OUTPUT (the FETCH reply) carries: its ``body`` blob, the
-    ``mimetype`` and the reply ``headers`` (``X-Seed``, ...)."""
-    body = msg.blob_map().get("body", msg.blobs[0] if msg.blobs else b"")
-    headers = {str(k): str(v) for k, v in (msg.header.get("headers") or {}).items()}
-    return TaskOutput(body=body, mimetype=msg.header["mimetype"], headers=headers)
-
-
-def output_from_done(msg: p.Message) -> TaskOutput:
-    """The TaskOutput a DONE stands for, or the error FETCH would have raised for the same task."""
-    header = msg.header
-    status = header.get("status")
-    if status == "completed":
-        return task_output(msg)
-    if status == "cancelled":
-        raise TaskCancelled("Task was cancelled")
-    raise TaskFailed(
-        str(header.get("error") or "task failed"),
-        header.get("traceback"),
-        status=failure_status(header.get("error_status")),
-    )
+T = TypeVar("T")
 
 
 class DistributedExecutor:
@@ -190,8 +95,6 @@ class DistributedExecutor:
         self._stopped: BaseException | None = None
         """The exception the embedded scheduler's loop died of: every request fails with it from then on."""
         self._lock = threading.Lock()
-        self._waiters: dict[str, _Waiter] = {}
-        self._recent: OrderedDict[str, str] = OrderedDict()
         self.scheduler: Any = None
         self.local_nodes: Any = None
         self.client: SchedulerClient | None = None
@@ -219,16 +122,10 @@ class DistributedExecutor:
             if self.scheduler is not None:
                 # Embedded: this process's requests go through memory (inproc), nodes use TCP.
                 self.client = SchedulerClient(
-                    self.scheduler.inproc_endpoint,
-                    config,
-                    on_event=self._on_event,
-                    on_reconnect=self._on_reconnect,
-                    context=self.scheduler.context,
+                    self.scheduler.inproc_endpoint, config, on_event=self._forward_event, context=self.scheduler.context
                 )
             else:
-                self.client = SchedulerClient(
-                    self.endpoint, config, on_event=self._on_event, on_reconnect=self._on_reconnect
-                )
+                self.client = SchedulerClient(self.endpoint, config, on_event=self._forward_event)
             self._own_client = self.client
             if start_local_nodes and dist.local_nodes > 0:
                 from .local_nodes import LocalNodeSupervisor
@@ -268,41 +165,111 @@ class DistributedExecutor:
         return True
 
     def run(self, request: TaskRequest) -> TaskOutput:
-        """Submit and wait; ``request`` was validated by the caller (see ``InpaintExecutor.run``)."""
+        """Submit, wait for the task's end and answer with its bytes or its error (``run_task``, then
+        ``run_output``); ``request`` was validated by the caller (see ``InpaintExecutor.run``)."""
         if request.kind == "inpaint" and not request.name:
             request = dataclasses.replace(request, name=self._current)  # the caller's object stays as it was
-        done = threading.Event()
-        info = self.submit(request, want_result=True, done_event=done)
+        header, blobs = submit_message(request)
+        timeout = float(self.config.distributed.request_timeout_s)
+        outcome = self._call(lambda client: run_task(client, header, blobs, timeout=timeout))
+        return run_output(outcome, timeout, self._retry_after)
+
+    # ------------------------------------------------------------------ TaskService
+    def submit(self, request: TaskRequest) -> TaskInfo:
+        """Queue a task and return at once (``/api/v1``); its events reach the ``task_event`` hook."""
+        header, blobs = submit_message(request)
+        return task_info(self._request(p.SUBMIT, header, blobs).header["task"])
+
+    def get(self, task_id: str) -> TaskInfo:
+        return task_info(self._request(p.GET, {"task_id": task_id}).header["task"])
+
+    def result(self, task_id: str) -> TaskOutput:
+        return task_output(self._request(p.FETCH, {"task_id": task_id}))
+
+    def cancel(self, task_id: str) -> TaskInfo:
+        return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
+        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
+        return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
+
+    def queues(self) -> list[dict[str, Any]]:
+        return list(self._request(p.QUEUES, {}).header.get("queues") or [])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self._request(p.NODES, {}).header.get("nodes") or [])
+
+    def drain_node(self, node_id: str) -> dict[str, Any]:
+        """Drain a node (``DRAIN`` request): it finishes its current task and gets no more work.
+        Returns the node as ``nodes()`` lists it; unknown node -> ``NotFound``, offline -> 409."""
+        return dict(self._request(p.DRAIN, {"node_id": node_id}).header.get("node") or {})
+
+    def health(self) -> dict[str, Any]:
+        """What ``GET /api/v1/health`` reports: ``status`` ``ok`` or ``unavailable`` (with ``reason``).
+
+        Cheap by design (probes call it every few seconds): the crash flag of the embedded scheduler,
+        then one NODES round trip, which the scheduler answers from memory (no journal), and which
+        proves that its loop still answers requests and gives the node counts."""
+        info: dict[str, Any] = {"scheduler": "embedded" if self._embedded is not None else "external"}
+
+        def unavailable(reason: str) -> dict[str, Any]:
+            return {"status": "unavailable", "reason": reason, "scheduler_running": False, **info}
+
         try:
-            timeout = float(self.config.distributed.request_timeout_s)
-            status = self._wait_terminal(info.id, timeout, done)
-            if status is None:
-                try:
-                    self.cancel(info.id)
-                except LamaCleanerError:
-                    pass
-                raise TaskTimeout(f"Task {info.id} did not finish within {timeout:g}s")
-            pushed = self._pushed(info.id)
+            self._check_running()
+        except Overloaded as exc:
+            return unavailable(exc.message)
+        scheduler, client = self.scheduler, self.client
+        if client is None or (self._embedded is not None and scheduler is None):
+            return unavailable("the distributed executor is closed")
+        if scheduler is not None and not scheduler.running:
+            return unavailable("the embedded task scheduler is not running")
+        try:
+            reply = client.request(p.NODES, {}, timeout=HEALTH_TIMEOUT_S)
+        except LamaCleanerError as exc:
             try:
-                if pushed is not None:
-                    return output_from_done(pushed)
-                return self.result(info.id)  # no DONE on this connection (e.g. it reconnected): FETCH
-            except TaskFailed as exc:
-                if exc.status != UNSCHEDULABLE_STATUS:
-                    raise
-                busy = Overloaded(exc.message, int(self.config.distributed.retry_after_s))  # come back later
-                busy.code = "unschedulable"
-                raise busy from None
-        finally:
-            client = self.client
-            if client is not None:
-                client.release_result(info.id)
+                self._check_running()  # it died while we asked: say that rather than "no answer"
+            except Overloaded as stopped:
+                return unavailable(stopped.message)
+            if isinstance(exc, SchedulerError):
+                return unavailable(error_from_scheduler_error(exc).message)
+            return unavailable(f"the task scheduler at {self.endpoint} did not answer within {HEALTH_TIMEOUT_S:g}s")
+        counts = node_counts(list(reply.header.get("nodes") or []))
+        online = sum(n for state, n in counts.items() if state != p.NODE_OFFLINE)
+        return {"status": "ok", "scheduler_running": True, "nodes_online": online, "nodes": counts, **info}
 
-    def _pushed(self, task_id: str) -> p.Message | None:
-        """The DONE the scheduler pushed for ``task_id`` to this connection, if it has arrived."""
+    # ------------------------------------------------------------------ requests
+    def _call(self, call: Callable[[SchedulerClient], T]) -> T:
+        """``call(client)``, with what can go wrong on the way turned into the server's errors: the
+        503 of a dead scheduler or a closed executor, a 400 for a request that cannot be encoded, a
+        502 for a scheduler's ERROR."""
+        self._check_running()
         client = self.client
-        return client.result(task_id) if client is not None else None
+        if client is None:
+            raise Overloaded("The distributed executor is closed", self._retry_after)
+        try:
+            return call(client)
+        except p.ProtocolError as exc:  # the request cannot even be encoded (e.g. an empty file name)
+            raise ClientError(f"Cannot queue this request: {exc}") from None
+        except Overloaded:
+            self._check_running()  # failed because the scheduler died: say so
+            raise
+        except SchedulerError as exc:  # refused outright (e.g. another protocol version)
+            raise error_from_scheduler_error(exc) from None
 
+    def _request(self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None) -> p.Message:
+        """One request and its reply; a REJECTED is raised as the error it stands for."""
+        reply = self._call(lambda client: client.request(command, header, blobs))
+        if reply.command == p.REJECTED:
+            raise error_from_reply(reply.header, self._retry_after)
+        return reply
+
+    @property
+    def _retry_after(self) -> int:
+        """The ``Retry-After`` of this server's 503s (``distributed.retry_after_s``)."""
+        return int(self.config.distributed.retry_after_s)
+
+    # ------------------------------------------------------------------ lifecycle, scheduler crash
     def close(self) -> None:
         """Stop local nodes, the client and the embedded scheduler. Safe to call twice, and while the
         embedded scheduler's crash handler runs on its own thread."""
@@ -350,20 +317,16 @@ class DistributedExecutor:
             self._orphan_context = None
         ctx.term()
 
-    # ------------------------------------------------------------------ scheduler crash
     def _on_scheduler_crash(self, exc: BaseException) -> None:
         """Runs on the dying scheduler loop's thread: fail what waits on it, now.
 
-        The client is closed here, which fails its requests in flight and closes its socket (the
-        scheduler's context can then terminate); waiters of ``run`` are woken to see the failure.
-        ``close`` may be closing the same client on another thread at this moment: that is safe."""
+        The client is closed here, which fails its requests in flight, wakes every ``run`` waiting for
+        a task's end and closes its socket (the scheduler's context can then terminate); each of them
+        then raises the 503 of :meth:`_check_running`, since ``_stopped`` is set first. ``close`` may
+        be closing the same client on another thread at this moment: that is safe."""
         self._stopped = exc
         self.client = None
         self._close_client()
-        with self._lock:
-            waiters = list(self._waiters.values())
-        for waiter in waiters:
-            waiter.done.set()
 
     def _check_running(self) -> None:
         """Raise the 503 of a dead embedded scheduler (nothing will ever answer this request)."""
@@ -371,182 +334,16 @@ class DistributedExecutor:
         if exc is None and self.scheduler is not None:
             exc = getattr(self.scheduler, "crashed", None)
         if exc is not None:
-            retry_after = int(self.config.distributed.retry_after_s)
-            error = Overloaded(f"task scheduler stopped: {type(exc).__name__}: {exc}", retry_after)
+            error = Overloaded(f"task scheduler stopped: {type(exc).__name__}: {exc}", self._retry_after)
             error.code = "scheduler_stopped"
             raise error
 
-    # ------------------------------------------------------------------ TaskService
-    def _request(
-        self,
-        command: str,
-        header: dict[str, Any],
-        blobs: list[bytes] | None = None,
-        done_event: threading.Event | None = None,
-    ) -> p.Message:
-        self._check_running()
-        client = self.client
-        if client is None:
-            raise Overloaded("The distributed executor is closed", int(self.config.distributed.retry_after_s))
-        try:
-            reply = client.request(command, header, blobs, done_event=done_event)
-        except p.ProtocolError as exc:  # the request cannot even be encoded (e.g. an empty file name)
-            raise ClientError(f"Cannot queue this request: {exc}") from None
-        except Overloaded:
-            self._check_running()  # failed because the scheduler died: say so
-            raise
-        except SchedulerError as exc:  # refused outright (e.g. another protocol version)
-            raise error_from_scheduler_error(exc) from None
-        if reply.command == p.REJECTED:
-            raise error_from_reply(reply.header, int(self.config.distributed.retry_after_s))
-        return reply
-
-    def health(self) -> dict[str, Any]:
-        """What ``GET /api/v1/health`` reports: ``status`` ``ok`` or ``unavailable`` (with ``reason``).
-
-        Cheap by design (probes call it every few seconds): the crash flag of the embedded scheduler,
-        then one NODES round trip, which the scheduler answers from memory (no journal), and which
-        proves that its loop still answers requests and gives the node counts."""
-        info: dict[str, Any] = {"scheduler": "embedded" if self._embedded is not None else "external"}
-
-        def unavailable(reason: str) -> dict[str, Any]:
-            return {"status": "unavailable", "reason": reason, "scheduler_running": False, **info}
-
-        try:
-            self._check_running()
-        except Overloaded as exc:
-            return unavailable(exc.message)
-        scheduler, client = self.scheduler, self.client
-        if client is None or (self._embedded is not None and scheduler is None):
-            return unavailable("the distributed executor is closed")
-        if scheduler is not None and not scheduler.running:
-            return unavailable("the embedded task scheduler is not running")
-        try:
-            reply = client.request(p.NODES, {}, timeout=HEALTH_TIMEOUT_S)
-        except LamaCleanerError as exc:
-            try:
-                self._check_running()  # it died while we asked: say that rather than "no answer"
-            except Overloaded as stopped:
-                return unavailable(stopped.message)
-            if isinstance(exc, SchedulerError):
-                return unavailable(error_from_scheduler_error(exc).message)
-            return unavailable(f"the task scheduler at {self.endpoint} did not answer within {HEALTH_TIMEOUT_S:g}s")
-        counts = node_counts(list(reply.header.get("nodes") or []))
-        online = sum(n for state, n in counts.items() if state != p.NODE_OFFLINE)
-        return {"status": "ok", "scheduler_running": True, "nodes_online": online, "nodes": counts, **info}
-
-    def submit(
-        self, request: TaskRequest, *, want_result: bool = False, done_event: threading.Event | None = None
-    ) -> TaskInfo:
-        """Queue a task. ``want_result``: have its outcome pushed here (DONE; ``done_event`` is set then)."""
-        names = list(request.files)
-        header = {
-            "task": {
-                "kind": request.kind,
-                "name": request.name,
-                "form": dict(request.form),
-                "submitter": request.submitter,
-                # A key is always sent so that a SUBMIT re-sent after a reconnect never makes a second task.
-                "idempotency_key": request.idempotency_key or f"auto-{uuid.uuid4().hex}",
-                "priority": request.priority,
-            },
-            "blobs": names,
-        }
-        if want_result:
-            header["want_result"] = True
-        reply = self._request(p.SUBMIT, header, [request.files[n] for n in names], done_event)
-        return task_info(reply.header["task"])
-
-    def get(self, task_id: str) -> TaskInfo:
-        return task_info(self._request(p.GET, {"task_id": task_id}).header["task"])
-
-    def result(self, task_id: str) -> TaskOutput:
-        return task_output(self._request(p.FETCH, {"task_id": task_id}))
-
-    def cancel(self, task_id: str) -> TaskInfo:
-        return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
-
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
-        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
-        return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
-
-    def queues(self) -> list[dict[str, Any]]:
-        return list(self._request(p.QUEUES, {}).header.get("queues") or [])
-
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self._request(p.NODES, {}).header.get("nodes") or [])
-
-    def drain_node(self, node_id: str) -> dict[str, Any]:
-        """Drain a node (``DRAIN`` request): it finishes its current task and gets no more work.
-        Returns the node as ``nodes()`` lists it; unknown node -> ``NotFound``, offline -> 409."""
-        return dict(self._request(p.DRAIN, {"node_id": node_id}).header.get("node") or {})
-
     # ------------------------------------------------------------------ events
-    def _on_event(self, header: dict[str, Any]) -> None:
-        """Runs on the client's I/O thread: forward to observers, then wake a waiting ``run``."""
+    def _forward_event(self, header: dict[str, Any]) -> None:
+        """Runs on the client's I/O thread, for every event: to the ``task_event`` hook (EventSink)."""
         try:
             event = task_event(header)
         except TypeError as exc:
             log.warning("ignoring malformed EVENT %s: %s", header, exc)
             return
         self.events.emit(event)
-        if event.status in TERMINAL_STATES:
-            self._mark_terminal(event.task_id, event.status)
-
-    def _mark_terminal(self, task_id: str, status: str) -> None:
-        with self._lock:
-            self._recent[task_id] = status
-            self._recent.move_to_end(task_id)
-            while len(self._recent) > _RECENT_TERMINAL:
-                self._recent.popitem(last=False)
-            waiter = self._waiters.get(task_id)
-        if waiter is not None:
-            waiter.status = status
-            waiter.done.set()
-
-    def _on_reconnect(self) -> None:
-        """Wake every waiter so it re-checks with GET (events during the outage are lost)."""
-        with self._lock:
-            waiters = list(self._waiters.values())
-        for waiter in waiters:
-            waiter.done.set()
-
-    def _wait_terminal(self, task_id: str, timeout: float, done: threading.Event | None = None) -> str | None:
-        """The task's terminal status, or None if it did not finish within ``timeout`` seconds.
-
-        Wakes on the terminal EVENT or on the task's DONE (``done``, shared with its result slot),
-        whichever comes first; GET is only asked when neither came for ``_RECHECK_S`` (or after a
-        reconnect), so the hot path costs one Event wait.
-        """
-        import time
-
-        waiter = _Waiter(done)
-        with self._lock:
-            if task_id in self._recent:
-                return self._recent[task_id]
-            self._waiters[task_id] = waiter
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                self._check_running()
-                pushed = self._pushed(task_id) if done is not None else None
-                if pushed is not None:
-                    return str(pushed.header["status"])
-                if waiter.status is not None:
-                    return waiter.status
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                woke = waiter.done.wait(min(_RECHECK_S, remaining))
-                waiter.done.clear()  # cleared before the checks above run again: no lost wake-up
-                if woke and (waiter.status is not None or (done is not None and self._pushed(task_id))):
-                    continue
-                try:
-                    info = self.get(task_id)
-                except Overloaded:
-                    continue  # scheduler unreachable for now: keep waiting until the deadline
-                if info.status in TERMINAL_STATES:
-                    return info.status
-        finally:
-            with self._lock:
-                self._waiters.pop(task_id, None)

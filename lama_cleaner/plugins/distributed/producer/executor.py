@@ -16,7 +16,8 @@ input was a 400 before anything was queued; see ``InpaintExecutor.run``) and goe
 with the result bytes) to this connection as soon as it is committed, then the wait for it, with
 FETCH when no DONE came here. Either way the bytes are what the node produced with the same
 ``pipeline.execute_task`` the classic mode uses: replies are byte-identical. Events go the same one
-way, from the client to the ``task_event`` hook (:meth:`DistributedExecutor._forward_event`); no
+way to the ``task_event`` hook: an embedded scheduler emits them into this server's event sink itself;
+with an external scheduler the client forwards them (:meth:`DistributedExecutor._forward_event`). No
 request waits on them here.
 
 Failures that are not the request's fault keep their meaning at the edge: a task failed because no
@@ -96,6 +97,9 @@ class DistributedExecutor:
         """The exception the embedded scheduler's loop died of: every request fails with it from then on."""
         self._lock = threading.Lock()
         self.scheduler: Any = None
+        self.scheduler_handle: Any = None
+        """The scheduler's ``SchedulerHandle`` for other plugins (``register_routes``): the embedded
+        scheduler's own, or one that asks an external scheduler over this executor's connection."""
         self.local_nodes: Any = None
         self.client: SchedulerClient | None = None
         """The client requests go through; None once closed (or the embedded scheduler crashed)."""
@@ -114,16 +118,23 @@ class DistributedExecutor:
             else:
                 from ..scheduler.service import Scheduler
 
-                self.scheduler = Scheduler(config, self.resource_class_of, on_crash=self._on_scheduler_crash)
+                # The embedded scheduler fires the task_event hook itself, through this server's sink
+                # (so each event reaches every observer once: the client below forwards none).
+                self.scheduler = Scheduler(
+                    config,
+                    self.resource_class_of,
+                    on_crash=self._on_scheduler_crash,
+                    plugin_manager=pm,
+                    events=events,
+                )
                 self._embedded = self.scheduler
                 self.scheduler.start()
+                self.scheduler_handle = self.scheduler.handle
                 endpoint = self.scheduler.control_endpoint  # bound by start(), a ":0" port resolved
             self.endpoint = connectable(endpoint)  # where nodes (local ones included) reach the scheduler
             if self.scheduler is not None:
                 # Embedded: this process's requests go through memory (inproc), nodes use TCP.
-                self.client = SchedulerClient(
-                    self.scheduler.inproc_endpoint, config, on_event=self._forward_event, context=self.scheduler.context
-                )
+                self.client = SchedulerClient(self.scheduler.inproc_endpoint, config, context=self.scheduler.context)
             else:
                 self.client = SchedulerClient(self.endpoint, config, on_event=self._forward_event)
             self._own_client = self.client

@@ -91,7 +91,7 @@ def task_event(event):
 @hookimpl
 def scheduler_call(name, payload):
     if name == "test.echo":
-        return {"echo": payload, "pid": os.getpid()}
+        return {"echo": payload, "pid": os.getpid(), "thread": threading.current_thread().name}
     if name == "test.boom":
         raise ValueError("boom on purpose")
     return None

@@ -50,6 +50,7 @@ from ..node.capabilities import task_resource_class
 from ..wire import protocol as p
 from ..wire.endpoints import connectable
 from .client import SchedulerClient, SchedulerError
+from .remote_handle import RemoteSchedulerHandle
 from .task_run import run_task
 from .translate import (
     error_from_reply,
@@ -137,6 +138,7 @@ class DistributedExecutor:
                 self.client = SchedulerClient(self.scheduler.inproc_endpoint, config, context=self.scheduler.context)
             else:
                 self.client = SchedulerClient(self.endpoint, config, on_event=self._forward_event)
+                self.scheduler_handle = RemoteSchedulerHandle(self.client)
             self._own_client = self.client
             if start_local_nodes and dist.local_nodes > 0:
                 from .local_nodes import LocalNodeSupervisor

@@ -66,6 +66,7 @@ from ..wire.send import send_nowait
 from .handle import LocalSchedulerHandle, SchedulerStats, StatsBox
 from .node_handlers import NodeMessages
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
+from .plugin_calls import PluginCalls
 from .producer_handlers import ProducerMessages, peek_req_id
 from .routing import (
     IdleNode,
@@ -226,6 +227,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._unschedulable: dict[str, str] = {}  # queued task id -> queue, as of the last check
         self._reported_unschedulable: set[str] = set()  # tasks task_unschedulable was fired for
         self._stats_box = StatsBox()
+        self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
         self.handle = LocalSchedulerHandle(self)
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
 
@@ -506,6 +508,16 @@ class Scheduler(NodeMessages, ProducerMessages):
         done.wait(timeout)
         return bool(answer)
 
+    def _deliver_later(self, ident: bytes, frames: list[bytes]) -> None:
+        """Send ``frames`` to the producer ``ident`` from the loop thread (any thread may call this)."""
+
+        def send(now: float, outbox: list[Out]) -> None:
+            if self._control is not None:
+                outbox.append(Out(self._control, ident, frames))
+
+        self._commands.put(send)
+        self._wake()
+
     def drain_node(self, node_id: str) -> None:
         """Tell a node to stop taking work after its current task (it gets no more credit)."""
 
@@ -553,6 +565,7 @@ class Scheduler(NodeMessages, ProducerMessages):
             log.exception("scheduler loop crashed")
             self._report_crash(exc)
         finally:
+            self._plugin_calls.close()
             self._keep_final_stats()
             # The journal first: closing the sockets terminates the context, which waits for sockets
             # other threads made from it (an embedded producer's) to be closed.

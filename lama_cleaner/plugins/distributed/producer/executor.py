@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ....errors import ClientError, LamaCleanerError, ModelNotSupported, Overloaded
+from ....events import EventSink
 from ....tasks import TaskInfo, TaskOutput, TaskRequest
 from ..node.capabilities import task_resource_class
 from ..wire import protocol as p
@@ -120,13 +121,17 @@ class DistributedExecutor:
                 from ..scheduler.service import Scheduler
 
                 # The embedded scheduler fires the task_event hook itself, through this server's sink
-                # (so each event reaches every observer once: the client below forwards none).
+                # (so each event reaches every observer once: the client below forwards none). Only
+                # an EventSink, which never blocks its caller, is handed to the scheduler's loop; any
+                # other events object gets the events from the client's I/O thread, as before.
+                self._sink_in_scheduler = isinstance(events, EventSink)
                 self.scheduler = Scheduler(
                     config,
                     self.resource_class_of,
                     on_crash=self._on_scheduler_crash,
                     plugin_manager=pm,
-                    events=events,
+                    events=events if self._sink_in_scheduler else None,
+                    emit_task_events=self._sink_in_scheduler,
                 )
                 self._embedded = self.scheduler
                 self.scheduler.start()
@@ -135,7 +140,10 @@ class DistributedExecutor:
             self.endpoint = connectable(endpoint)  # where nodes (local ones included) reach the scheduler
             if self.scheduler is not None:
                 # Embedded: this process's requests go through memory (inproc), nodes use TCP.
-                self.client = SchedulerClient(self.scheduler.inproc_endpoint, config, context=self.scheduler.context)
+                forward = None if self._sink_in_scheduler else self._forward_event
+                self.client = SchedulerClient(
+                    self.scheduler.inproc_endpoint, config, on_event=forward, context=self.scheduler.context
+                )
             else:
                 self.client = SchedulerClient(self.endpoint, config, on_event=self._forward_event)
                 self.scheduler_handle = RemoteSchedulerHandle(self.client)

@@ -67,6 +67,7 @@ class SchedulerBase:
     nodes: dict[str, NodeEntry]
     on_event: Callable[[TaskEvent], None] | None
     events: Any
+    emit_task_events: bool
     """An ``EventSink`` (``emit`` for ``task_event``, ``notify`` for the other hooks), or None."""
     _finished: list[TaskRecord]
     """Records that reached a terminal state this round (sampled for ``recent`` after the commit)."""
@@ -167,7 +168,7 @@ class SchedulerBase:
             self._finished.append(rec)
             if rec.id in self._done_waiters:
                 self._dones.append((rec, body))
-        if not self._watchers and self.on_event is None and self.events is None:
+        if not self._watchers and self.on_event is None and not (self.events is not None and self.emit_task_events):
             return  # nobody listens: skip building it
         status = rec.status
         self._events.append(
@@ -237,7 +238,7 @@ class SchedulerBase:
             return
         if self._watchers and self._control is not None:
             self._send_events(self._control, events)
-        if self.events is not None:
+        if self.events is not None and self.emit_task_events and self.events.has_observers("task_event"):
             for event in events:
                 self.events.emit(TaskEvent(**event))  # the task_event hook, off this thread
         if self.on_event is not None:

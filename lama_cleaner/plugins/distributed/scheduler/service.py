@@ -137,6 +137,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         on_crash: Callable[[BaseException], None] | None = None,
         plugin_manager: Any = None,
         events: Any = None,
+        emit_task_events: bool = True,
     ) -> None:
         self.dcfg: DistributedConfig = config.distributed if isinstance(config, Config) else config
         self.config: Config | None = config if isinstance(config, Config) else None
@@ -146,6 +147,9 @@ class Scheduler(NodeMessages, ProducerMessages):
         """The sink task events and the other observing hooks go through, off this loop's thread: the
         embedding web server's (so each event reaches ``task_event`` once), else one of our own."""
         self._own_events = events is None and self.events is not None
+        self.emit_task_events = emit_task_events
+        """False: the embedding process delivers task events to ``task_event`` itself (``events`` then
+        serves the other hooks only)."""
         self.resource_class_of = resource_class_of
         self.bind = bind or self.dcfg.scheduler_bind
         self.data_dir = Path(os.path.expanduser(str(data_dir or self.dcfg.data_dir)))

@@ -79,7 +79,7 @@ def test_watch_batch_events_must_be_a_boolean():
 def test_a_round_too_big_for_one_header_is_split_in_order(monkeypatch):
     """The scheduler never builds an EVENTS its receivers would refuse for size: it splits the
     round into consecutive batches (a lone event going as a plain EVENT), keeping the order."""
-    from lama_cleaner.plugins.distributed.scheduler.scheduler_base import _event_batches
+    from lama_cleaner.plugins.distributed.scheduler.event_publishing import _event_batches
 
     events = [_event(f"task-{i}") for i in range(5)]
     assert [f[1] for f in _event_batches(events)] == [b"EVENTS"]  # fits: one message

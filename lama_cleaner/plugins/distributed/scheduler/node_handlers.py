@@ -15,16 +15,23 @@ node other than those the task failed on.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..journal import states
 from ..journal.records import TaskRecord
+from ..journal.task_store import TaskStore
 from ..wire import protocol as p
+from .event_publishing import EventPublisher
 from .node_registry import NodeEntry, holds, reported_models
+from .outbox import Outbox, send_ctrl
 from .retry_policy import next_retry, policy_for
 from .routing import allowed_queues
-from .scheduler_base import Out, SchedulerBase, log
+from .scheduler_state import SchedulerState
+
+log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler.service")
 
 MAX_UNCHARGED_DISPATCHES = 20
 """Hand-backs are free (the node never started the task) only while the task has had fewer than this
@@ -32,14 +39,53 @@ many dispatches that were not charged (``dispatches - attempts``: hand-backs, un
 restart refunds). Real nodes hand back rarely; a buggy one would otherwise re-queue a task for ever."""
 
 
-class NodeMessages(SchedulerBase):
-    """Handlers for messages from nodes (control socket, plus READY on the queue sockets)."""
+NodeHandler = Callable[[bytes, p.Message, float, Outbox], None]
+"""``(identity, message, now, outbox)``: one control-socket message from a node."""
 
-    def _send_unknown(self, outbox: list[Out], ident: bytes) -> None:
+
+class NodeHandlers:
+    """Handlers for messages from nodes (control socket, plus READY on the queue sockets), and what
+    the rest of the scheduler asks of the node side: draining a node, declaring one offline.
+
+    Works on the shared :class:`~.scheduler_state.SchedulerState` (node registry, journal, counters)
+    and reports task changes to the :class:`~.event_publishing.EventPublisher`; it never sends."""
+
+    def __init__(self, state: SchedulerState, events: EventPublisher) -> None:
+        self.state = state
+        self.events = events
+        self.nodes = state.nodes
+        """The node registry (``state.nodes``): node id -> :class:`NodeEntry`."""
+        self._ctrl_owner = state.ctrl_owner
+        self._drained = state.drained
+        self._failed_on = state.failed_on
+        self._refunded = state.refunded
+
+    def handlers(self) -> dict[str, NodeHandler]:
+        """The control-socket commands this side answers (READY comes on queue sockets: ``on_ready``)."""
+        return {
+            p.HELLO: self._on_hello,
+            p.HEARTBEAT: self._on_heartbeat,
+            p.PROGRESS: self._on_progress,
+            p.RESULT: self._on_result,
+            p.FAILED: self._on_failed,
+            p.CANCELLED: self._on_cancelled,
+            p.BYE: self._on_bye,
+        }
+
+    def _store(self) -> TaskStore:
+        return self.state.journal()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.state.counters.count(name, n)
+
+    def _garbage(self, why: str) -> None:
+        self.state.counters.garbage(why)
+
+    def _send_unknown(self, outbox: Outbox, ident: bytes) -> None:
         """Tell a peer the scheduler has no online record of it, so it says HELLO again."""
-        self._send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
+        send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
 
-    def _node_for(self, ident: bytes, msg: p.Message, outbox: list[Out], now: float) -> NodeEntry | None:
+    def _node_for(self, ident: bytes, msg: p.Message, outbox: Outbox, now: float) -> NodeEntry | None:
         """The registered, online node that sent ``msg``; otherwise answer UNKNOWN and return None."""
         node = self.nodes.get(msg.header["node_id"])
         if node is None or node.offline:
@@ -52,7 +98,7 @@ class NodeMessages(SchedulerBase):
         node.last_seen = now
         return node
 
-    def _on_hello(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_hello(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         h = msg.header
         node_id = h["node_id"]
         caps = h["capabilities"]
@@ -66,7 +112,7 @@ class NodeMessages(SchedulerBase):
         requested = caps.get("queues_requested") or h.get("queues_requested") or []
         if not isinstance(requested, list):
             requested = []
-        allowed, rejected = allowed_queues(caps, requested, self.dcfg)
+        allowed, rejected = allowed_queues(caps, requested, self.state.dcfg)
         node = NodeEntry(
             node_id=node_id,
             name=str(h.get("name") or node_id),
@@ -88,8 +134,8 @@ class NodeMessages(SchedulerBase):
             self._drained.discard(node_id)  # a node the scheduler forgot starts afresh
         self.nodes[node_id] = node
         self._ctrl_owner[ident] = node_id
-        queues = {q: self.endpoints["queues"][q] for q in self.queues if q in allowed}
-        self._send_ctrl(
+        queues = {q: self.state.endpoints["queues"][q] for q in self.state.queues if q in allowed}
+        send_ctrl(
             outbox,
             ident,
             p.WELCOME,
@@ -97,8 +143,8 @@ class NodeMessages(SchedulerBase):
                 "node_id": node_id,
                 "queues": queues,
                 "rejected": rejected,
-                "heartbeat_interval_s": self.interval,
-                "liveness": self.liveness,
+                "heartbeat_interval_s": self.state.interval,
+                "liveness": self.state.liveness,
             },
         )
         log.info("node %s (%s) joined: queues %s, rejected %s", node.name, node_id, sorted(allowed), rejected)
@@ -109,7 +155,7 @@ class NodeMessages(SchedulerBase):
         if running is not None:
             self._resume(node, running[0], running[1], now, outbox)
 
-    def _resume(self, node: NodeEntry, task_id: str, attempt: int, now: float, outbox: list[Out]) -> None:
+    def _resume(self, node: NodeEntry, task_id: str, attempt: int, now: float, outbox: Outbox) -> None:
         """A (re)registering node says it is still running ``attempt`` of ``task_id``.
 
         It keeps the task when that attempt is still the task's current one: processing on this
@@ -131,12 +177,12 @@ class NodeMessages(SchedulerBase):
                 self._refunded.discard(task_id)
                 self._count("reattached")
                 log.info("node %s came back still running task %s (attempt %d): kept", node.name, task_id, attempt)
-                self._event(rec)
+                self.events.record(rec)
                 return
         log.info("node %s runs task %s (attempt %d), which is no longer its own: cancel", node.name, task_id, attempt)
-        self._send_ctrl(outbox, node.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": attempt})
+        send_ctrl(outbox, node.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": attempt})
 
-    def _on_heartbeat(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_heartbeat(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self._node_for(ident, msg, outbox, now)
         if node is None:
             return
@@ -150,7 +196,7 @@ class NodeMessages(SchedulerBase):
         if state == p.NODE_DRAINING:
             node.draining = True
             node.ready.clear()
-        elif node.draining and now - node.drain_sent_at >= self.interval * self.liveness:
+        elif node.draining and now - node.drain_sent_at >= self.state.liveness_window:
             # We drained it, yet it still says it is not draining a liveness window later: our DRAIN
             # was lost. (A heartbeat that merely crossed the DRAIN is let be.)
             log.info("node %s (%s) reports %r while drained: DRAIN again", node.name, node.node_id, state)
@@ -159,7 +205,7 @@ class NodeMessages(SchedulerBase):
             state == p.NODE_IDLE
             and node.current_task
             and h.get("task_id") is None
-            and now - node.dispatched_at > self.interval * self.liveness
+            and now - node.dispatched_at > self.state.liveness_window
         ):
             # The node says it is idle, long after we handed it a task: the TASK or its outcome
             # was lost (e.g. a connection was re-established). Retry it elsewhere.
@@ -168,23 +214,23 @@ class NodeMessages(SchedulerBase):
         elif state == p.NODE_IDLE and h.get("task_id") is None:
             self._ask_for_credit(node, now, outbox)
 
-    def _ask_for_credit(self, node: NodeEntry, now: float, outbox: list[Out]) -> None:
+    def _ask_for_credit(self, node: NodeEntry, now: float, outbox: Outbox) -> None:
         """An idle node we hold no credit from is asked to send READY again (``HEARTBEAT send_ready``).
 
         Credit can be lost without the node knowing: a queue socket that reconnected on its own (a
-        short network cut) has a new identity here, so the next TASK bounced (``_undelivered``) and
+        short network cut) has a new identity here, so the next TASK bounced (``Dispatcher``'s undo) and
         the credit went with it, or a READY was dropped. A node sends READY once per idle period,
         so without this it would heartbeat "idle" forever and never get work. At most once per
         interval, never in the first interval after HELLO (its first READY may still be on the way);
         a node that cannot work yet (its inference process restarting) ignores the request."""
         if node.current_task or node.draining or node.ready or not node.allowed:
             return
-        if now - node.ready_asked_at < self.interval:
+        if now - node.ready_asked_at < self.state.interval:
             return
         node.ready_asked_at = now
-        self._send_ctrl(outbox, node.ctrl_ident, p.HEARTBEAT, {"send_ready": True})
+        send_ctrl(outbox, node.ctrl_ident, p.HEARTBEAT, {"send_ready": True})
 
-    def _on_ready(self, queue_name: str, ident: bytes, msg: p.Message, now: float) -> None:
+    def on_ready(self, queue_name: str, ident: bytes, msg: p.Message, now: float) -> None:
         node = self.nodes.get(msg.header["node_id"])
         if node is None or node.offline:
             self._count("stale_messages")  # it will HELLO again after its control socket hears UNKNOWN
@@ -200,7 +246,7 @@ class NodeMessages(SchedulerBase):
             node.idle_since = now
         node.ready.add(queue_name)
 
-    def _on_progress(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_progress(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self._node_for(ident, msg, outbox, now)
         if node is None:
             return
@@ -214,9 +260,9 @@ class NodeMessages(SchedulerBase):
             return  # "done" without a step says nothing the RESULT right behind it will not say
         total = h.get("total_steps") if isinstance(h.get("total_steps"), int) else None
         self._store().set_progress(rec.id, percent, step, total)
-        self._event(rec, progress=percent, step=step)
+        self.events.record(rec, progress=percent, step=step)
 
-    def _on_result(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_result(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         h = msg.header
         store = self._store()
         node = self.nodes.get(h["node_id"])
@@ -260,10 +306,10 @@ class NodeMessages(SchedulerBase):
         self._count("completed")
         if holder is not None and holder.current_task == task_id and not holds(holder, task_id, h["attempt"]):
             # First result wins; the other attempt is now wasted work: stop it.
-            self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
-        self._event(rec, body=blobs["body"])
+            send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
+        self.events.record(rec, body=blobs["body"])
 
-    def _on_failed(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_failed(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         h = msg.header
         node = self.nodes.get(h["node_id"])
         if node is None or node.offline:
@@ -293,23 +339,23 @@ class NodeMessages(SchedulerBase):
         if not h["retryable"]:
             rec = self._store().fail(task_id, error=error, traceback=trace, status=status or 400, now=now)
             self._count("failed")
-            self._event(rec)
+            self.events.record(rec)
             return
         self._retry_or_fail(rec, now, error, trace, status)
 
-    def _on_cancelled(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_cancelled(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self._node_for(ident, msg, outbox, now)
         if node is None:
             return
         h = msg.header
         if holds(node, h["task_id"], h["attempt"]):
             node.grant_implied_credit(now, ready=h.get("ready") is not False)
-        rec = self._processing_on(h["task_id"], node.node_id)
+        rec = self.state.processing_on(h["task_id"], node.node_id)
         if rec is not None:
             # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
             self._retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
 
-    def _on_bye(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_bye(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self.nodes.get(msg.header["node_id"])
         if node is None:
             return
@@ -322,45 +368,40 @@ class NodeMessages(SchedulerBase):
             # still in flight, or waited unstarted (a stop raced the dispatch). Not the task's fault.
             node.current_task = None
             node.current_attempt = None
-            if self._processing_on(held, node.node_id) is not None:
+            if self.state.processing_on(held, node.node_id) is not None:
                 self._take_back(held, f"node {node.name} left before starting it ({reason})")
-        self._go_offline(node, now, outbox, f"node {node.name} left ({reason})")
+        self.go_offline(node, now, outbox, f"node {node.name} left ({reason})")
 
-    def _drain_node(self, node: NodeEntry, outbox: list[Out]) -> None:
+    def drain(self, node: NodeEntry, outbox: Outbox) -> None:
         """Take the node's credit away for good and tell it (``DRAIN``); draining twice only answers.
+        For an operator's or autoscaler's request (producer DRAIN, the handle, ``drain_node``).
 
         The drain is remembered by node id, so a node that re-registers (HELLO after a reconnect)
         stays draining and is told again, and a lost DRAIN is re-sent (see ``_on_heartbeat``)."""
+        if not node.draining:
+            log.info("draining node %s (%s)", node.name, node.node_id)
         node.ready.clear()
         self._drained.add(node.node_id)
         if not node.draining:
             self._send_drain(node, time.time(), outbox)
 
-    def _send_drain(self, node: NodeEntry, now: float, outbox: list[Out]) -> None:
+    def _send_drain(self, node: NodeEntry, now: float, outbox: Outbox) -> None:
         node.draining = True
         node.ready.clear()
         node.drain_sent_at = now
-        self._send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
+        send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
 
     def _take_back(self, task_id: str, why: str) -> None:
         """Re-queue a dispatched task that never started, refunding its attempt (protocol §4)."""
         rec = self._store().undo_dispatch(task_id)
         self._count("handed_back")
         log.info("task %s: %s; queued again, attempt not charged", task_id, why)
-        self._event(rec)
-
-    def _processing_on(self, task_id: str, node_id: str) -> TaskRecord | None:
-        """The task's record while it is processing on ``node_id``; None once it finished, was
-        cancelled or re-dispatched elsewhere (a message about it from that node is then stale)."""
-        rec = self._store().get(task_id)
-        if rec is None or rec.status != states.PROCESSING or rec.node_id != node_id:
-            return None
-        return rec
+        self.events.record(rec)
 
     def _current_attempt(self, node: NodeEntry, task_id: str, attempt: int) -> TaskRecord | None:
         """The task's record if ``attempt`` is its current one, processing on ``node``: only that
         attempt's PROGRESS and FAILED count. Anything else is counted stale and gives None."""
-        rec = self._processing_on(task_id, node.node_id)
+        rec = self.state.processing_on(task_id, node.node_id)
         if rec is None or attempt != rec.dispatches:
             self._count("stale_messages")
             return None
@@ -371,7 +412,7 @@ class NodeMessages(SchedulerBase):
     ) -> TaskRecord:
         """After a failed or lost attempt: back to queued with backoff, or failed for good."""
         store = self._store()
-        not_before = next_retry(rec.attempts, policy_for(rec.kind, self.dcfg.retry), now)
+        not_before = next_retry(rec.attempts, policy_for(rec.kind, self.state.dcfg.retry), now)
         if not_before is None:
             message = error if rec.attempts <= 1 else f"{error} (after {rec.attempts} attempts)"
             rec = store.fail(rec.id, error=message, traceback=trace, status=status, now=now)
@@ -382,24 +423,24 @@ class NodeMessages(SchedulerBase):
                 self._failed_on.add(rec.id, rec.node_id, store.live.records)
             rec = store.retry(rec.id, not_before=not_before, error=error, traceback=trace)
             self._count("retries")
-        self._event(rec)
+        self.events.record(rec)
         return rec
 
-    def _lose_task(self, node: NodeEntry, now: float, outbox: list[Out], why: str) -> None:
+    def _lose_task(self, node: NodeEntry, now: float, outbox: Outbox, why: str) -> None:
         """``node`` will not finish its task: re-queue it (attempt charged, backoff) or fail it."""
         task_id = node.current_task
         node.current_task = None
         node.current_attempt = None
         if task_id is None:
             return
-        rec = self._processing_on(task_id, node.node_id)
+        rec = self.state.processing_on(task_id, node.node_id)
         if rec is None:
             return  # already finished, cancelled, or re-dispatched elsewhere
         self._count("requeued_on_node_loss")
         log.warning("task %s: %s; retrying", task_id, why)
         self._retry_or_fail(rec, now, why, None, None)
 
-    def _go_offline(self, node: NodeEntry, now: float, outbox: list[Out], why: str) -> None:
+    def go_offline(self, node: NodeEntry, now: float, outbox: Outbox, why: str) -> None:
         if node.offline:
             return
         node.offline = True

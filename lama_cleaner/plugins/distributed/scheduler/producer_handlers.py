@@ -14,65 +14,123 @@ snapshot (``handle.SchedulerStats`` as JSON); CALL is answered by a plugin, off 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ....errors import ClientError
 from ....tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
 from ..journal import states
 from ..journal.records import TaskRecord
+from ..journal.task_store import TaskStore
 from ..wire import protocol as p
+from .event_publishing import EventPublisher
 from .handle import stats_to_dict
 from .node_registry import NodeEntry
+from .outbox import Out, Outbox, reject, reply, send_ctrl, task_info
 from .plugin_calls import PluginCalls
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
-from .scheduler_base import Out, SchedulerBase, log
+from .scheduler_state import SchedulerState
+from .stats_reporting import StatsReporter
 
 TASK_KINDS = ("inpaint", "plugin")
 
+ProducerHandler = Callable[[bytes, p.Message, float, Outbox], None]
+"""``(identity, message, now, outbox)``: one request from a producer."""
 
-class ProducerMessages(SchedulerBase):
-    """Handlers for requests from producers (the web servers) on the control socket."""
 
-    _plugin_calls: PluginCalls
+class ProducerHandlers:
+    """Handlers for requests from producers (the web servers) on the control socket.
 
-    def _on_submit(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    Reads and changes the journal through the shared :class:`~.scheduler_state.SchedulerState`;
+    task changes and subscriptions go to the :class:`~.event_publishing.EventPublisher`; STATS and
+    QUEUES are answered from the :class:`~.stats_reporting.StatsReporter`; CALL is handed to
+    :class:`~.plugin_calls.PluginCalls`; DRAIN uses the node side's ``drain`` (its rules: the drain
+    is remembered across re-registrations and a lost DRAIN is re-sent)."""
+
+    def __init__(
+        self,
+        state: SchedulerState,
+        events: EventPublisher,
+        stats: StatsReporter,
+        plugin_calls: PluginCalls,
+        drain: Callable[[NodeEntry, Outbox], None],
+    ) -> None:
+        self.state = state
+        self.events = events
+        self.stats = stats
+        self.plugin_calls = plugin_calls
+        self.drain = drain
+        self.nodes = state.nodes
+        """The node registry (``state.nodes``), read for CANCEL, NODES and DRAIN."""
+
+    def handlers(self) -> dict[str, ProducerHandler]:
+        """The control-socket requests this side answers."""
+        return {
+            p.SUBMIT: self._on_submit,
+            p.GET: self._on_get,
+            p.FETCH: self._on_fetch,
+            p.CANCEL: self._on_cancel,
+            p.LIST: self._on_list,
+            p.QUEUES: self._on_queues,
+            p.NODES: self._on_nodes,
+            p.DRAIN: self._on_drain,
+            p.STATS: self._on_stats,
+            p.CALL: self._on_call,
+            p.WATCH: self._on_watch,
+            p.PING: self._on_ping,
+        }
+
+    def _store(self) -> TaskStore:
+        return self.state.journal()
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.state.counters.count(name, n)
+
+    def _info(self, rec: TaskRecord) -> dict[str, Any]:
+        return task_info(rec, self._store().live)
+
+    def _on_submit(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         req_id = msg.header["req_id"]
         task = msg.header["task"]
         try:
             kind, name, form, submitter, key, priority = parse_submit(task)
         except ClientError as exc:
             self._count("rejected_bad_request")
-            self._reject(outbox, ident, req_id, 400, exc.code, exc.message)
+            reject(outbox, ident, req_id, 400, exc.code, exc.message)
             return
         store = self._store()
         if key:
             existing = store.find_by_idempotency_key(key)
             if existing is not None:
-                self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(existing), "existing": True})
+                reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(existing), "existing": True})
                 if msg.header.get("want_result") is True:
-                    self._want_result(ident, existing, outbox)
+                    self.events.want_result(ident, existing, outbox)
                 return
         try:
             queue = route_task(
-                kind, name, resource_class_of=self.resource_class_of, rules=self.dcfg.routes, queues=self.queues
+                kind,
+                name,
+                resource_class_of=self.state.resource_class_of,
+                rules=self.state.dcfg.routes,
+                queues=self.state.queues,
             )
         except RoutingError as exc:
             self._count("rejected_bad_request")
-            self._reject(outbox, ident, req_id, exc.status, exc.code, exc.message)
+            reject(outbox, ident, req_id, exc.status, exc.code, exc.message)
             return
-        if store.count_queued() >= self.dcfg.max_queued:
-            self._overloaded(outbox, ident, req_id, f"the scheduler holds {self.dcfg.max_queued} queued tasks")
+        if store.count_queued() >= self.state.dcfg.max_queued:
+            self._overloaded(outbox, ident, req_id, f"the scheduler holds {self.state.dcfg.max_queued} queued tasks")
             return
-        if store.count_queued(queue) >= self.dcfg.max_queued_per_queue:
-            limit = self.dcfg.max_queued_per_queue
+        if store.count_queued(queue) >= self.state.dcfg.max_queued_per_queue:
+            limit = self.state.dcfg.max_queued_per_queue
             self._overloaded(outbox, ident, req_id, f"queue {queue!r} holds {limit} queued tasks")
             return
         rec, _ = store.create_task(
             kind=kind,
             name=name,
             queue=queue,
-            max_attempts=policy_for(kind, self.dcfg.retry).max_attempts,
+            max_attempts=policy_for(kind, self.state.dcfg.retry).max_attempts,
             form=form,
             files=msg.blob_map(),
             submitter=submitter,
@@ -81,57 +139,44 @@ class ProducerMessages(SchedulerBase):
             now=now,
         )
         self._count("submitted")
-        self._reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(rec)})
-        self._event(rec)
+        reply(outbox, ident, p.ACCEPTED, req_id, {"task": self._info(rec)})
+        self.events.record(rec)
         if msg.header.get("want_result") is True:
-            self._want_result(ident, rec, outbox)
+            self.events.want_result(ident, rec, outbox)
 
-    def _want_result(self, ident: bytes, rec: TaskRecord, outbox: list[Out]) -> None:
-        """Remember that ``ident`` wants the DONE of ``rec``; one already finished gets it now
-        (after the ACCEPTED, which the outbox sends first)."""
-        if rec.terminal:
-            frames = self._done_frames(rec, None)
-            if frames is not None:
-                outbox.append(Out(self._ctrl(), ident, frames))
-                self._count("done_sent")
-            return
-        waiters = self._done_waiters.setdefault(rec.id, [])
-        if ident not in waiters:
-            waiters.append(ident)
-
-    def _overloaded(self, outbox: list[Out], ident: bytes, req_id: Any, why: str) -> None:
+    def _overloaded(self, outbox: Outbox, ident: bytes, req_id: Any, why: str) -> None:
         self._count("rejected_overloaded")
-        retry_after = int(self.dcfg.retry_after_s)
-        self._reject(outbox, ident, req_id, 503, "overloaded", f"Server is busy: {why}; retry later", retry_after)
+        retry_after = int(self.state.dcfg.retry_after_s)
+        reject(outbox, ident, req_id, 503, "overloaded", f"Server is busy: {why}; retry later", retry_after)
 
-    def _lookup(self, outbox: list[Out], ident: bytes, req_id: Any, task_id: str) -> TaskRecord | None:
+    def _lookup(self, outbox: Outbox, ident: bytes, req_id: Any, task_id: str) -> TaskRecord | None:
         rec = self._store().get(task_id)
         if rec is None:
             if self._store().is_expired(task_id):
-                self._reject(outbox, ident, req_id, 410, "expired", f"Task {task_id} has expired")
+                reject(outbox, ident, req_id, 410, "expired", f"Task {task_id} has expired")
             else:
-                self._reject(outbox, ident, req_id, 404, "not_found", f"Task {task_id} not found")
+                reject(outbox, ident, req_id, 404, "not_found", f"Task {task_id} not found")
         return rec
 
-    def _on_get(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_get(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         rec = self._lookup(outbox, ident, msg.header["req_id"], msg.header["task_id"])
         if rec is not None:
             info = self._info(rec)
             # One task's detail only (lists and events stay small), and only where the operator opted
             # in: a traceback shows server paths and library versions to an unauthenticated caller.
-            if rec.status == states.FAILED and rec.traceback and self.dcfg.expose_tracebacks:
+            if rec.status == states.FAILED and rec.traceback and self.state.dcfg.expose_tracebacks:
                 info["traceback"] = rec.traceback
-            self._reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": info})
+            reply(outbox, ident, p.INFO, msg.header["req_id"], {"task": info})
 
-    def _on_fetch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_fetch(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         req_id = msg.header["req_id"]
         rec = self._lookup(outbox, ident, req_id, msg.header["task_id"])
         if rec is None:
             return
         if rec.status in (states.QUEUED, states.PROCESSING):
-            self._reject(outbox, ident, req_id, 409, "not_finished", f"Task {rec.id} is {rec.status}")
+            reject(outbox, ident, req_id, 409, "not_finished", f"Task {rec.id} is {rec.status}")
         elif rec.status == states.CANCELLED:
-            self._reject(outbox, ident, req_id, 409, "cancelled", "Task was cancelled")
+            reject(outbox, ident, req_id, 409, "cancelled", "Task was cancelled")
         elif rec.status == states.FAILED:
             header = {
                 "status": 500,
@@ -141,19 +186,19 @@ class ProducerMessages(SchedulerBase):
                 "error_status": rec.error_status,
                 "traceback": rec.traceback,
             }
-            self._reply(outbox, ident, p.REJECTED, req_id, header)
+            reply(outbox, ident, p.REJECTED, req_id, header)
         else:
             output = self._store().output(rec.id)
             if output is None:
-                self._reject(outbox, ident, req_id, 410, "expired", f"The result of task {rec.id} has expired")
+                reject(outbox, ident, req_id, 410, "expired", f"The result of task {rec.id} has expired")
                 return
             mimetype, headers, body = output
             frames = p.encode(
                 p.OUTPUT, {"req_id": req_id, "mimetype": mimetype, "headers": headers, "blobs": ["body"]}, [body]
             )
-            outbox.append(Out(self._ctrl(), ident, frames))
+            outbox.append(Out(ident, frames))
 
-    def _on_cancel(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_cancel(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         req_id = msg.header["req_id"]
         rec = self._lookup(outbox, ident, req_id, msg.header["task_id"])
         if rec is None:
@@ -166,78 +211,66 @@ class ProducerMessages(SchedulerBase):
             if holder is not None and not holder.offline and holder.current_task == rec.id:
                 # Cancelled for the client at once; the node stays busy until it confirms
                 # (CANCELLED, then READY), and a late RESULT is discarded as a duplicate.
-                self._send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": rec.id, "attempt": attempt})
-            self._event(rec)
-        self._reply(outbox, ident, p.INFO, req_id, {"task": self._info(rec)})
+                send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": rec.id, "attempt": attempt})
+            self.events.record(rec)
+        reply(outbox, ident, p.INFO, req_id, {"task": self._info(rec)})
 
-    def _on_list(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_list(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         h = msg.header
         req_id = h["req_id"]
         status = h.get("status") or None
         limit, offset = h.get("limit", 50), h.get("offset", 0)
         if status is not None and status not in TASK_STATES:
-            self._reject(outbox, ident, req_id, 400, "bad_request", f"Unknown status {status!r}")
+            reject(outbox, ident, req_id, 400, "bad_request", f"Unknown status {status!r}")
             return
         if not _is_int(limit) or not _is_int(offset) or limit < 0 or offset < 0:
-            self._reject(outbox, ident, req_id, 400, "bad_request", "limit and offset must be integers >= 0")
+            reject(outbox, ident, req_id, 400, "bad_request", "limit and offset must be integers >= 0")
             return
         records, total = self._store().list(status, min(int(limit), 1000), int(offset))
-        self._reply(outbox, ident, p.TASKS, req_id, {"tasks": [self._info(r) for r in records], "total": total})
+        reply(outbox, ident, p.TASKS, req_id, {"tasks": [self._info(r) for r in records], "total": total})
 
-    def _on_queues(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
-        self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"queues": self._queue_stats()})
+    def _on_queues(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
+        reply(outbox, ident, p.STATS, msg.header["req_id"], {"queues": self.stats.queue_rows()})
 
-    def _on_nodes(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_nodes(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         nodes = [n.public() for n in sorted(self.nodes.values(), key=lambda n: n.registered_at)]
-        self._reply(outbox, ident, p.STATS, msg.header["req_id"], {"nodes": nodes})
+        reply(outbox, ident, p.STATS, msg.header["req_id"], {"nodes": nodes})
 
-    def _on_drain(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_drain(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         """Drain a node on an operator's or autoscaler's request: it finishes its current task and gets
         no more work. Answered with the node as NODES lists it; draining twice is not an error."""
         req_id, node_id = msg.header["req_id"], msg.header["node_id"]
         node = self.nodes.get(node_id)
         if node is None:
-            self._reject(outbox, ident, req_id, 404, "not_found", f"Node {node_id} not found")
+            reject(outbox, ident, req_id, 404, "not_found", f"Node {node_id} not found")
             return
         if node.offline:
-            self._reject(outbox, ident, req_id, 409, "node_offline", f"Node {node_id} is offline")
+            reject(outbox, ident, req_id, 409, "node_offline", f"Node {node_id} is offline")
             return
-        self._drain(node, outbox)
-        self._reply(outbox, ident, p.STATS, req_id, {"node": node.public()})
+        self.drain(node, outbox)
+        reply(outbox, ident, p.STATS, req_id, {"node": node.public()})
 
-    def _on_stats(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_stats(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         """The handle's snapshot, as ``SchedulerHandle.stats()`` gives it in the scheduler's process."""
-        stats = stats_to_dict(self._build_stats(now))  # type: ignore[attr-defined]
+        stats = stats_to_dict(self.stats.build(now))
         header = {"stats": stats, "protocol_minor": p.PROTOCOL_MINOR}
-        self._reply(outbox, ident, p.STATS, msg.header["req_id"], header)
+        reply(outbox, ident, p.STATS, msg.header["req_id"], header)
 
-    def _on_call(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_call(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         """Hand a plugin call to the worker threads; they send ANSWER or REJECTED through the loop."""
         h = msg.header
-        self._plugin_calls.submit(ident, h["req_id"], h["name"], h["payload"])
+        self.plugin_calls.submit(ident, h["req_id"], h["name"], h["payload"])
 
-    def _drain(self, node: NodeEntry, outbox: list[Out]) -> None:
-        """Take the node's credit away for good and tell it (``DRAIN``). The node side owns the rules
-        (the drain is remembered across re-registrations and a lost DRAIN is re-sent):
-        ``node_handlers.NodeMessages._drain_node``, which the assembled ``Scheduler`` has."""
-        if not node.draining:
-            log.info("draining node %s (%s)", node.name, node.node_id)
-        self._drain_node(node, outbox)  # type: ignore[attr-defined]
-
-    def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_watch(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         """Subscribe ``ident`` to task events; ``batch_events: true`` opts in to EVENTS. Every WATCH
         restates the choice, so a producer that reconnects or downgrades is served what it said last."""
-        self._watchers[ident] = (str(msg.header["producer_id"]), now)
-        if msg.header.get("batch_events") is True:
-            self._batch_watchers.add(ident)
-        else:
-            self._batch_watchers.discard(ident)
+        self.events.watch(ident, str(msg.header["producer_id"]), msg.header.get("batch_events") is True, now)
         self._on_ping(ident, msg, now, outbox)
 
-    def _on_ping(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+    def _on_ping(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         """PONG (echoing ``req_id`` when the PING or WATCH carried one)."""
         req_id = msg.header.get("req_id")
-        self._send_ctrl(outbox, ident, p.PONG, {"req_id": req_id} if req_id is not None else {})
+        send_ctrl(outbox, ident, p.PONG, {"req_id": req_id} if req_id is not None else {})
 
 
 def _is_int(value: Any) -> bool:

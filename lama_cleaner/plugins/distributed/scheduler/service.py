@@ -15,12 +15,18 @@ registry or the journal. Each loop iteration:
 4. commits, then sends the outbox: an ACCEPTED or TASK never announces something the journal
    could still lose.
 
-Where things are: this module is the engine (lifecycle, the loop and its rounds, timers, dispatch,
-``stats()``); :mod:`.node_handlers` handles node messages and retry decisions,
-:mod:`.producer_handlers` handles producer requests, :mod:`.scheduler_base` holds the shared state,
-outbox, replies and events; :mod:`.node_registry` is the per-node record (credit rules);
-:mod:`..journal.task_store` (with :mod:`..journal.live_tasks`) is the journal and its in-memory live
-index; :mod:`.routing`, :mod:`..journal.states` and :mod:`.retry_policy` are the pure decisions.
+Where things are: this module is the engine (lifecycle, sockets, the loop and its rounds, message
+decoding and routing to a handler, the public thread-safe API); it composes collaborators that never
+touch a socket and share one explicit :class:`~.scheduler_state.SchedulerState` (journal, node
+registry, counters): :class:`~.node_handlers.NodeHandlers` (node messages, retry decisions,
+draining), :class:`~.producer_handlers.ProducerHandlers` (producer requests),
+:class:`~.dispatcher.Dispatcher`, :class:`~.timers.Timers` (with
+:class:`~.unschedulable.UnschedulableWatch`), :class:`~.event_publishing.EventPublisher` (task
+events, DONEs, node events) and :class:`~.stats_reporting.StatsReporter`. Handlers append
+:class:`~.outbox.Out` messages that this module sends after the commit.
+:mod:`.node_registry` is the per-node record (credit rules); :mod:`..journal.task_store` (with
+:mod:`..journal.live_tasks`) is the journal and its in-memory live index; :mod:`.routing`,
+:mod:`..journal.states` and :mod:`.retry_policy` are the pure decisions.
 
 Cost per task matters (it bounds throughput on small boxes), so the hot paths avoid the journal
 where it is not the point: unfinished tasks are read from the store's in-memory live index, a round
@@ -43,7 +49,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,27 +64,22 @@ from ....config import Config
 from ....events import EventSink
 from ....tasks import TaskEvent
 from ..config import DistributedConfig
-from ..journal import states
-from ..journal.records import TaskRecord
-from ..journal.task_store import BLOB_DIR, BlobMissing, TaskStore
+from ..journal.task_store import BLOB_DIR, TaskStore
 from ..wire import protocol as p
 from ..wire.send import send_nowait
+from .dispatcher import Dispatcher
+from .event_publishing import EventPublisher
 from .handle import LocalSchedulerHandle, SchedulerStats, StatsBox
-from .node_handlers import NodeMessages
-from .node_registry import DrainedNodes, FailedOn, NodeEntry
+from .node_handlers import NodeHandlers
+from .node_registry import NodeEntry
+from .outbox import Out, Outbox, reject
 from .plugin_calls import PluginCalls
-from .producer_handlers import ProducerMessages, peek_req_id
-from .routing import (
-    IdleNode,
-    ResourceClassOf,
-    WaitingTask,
-    node_can_run,
-    plan_dispatch,
-    preferred_nodes,
-    unschedulable_reason,
-)
-from .scheduler_base import Out
-from .snapshots import NodeWatch, RecentTasks, node_info, queue_stats
+from .producer_handlers import ProducerHandlers, peek_req_id
+from .routing import ResourceClassOf
+from .scheduler_state import SchedulerState
+from .stats_reporting import StatsReporter
+from .timers import Timers
+from .unschedulable import UnschedulableWatch
 
 __all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 
@@ -86,8 +87,6 @@ log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "journal.sqlite3"
 LOCK_FILE = "scheduler.lock"
-PRUNE_BATCH = 200
-"""Tasks (and blobs) removed per retention pass, so pruning never stalls the loop for long."""
 MAX_MESSAGES_PER_ROUND = 512
 """Messages read from one socket per loop iteration at most."""
 PRODUCER_MESSAGES_PER_ROUND = 16
@@ -106,24 +105,16 @@ MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 _NODE_COMMANDS = frozenset(
     c.encode("ascii") for c in (p.HELLO, p.HEARTBEAT, p.PROGRESS, p.RESULT, p.FAILED, p.CANCELLED, p.BYE, p.READY)
 )
-CANDIDATE_LOOKAHEAD = 8
-"""Runnable tasks looked at per round beyond one per idle node (for the affinity choice)."""
-CANDIDATE_SCAN_LIMIT = 2000
-"""Queued tasks scanned per round at most, looking for ones an idle node can run."""
 MAX_POLL_S = 0.1
-OFFLINE_FORGET_S = 600.0
-"""Offline nodes stay listed (state ``offline``) this long, then are forgotten."""
-UNSCHEDULABLE_CHECK_S = 1.0
-"""How often (at most) queued tasks are checked for having no node that could ever run them."""
-
-TaskKey = tuple[str, str, str]
-"""``(queue, kind, name)``: what decides which nodes can run a task."""
 
 
-class Scheduler(NodeMessages, ProducerMessages):
+class Scheduler:
     """The scheduler service. ``start()`` opens the journal (migrations + recovery) and binds the
     sockets in the caller's thread, so errors surface there; then the loop runs in its own thread
     until ``stop()``. Usable embedded in the web server or standalone (:mod:`.main`).
+
+    It owns the sockets, the loop thread and the journal's lifetime, and composes the parts that
+    decide (see the module docstring); each part gets the shared state explicitly.
     """
 
     def __init__(
@@ -139,7 +130,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         events: Any = None,
         emit_task_events: bool = True,
     ) -> None:
-        self.dcfg: DistributedConfig = config.distributed if isinstance(config, Config) else config
+        dcfg: DistributedConfig = config.distributed if isinstance(config, Config) else config
         self.config: Config | None = config if isinstance(config, Config) else None
         self.plugin_manager = plugin_manager
         """Where the distributed hooks (``scheduler_started``, ``node_event``, ...) are fired; None: nowhere."""
@@ -150,23 +141,37 @@ class Scheduler(NodeMessages, ProducerMessages):
         self.emit_task_events = emit_task_events
         """False: the embedding process delivers task events to ``task_event`` itself (``events`` then
         serves the other hooks only)."""
-        self.resource_class_of = resource_class_of
-        self.bind = bind or self.dcfg.scheduler_bind
-        self.data_dir = Path(os.path.expanduser(str(data_dir or self.dcfg.data_dir)))
+        self.bind = bind or dcfg.scheduler_bind
+        self.data_dir = Path(os.path.expanduser(str(data_dir or dcfg.data_dir)))
         self.on_event = on_event
         self.on_crash = on_crash
         """Called on the loop thread, before it closes anything, if the loop dies of an exception."""
         self.crashed: BaseException | None = None
         """The exception the loop thread died of (None while it runs, or after a clean stop)."""
-        self.interval = float(self.dcfg.heartbeat_interval_s)
-        self.liveness = max(1, int(self.dcfg.heartbeat_liveness))
-        self.queues: list[str] = list(self.dcfg.queues)
-        self.endpoints: dict[str, Any] = {}
-        self.store: TaskStore | None = None
-        self.nodes: dict[str, NodeEntry] = {}
-        self._ctrl_owner: dict[bytes, str] = {}
-        self._watchers: dict[bytes, tuple[str, float]] = {}
-        self._batch_watchers: set[bytes] = set()
+        self.recovery: Any = None
+
+        # The parts, each given what it uses.
+        self.state = SchedulerState(dcfg, resource_class_of)
+        self._publisher = EventPublisher(
+            self.state, on_event=on_event, events=self.events, emit_task_events=emit_task_events
+        )
+        self._unschedulable = UnschedulableWatch(self.state, self._publisher)
+        self._reporter = StatsReporter(self.state, self._publisher, self._unschedulable)
+        self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
+        self._node_side = NodeHandlers(self.state, self._publisher)
+        self._producer_side = ProducerHandlers(
+            self.state, self._publisher, self._reporter, self._plugin_calls, self._node_side.drain
+        )
+        self._dispatcher = Dispatcher(self.state, self._publisher)
+        self._timers = Timers(self.state, self._publisher, self._node_side, self._unschedulable)
+        self._handlers: dict[str, Callable[[bytes, p.Message, float, Outbox], None]] = {
+            **self._node_side.handlers(),
+            **self._producer_side.handlers(),
+        }
+        missing = {c for c in p.SCHEMAS["scheduler"] if c != p.READY} - set(self._handlers)
+        assert not missing, f"no handler for {sorted(missing)}"
+
+        # The edges: sockets, the loop thread, commands from other threads.
         self._ctx: zmq.Context | None = None
         self._control: zmq.Socket | None = None
         self._queue_socks: dict[str, zmq.Socket] = {}
@@ -174,66 +179,52 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._poller = zmq.Poller()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._commands: queue_mod.SimpleQueue[Callable[[float, list[Out]], None]] = queue_mod.SimpleQueue()
-        self._lock = threading.Lock()
-        self._counters: dict[str, int] = dict.fromkeys(
-            (
-                "submitted",
-                "dispatched",
-                "completed",
-                "failed",
-                "cancelled",
-                "retries",
-                "duplicates",
-                "stale_messages",
-                "garbage_frames",
-                "requeued_on_node_loss",
-                "handed_back",
-                "rejected_overloaded",
-                "rejected_bad_request",
-                "handler_errors",
-                "journal_errors",
-                "undelivered",
-                "pruned_tasks",
-                "pruned_blobs",
-                "reattached",
-                "done_sent",
-                "heartbeats_missed",
-                "nodes_lost",
-            ),
-            0,
-        )
-        self._snapshot: dict[str, Any] = {"tasks": dict.fromkeys(states.STATES, 0), "queues": {}, "nodes": {}}
-        self._snapshot_at = 0.0
-        self._events: list[dict[str, Any]] = []
-        self._done_waiters: dict[str, list[bytes]] = {}  # task id -> producers that want its DONE
-        self._dones: list[tuple[TaskRecord, bytes | None]] = []  # finished this round, DONE after commit
-        self._refunded: set[str] = set()  # recovered tasks whose interrupted attempt was refunded
-        self._held: set[str] = set()  # recovered tasks their node may still reclaim (dispatch waits)
-        self._hold_until = 0.0
+        self._commands: queue_mod.SimpleQueue[Callable[[float, Outbox], None]] = queue_mod.SimpleQueue()
         self._wake_r = self._wake_w = -1  # a pipe (made by _bind) whose byte wakes the poll for commands
-        self._handlers: dict[str, Callable[[bytes, p.Message, float, list[Out]], None]] = {
-            command: getattr(self, f"_on_{command.lower()}") for command in p.SCHEMAS["scheduler"] if command != p.READY
-        }
-        self._next_heartbeat = 0.0
-        self._next_prune = 0.0
-        self._next_unschedulable_check = 0.0
-        self._last_eligible: dict[TaskKey, float] = {}  # last moment some online node could run such a task
-        self._started_at = 0.0
-        self._garbage_logged = 0.0
-        self._drained = DrainedNodes()
-        self._failed_on = FailedOn()
-        self.recovery: Any = None
         self._lock_file: Any = None
-        self._finished: list[TaskRecord] = []  # finished this round, sampled after commit
-        self._recent = RecentTasks()
-        self._node_watch = NodeWatch()
-        self._unschedulable: dict[str, str] = {}  # queued task id -> queue, as of the last check
-        self._reported_unschedulable: set[str] = set()  # tasks task_unschedulable was fired for
         self._stats_box = StatsBox()
-        self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
         self.handle = LocalSchedulerHandle(self)
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
+
+    # ================================================================== shared state, by name
+    @property
+    def dcfg(self) -> DistributedConfig:
+        return self.state.dcfg
+
+    @property
+    def resource_class_of(self) -> ResourceClassOf:
+        return self.state.resource_class_of
+
+    @property
+    def interval(self) -> float:
+        return self.state.interval
+
+    @property
+    def liveness(self) -> int:
+        return self.state.liveness
+
+    @property
+    def queues(self) -> list[str]:
+        return self.state.queues
+
+    @property
+    def endpoints(self) -> dict[str, Any]:
+        """``control``, ``inproc`` and ``queues`` (name -> endpoint), after ``start()``."""
+        return self.state.endpoints
+
+    @property
+    def store(self) -> TaskStore | None:
+        """The journal (after ``start()``)."""
+        return self.state.store
+
+    @property
+    def nodes(self) -> dict[str, NodeEntry]:
+        """The node registry (loop thread only; other threads use ``stats()`` or the handle)."""
+        return self.state.nodes
+
+    @property
+    def _next_unschedulable_check(self) -> float:
+        return self._unschedulable.next_check
 
     # ================================================================== lifecycle
     def start(self) -> Scheduler:
@@ -243,7 +234,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
-            self.store = TaskStore(
+            store = TaskStore(
                 self.data_dir / JOURNAL_FILE,
                 synchronous=self.dcfg.journal_synchronous,
                 blob_dir=self.data_dir / BLOB_DIR,
@@ -251,14 +242,14 @@ class Scheduler(NodeMessages, ProducerMessages):
         except BaseException:
             self._unlock_data_dir()
             raise
+        self.state.store = store
         try:
-            self.recovery = self.store.recover()
-            self._refunded = set(self.recovery.refunded)
+            self.recovery = store.recover()
+            self.state.refunded.update(self.recovery.refunded)
             # Interrupted tasks may still be running on their nodes, which reclaim them by naming
             # them in their HELLO once they notice the restart: hold dispatch (FIFO kept) until
             # they all did, or one liveness period passed.
-            self._held = set(self.recovery.requeued)
-            self._hold_until = time.time() + self.interval * self.liveness
+            self._dispatcher.hold(self.recovery.requeued, time.time() + self.state.liveness_window)
             if self.recovery.requeued or self.recovery.queued:
                 log.info(
                     "journal recovery: %d queued, %d interrupted and re-queued, %d failed",
@@ -270,12 +261,13 @@ class Scheduler(NodeMessages, ProducerMessages):
             self._bind()
         except BaseException:
             self._close_sockets()
-            self.store.close()
+            store.close()
             self._unlock_data_dir()
             raise
-        self._started_at = time.time()
-        self._refresh_snapshot(self._started_at)
-        self._stats_box.put(self._build_stats(self._started_at))
+        started_at = time.time()
+        self._unschedulable.started_at = started_at
+        self._reporter.refresh_snapshot(started_at)
+        self._stats_box.put(self._reporter.build(started_at))
         self._thread = threading.Thread(target=self._run, name="lama-cleaner-scheduler", daemon=True)
         self._thread.start()
         self._fire_lifecycle("scheduler_started")
@@ -296,7 +288,7 @@ class Scheduler(NodeMessages, ProducerMessages):
 
     def _fail_orphans(self, now: float) -> None:
         """Queued tasks of a queue that is no longer configured would wait forever: fail them."""
-        store = self._store()
+        store = self.state.journal()
         with store.batch():
             for rec in store.unfinished():
                 if rec.queue not in self.queues:
@@ -388,7 +380,8 @@ class Scheduler(NodeMessages, ProducerMessages):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller.register(self._wake_r, zmq.POLLIN)
-        self.endpoints = {"control": control_ep, "queues": queue_eps, "inproc": inproc_ep}
+        self.state.endpoints.update({"control": control_ep, "queues": queue_eps, "inproc": inproc_ep})
+        self._publisher.control = self._control
         log.info("scheduler listening: control %s, queues %s", control_ep, queue_eps)
 
     def _router(self) -> zmq.Socket:
@@ -406,6 +399,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 sock.close()
         self._queue_socks.clear()
         self._control = None
+        self._publisher.control = None
         wake, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
         for fd in wake:
             if fd >= 0:
@@ -425,9 +419,9 @@ class Scheduler(NodeMessages, ProducerMessages):
         if self.running and threading.current_thread() is not self._thread:
             done = threading.Event()
 
-            def refresh(now: float, outbox: list[Out]) -> None:
+            def refresh(now: float, outbox: Outbox) -> None:
                 try:
-                    self._refresh_snapshot(now)
+                    self._reporter.refresh_snapshot(now)
                 finally:
                     done.set()
 
@@ -435,11 +429,8 @@ class Scheduler(NodeMessages, ProducerMessages):
             self._wake()
             done.wait(timeout)
         elif threading.current_thread() is self._thread:
-            self._refresh_snapshot(time.time())
-        with self._lock:
-            snap = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._snapshot.items()}
-        snap.update(self._counters)
-        return snap
+            self._reporter.refresh_snapshot(time.time())
+        return self._reporter.snapshot()
 
     def _wake(self) -> None:
         try:
@@ -453,9 +444,9 @@ class Scheduler(NodeMessages, ProducerMessages):
         if self.running and threading.current_thread() is not self._thread:
             done = threading.Event()
 
-            def build(now: float, outbox: list[Out]) -> None:
+            def build(now: float, outbox: Outbox) -> None:
                 try:
-                    self._stats_box.put(self._build_stats(now))
+                    self._stats_box.put(self._reporter.build(now))
                 finally:
                     done.set()
 
@@ -463,32 +454,11 @@ class Scheduler(NodeMessages, ProducerMessages):
             self._wake()
             done.wait(timeout)
         elif threading.current_thread() is self._thread:
-            self._stats_box.put(self._build_stats(time.time()))
+            self._stats_box.put(self._reporter.build(time.time()))
         stats = self._stats_box.get()
         if stats is None:  # never started
-            return SchedulerStats(time.time(), self._counter_view(), {}, (), ())
+            return SchedulerStats(time.time(), self.state.counters.handle_view(), {}, (), ())
         return stats
-
-    def _build_stats(self, now: float) -> SchedulerStats:
-        live = self._store().live
-        nodes = sorted(self.nodes.values(), key=lambda n: n.registered_at)
-        return SchedulerStats(
-            time=now,
-            counters=self._counter_view(),
-            queues=queue_stats(self.queues, live, self._unschedulable, now),
-            nodes=tuple(node_info(n, now, live) for n in nodes),
-            recent=self._recent.snapshot(),
-        )
-
-    def _counter_view(self) -> dict[str, int]:
-        """The counters, plus the names the handle promises (docs/protocol.md §10)."""
-        with self._lock:
-            c = dict(self._counters)
-        c["retried"] = c["retries"]
-        c["requeued"] = c["requeued_on_node_loss"] + c["handed_back"]
-        c["duplicates_discarded"] = c["duplicates"]
-        c["rejected_messages"] = c["garbage_frames"] + c["rejected_bad_request"]
-        return c
 
     def handle_drain(self, node_id: str, timeout: float) -> bool:
         """Drain ``node_id`` on the loop thread and say whether it was a known, online node (False
@@ -498,11 +468,11 @@ class Scheduler(NodeMessages, ProducerMessages):
         answer: list[bool] = []
         done = threading.Event()
 
-        def command(now: float, outbox: list[Out]) -> None:
+        def command(now: float, outbox: Outbox) -> None:
             try:
                 node = self.nodes.get(node_id)
                 if node is not None and not node.offline:
-                    self._drain(node, outbox)
+                    self._node_side.drain(node, outbox)
                     answer.append(True)
             finally:
                 done.set()
@@ -515,9 +485,9 @@ class Scheduler(NodeMessages, ProducerMessages):
     def _deliver_later(self, ident: bytes, frames: list[bytes]) -> None:
         """Send ``frames`` to the producer ``ident`` from the loop thread (any thread may call this)."""
 
-        def send(now: float, outbox: list[Out]) -> None:
+        def send(now: float, outbox: Outbox) -> None:
             if self._control is not None:
-                outbox.append(Out(self._control, ident, frames))
+                outbox.append(Out(ident, frames))
 
         self._commands.put(send)
         self._wake()
@@ -525,10 +495,10 @@ class Scheduler(NodeMessages, ProducerMessages):
     def drain_node(self, node_id: str) -> None:
         """Tell a node to stop taking work after its current task (it gets no more credit)."""
 
-        def command(now: float, outbox: list[Out]) -> None:
+        def command(now: float, outbox: Outbox) -> None:
             node = self.nodes.get(node_id)
             if node is not None and not node.offline:
-                self._drain(node, outbox)
+                self._node_side.drain(node, outbox)
 
         self._commands.put(command)
         self._wake()
@@ -586,7 +556,7 @@ class Scheduler(NodeMessages, ProducerMessages):
         """The last snapshot, for the handle's callers after the loop ended."""
         try:
             if self.store is not None:
-                self._stats_box.put(self._build_stats(time.time()))
+                self._stats_box.put(self._reporter.build(time.time()))
         except Exception:  # noqa: BLE001 - the loop may have died of a broken journal
             log.debug("no final stats snapshot", exc_info=True)
 
@@ -608,9 +578,9 @@ class Scheduler(NodeMessages, ProducerMessages):
             pass
 
     def _poll_timeout(self, now: float) -> float:
-        timeout = min(MAX_POLL_S, max(0.0, self._next_heartbeat - now))
-        if any(n.has_credit() for n in self.nodes.values()):
-            due = self._store().live.next_wakeup(now)
+        timeout = min(MAX_POLL_S, max(0.0, self._timers.next_heartbeat - now))
+        if any(n.has_credit() for n in self.state.nodes.values()):
+            due = self.state.journal().live.next_wakeup(now)
             if due is not None:
                 timeout = min(timeout, max(0.0, due - now))
         return timeout
@@ -618,34 +588,22 @@ class Scheduler(NodeMessages, ProducerMessages):
     def _round(self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float) -> None:
         """Handle a burst of messages, timers and dispatch in one transaction, then send."""
         assert self.store is not None
-        outbox: list[Out] = []
+        outbox: Outbox = []
         try:
             self._round_in_transaction(inbound, now, outbox)
         except Exception:
             # The commit failed (disk full, journal locked by another process...): nothing of this
             # round is durable, so nothing of it may be announced. Producers re-send after their
             # timeout (SUBMIT is idempotent) and node state converges through heartbeats.
-            self._events.clear()
-            self._dones.clear()
-            self._finished.clear()
-            self._count("journal_errors")
+            self._publisher.discard_round()
+            self.state.counters.count("journal_errors")
             log.exception("journal transaction failed; the replies of this round were dropped")
             return
         self._flush(outbox)
-        self._publish_events()
-        self._publish_node_events(now)
+        self._publisher.publish()
+        self._publisher.publish_node_events(now)
 
-    def _publish_node_events(self, now: float) -> None:
-        """Fire ``node_event`` for what changed in the node registry this round (off this thread)."""
-        events = self.events
-        if events is None or not hasattr(events, "notify") or not events.has_observers("node_event"):
-            return
-        for event in self._node_watch.changes(self.nodes, now, self._store().live):
-            events.notify("node_event", event=event)
-
-    def _round_in_transaction(
-        self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: list[Out]
-    ) -> None:
+    def _round_in_transaction(self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: Outbox) -> None:
         assert self.store is not None
         with self.store.batch():
             while True:
@@ -656,30 +614,28 @@ class Scheduler(NodeMessages, ProducerMessages):
                 command(now, outbox)
             for sock, frames in inbound:
                 mark = len(outbox)
-                events_mark = len(self._events)
-                dones_mark = len(self._dones)
-                finished_mark = len(self._finished)
+                events_mark = self._publisher.mark()
                 try:
                     with self.store.savepoint():
                         self._handle(sock, frames, now, outbox)
                 except Exception as exc:
                     del outbox[mark:]
-                    del self._events[events_mark:]
-                    del self._dones[dones_mark:]
-                    del self._finished[finished_mark:]
-                    self._count("handler_errors")
+                    self._publisher.rollback(events_mark)
+                    self.state.counters.count("handler_errors")
                     log.exception("error while handling a message; it was dropped")
                     self._internal_error(sock, frames, exc, outbox)
-            self._timers(now, outbox)
-            self._dispatch(now, outbox)
+            self._timers.run(now, outbox)
+            self._dispatcher.dispatch(now, outbox)
 
-    def _flush(self, outbox: list[Out]) -> None:
+    def _flush(self, outbox: Outbox) -> None:
         failures: list[Callable[[], None]] = []
         for out in outbox:
+            sock = self._control if out.queue is None else self._queue_socks[out.queue]
+            assert sock is not None
             try:
-                send_nowait(out.socket, [out.ident, *out.frames])
+                send_nowait(sock, [out.ident, *out.frames])
             except zmq.ZMQError as exc:
-                self._count("undelivered")
+                self.state.counters.count("undelivered")
                 log.debug("could not deliver %r: %s", out.frames[1][:16], exc)
                 if out.on_fail is not None:
                     failures.append(out.on_fail)
@@ -691,14 +647,14 @@ class Scheduler(NodeMessages, ProducerMessages):
                         fail()
                     except Exception:
                         log.exception("error while undoing an undelivered message")
-            self._publish_events()
+            self._publisher.publish()
 
-    # ================================================================== messages
-    def _handle(self, sock: zmq.Socket, frames: list[bytes], now: float, outbox: list[Out]) -> None:
+    # ================================================================== messages: decode and route
+    def _handle(self, sock: zmq.Socket, frames: list[bytes], now: float, outbox: Outbox) -> None:
         try:
             ident, body = p.split_identity(frames)
         except p.ProtocolError:
-            self._garbage("no identity")
+            self.state.counters.garbage("no identity")
             return
         try:
             msg = p.decode(body, receiver="scheduler")
@@ -708,302 +664,41 @@ class Scheduler(NodeMessages, ProducerMessages):
         queue_name = self._sock_queue.get(sock)
         if queue_name is not None:
             if msg.command != p.READY:
-                self._garbage(f"{msg.command} on queue socket {queue_name}")
+                self.state.counters.garbage(f"{msg.command} on queue socket {queue_name}")
                 return
-            self._on_ready(queue_name, ident, msg, now)
+            self._node_side.on_ready(queue_name, ident, msg, now)
             return
         if msg.command == p.READY:
-            self._garbage("READY on the control socket")
+            self.state.counters.garbage("READY on the control socket")
             return
         handler = self._handlers.get(msg.command)
         if handler is None:  # pragma: no cover - SCHEMAS and handlers are kept in step
-            self._garbage(f"no handler for {msg.command}")
+            self.state.counters.garbage(f"no handler for {msg.command}")
             return
-        watcher = self._watchers.get(ident)
-        if watcher is not None:
-            self._watchers[ident] = (watcher[0], now)
+        self._publisher.heard_from(ident, now)
         handler(ident, msg, now, outbox)
 
     def _reject_garbage(
-        self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: list[Out]
+        self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: Outbox
     ) -> None:
-        self._garbage(str(exc))
+        self.state.counters.garbage(str(exc))
         # A producer waiting on a req_id gets an answer instead of a timeout, when we can tell it.
         req_id = peek_req_id(body) if sock is self._control else None
         if exc.code == p.ERR_VERSION:
             # ERROR, not REJECTED: its shape is the one every version reads (docs/protocol.md §1).
-            outbox.append(Out(sock, ident, p.error_frames(p.ERR_VERSION, str(exc), req_id)))
+            outbox.append(Out(ident, p.error_frames(p.ERR_VERSION, str(exc), req_id), queue=self._sock_queue.get(sock)))
             return
         if req_id is not None:
-            self._reject(outbox, ident, req_id, 400, "malformed", str(exc))
+            reject(outbox, ident, req_id, 400, "malformed", str(exc))
 
-    def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: list[Out]) -> None:
+    def _internal_error(self, sock: zmq.Socket, frames: list[bytes], exc: Exception, outbox: Outbox) -> None:
         """A producer whose request hit a scheduler bug gets a 500 now rather than a timeout."""
         if sock is not self._control or len(frames) < 2:
             return
         req_id = peek_req_id(frames[1:])
         if req_id is not None:
             message = f"Scheduler error: {type(exc).__name__}: {exc}"
-            self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
-
-    def _timers(self, now: float, outbox: list[Out]) -> None:
-        deadline = self.interval * self.liveness
-        for node in list(self.nodes.values()):
-            if node.offline:
-                if now - node.offline_since > max(OFFLINE_FORGET_S, deadline * 10):
-                    del self.nodes[node.node_id]
-                continue
-            self._count_missed_heartbeats(node, now)
-            if now - node.last_seen > deadline:
-                self._go_offline(node, now, outbox, f"node {node.name} silent for {now - node.last_seen:.1f}s")
-        for ident, (producer_id, seen) in list(self._watchers.items()):
-            if now - seen > deadline:
-                del self._watchers[ident]
-                self._batch_watchers.discard(ident)
-                log.info("producer %s stopped pinging; no more events to it", producer_id)
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.interval
-            for node in self.nodes.values():
-                if not node.offline:
-                    self._send_ctrl(outbox, node.ctrl_ident, p.HEARTBEAT, {})
-        if now >= self._next_prune:
-            retention = float(self.dcfg.retention_s)
-            self._next_prune = now + min(300.0, max(1.0, retention / 10))
-            tasks, blobs = self._store().prune(now - retention, now, limit=PRUNE_BATCH)
-            if max(tasks, blobs) >= PRUNE_BATCH:
-                self._next_prune = now + 0.5  # more to do: continue soon, in small bites
-            if tasks or blobs:
-                self._count("pruned_tasks", tasks)
-                self._count("pruned_blobs", blobs)
-                log.info("retention: pruned %d finished tasks and %d blobs", tasks, blobs)
-            self._forget_stale_waiters()
-        self._check_unschedulable(now)
-
-    def _count_missed_heartbeats(self, node: NodeEntry, now: float) -> None:
-        """Count each heartbeat interval an online node stays silent past the first (a node sends
-        at least one message per interval; the first interval is its normal lateness)."""
-        missed = max(0, int((now - node.last_seen) / self.interval) - 1)
-        if missed > node.heartbeats_missed:
-            self._count("heartbeats_missed", missed - node.heartbeats_missed)
-        node.heartbeats_missed = missed
-
-    def _forget_stale_waiters(self) -> None:
-        """Drop DONE waiters of tasks that do not exist (a SUBMIT whose round was rolled back, or a
-        pruned task) or finished without a DONE pending; normally a waiter goes when its DONE does."""
-        store = self._store()
-        live = store.live.records
-        pending = {rec.id for rec, _ in self._dones}
-        for task_id in [t for t in self._done_waiters if t not in live and t not in pending]:
-            rec = store.get(task_id)
-            if rec is None or rec.terminal:
-                del self._done_waiters[task_id]
-
-    def _check_unschedulable(self, now: float) -> None:
-        """Find queued tasks that no online node can run: report each once (``task_unschedulable``),
-        count them per queue (``QueueStats.unschedulable``), and fail those stuck for
-        ``unschedulable_timeout_s`` (when it is above 0).
-
-        Without the failing, a task nobody can run (no nodes, none granted its queue, none offering
-        its model or plugin) is skipped by dispatch forever and a waiting ``/inpaint`` ends in a 504
-        after ``request_timeout_s``. The clock of a task starts at the later of its submission, the
-        scheduler's start (nodes re-register after a restart) and the last moment a node that could
-        run it was online. Runs at most once a second and costs one pass over the unfinished tasks.
-        """
-        timeout = float(self.dcfg.unschedulable_timeout_s)
-        if now < self._next_unschedulable_check:
-            return
-        period = min(UNSCHEDULABLE_CHECK_S, max(0.05, timeout / 4)) if timeout > 0 else UNSCHEDULABLE_CHECK_S
-        self._next_unschedulable_check = now + period
-        store = self._store()
-        waiting: dict[TaskKey, list[TaskRecord]] = {}
-        running: set[TaskKey] = set()
-        for rec in store.live.records.values():
-            key = (rec.queue, rec.kind, rec.name)
-            if rec.status == states.QUEUED:
-                waiting.setdefault(key, []).append(rec)
-            else:
-                running.add(key)  # a node runs one right now, so one could run the others
-        last = self._last_eligible
-        for gone in [k for k in last if k not in waiting and k not in running]:
-            del last[gone]
-        for key in running:
-            last[key] = now
-        stuck: dict[str, str] = {}
-        if waiting:
-            online, draining, offline = self._node_views()
-            for key, recs in waiting.items():
-                task = WaitingTask("", key[1], key[2], key[0])
-                reason = unschedulable_reason(task, online, draining)
-                if reason is None:
-                    last[key] = now
-                    continue
-                failed = self._fail_stuck(key, recs, task, reason, offline, timeout, now) if timeout > 0 else set()
-                for rec in recs:
-                    if rec.id not in failed:
-                        stuck[rec.id] = rec.queue
-                        self._report_unschedulable(rec, reason)
-        self._unschedulable = stuck
-        reported = self._reported_unschedulable
-        if reported:
-            live = store.live.records
-            self._reported_unschedulable = {t for t in reported if t in live}
-
-    def _report_unschedulable(self, rec: TaskRecord, reason: str) -> None:
-        """``task_unschedulable``, once per task (off this thread)."""
-        if rec.id in self._reported_unschedulable:
-            return
-        self._reported_unschedulable.add(rec.id)
-        notify = getattr(self.events, "notify", None)
-        if notify is not None:
-            notify("task_unschedulable", task_id=rec.id, queue=rec.queue, kind=rec.kind, name=rec.name, reason=reason)
-
-    def _fail_stuck(
-        self,
-        key: TaskKey,
-        recs: list[TaskRecord],
-        task: WaitingTask,
-        reason: str,
-        offline: list[tuple[IdleNode, float]],
-        timeout: float,
-        now: float,
-    ) -> set[str]:
-        """Fail the tasks of ``key`` that waited ``timeout`` with no node able to run them; their ids."""
-        last = self._last_eligible
-        seen = max([last.get(key, 0.0), self._started_at]
-                   + [since for view, since in offline if node_can_run(view, task)])  # fmt: skip
-        last[key] = seen
-        if now - seen < timeout:
-            return set()
-        message = f"{reason}; gave up after {timeout:g}s"
-        failed = set()
-        store = self._store()
-        for rec in recs:
-            if now - rec.created_at < timeout:
-                continue
-            log.warning("task %s failed: %s", rec.id, message)
-            self._count("failed")
-            self._event(store.fail(rec.id, error=message, status=503, now=now))
-            failed.add(rec.id)
-        return failed
-
-    def _node_views(self) -> tuple[list[IdleNode], set[str], list[tuple[IdleNode, float]]]:
-        """(online nodes, ids of the draining ones, offline nodes with when they went offline) as
-        routing sees them, with ``queues`` = the queues each was granted."""
-        online: list[IdleNode] = []
-        draining: set[str] = set()
-        offline: list[tuple[IdleNode, float]] = []
-        for n in self.nodes.values():
-            view = IdleNode(n.node_id, frozenset(n.allowed), n.idle_since, models=n.models, plugins=n.plugins)
-            if n.offline:
-                offline.append((view, n.offline_since))
-                continue
-            online.append(view)
-            if n.draining:
-                draining.add(n.node_id)
-        return online, draining, offline
-
-    def _dispatch(self, now: float, outbox: list[Out]) -> None:
-        """Pair runnable tasks (highest priority first, then oldest) with idle nodes that hold credit;
-        one task per node."""
-        idle_nodes = {n.node_id: n for n in self.nodes.values() if n.has_credit()}
-        if not idle_nodes or self._holding(now):
-            return
-        queues = sorted({q for n in idle_nodes.values() for q in n.ready})
-        store = self._store()
-        views = [
-            IdleNode(
-                node_id=n.node_id,
-                queues=frozenset(n.ready),
-                idle_since=n.idle_since,
-                loaded_model=n.loaded_model,
-                models=n.models,
-                plugins=n.plugins,
-            )
-            for n in idle_nodes.values()
-        ]
-        failed_on = self._failed_on
-        # Only a retry that failed somewhere needs the other online nodes (to wait for one of them).
-        online = self._dispatch_online_views() if failed_on else []
-        tasks = _candidates(store.live.runnable(now, queues), views, failed_on.get if failed_on else None, online)
-        if not tasks:
-            return
-        for task, view in plan_dispatch(tasks, views, online):
-            node = idle_nodes[view.node_id]
-            ident = node.queue_idents.get(task.queue)
-            if ident is None:  # pragma: no cover - credit implies a known identity
-                continue
-            try:
-                files = store.inputs(task.task_id)
-            except BlobMissing as exc:  # it can never run; the node keeps its credit for the next task
-                log.error("task %s failed: %s", task.task_id, exc)
-                self._count("failed")
-                self._event(store.fail(task.task_id, error=f"Task input lost: {exc}", status=500, now=now))
-                continue
-            rec = store.mark_processing(task.task_id, node.node_id, now)
-            self._refunded.discard(rec.id)
-            header = {
-                "task_id": rec.id,
-                "attempt": rec.dispatches,
-                "kind": rec.kind,
-                "name": rec.name,
-                "form": rec.form,
-                "submitter": rec.submitter,
-                "queue": rec.queue,
-                "blobs": list(files),
-            }
-            node.current_task = rec.id
-            node.current_attempt = rec.dispatches
-            node.dispatched_at = now
-            node.ready.clear()
-            if rec.kind == "inpaint":
-                node.loaded_model = rec.name  # it will load it; affinity follows the model
-            self._count("dispatched")
-            outbox.append(
-                Out(
-                    self._queue_socks[task.queue],
-                    ident,
-                    p.encode(p.TASK, header, list(files.values())),
-                    on_fail=self._undelivered(node.node_id, rec.id, task.queue),
-                )
-            )
-            self._event(rec)
-
-    def _holding(self, now: float) -> bool:
-        """Whether dispatch still waits for nodes to reclaim tasks interrupted by a restart."""
-        if not self._held:
-            return False
-        live = self._store().live.records
-        self._held = {t for t in self._held if (r := live.get(t)) is not None and r.status == states.QUEUED}
-        if self._held and now < self._hold_until:
-            return True
-        self._held.clear()
-        return False
-
-    def _dispatch_online_views(self) -> list[IdleNode]:
-        """Every online, non-draining node as routing sees it (``queues`` = the queues it was
-        granted): a retry waits for one of them rather than return to a node it failed on."""
-        return [
-            IdleNode(n.node_id, frozenset(n.allowed), n.idle_since, models=n.models, plugins=n.plugins)
-            for n in self.nodes.values()
-            if not (n.offline or n.draining)
-        ]
-
-    def _undelivered(self, node_id: str, task_id: str, queue: str) -> Callable[[], None]:
-        def undo() -> None:
-            # The node's queue socket vanished before the TASK left (e.g. it reconnected after a
-            # network cut and has a new identity): the attempt never started. The node keeps no
-            # credit until it sends READY from the new socket; it is asked to at its next idle
-            # heartbeat (``_ask_for_credit``), so it cannot stay idle for good.
-            node = self.nodes.get(node_id)
-            if node is not None and node.current_task == task_id:
-                node.current_task = None
-                node.current_attempt = None
-                node.ready.clear()
-                node.queue_idents.pop(queue, None)
-            if self._processing_on(task_id, node_id) is not None:
-                self._event(self._store().undo_dispatch(task_id))
-
-        return undo
+            reject(outbox, frames[0], req_id, 500, "internal_error", message)
 
 
 def is_node_message(frames: list[bytes]) -> bool:
@@ -1012,40 +707,3 @@ def is_node_message(frames: list[bytes]) -> bool:
     Only a routing decision (which messages a round takes first): anything unreadable counts as a
     producer's and is judged by ``protocol.decode`` when its turn comes."""
     return len(frames) >= 3 and frames[2] in _NODE_COMMANDS
-
-
-def _candidates(
-    runnable: Iterator[TaskRecord],
-    idle: list[IdleNode],
-    failed_on: Callable[[str], frozenset[str]] | None = None,
-    online: list[IdleNode] | None = None,
-) -> list[WaitingTask]:
-    """The first runnable tasks in dispatch order (``runnable`` yields them highest priority first,
-    then oldest first) that some idle node can run, bounded by the idle credit.
-
-    Enough for :func:`plan_dispatch` to give every idle node a task (plus a small look-ahead for
-    its affinity choice), without building a view of every queued task each round. Tasks no idle
-    node can run are skipped (they do not use up the window), up to a scan limit. ``failed_on``
-    gives the nodes a retrying task failed on: a task that only such idle nodes could run, while
-    another ``online`` node could run it later, is skipped too (``routing.preferred_nodes``), or a
-    lone idle node would sit idle behind it.
-    """
-    # One idle node (the usual case under load: an outcome just freed it) simply gets the first task
-    # it can run; the look-ahead only informs the affinity choice between several idle nodes.
-    want = 1 if len(idle) == 1 else len(idle) + CANDIDATE_LOOKAHEAD
-    chosen: list[WaitingTask] = []
-    for scanned, rec in enumerate(runnable):
-        if scanned >= CANDIDATE_SCAN_LIMIT:
-            break
-        avoid = failed_on(rec.id) if failed_on is not None else None
-        if avoid:  # rare: a retry that failed somewhere
-            task = WaitingTask(rec.id, rec.kind, rec.name, rec.queue, avoid=avoid)
-            able = bool(preferred_nodes(task, [n for n in idle if node_can_run(n, task)], online or ()))
-        else:
-            task = WaitingTask(rec.id, rec.kind, rec.name, rec.queue)
-            able = any(node_can_run(n, task) for n in idle)
-        if able:
-            chosen.append(task)
-            if len(chosen) >= want:
-                break
-    return chosen

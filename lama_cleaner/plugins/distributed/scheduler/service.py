@@ -134,16 +134,10 @@ class Scheduler:
         self.config: Config | None = config if isinstance(config, Config) else None
         self.plugin_manager = plugin_manager
         """Where the distributed hooks (``scheduler_started``, ``node_event``, ...) are fired; None: nowhere."""
-        self.events = events if events is not None else (EventSink(plugin_manager) if plugin_manager else None)
-        """The sink task events and the other observing hooks go through, off this loop's thread: the
-        embedding web server's (so each event reaches ``task_event`` once), else one of our own."""
-        self._own_events = events is None and self.events is not None
-        self.emit_task_events = emit_task_events
-        """False: the embedding process delivers task events to ``task_event`` itself (``events`` then
-        serves the other hooks only)."""
+        sink = events if events is not None else (EventSink(plugin_manager) if plugin_manager else None)
+        self._own_events = events is None and sink is not None
         self.bind = bind or dcfg.scheduler_bind
         self.data_dir = Path(os.path.expanduser(str(data_dir or dcfg.data_dir)))
-        self.on_event = on_event
         self.on_crash = on_crash
         """Called on the loop thread, before it closes anything, if the loop dies of an exception."""
         self.crashed: BaseException | None = None
@@ -152,9 +146,7 @@ class Scheduler:
 
         # The parts, each given what it uses.
         self.state = SchedulerState(dcfg, resource_class_of)
-        self._publisher = EventPublisher(
-            self.state, on_event=on_event, events=self.events, emit_task_events=emit_task_events
-        )
+        self._publisher = EventPublisher(self.state, on_event=on_event, events=sink, emit_task_events=emit_task_events)
         self._unschedulable = UnschedulableWatch(self.state, self._publisher)
         self._reporter = StatsReporter(self.state, self._publisher, self._unschedulable)
         self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
@@ -221,6 +213,27 @@ class Scheduler:
     def nodes(self) -> dict[str, NodeEntry]:
         """The node registry (loop thread only; other threads use ``stats()`` or the handle)."""
         return self.state.nodes
+
+    @property
+    def events(self) -> Any:
+        """The sink task events and the other observing hooks go through, off this loop's thread: the
+        embedding web server's (so each event reaches ``task_event`` once), else one of our own."""
+        return self._publisher.events
+
+    @property
+    def emit_task_events(self) -> bool:
+        """False: the embedding process delivers task events to ``task_event`` itself (``events`` then
+        serves the other hooks only)."""
+        return self._publisher.emit_task_events
+
+    @property
+    def on_event(self) -> Callable[[TaskEvent], None] | None:
+        """Called on the loop thread with every task event, after its round's commit."""
+        return self._publisher.on_event
+
+    @on_event.setter
+    def on_event(self, observer: Callable[[TaskEvent], None] | None) -> None:
+        self._publisher.on_event = observer
 
     @property
     def _next_unschedulable_check(self) -> float:

@@ -24,7 +24,9 @@ def text_response(message: str, status: int, headers: dict[str, str] | None = No
 
 
 def _lama_error(exc: LamaCleanerError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else {}
+    headers = dict(getattr(exc, "headers", None) or {})  # WWW-Authenticate of a 401
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
     if exc.status >= 500:
         log.warning("request failed: %s (%s)", exc.message, exc.code)
     return text_response(exc.message, exc.status, headers)

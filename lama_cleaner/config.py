@@ -168,7 +168,8 @@ def validate_server(section: ServerSettings) -> None:
             raise ConfigError(f"{where}: a token's name may hold only letters, digits, - and _")
         unknown = [s for s in token.scopes if s not in TOKEN_SCOPES]
         if unknown or not token.scopes:
-            raise ConfigError(f"{where}.scopes must be a non-empty list of {', '.join(TOKEN_SCOPES)}, got {token.scopes}")
+            allowed = ", ".join(TOKEN_SCOPES)
+            raise ConfigError(f"{where}.scopes must be a non-empty list of {allowed}, got {token.scopes}")
         if bool(token.token) == bool(token.token_file):
             raise ConfigError(f"{where}: give exactly one of token and token_file")
         if token.token and len(token.token) < 16:

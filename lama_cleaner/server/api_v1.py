@@ -28,7 +28,6 @@ from ..models.unsupported import UnsupportedModel
 from ..pipeline import validate_task
 from ..tasks import DEFAULT_PRIORITY, TaskInfo, TaskRequest, TaskService
 from . import api_docs
-from .auth import ADMIN, TASKS, Caller, current_caller, require_scope
 from .api_schemas import (
     HealthSchema,
     NodeSchema,
@@ -38,6 +37,7 @@ from .api_schemas import (
     TaskSubmitFormSchema,
     dump_with_extras,
 )
+from .auth import ADMIN, TASKS, Caller, current_caller, require_scope
 from .notifications import SOCKET_ID_HEADER
 from .replies import image_response
 from .state import EXTENSION_KEY as SERVER_EXTENSION_KEY

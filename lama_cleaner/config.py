@@ -145,9 +145,9 @@ class ServerSettings:
         key_name="name",
     )
     max_image_pixels: int = setting(
-        50_000_000,
+        100_000_000,
         "Largest image (width x height) any route accepts; a bigger one (a decompression bomb) is a 413 "
-        "before it is decoded.",
+        "before it is decoded. Pillow itself refuses more than about 179 million.",
         minimum=1,
     )
     max_upload_mb: int = setting(256, "Largest request body in MiB; a bigger one is a 413.", minimum=1)

@@ -38,6 +38,7 @@ from .api_schemas import (
     dump_with_extras,
 )
 from .auth import ADMIN, TASKS, Caller, current_caller, require_scope
+from .errors import body_too_large_message
 from .notifications import SOCKET_ID_HEADER
 from .replies import image_response
 from .state import EXTENSION_KEY as SERVER_EXTENSION_KEY
@@ -157,6 +158,8 @@ def _http_error_response(exc: HTTPException) -> Response:
     message = exc.description or exc.name or "Error"
     if status == 400 and message.startswith("The browser (or proxy) sent a request"):
         message = "The request body could not be parsed"
+    if status == 413:
+        message = body_too_large_message()
     headers = {}
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))

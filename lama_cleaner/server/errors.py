@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from ..errors import LamaCleanerError, Overloaded
@@ -39,11 +39,20 @@ def _http_error(exc: HTTPException) -> Response:
     message = exc.description or exc.name
     if status == 400 and message.startswith("The browser (or proxy) sent a request"):
         message = "Bad Request: the request body could not be parsed"
+    if status == 413:
+        message = body_too_large_message()
     response = text_response(message, status)
     valid_methods = getattr(exc, "valid_methods", None)
     if status == 405 and valid_methods:
         response.headers["Allow"] = ", ".join(valid_methods)
     return response
+
+
+def body_too_large_message() -> str:
+    """What a 413 for an oversized body says (Werkzeug's own text names no limit and no setting)."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    shown = f"{limit / (1024 * 1024):g} MiB" if limit else "its limit"
+    return f"Request body too large: this server accepts at most {shown} (server.max_upload_mb)"
 
 
 def _unexpected(exc: Exception) -> Response:

@@ -152,7 +152,13 @@ class ServerSettings:
     )
     max_upload_mb: int = setting(256, "Largest request body in MiB; a bigger one is a 413.", minimum=1)
     threads: int = setting(
-        64, "Worker threads of the HTTP server: requests served at once (idle connections take none).", minimum=1
+        512,
+        "Threads of the HTTP server: connections being read or answered at once. An open Socket.IO "
+        "WebSocket holds one; an idle connection holds none.",
+        minimum=1,
+    )
+    max_connections: int = setting(
+        2048, "Open connections at most (more wait in the listen backlog); above `threads`.", minimum=2
     )
     shutdown_grace_s: float = setting(
         30.0, "On SIGTERM: how long requests in flight may take to finish before the server stops.", minimum=0
@@ -160,7 +166,10 @@ class ServerSettings:
 
 
 def validate_server(section: ServerSettings) -> None:
-    """Token names are owners (one per token), scopes are known, each secret is given exactly once."""
+    """Token names are owners (one per token), scopes are known, each secret is given exactly once;
+    there is room for connections beyond the threads (idle ones are parked, not refused)."""
+    if section.max_connections <= section.threads:
+        raise ConfigError("server.max_connections must be greater than server.threads")
     secrets: set[str] = set()
     for name, token in section.tokens.items():
         where = f"server.tokens.{name}"

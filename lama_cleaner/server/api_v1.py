@@ -38,6 +38,7 @@ from .api_schemas import (
     dump_with_extras,
 )
 from .auth import ADMIN, TASKS, Caller, current_caller, require_scope
+from .draining import draining
 from .errors import body_too_large_message
 from .notifications import SOCKET_ID_HEADER
 from .replies import image_response
@@ -397,6 +398,8 @@ def health() -> Response:
     except Exception as exc:  # noqa: BLE001 - a probe must answer, not 500
         log.exception("health check failed")
         report = {"status": "unavailable", "reason": f"health check failed: {type(exc).__name__}: {exc}"}
+    if draining():  # SIGTERM: a load balancer should stop sending work here
+        report = {**report, "status": "unavailable", "reason": "the server is shutting down"}
     response = jsonify(dump_with_extras(HealthSchema(), report))
     if report.get("status") != "ok":
         response.status_code = 503

@@ -132,7 +132,7 @@ def _on_validation(exc: ValidationError) -> Response:
 
 @blueprint.errorhandler(LamaCleanerError)
 def _on_lama_error(exc: LamaCleanerError) -> Response:
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded):  # ShuttingDown too: no log line per refusal
         return error_response(503, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, TaskFailed):
         # Asking for the result of a failed task is a conflict with the task's state, not a server

@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from ..errors import LamaCleanerError, Overloaded
+from .draining import ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def _lama_error(exc: LamaCleanerError) -> Response:
     headers = dict(getattr(exc, "headers", None) or {})  # WWW-Authenticate of a 401
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after)
-    if exc.status >= 500:
+    if exc.status >= 500 and not isinstance(exc, ShuttingDown):  # one log line per drain, not per refusal
         log.warning("request failed: %s (%s)", exc.message, exc.code)
     return text_response(exc.message, exc.status, headers)
 

@@ -152,3 +152,13 @@ def test_one_warning_line_when_exposed_without_tokens(caplog):
     warnings = [r for r in caplog.records if "without API tokens" in r.getMessage()]
     assert len(warnings) == 1 and "\n" not in warnings[0].getMessage()
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("10.0.0.1")
+
+
+def test_the_python_client_sends_its_token(secured, monkeypatch):
+    from lama_cleaner.client import TOKEN_ENV, LamaCleanerClient
+
+    monkeypatch.setenv(TOKEN_ENV, ALICE)
+    assert LamaCleanerClient().session.headers["Authorization"] == f"Bearer {ALICE}"
+    assert LamaCleanerClient(token=ROOT).session.headers["Authorization"] == f"Bearer {ROOT}"
+    monkeypatch.delenv(TOKEN_ENV)
+    assert "Authorization" not in LamaCleanerClient().session.headers

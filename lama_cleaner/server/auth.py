@@ -133,8 +133,9 @@ def warn_if_exposed(config: Config, table: TokenTable) -> bool:
     if table.enabled or is_loopback(config.host):
         return False
     log.warning(
-        "serving /api/v1 on %s without API tokens: anyone who reaches this port can list, cancel and drain; "
-        "add [server.tokens.<name>] to the config file (docs/security.md#api-tokens)",
+        "listening on %s without API tokens: anyone who reaches this port can use /api/v1 and the plugins' "
+        "protected routes (list, cancel, drain); add [server.tokens.<name>] to the config file "
+        "(docs/security.md#api-tokens)",
         config.host,
     )
     return True

@@ -55,10 +55,6 @@ class Drain:
     def draining(self) -> bool:
         return self._draining
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
     def _before(self) -> None:
         with self._cond:
             if self._draining and request.method in WORK_METHODS:

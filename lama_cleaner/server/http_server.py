@@ -151,13 +151,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: Flask, socketio: SocketIO, config: Config, listener: socket.socket | None = None) -> None:
+def serve(app: Flask, socketio: SocketIO, config: Config) -> None:
     """Serve ``app`` on ``config.host:config.port`` until SIGTERM (drained) or SIGINT (at once)."""
     settings = config.server
-    listener = listener or bind(config.host, config.port)
+    listener = bind(config.host, config.port)
     drain = Drain.install(app, grace_s=settings.shutdown_grace_s)
     options = {
-        "bind": [f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"],
         "worker_class": "gthread",
         "workers": 1,
         "threads": settings.threads,

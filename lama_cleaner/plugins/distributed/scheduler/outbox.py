@@ -73,4 +73,5 @@ def task_info(rec: TaskRecord, live: LiveTasks) -> dict[str, Any]:
         "position": live.position(rec) if rec.status == states.QUEUED else None,
         "error": rec.error,
         "priority": rec.priority,
+        "owner": rec.owner,
     }

@@ -101,6 +101,7 @@ class Node:
         exit_on_drain: bool = False,
         parent_pid: int | None = None,
         stop_grace_s: float = 10.0,
+        plugin_manager: Any = None,
     ) -> None:
         from ....image_plugins.registry import build_image_plugin_registry
         from ....models.registry import build_model_registry
@@ -111,7 +112,8 @@ class Node:
         self.node_id = uuid.uuid4().hex
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
         self.device = device
-        self.plugins = [x for x in (plugins or []) if x and x != "distributed"]
+        self.plugins = [x for x in (plugins or []) if x]
+        """What the inference child registers: the same plugins as this process."""
         self.exit_on_drain = exit_on_drain
         self.parent_pid = parent_pid
         self._direct_parent = parent_pid is not None and os.getppid() == parent_pid
@@ -122,7 +124,7 @@ class Node:
         self._recycling = bool(self.max_tasks_per_child or self.max_child_rss_mb)
         self.early_cancels = RecentCancels()
 
-        pm = create_plugin_manager(self.plugins)
+        pm = plugin_manager if plugin_manager is not None else create_plugin_manager(self.plugins)
         self.registry = build_model_registry(pm)
         try:
             image_plugins = build_image_plugin_registry(pm, config).names()

@@ -2,9 +2,10 @@
 
 Why a module of its own: the merge order and the checks on what a plugin returns are a small
 policy a reader should find in one place. A plugin label replaces a ``--labels`` one of the same key
-(the hook's contract: merged *over* the flag); plugins registered later win over earlier ones, as
-they do for every other hook. A plugin that returns something other than ``str -> str`` is refused
-at start-up in one line naming it, rather than sending the scheduler a HELLO it cannot read.
+(the hook's contract: merged *over* the flag); between plugins, the one pluggy calls first (the most
+recently registered) wins, as for a ``firstresult`` hook. A plugin that returns something other than
+``str -> str`` is refused at start-up in one line naming it, rather than sending a HELLO the
+scheduler cannot read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def advertised_labels(pm: Any, config: Any, flags: Mapping[str, str]) -> dict[st
     hook = getattr(pm.hook, "node_labels", None)
     if hook is None:  # the distributed plugin (which declares the hook) is not registered
         return labels
-    for impl in reversed(hook.get_hookimpls()):  # registration order: later plugins win
+    for impl in hook.get_hookimpls():  # pluggy calls the last one first: it wins, as for firstresult hooks
         kwargs = {"config": config}
         returned = impl.function(*(kwargs[name] for name in impl.argnames))
         for key, value in checked(impl.plugin_name, returned).items():

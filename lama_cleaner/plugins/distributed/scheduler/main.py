@@ -95,6 +95,7 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     try:
         config_path, plugins = _pre_parse(argv)
         config = load_config(config_path)
+        # The distributed plugin itself too: it publishes the hooks this process fires (node_event, ...).
         pm = create_plugin_manager(process_plugins(config.plugins, plugins))
     except ConfigError as exc:
         parser.error(str(exc))
@@ -127,7 +128,7 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         with running(pm, config, "scheduler"):
-            return run_scheduler(Scheduler(config, build_resource_class_of(pm, config)), stop)
+            return run_scheduler(Scheduler(config, build_resource_class_of(pm, config), plugin_manager=pm), stop)
     except ConfigError as exc:  # a plugin's startup refusing its settings
         print(f"lama-cleaner scheduler: error: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -21,6 +21,7 @@ from lama_cleaner.plugins.distributed.scheduler.node_handlers import NodeHandler
 from lama_cleaner.plugins.distributed.scheduler.outbox import Out
 from lama_cleaner.plugins.distributed.scheduler.plugin_calls import PluginCalls
 from lama_cleaner.plugins.distributed.scheduler.producer_handlers import ProducerHandlers
+from lama_cleaner.plugins.distributed.scheduler.requeue import Requeue
 from lama_cleaner.plugins.distributed.scheduler.scheduler_state import SchedulerState
 from lama_cleaner.plugins.distributed.scheduler.stats_reporting import StatsReporter
 from lama_cleaner.plugins.distributed.scheduler.timers import Timers
@@ -47,11 +48,12 @@ class Parts:
         self.events = EventPublisher(self.state, on_event=self.seen.append, events=None, emit_task_events=False)
         self.unschedulable = UnschedulableWatch(self.state, self.events)
         self.stats = StatsReporter(self.state, self.events, self.unschedulable)
-        self.node_side = NodeHandlers(self.state, self.events)
+        self.requeue = Requeue(self.state, self.events)
+        self.node_side = NodeHandlers(self.state, self.events, self.requeue)
         calls = PluginCalls(None, None, lambda ident, frames: None)
         self.producer_side = ProducerHandlers(self.state, self.events, self.stats, calls, self.node_side.drain)
         self.dispatcher = Dispatcher(self.state, self.events)
-        self.timers = Timers(self.state, self.events, self.node_side, self.unschedulable)
+        self.timers = Timers(self.state, self.events, self.requeue, self.unschedulable)
         self.handlers = {**self.node_side.handlers(), **self.producer_side.handlers()}
 
     def handle(self, ident: bytes, command: str, header: dict[str, Any], now: float, blobs: Any = ()) -> list[Out]:

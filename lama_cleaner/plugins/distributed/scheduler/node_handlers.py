@@ -1,5 +1,5 @@
-"""The scheduler's node side: HELLO/HEARTBEAT/READY/PROGRESS/RESULT/FAILED/CANCELLED/BYE, and what
-happens to a task whose attempt failed or whose node was lost (retry with backoff, or fail).
+"""The scheduler's node side: HELLO/HEARTBEAT/READY/PROGRESS/RESULT/FAILED/CANCELLED/BYE, and draining.
+What then happens to a task whose attempt failed or whose node was lost is :mod:`.requeue`'s.
 
 Rules (``docs/protocol.md`` sections 5, 6 and 8): any message counts as liveness; a finished task is
 also the node's next credit (unless the outcome says ``ready: false``); PROGRESS and FAILED count only
@@ -27,7 +27,7 @@ from ..wire import protocol as p
 from .event_publishing import EventPublisher
 from .node_registry import NodeEntry, holds, reported_models
 from .outbox import Outbox, send_ctrl
-from .retry_policy import next_retry, policy_for
+from .requeue import Requeue
 from .routing import allowed_queues
 from .scheduler_state import SchedulerState
 
@@ -44,20 +44,22 @@ NodeHandler = Callable[[bytes, p.Message, float, Outbox], None]
 
 
 class NodeHandlers:
-    """Handlers for messages from nodes (control socket, plus READY on the queue sockets), and what
-    the rest of the scheduler asks of the node side: draining a node, declaring one offline.
+    """Handlers for messages from nodes (control socket, plus READY on the queue sockets), and the
+    drain the rest of the scheduler asks of the node side.
 
-    Works on the shared :class:`~.scheduler_state.SchedulerState` (node registry, journal, counters)
-    and reports task changes to the :class:`~.event_publishing.EventPublisher`; it never sends."""
+    Works on the shared :class:`~.scheduler_state.SchedulerState` (node registry, journal, counters),
+    reports task changes to the :class:`~.event_publishing.EventPublisher` and leaves unfinished
+    attempts and lost nodes to :class:`~.requeue.Requeue`; it never sends."""
 
-    def __init__(self, state: SchedulerState, events: EventPublisher) -> None:
+    def __init__(self, state: SchedulerState, events: EventPublisher, requeue: Requeue) -> None:
         self.state = state
         self.events = events
+        self.requeue = requeue
         self.nodes = state.nodes
         """The node registry (``state.nodes``): node id -> :class:`NodeEntry`."""
+        # The parts of the shared state this side changes, by their short names.
         self._ctrl_owner = state.ctrl_owner
         self._drained = state.drained
-        self._failed_on = state.failed_on
         self._refunded = state.refunded
 
     def handlers(self) -> dict[str, NodeHandler]:
@@ -106,7 +108,7 @@ class NodeHandlers:
         running = running_task(h)
         if old is not None and old.current_task and (old.current_task, old.current_attempt) != running:
             # The node restarted (or no longer runs what we handed it): that attempt is lost.
-            self._lose_task(old, now, outbox, f"node {old.name} re-registered without the task")
+            self.requeue.lose_task(old, now, f"node {old.name} re-registered without the task")
         if old is not None:
             self._ctrl_owner.pop(old.ctrl_ident, None)
         requested = caps.get("queues_requested") or h.get("queues_requested") or []
@@ -209,7 +211,7 @@ class NodeHandlers:
         ):
             # The node says it is idle, long after we handed it a task: the TASK or its outcome
             # was lost (e.g. a connection was re-established). Retry it elsewhere.
-            self._lose_task(node, now, outbox, f"node {node.name} reported idle without finishing the task")
+            self.requeue.lose_task(node, now, f"node {node.name} reported idle without finishing the task")
             node.grant_implied_credit(now)
         elif state == p.NODE_IDLE and h.get("task_id") is None:
             self._ask_for_credit(node, now, outbox)
@@ -324,7 +326,7 @@ class NodeHandlers:
             return
         if h.get("handed_back") is True:
             if rec.dispatches - rec.attempts < MAX_UNCHARGED_DISPATCHES:
-                self._take_back(rec.id, f"node {node.name} handed it back ({h['error']})")
+                self.requeue.take_back(rec.id, f"node {node.name} handed it back ({h['error']})")
                 return
             # Refunded this often already: a node that keeps handing it back is misbehaving, and a
             # refund would let the task bounce for ever. From here on it costs an attempt.
@@ -341,7 +343,7 @@ class NodeHandlers:
             self._count("failed")
             self.events.record(rec)
             return
-        self._retry_or_fail(rec, now, error, trace, status)
+        self.requeue.retry_or_fail(rec, now, error, trace, status)
 
     def _on_cancelled(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self._node_for(ident, msg, outbox, now)
@@ -353,7 +355,7 @@ class NodeHandlers:
         rec = self.state.processing_on(h["task_id"], node.node_id)
         if rec is not None:
             # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
-            self._retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
+            self.requeue.retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
 
     def _on_bye(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self.nodes.get(msg.header["node_id"])
@@ -369,8 +371,8 @@ class NodeHandlers:
             node.current_task = None
             node.current_attempt = None
             if self.state.processing_on(held, node.node_id) is not None:
-                self._take_back(held, f"node {node.name} left before starting it ({reason})")
-        self.go_offline(node, now, outbox, f"node {node.name} left ({reason})")
+                self.requeue.take_back(held, f"node {node.name} left before starting it ({reason})")
+        self.requeue.go_offline(node, now, f"node {node.name} left ({reason})")
 
     def drain(self, node: NodeEntry, outbox: Outbox) -> None:
         """Take the node's credit away for good and tell it (``DRAIN``); draining twice only answers.
@@ -391,13 +393,6 @@ class NodeHandlers:
         node.drain_sent_at = now
         send_ctrl(outbox, node.ctrl_ident, p.DRAIN, {})
 
-    def _take_back(self, task_id: str, why: str) -> None:
-        """Re-queue a dispatched task that never started, refunding its attempt (protocol §4)."""
-        rec = self._store().undo_dispatch(task_id)
-        self._count("handed_back")
-        log.info("task %s: %s; queued again, attempt not charged", task_id, why)
-        self.events.record(rec)
-
     def _current_attempt(self, node: NodeEntry, task_id: str, attempt: int) -> TaskRecord | None:
         """The task's record if ``attempt`` is its current one, processing on ``node``: only that
         attempt's PROGRESS and FAILED count. Anything else is counted stale and gives None."""
@@ -406,52 +401,6 @@ class NodeHandlers:
             self._count("stale_messages")
             return None
         return rec
-
-    def _retry_or_fail(
-        self, rec: TaskRecord, now: float, error: str, trace: str | None, status: int | None
-    ) -> TaskRecord:
-        """After a failed or lost attempt: back to queued with backoff, or failed for good."""
-        store = self._store()
-        not_before = next_retry(rec.attempts, policy_for(rec.kind, self.state.dcfg.retry), now)
-        if not_before is None:
-            message = error if rec.attempts <= 1 else f"{error} (after {rec.attempts} attempts)"
-            rec = store.fail(rec.id, error=message, traceback=trace, status=status, now=now)
-            self._failed_on.discard(rec.id)
-            self._count("failed")
-        else:
-            if rec.node_id:  # the retry should run elsewhere if it can (routing.preferred_nodes)
-                self._failed_on.add(rec.id, rec.node_id, store.live.records)
-            rec = store.retry(rec.id, not_before=not_before, error=error, traceback=trace)
-            self._count("retries")
-        self.events.record(rec)
-        return rec
-
-    def _lose_task(self, node: NodeEntry, now: float, outbox: Outbox, why: str) -> None:
-        """``node`` will not finish its task: re-queue it (attempt charged, backoff) or fail it."""
-        task_id = node.current_task
-        node.current_task = None
-        node.current_attempt = None
-        if task_id is None:
-            return
-        rec = self.state.processing_on(task_id, node.node_id)
-        if rec is None:
-            return  # already finished, cancelled, or re-dispatched elsewhere
-        self._count("requeued_on_node_loss")
-        log.warning("task %s: %s; retrying", task_id, why)
-        self._retry_or_fail(rec, now, why, None, None)
-
-    def go_offline(self, node: NodeEntry, now: float, outbox: Outbox, why: str) -> None:
-        if node.offline:
-            return
-        node.offline = True
-        node.offline_since = now
-        if not node.left:
-            self._count("nodes_lost")
-        node.ready.clear()
-        node.queue_idents.clear()
-        self._ctrl_owner.pop(node.ctrl_ident, None)
-        log.warning("%s", why)
-        self._lose_task(node, now, outbox, why)
 
 
 def running_task(hello: dict[str, Any]) -> tuple[str, int] | None:

@@ -18,8 +18,9 @@ registry or the journal. Each loop iteration:
 Where things are: this module is the engine (lifecycle, sockets, the loop and its rounds, message
 decoding and routing to a handler, the public thread-safe API); it composes collaborators that never
 touch a socket and share one explicit :class:`~.scheduler_state.SchedulerState` (journal, node
-registry, counters): :class:`~.node_handlers.NodeHandlers` (node messages, retry decisions,
-draining), :class:`~.producer_handlers.ProducerHandlers` (producer requests),
+registry, counters): :class:`~.node_handlers.NodeHandlers` (node messages, draining),
+:class:`~.requeue.Requeue` (retries, lost nodes), :class:`~.producer_handlers.ProducerHandlers`
+(producer requests),
 :class:`~.dispatcher.Dispatcher`, :class:`~.timers.Timers` (with
 :class:`~.unschedulable.UnschedulableWatch`), :class:`~.event_publishing.EventPublisher` (task
 events, DONEs, node events) and :class:`~.stats_reporting.StatsReporter`. Handlers append
@@ -75,6 +76,7 @@ from .node_registry import NodeEntry
 from .outbox import Out, Outbox, reject
 from .plugin_calls import PluginCalls
 from .producer_handlers import ProducerHandlers, peek_req_id
+from .requeue import Requeue
 from .routing import ResourceClassOf
 from .scheduler_state import SchedulerState
 from .stats_reporting import StatsReporter
@@ -151,12 +153,13 @@ class Scheduler:
         self._unschedulable = UnschedulableWatch(self.state, self._publisher)
         self._reporter = StatsReporter(self.state, self._publisher, self._unschedulable)
         self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
-        self._node_side = NodeHandlers(self.state, self._publisher)
+        self._requeue = Requeue(self.state, self._publisher)
+        self._node_side = NodeHandlers(self.state, self._publisher, self._requeue)
         self._producer_side = ProducerHandlers(
             self.state, self._publisher, self._reporter, self._plugin_calls, self._node_side.drain
         )
         self._dispatcher = Dispatcher(self.state, self._publisher)
-        self._timers = Timers(self.state, self._publisher, self._node_side, self._unschedulable)
+        self._timers = Timers(self.state, self._publisher, self._requeue, self._unschedulable)
         self._handlers: dict[str, Callable[[bytes, p.Message, float, Outbox], None]] = {
             **self._node_side.handlers(),
             **self._producer_side.handlers(),

@@ -9,9 +9,9 @@ import logging
 
 from ..wire import protocol as p
 from .event_publishing import EventPublisher
-from .node_handlers import NodeHandlers
 from .node_registry import NodeEntry
 from .outbox import Outbox, send_ctrl
+from .requeue import Requeue
 from .scheduler_state import SchedulerState
 from .unschedulable import UnschedulableWatch
 
@@ -30,12 +30,12 @@ class Timers:
         self,
         state: SchedulerState,
         events: EventPublisher,
-        node_side: NodeHandlers,
+        requeue: Requeue,
         unschedulable: UnschedulableWatch,
     ) -> None:
         self.state = state
         self.events = events
-        self.node_side = node_side
+        self.requeue = requeue
         self.unschedulable = unschedulable
         self.next_heartbeat = 0.0
         self._next_prune = 0.0
@@ -51,7 +51,7 @@ class Timers:
             self._count_missed_heartbeats(node, now)
             if now - node.last_seen > deadline:
                 why = f"node {node.name} silent for {now - node.last_seen:.1f}s"
-                self.node_side.go_offline(node, now, outbox, why)
+                self.requeue.go_offline(node, now, why)
         self.events.expire_watchers(now, deadline)
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + state.interval

@@ -101,6 +101,7 @@ class Node:
         exit_on_drain: bool = False,
         parent_pid: int | None = None,
         stop_grace_s: float = 10.0,
+        max_idle_s: float | None = None,
     ) -> None:
         from ....image_plugins.registry import build_image_plugin_registry
         from ....models.registry import build_model_registry
@@ -116,6 +117,9 @@ class Node:
         self.parent_pid = parent_pid
         self._direct_parent = parent_pid is not None and os.getppid() == parent_pid
         self.stop_grace_s = stop_grace_s
+        self.max_idle_s = max_idle_s
+        """Exit after this long without a task (``--max-idle-s``); None: never."""
+        self._idle_since = time.monotonic()
         dist = config.distributed
         self.max_tasks_per_child = max(0, int(dist.node_max_tasks_per_child))
         self.max_child_rss_mb = max(0, int(dist.node_max_child_rss_mb))
@@ -206,6 +210,8 @@ class Node:
             if not self._running_work() or (self.stop_deadline or 0) <= now:
                 self._exit("shutdown", 0, kill_child=self.current is not None)
                 return
+        if self.max_idle_s is not None and self._idled_out(now):
+            return
         if self.dying:
             self._reap_dying()
         liveness = self.liveness
@@ -242,6 +248,18 @@ class Node:
             for sock, queue in list(self.queue_socks.items()):
                 if sock in ready:
                     self._recv_socket(sock, queue)
+
+    def _idled_out(self, now: float) -> bool:
+        """``--max-idle-s``: no task for that long (counted from the start, or the last task's end)
+        -> exit saying goodbye. A TASK racing the decision is handed back before BYE (``_shutdown``)."""
+        if self.current is not None or self.stopping:
+            self._idle_since = now
+            return False
+        if now - self._idle_since < (self.max_idle_s or 0.0):
+            return False
+        log.info("no task for %.0f s (--max-idle-s); leaving", now - self._idle_since)
+        self._exit("idle", 0)
+        return True
 
     def _build_poll_items(self) -> list[tuple[Any, int]]:
         """The control socket, the queue sockets and the child's Pipe, kept until one of them changes

@@ -183,6 +183,7 @@ class Node:
         self.stopping = True
 
     def run(self) -> int:
+        self._idle_since = time.monotonic()
         self._spawn_child()
         try:
             while self.exit_code is None:
@@ -250,8 +251,9 @@ class Node:
                     self._recv_socket(sock, queue)
 
     def _idled_out(self, now: float) -> bool:
-        """``--max-idle-s``: no task for that long (counted from the start, or the last task's end)
-        -> exit saying goodbye. A TASK racing the decision is handed back before BYE (``_shutdown``)."""
+        """``--max-idle-s``: no task for that long (counted from the start of ``run``, the last WELCOME,
+        or the last task's end) -> exit saying goodbye; a node that never reaches its scheduler leaves
+        too. A TASK racing the decision is handed back before BYE (``_shutdown``)."""
         if self.current is not None or self.stopping:
             self._idle_since = now
             return False
@@ -470,6 +472,7 @@ class Node:
             log.info("not joining queue %s: %s", queue, reason)
         self.welcomed = True
         self.ready_sent = False
+        self._idle_since = time.monotonic()  # --max-idle-s counts from when work can arrive
         log.info("welcomed by %s; queues %s", self.scheduler, sorted(header["queues"]))
         if self.pending_outcome is not None:
             self._send(self.pending_outcome)

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
 from collections import Counter
 
 import pytest
+import requests
 
 from lama_cleaner.plugins.autoscale.labels import instance_labels
 from lama_cleaner.plugins.autoscale.providers.base import LaunchedInstance, ProviderContext
@@ -173,3 +178,39 @@ def test_the_lambda_provider_invocation_runs_the_handler_it_names(scheduler, pla
     assert tracked.instance.instance_id == launched.instance_id and tracked.node_id
     result = inv.wait(timeout=60)
     assert result is not None and result["ended"] == "exited" and result["instance_id"] == launched.instance_id
+
+
+def test_the_function_compute_container_serves_invoke_and_pre_stop(scheduler, platform, client, tmp_path):
+    """FC's custom-container contract: ``POST /invoke`` runs one node for the event; ``POST /pre-stop``
+    (the instance is about to be reclaimed) makes it hand its task back, and the invocation answers."""
+    port = free_port_block(1)
+    env = {**platform.env, "FC_SERVER_PORT": str(port), "LAMA_CLEANER_FUNCTION_TIMEOUT_S": "600"}
+    log = open(tmp_path / "fc.log", "w+b")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lama_cleaner.plugins.autoscale.serverless.aliyun_fc"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    answers: list[requests.Response] = []
+    try:
+        wait_for(lambda: requests.post(f"{base}/pre-stop", timeout=2).json() == {"stopping": 0}, 60, "FC server up")
+        assert requests.post(f"{base}/invoke", data=b"{}", timeout=10).status_code == 400
+        body = json.dumps(event(scheduler.control_endpoint, "fc-1", idle_s=120, stop_before_s=10)).encode()
+        invoking = threading.Thread(
+            target=lambda: answers.append(requests.post(f"{base}/invoke", data=body, timeout=120))
+        )
+        invoking.start()
+        wait_for(node_with_instance(scheduler, "fc-1", "idle"), START_S, "the container's node registered")
+        task = submit(client, "reclaimed", 60_000)
+        wait_for(lambda: task_status(client, task)["status"] == "processing", 20, "the task runs in the container")
+        assert requests.post(f"{base}/pre-stop", timeout=10).json() == {"stopping": 1}
+        invoking.join(60)
+        [answer] = answers
+        assert answer.status_code == 200 and answer.json()["ended"] == "stop_requested", answer.text
+        wait_for(lambda: task_status(client, task)["status"] == "queued", 10, "the task handed back")
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(10)
+        log.seek(0)
+        print(log.read().decode(errors="replace")[-4000:])
+        log.close()

@@ -42,6 +42,7 @@ KILL_MARGIN_S = 1.0
 IDLE = "idle"
 DRAINED_OR_STOPPED = "exited"
 TIME_LIMIT = "time_limit"
+STOP_REQUESTED = "stop_requested"
 KILLED = "killed"
 
 
@@ -53,6 +54,7 @@ class InstanceResult:
     exit_code: int | None
     ended: str
     """``exited`` (idled out, drained or stopped, code 0), ``time_limit`` (stopped before the limit),
+    ``stop_requested`` (stopped on the platform's signal: SIGTERM, FC's PreStop),
     ``killed`` (killed at the last moment) or ``failed`` (the node exited with an error)."""
     ran_s: float
 
@@ -96,7 +98,7 @@ def run_instance(
     while proc.poll() is None:
         left = time_left_s() if time_left_s is not None else float("inf")
         if not ended and (left <= payload.stop_before_limit_s or (stop is not None and stop.is_set())):
-            ended = TIME_LIMIT
+            ended = TIME_LIMIT if left <= payload.stop_before_limit_s else STOP_REQUESTED
             log.info(
                 "instance %s: %.1f s left; asking the node to hand its work back and stop", payload.instance_id, left
             )

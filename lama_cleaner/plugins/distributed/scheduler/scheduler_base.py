@@ -218,10 +218,22 @@ class SchedulerBase:
     def _publish_events(self) -> None:
         """Send the round's DONEs and events (after commit) to producers and the in-process observer.
 
-        DONEs go first, so a producer never sees a task's terminal event before its DONE."""
-        if self._dones:
-            self._publish_dones()
+        DONEs go before the round's events, so a producer never sees a task's terminal event before
+        its DONE; but a finishing task's own earlier events of the round (its last progress step, which
+        often shares a round with its RESULT) go before its DONE, or a caller woken by the DONE
+        (``/inpaint`` returning, then ``diffusion_finish``) would overtake the task's last step."""
         events, self._events = self._events, []
+        if self._dones:
+            finishing = {rec.id for rec, _ in self._dones}
+            early = [e for e in events if e["task_id"] in finishing and e["status"] not in states.TERMINAL]
+            if early:
+                events = [e for e in events if not (e["task_id"] in finishing and e["status"] not in states.TERMINAL)]
+                self._deliver_events(early)
+            self._publish_dones()
+        self._deliver_events(events)
+
+    def _deliver_events(self, events: list[dict[str, Any]]) -> None:
+        """Events, in order, to the watching producers and the in-process observer."""
         if not events:
             return
         if self._watchers and self._control is not None:

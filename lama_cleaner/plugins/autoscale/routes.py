@@ -16,7 +16,9 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
 
+from ...errors import LamaCleanerError
 from ...server.api_v1 import PREFIX, error_response
 from .runtime import SCALE_CALL, STATUS_CALL
 
@@ -25,6 +27,13 @@ log = logging.getLogger(__name__)
 EXTENSION_KEY = "lama_cleaner.autoscale"
 
 blueprint = Blueprint("autoscale_api", __name__, url_prefix=PREFIX)
+
+
+@blueprint.errorhandler(HTTPException)
+def _on_http_error(exc: HTTPException) -> Response:
+    """JSON like the rest of ``/api/v1``, also where the task API's blueprint is not registered."""
+    status = exc.code or 500
+    return error_response(status, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
 
 
 def register_autoscale_routes(app: Flask, executor: Any) -> None:
@@ -59,9 +68,17 @@ def _call(name: str, payload: dict[str, Any]) -> Response:
             "autoscale_unavailable",
             "the scheduler's process runs no autoscaler (start it with --plugins distributed,autoscale)",
         )
+    except LamaCleanerError as exc:  # the producer client's own errors (scheduler unavailable, ...)
+        return error_response(exc.status, exc.code, exc.message)
     except (TimeoutError, ConnectionError, OSError) as exc:
         log.warning("autoscale call %s failed: %s", name, exc)
         return error_response(503, "scheduler_unavailable", f"the scheduler did not answer: {exc}")
+    except RuntimeError as exc:  # refused, a scheduler too old for CALL, or the autoscaler raised there
+        log.warning("autoscale call %s failed: %s", name, exc)
+        return error_response(503, "autoscale_unavailable", str(exc))
+    except Exception:  # noqa: BLE001 - the API answers JSON, never an HTML 500
+        log.exception("autoscale call %s failed", name)
+        return error_response(500, "internal_error", "Internal Server Error")
     error = answer.get("error") if isinstance(answer, dict) else None
     if isinstance(error, dict):
         status = int(error.get("status") or 500)

@@ -52,7 +52,9 @@ def node_endpoint(handle: Any, config: Any) -> str:
     """Where a node started here connects: the scheduler's bound control endpoint (a bind to port 0
     learns its port only when bound), else the configured one; a wildcard host becomes loopback."""
     endpoint = None
-    for obj in (handle, getattr(handle, "scheduler", None)):
+    # the handle's own attribute if it has one, else the scheduler it wraps (duck typing: this plugin
+    # imports nothing of the distributed plugin)
+    for obj in (handle, getattr(handle, "scheduler", None), getattr(handle, "_scheduler", None)):
         value = getattr(obj, "control_endpoint", None) if obj is not None else None
         if isinstance(value, str) and value:
             endpoint = value

@@ -52,6 +52,8 @@ def test_status_and_scale_go_through_the_scheduler_handle():
         (None, 503, "autoscale_unavailable"),  # classic mode: no scheduler handle
         (Handle(raises=LookupError("autoscale.status")), 503, "autoscale_unavailable"),  # no autoscaler there
         (Handle(raises=TimeoutError("no answer in 5 s")), 503, "scheduler_unavailable"),
+        (Handle(raises=RuntimeError("scheduler call 'autoscale.status' failed: boom")), 503, "autoscale_unavailable"),
+        (Handle(raises=ValueError("bug")), 500, "internal_error"),
         (Handle(call_error(404, "unknown_queue", "queue 'x' is not autoscaled")), 404, "unknown_queue"),
     ],
 )

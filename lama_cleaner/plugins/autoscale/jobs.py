@@ -29,6 +29,12 @@ class EvaluationJob:
         self._scheduler: BackgroundScheduler | None = None
 
     def start(self) -> None:
+        # APScheduler logs every run at INFO ("Running job ...", "executed successfully"): one pair per
+        # interval drowns the server's log. Its warnings (a skipped or failed run) still show, and an
+        # operator who set the logger's level keeps it.
+        executor_log = logging.getLogger("apscheduler.executors.default")
+        if executor_log.level == logging.NOTSET:
+            executor_log.setLevel(logging.WARNING)
         scheduler = BackgroundScheduler(daemon=True, timezone=UTC)
         scheduler.add_job(
             self.evaluate,

@@ -1,11 +1,14 @@
-"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, DRAIN, WATCH, PING.
+"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, DRAIN, STATS, CALL,
+WATCH, PING.
 
 SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
 reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
 A SUBMIT with ``want_result: true`` also gets a DONE (with the result) when the task finishes, which
 saves the producer the FETCH round trip. SUBMIT's optional ``task.priority`` (0..9, default 5)
 orders dispatch within the task's queue. A WATCH with ``batch_events: true`` gets each round's
-events as one EVENTS message instead of one EVENT each.
+events as one EVENTS message instead of one EVENT each. STATS answers the scheduler handle's
+snapshot (``handle.SchedulerStats`` as JSON); CALL is answered by a plugin, off this thread
+(:mod:`.plugin_calls`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from ....tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..wire import protocol as p
+from .handle import stats_to_dict
 from .node_registry import NodeEntry
+from .plugin_calls import PluginCalls
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
 from .scheduler_base import Out, SchedulerBase, log
@@ -28,6 +33,8 @@ TASK_KINDS = ("inpaint", "plugin")
 
 class ProducerMessages(SchedulerBase):
     """Handlers for requests from producers (the web servers) on the control socket."""
+
+    _plugin_calls: PluginCalls
 
     def _on_submit(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         req_id = msg.header["req_id"]
@@ -197,6 +204,17 @@ class ProducerMessages(SchedulerBase):
             return
         self._drain(node, outbox)
         self._reply(outbox, ident, p.STATS, req_id, {"node": node.public()})
+
+    def _on_stats(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """The handle's snapshot, as ``SchedulerHandle.stats()`` gives it in the scheduler's process."""
+        stats = stats_to_dict(self._build_stats(now))  # type: ignore[attr-defined]
+        header = {"stats": stats, "protocol_minor": p.PROTOCOL_MINOR}
+        self._reply(outbox, ident, p.STATS, msg.header["req_id"], header)
+
+    def _on_call(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """Hand a plugin call to the worker threads; they send ANSWER or REJECTED through the loop."""
+        h = msg.header
+        self._plugin_calls.submit(ident, h["req_id"], h["name"], h["payload"])
 
     def _drain(self, node: NodeEntry, outbox: list[Out]) -> None:
         """Take the node's credit away for good and tell it (``DRAIN``). The node side owns the rules

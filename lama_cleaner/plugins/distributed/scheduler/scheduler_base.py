@@ -25,6 +25,7 @@ from ..wire import protocol as p
 from ..wire.send import send_nowait
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
+from .snapshots import RecentTasks
 
 log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler.service")
 
@@ -65,6 +66,12 @@ class SchedulerBase:
     store: TaskStore | None
     nodes: dict[str, NodeEntry]
     on_event: Callable[[TaskEvent], None] | None
+    events: Any
+    emit_task_events: bool
+    """An ``EventSink`` (``emit`` for ``task_event``, ``notify`` for the other hooks), or None."""
+    _finished: list[TaskRecord]
+    """Records that reached a terminal state this round (sampled for ``recent`` after the commit)."""
+    _recent: RecentTasks
     _ctrl_owner: dict[bytes, str]
     _watchers: dict[bytes, tuple[str, float]]
     _batch_watchers: set[bytes]
@@ -157,9 +164,11 @@ class SchedulerBase:
         """Queue an event (the fields of :class:`TaskEvent`, in its order; sent as an EVENT or in the
         round's EVENTS) for after the commit, and a DONE for producers that asked for the result of a
         task that just finished (``body``: the result, when the caller has it at hand)."""
-        if rec.status in states.TERMINAL and rec.id in self._done_waiters:
-            self._dones.append((rec, body))
-        if not self._watchers and self.on_event is None:
+        if rec.status in states.TERMINAL:
+            self._finished.append(rec)
+            if rec.id in self._done_waiters:
+                self._dones.append((rec, body))
+        if not self._watchers and self.on_event is None and not (self.events is not None and self.emit_task_events):
             return  # nobody listens: skip building it
         status = rec.status
         self._events.append(
@@ -222,6 +231,9 @@ class SchedulerBase:
         its DONE; but a finishing task's own earlier events of the round (its last progress step, which
         often shares a round with its RESULT) go before its DONE, or a caller woken by the DONE
         (``/inpaint`` returning, then ``diffusion_finish``) would overtake the task's last step."""
+        if self._finished:
+            self._recent.add(self._finished)
+            self._finished = []
         events, self._events = self._events, []
         if self._dones:
             finishing = {rec.id for rec, _ in self._dones}
@@ -238,6 +250,9 @@ class SchedulerBase:
             return
         if self._watchers and self._control is not None:
             self._send_events(self._control, events)
+        if self.events is not None and self.emit_task_events and self.events.has_observers("task_event"):
+            for event in events:
+                self.events.emit(TaskEvent(**event))  # the task_event hook, off this thread
         if self.on_event is not None:
             for event in events:
                 try:

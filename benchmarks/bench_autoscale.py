@@ -1,6 +1,6 @@
 """Autoscale reaction times with the ``local`` provider: scale-out to first work, and last work to node exit.
 
-Each run starts from zero nodes with the autoscaler running (the plugin's ``scheduler_started`` hook,
+Each run starts from zero nodes with the autoscaler running (started by the plugin's ``scheduler_started`` hook,
 APScheduler's job every ``--interval`` s) beside a real scheduler thread, then:
 
 1. submits a burst of ``--tasks`` tasks (``count`` test model, ``--task-ms`` each). The backlog
@@ -41,17 +41,6 @@ from benchmarks.harness import format_table, summarize, wait_for, write_results 
 BENCH_NAME = "bench_autoscale"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ["distributed", "autoscale", "tests.support.fake_models"]
-
-
-def scheduler_handle(scheduler: Any, pluginmanager: Any, config: Any) -> Any:
-    """The distributed plugin's handle once it exists; until then the tests' stand-in of the same shape."""
-    try:
-        from lama_cleaner.plugins.distributed.scheduler.handle import LocalSchedulerHandle
-    except ImportError:
-        from tests.integration.autoscale.scheduler_view import SchedulerView
-
-        return SchedulerView(scheduler, pluginmanager, config)
-    return LocalSchedulerHandle(scheduler)
 
 
 def build_config(tmp: Path, args: argparse.Namespace) -> Any:
@@ -97,9 +86,7 @@ def one_run(run: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     os.environ["LAMA_TEST_COUNT_FILE"] = str(count_file)
     config = build_config(work, args)
     pm = create_plugin_manager(PLUGINS)
-    scheduler = Scheduler(config, lambda kind, name: "cpu").start()
-    handle = scheduler_handle(scheduler, pm, config)
-    pm.hook.scheduler_started(scheduler=handle, config=config)
+    scheduler = Scheduler(config, lambda kind, name: "cpu", plugin_manager=pm).start()  # fires scheduler_started
     client = SchedulerClient(scheduler.control_endpoint, config)
     from lama_cleaner.plugins.autoscale import plugin
 

@@ -2,11 +2,12 @@
 every task run exactly once, idle nodes are drained and exit, every decision is listed by
 ``GET /api/v1/autoscale``, and an operator scales by HTTP and with ``lama-cleaner scale``.
 
-Real parts: the scheduler thread with its journal, node subprocesses started by the ``local``
-provider, the plugin's hooks (``scheduler_started``, ``scheduler_call``, ``register_routes``,
-``shutdown``), APScheduler's job, the Flask routes behind a real HTTP server, and the CLI in a
-subprocess. The scheduler handle is the stand-in of ``scheduler_view.py`` until the distributed
-plugin's own handle lands (then ``serve --plugins distributed,autoscale`` replaces this wiring).
+Real parts: the scheduler thread with its journal, firing the distributed hooks into a plugin manager
+with the autoscale plugin (``scheduler_started``, ``node_event``, ``scheduler_call`` through its
+``LocalSchedulerHandle``), node subprocesses started by the ``local`` provider, APScheduler's job, the
+Flask routes behind a real HTTP server, and the CLI in a subprocess. Here the test holds the pieces, to
+read the provider and change the policy between phases; ``test_serve_end_to_end.py`` runs the whole
+server instead.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from lama_cleaner.plugins.manager import create_plugin_manager
 from tests.integration.autoscale.conftest import fast_config, scheduler_class
-from tests.integration.autoscale.scheduler_view import SchedulerView
 from tests.integration.distributed.conftest import mask_png, png, task_form
 from tests.support.server_process import REPO_ROOT
 from tests.support.waiting import wait_for
@@ -57,10 +57,9 @@ def deployment(tmp_path, monkeypatch):
     }  # fmt: skip
     config.autoscale.providers = {"local": {"max_nodes": 2, "device": "cpu", "stop_grace_s": 3}}
     pm = create_plugin_manager(PLUGINS)
-    sched = scheduler_class()(config, lambda kind, name: "cpu")
-    sched.start()
-    handle = SchedulerView(sched, pm, config)
-    pm.hook.scheduler_started(scheduler=handle, config=config)
+    sched = scheduler_class()(config, lambda kind, name: "cpu", plugin_manager=pm)
+    sched.start()  # fires scheduler_started: the plugin starts the autoscaler
+    handle = sched.handle
     app = Flask("autoscale-e2e")
     plugin.register_routes(app, SimpleNamespace(scheduler_handle=handle))
     server = make_server("127.0.0.1", 0, app, threaded=True)

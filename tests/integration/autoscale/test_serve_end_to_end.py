@@ -21,10 +21,6 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-# The scheduler handle and the hooks that start the autoscaler come with the distributed plugin's
-# handle (its own branch); until that is merged this module has nothing to run against.
-pytest.importorskip("lama_cleaner.plugins.distributed.scheduler.handle")
-
 PLUGINS = '["distributed", "autoscale", "tests.support.fake_models"]'
 START_S = 90.0
 

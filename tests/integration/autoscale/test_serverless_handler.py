@@ -29,7 +29,6 @@ from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.autoscale.cloud_endpoints import CloudEndpoints
 from tests.integration.autoscale.conftest import fast_config, node_with_instance
 from tests.integration.autoscale.platform_emulator import FunctionPlatform
-from tests.integration.autoscale.scheduler_view import SchedulerView
 from tests.integration.distributed.conftest import free_port_block, mask_png, png, task_form
 from tests.support.server_process import REPO_ROOT
 from tests.support.waiting import wait_for
@@ -133,7 +132,7 @@ def test_an_instance_that_never_registers_is_detected_and_exits_by_itself(schedu
     nowhere = f"tcp://127.0.0.1:{free_port_block(1)}"  # nothing listens: the node can never register
     inv = platform.invoke(event(nowhere, "fn-4", idle_s=4), limit_s=240)
     tracker = InstanceTracker(register_timeout_s=6.0)
-    view = SchedulerView(scheduler)
+    view = scheduler.handle
     tracker.launched([LaunchedInstance("aws-lambda", "cpu", "fn-4")], now=0.0)
     clock = {"t": 0.0}
 
@@ -168,7 +167,7 @@ def test_the_lambda_provider_invocation_runs_the_handler_it_names(scheduler, pla
     inv = platform.invoke(arrived.payload, limit_s=240)
     tracker = InstanceTracker(register_timeout_s=600.0)
     tracker.launched([launched], now=0.0)
-    view = SchedulerView(scheduler)
+    view = scheduler.handle
 
     def registered() -> bool:
         return any(e.kind == REGISTERED_EVENT for e in tracker.observe(list(view.stats().nodes), 1.0))

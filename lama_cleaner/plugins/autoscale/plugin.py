@@ -95,12 +95,22 @@ def scheduler_started(scheduler: Any, config: Any) -> None:
 @hookimpl(optionalhook=True)
 def scheduler_stopped(scheduler: Any) -> None:
     """The scheduler is gone: no drain can reach a node any more, so the providers are closed
-    (local nodes get SIGTERM: they finish their task if they can and exit)."""
+    (local nodes get SIGTERM: they finish their task if they can and exit). That waits for the
+    processes, so it runs on a thread of its own rather than the scheduler's ending loop thread;
+    ``shutdown`` waits for it."""
+    import threading
+
     registry = _registry()
     runtime = registry.for_handle(scheduler)
     for item in [runtime] if runtime is not None else registry.all():
-        item.stop(drain=False)
         registry.remove(item)
+        thread = threading.Thread(target=item.stop, kwargs={"drain": False}, name="autoscale-stop", daemon=True)
+        thread.start()
+        _stopping.append(thread)
+
+
+_stopping: list[Any] = []
+"""Threads closing the providers of a stopped scheduler (joined by ``shutdown``)."""
 
 
 @hookimpl
@@ -115,6 +125,15 @@ def shutdown() -> None:
         except Exception:  # noqa: BLE001 - shutting down: release the rest
             log.exception("stopping the autoscaler failed")
         registry.remove(runtime)
+    while _stopping:
+        thread = _stopping.pop()
+        thread.join(STOP_WAIT_S)
+        if thread.is_alive():
+            log.warning("autoscale: the providers of a stopped scheduler are still closing after %g s", STOP_WAIT_S)
+
+
+STOP_WAIT_S = 60.0
+"""How long ``shutdown`` waits for the providers of a stopped scheduler to close (local nodes to exit)."""
 
 
 @hookimpl(optionalhook=True)

@@ -9,10 +9,10 @@ Everything else reaches it through the plugin's hooks: ``node_event`` feeds inst
 ``scheduler_call`` answers ``autoscale.status`` and ``autoscale.scale`` (:meth:`AutoscaleRuntime.call`),
 which is how the web process talks to it in both deployments (``SchedulerHandle.call``).
 
-Stopping drains first: the evaluation stops, every node a provider started is asked to drain
-(it finishes its task and leaves), and then each provider is closed, which stops the local node
-processes that are still there (SIGTERM, then SIGKILL after ``stop_grace_s``). No node process
-started here outlives it.
+Stopping drains first where it can: the evaluation stops; if the scheduler still runs, every node a
+provider started is asked to drain (it finishes its task and leaves); then each provider is closed,
+which stops the local node processes that are still there (SIGTERM, which makes a node drain itself,
+then SIGKILL after ``stop_grace_s``). No node process started here outlives it.
 """
 
 from __future__ import annotations

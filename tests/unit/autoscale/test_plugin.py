@@ -88,5 +88,7 @@ def test_the_autoscaler_follows_the_scheduler_and_answers_calls(pm):
     assert tracked.goodbye and tracked.gone_at is not None  # offline after a BYE: it left, it did not vanish
 
     pm.hook.scheduler_stopped(scheduler=scheduler, config=config)
-    assert runtime.stopped and not runtime.job.running and plugin._registry().first() is None
+    assert plugin._registry().first() is None
+    plugin.shutdown()  # waits for the providers to close
+    assert runtime.stopped and not runtime.job.running
     assert plugin.scheduler_call(STATUS_CALL, {})["error"]["code"] == "autoscale_not_running"

@@ -210,8 +210,13 @@ class DistributedExecutor:
     def cancel(self, task_id: str) -> TaskInfo:
         return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
-        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
+    def list(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> tuple[list[TaskInfo], int]:
+        query: dict[str, Any] = {"status": status, "limit": limit, "offset": offset}
+        if owner is not None:  # an older scheduler ignores it; never sent without tokens
+            query["owner"] = owner
+        reply = self._request(p.LIST, query)
         return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
 
     def queues(self) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ class ProducerMessages(SchedulerBase):
         task = msg.header["task"]
         try:
             kind, name, form, submitter, key, priority = parse_submit(task)
+            owner = parse_owner(task)
         except ClientError as exc:
             self._count("rejected_bad_request")
             self._reject(outbox, ident, req_id, 400, exc.code, exc.message)
@@ -78,6 +79,7 @@ class ProducerMessages(SchedulerBase):
             submitter=submitter,
             idempotency_key=key,
             priority=priority,
+            owner=owner,
             now=now,
         )
         self._count("submitted")
@@ -174,14 +176,17 @@ class ProducerMessages(SchedulerBase):
         h = msg.header
         req_id = h["req_id"]
         status = h.get("status") or None
-        limit, offset = h.get("limit", 50), h.get("offset", 0)
+        limit, offset, owner = h.get("limit", 50), h.get("offset", 0), h.get("owner")
+        if owner is not None and not isinstance(owner, str):
+            self._reject(outbox, ident, req_id, 400, "bad_request", "owner must be a string")
+            return
         if status is not None and status not in TASK_STATES:
             self._reject(outbox, ident, req_id, 400, "bad_request", f"Unknown status {status!r}")
             return
         if not _is_int(limit) or not _is_int(offset) or limit < 0 or offset < 0:
             self._reject(outbox, ident, req_id, 400, "bad_request", "limit and offset must be integers >= 0")
             return
-        records, total = self._store().list(status, min(int(limit), 1000), int(offset))
+        records, total = self._store().list(status, min(int(limit), 1000), int(offset), owner)
         self._reply(outbox, ident, p.TASKS, req_id, {"tasks": [self._info(r) for r in records], "total": total})
 
     def _on_queues(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
@@ -255,6 +260,14 @@ def peek_req_id(body: list[bytes]) -> Any:
     if isinstance(header, dict) and isinstance(header.get("req_id"), (str, int)):
         return header["req_id"]
     return None
+
+
+def parse_owner(task: dict[str, Any]) -> str | None:
+    """SUBMIT's optional ``owner`` (the API token's name, protocol 1.x additive): a short string or null."""
+    owner = task.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not 0 < len(owner) <= 200):
+        raise ClientError("owner must be a string of 1-200 characters")
+    return owner
 
 
 def parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None, str | None, int]:

@@ -156,6 +156,7 @@ class SchedulerBase:
             "position": self._store().live.position(rec) if rec.status == states.QUEUED else None,
             "error": rec.error,
             "priority": rec.priority,
+            "owner": rec.owner,
         }
 
     def _event(

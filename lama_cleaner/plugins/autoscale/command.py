@@ -19,6 +19,8 @@ from ...command import Command
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 SERVER_ENV = "LAMA_CLEANER_SERVER"
+TOKEN_ENV = "LAMA_CLEANER_TOKEN"
+"""The same variable ``lama_cleaner.client`` (and so ``lama-cleaner batch``) reads."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
         metavar="URL",
         help=f"The lama-cleaner server (default: ${SERVER_ENV}, else {DEFAULT_SERVER}).",
+    )
+    ap.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help="Bearer token with the admin scope, for a server with [server.tokens] (default: $LAMA_CLEANER_TOKEN).",
     )
     ap.add_argument("--timeout", type=float, default=30.0, metavar="S", help="HTTP timeout (default: %(default)s).")
     ap.add_argument("--json", action="store_true", help="Print the server's JSON answer.")
@@ -53,12 +61,14 @@ def scale_main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
     base = args.server.rstrip("/")
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV, "").strip()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         if args.change is None:
-            response = requests.get(f"{base}/api/v1/autoscale", timeout=args.timeout)
+            response = requests.get(f"{base}/api/v1/autoscale", headers=headers, timeout=args.timeout)
         else:
             url = f"{base}/api/v1/queues/{requests.utils.quote(args.queue, safe='')}/scale"
-            response = requests.post(url, json={"nodes": args.change}, timeout=args.timeout)
+            response = requests.post(url, json={"nodes": args.change}, headers=headers, timeout=args.timeout)
     except requests.RequestException as exc:
         print(f"lama-cleaner scale: cannot reach {base}: {exc}", file=sys.stderr)
         return 1

@@ -108,6 +108,8 @@ def add_autoscale_paths(doc: dict[str, Any]) -> None:
                     "description": "The autoscaler's state.",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AutoscaleStatus"}}},
                 },
+                "401": _err("Tokens are configured and none (or an unknown one) was sent."),
+                "403": _err("The token lacks the `tasks` scope."),
                 "503": _err("No autoscaler runs beside the scheduler, or the scheduler did not answer."),
             },
         }
@@ -140,6 +142,8 @@ def add_autoscale_paths(doc: dict[str, Any]) -> None:
                     },
                 },
                 "400": _err('A body that is not `{"nodes": "=N" | "+N" | "-N"}`.'),
+                "401": _err("Tokens are configured and none (or an unknown one) was sent."),
+                "403": _err("The token lacks the `admin` scope."),
                 "404": _err("The queue is not autoscaled (`unknown_queue`)."),
                 "503": _err("No autoscaler runs beside the scheduler, or the scheduler did not answer."),
             },

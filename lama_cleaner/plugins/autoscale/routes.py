@@ -8,6 +8,9 @@ shape, ``{"error": {"code", "message"}}`` with a 4xx/5xx status:
 - 400 ``validation_error``: a body that is not ``{"nodes": "=N" | "+N" | "-N"}``;
 - 404 ``unknown_queue``: a queue without an ``[autoscale.queues.<name>]`` table;
 - 503 ``autoscale_unavailable``: no scheduler (classic mode), or its process runs no autoscaler.
+
+With ``[server.tokens]`` configured, reading the state needs the ``tasks`` scope (like
+``/api/v1/queues``) and scaling needs ``admin`` (like draining a node): 401/403 otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from ...errors import LamaCleanerError
 from ...server.api_v1 import PREFIX, error_response
+from ...server.auth import ADMIN, TASKS, require_scope
 from .runtime import SCALE_CALL, STATUS_CALL
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,12 @@ log = logging.getLogger(__name__)
 EXTENSION_KEY = "lama_cleaner.autoscale"
 
 blueprint = Blueprint("autoscale_api", __name__, url_prefix=PREFIX)
+
+
+@blueprint.errorhandler(LamaCleanerError)
+def _on_lama_error(exc: LamaCleanerError) -> Response:
+    """401/403 from ``require_scope`` (with ``WWW-Authenticate``), in the API's shape."""
+    return error_response(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
 
 @blueprint.errorhandler(HTTPException)
@@ -87,12 +97,14 @@ def _call(name: str, payload: dict[str, Any]) -> Response:
 
 
 @blueprint.get("/autoscale")
+@require_scope(TASKS)
 def autoscale_status() -> Response:
     """Decisions with their reasons, per-queue state, providers' state and health, instances."""
     return _call(STATUS_CALL, {})
 
 
 @blueprint.post("/queues/<queue>/scale")
+@require_scope(ADMIN)
 def scale_queue(queue: str) -> Response:
     """``{"nodes": "=N" | "+N" | "-N"}`` (or an integer for ``=N``): a manual decision, now."""
     body = request.get_json(silent=True)

@@ -10,6 +10,7 @@ import pytest
 from flask import Flask
 from openapi_spec_validator import validate
 
+from lama_cleaner.config import Config
 from lama_cleaner.plugins.autoscale.openapi import add_autoscale_paths
 from lama_cleaner.plugins.autoscale.routes import register_autoscale_routes
 from lama_cleaner.plugins.autoscale.runtime import SCALE_CALL, STATUS_CALL, call_error
@@ -84,7 +85,31 @@ def test_the_openapi_document_with_the_autoscale_paths_is_valid():
         extend(doc)
     validate(doc)
     scale = doc["paths"]["/api/v1/queues/{queue}/scale"]["post"]
-    assert set(scale["responses"]) == {"202", "400", "404", "503"}
-    assert set(doc["paths"]["/api/v1/autoscale"]["get"]["responses"]) == {"200", "503"}
+    assert set(scale["responses"]) == {"202", "400", "401", "403", "404", "503"}
+    assert set(doc["paths"]["/api/v1/autoscale"]["get"]["responses"]) == {"200", "401", "403", "503"}
     add_autoscale_paths(doc)  # twice is harmless (a document built once per app)
     validate(doc)
+
+
+def test_with_tokens_reading_needs_tasks_and_scaling_needs_admin():
+    from lama_cleaner.config import TokenSettings
+    from lama_cleaner.server.auth import install_auth
+
+    config = Config()
+    config.server.tokens = {
+        "viewer": TokenSettings(token="v" * 20, scopes=["tasks"]),
+        "ops": TokenSettings(token="o" * 20, scopes=["admin"]),
+    }
+    handle = Handle({"outcome": {}})
+    client, app = client_for(handle)
+    install_auth(app, config)
+    viewer, ops = {"Authorization": "Bearer " + "v" * 20}, {"Authorization": "Bearer " + "o" * 20}
+
+    anonymous = client.get("/api/v1/autoscale")
+    assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.get_json()["error"]["code"] == "unauthorized"
+    assert client.get("/api/v1/autoscale", headers=viewer).status_code == 200
+    refused = client.post("/api/v1/queues/cpu/scale", json={"nodes": "+1"}, headers=viewer)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
+    assert client.post("/api/v1/queues/cpu/scale", json={"nodes": "+1"}, headers=ops).status_code == 202
+    assert [name for name, _ in handle.calls] == [STATUS_CALL, SCALE_CALL]  # refused requests never reached it

@@ -13,6 +13,7 @@ server instead.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -165,3 +166,26 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_node_killed_mid_task_is_counted_abnormal_and_its_task_runs_once_elsewhere(deployment):
+    d = deployment
+    d.runtime.autoscaler.config.queues["cpu"].max_nodes = 1
+    task = submit(d.client, "survivor", 4000)
+    [node] = wait_for(lambda: running_nodes(d), START_S, "a node started for the task")
+    wait_for(lambda: d.client.request(p.GET, {"task_id": task}).header["task"]["status"] == "processing",
+             START_S, "the task runs")  # fmt: skip
+    os.kill(node["pid"], signal.SIGKILL)  # no goodbye, no hand-back
+
+    def vanished() -> dict | None:
+        ended = status(d.url)["instances"]["ended"]
+        return next((t for t in ended if t["instance_id"] == node["instance"] and t["end"] == "vanished"), None)
+
+    wait_for(vanished, 30, "the instance counted as vanished")
+    body = status(d.url)
+    assert body["counters"]["abnormal_instances"] == 1
+    assert body["providers"]["local"]["health"]["errors"] >= 1
+    assert any(e["kind"] == "error" and node["instance"] in e["reason"] for e in body["events"])
+    wait_for(lambda: d.client.request(p.GET, {"task_id": task}).header["task"]["status"] == "completed",
+             START_S + 30, "the re-queued task ran on a new node")  # fmt: skip
+    assert Counter(d.count_file.read_text().split()) == Counter({"survivor": 1})

@@ -115,9 +115,10 @@ _stopping: list[Any] = []
 
 @hookimpl
 def shutdown() -> None:
-    """Runs before the distributed plugin's own shutdown stops the scheduler (pluggy calls the later
-    registered plugin first): drain the nodes the autoscaler started while the scheduler can still
-    tell them, then stop them."""
+    """The process is ending. An autoscaler whose scheduler still runs drains the nodes it started
+    first (the scheduler can still tell them), then stops them; the providers of a scheduler that
+    already stopped (``serve`` and ``lama-cleaner scheduler`` stop theirs before this hook) are being
+    closed by ``scheduler_stopped``'s thread, which this waits for."""
     registry = _registry()
     for runtime in registry.all():
         try:

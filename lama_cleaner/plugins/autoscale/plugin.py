@@ -7,7 +7,8 @@
 - ``register_commands``: ``lama-cleaner scale QUEUE =N|+N|-N`` (``command.py``).
 - ``configure``: checks the section against the registered providers and ``distributed.queues``.
 - ``scheduler_started``/``scheduler_stopped`` (the distributed plugin's hooks, in the process that runs
-  the scheduler): start and stop the autoscaler (``runtime.py``); ``shutdown`` drains first.
+  the scheduler): start and stop the autoscaler (``runtime.py``); ``shutdown`` drains first where the
+  scheduler still runs.
 - ``node_event``: feeds instance tracking; ``scheduler_call``: answers ``autoscale.status`` and
   ``autoscale.scale`` for the web process.
 - ``register_routes``: ``GET /api/v1/autoscale`` and ``POST /api/v1/queues/<queue>/scale`` (``routes.py``).

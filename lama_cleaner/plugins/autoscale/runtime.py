@@ -112,6 +112,7 @@ class AutoscaleRuntime:
         data = config.to_dict()
         data["plugins"] = list(node_plugins(config))
         data.pop("autoscale", None)  # a node has no use for it
+        data.pop("server", None)  # nor for the HTTP server's settings, API token secrets included
         path.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
         return path
 

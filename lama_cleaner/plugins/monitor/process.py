@@ -2,8 +2,8 @@
 
 The plugin's hooks (``plugin.py``) are thin; this object decides:
 
-- **logs**: set up at ``startup`` in every role, torn down at ``shutdown`` (standard-library logging then goes
-  back to a plain standard-error handler, so a line logged after the plugin stopped is not lost);
+- **logs**: set up at ``startup`` in every role, torn down at ``shutdown`` (standard-library logging then gets
+  back the handlers it had, so a line logged after the plugin stopped is not lost);
 - **the task path**: every ``task_event`` seen here goes to one :class:`TaskPathLogger`;
 - **one runtime per scheduler**: ``scheduler_started`` builds the runtime that owns the alerts (and, in a
   standalone scheduler, serves ``metrics_port``); ``register_routes`` of the web server then installs that
@@ -23,6 +23,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from loguru import logger
 
 from .alerts.sinks import AlertSink
 from .config import MonitorConfig
@@ -44,6 +46,7 @@ class MonitorProcess:
     def __init__(self) -> None:
         self.role: str | None = None
         self.logging_on = False
+        self._saved_logging: tuple[list[logging.Handler], int] | None = None
         self.task_path = TaskPathLogger()
         self._runtimes: list[MonitorRuntime] = []
         self._by_scheduler: dict[int, MonitorRuntime] = {}
@@ -55,6 +58,8 @@ class MonitorProcess:
         cfg: MonitorConfig = config.monitor
         self.role = role
         instance = str(os.getpid()) if role in INSTANCE_ROLES else None
+        if self._saved_logging is None:
+            self._saved_logging = (list(logging.root.handlers), logging.root.level)
         setup_logging(role, cfg, instance=instance)
         self.logging_on = True
         log.debug("monitor: logging set up for role %s", role)
@@ -73,9 +78,22 @@ class MonitorProcess:
         if self.logging_on:
             self.logging_on = False
             shutdown_logging()
-            logging.basicConfig(level=logging.INFO, handlers=[logging.StreamHandler(sys.stderr)], force=True)
+            self._give_logging_back()
         self.role = None
         self.task_path = TaskPathLogger()
+
+    def _give_logging_back(self) -> None:
+        """The standard-library handlers and level from before ``startup``, and loguru's own standard-error
+        sink, so a line logged after the plugin stopped (by another plugin's shutdown) still shows."""
+        saved, self._saved_logging = self._saved_logging, None
+        for handler in list(logging.root.handlers):
+            logging.root.removeHandler(handler)
+        if saved is not None:
+            for handler in saved[0]:
+                logging.root.addHandler(handler)
+            logging.root.setLevel(saved[1])
+        logging.captureWarnings(False)
+        logger.add(sys.stderr)
 
     # ------------------------------------------------------------------ task path
     def observe(self, event: Any) -> None:

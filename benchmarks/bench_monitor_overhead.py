@@ -96,7 +96,7 @@ class Scraper:
 class Dispatch:
     """A standalone scheduler, two nodes and a SchedulerClient; ``monitor`` adds the plugin to every process."""
 
-    def __init__(self, group: ProcessGroup, work: Path, monitor: bool, timeout_s: float) -> None:
+    def __init__(self, group: ProcessGroup, work: Path, monitor: bool, timeout_s: float, log_level: str) -> None:
         from lama_cleaner.config import Config
         from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 
@@ -114,7 +114,7 @@ class Dispatch:
                 "max_queued": 100000,
                 "max_queued_per_queue": 100000,
             },
-            "monitor": {"evaluation_interval_s": 1.0},
+            "monitor": {"evaluation_interval_s": 1.0, "log_level": log_level},
         }
         config_file = work / "config.json"
         config_file.write_text(json.dumps(settings))
@@ -196,9 +196,11 @@ class Dispatch:
         self.client.close()
 
 
-def measure_dispatch(work: Path, tasks: int, rounds: int, warmup: int, timeout_s: float, log: Callable) -> dict:
+def measure_dispatch(
+    work: Path, tasks: int, rounds: int, warmup: int, timeout_s: float, log_level: str, log: Callable
+) -> dict:
     with ProcessGroup(work / "logs") as group:
-        systems = {mode: Dispatch(group, work / mode, mode == "on", timeout_s) for mode in MODES}
+        systems = {mode: Dispatch(group, work / mode, mode == "on", timeout_s, log_level) for mode in MODES}
         try:
             for system in systems.values():
                 system.round(warmup)
@@ -229,6 +231,7 @@ def measure_inpaint(work: Path, requests_per_round: int, rounds: int, timeout_s:
     try:
         for mode in MODES:
             base = consecutive_free_ports(3)
+            work.mkdir(parents=True, exist_ok=True)
             config = work / f"inpaint-{mode}.toml"
             config.write_text(
                 f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / mode / "journal"}"\n'
@@ -267,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=None, help="/inpaint requests per round (default 30)")
     parser.add_argument("--only", default="dispatch,inpaint", help="dispatch and/or inpaint")
     parser.add_argument("--timeout", type=float, default=120.0, help="per-task/request timeout in seconds")
+    parser.add_argument(
+        "--log-level", default="INFO", help="monitor.log_level of the monitored deployment (default: INFO)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' output folder")
     args = parser.parse_args(argv)
     tasks = args.tasks or (150 if args.quick else 400)
@@ -278,13 +284,15 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    out: dict[str, Any] = {"settings": {"tasks": tasks, "rounds": rounds, "requests_per_round": per_round}}
+    settings = {"tasks": tasks, "rounds": rounds, "requests_per_round": per_round, "log_level": args.log_level}
+    out: dict[str, Any] = {"settings": settings}
     targets: list[Target] = []
     tmp = tempfile.mkdtemp(prefix="bench-monitor-") if args.keep_logs else None
     with tempfile.TemporaryDirectory(prefix="bench-monitor-") as scratch:
         work = Path(tmp or scratch)
         if "dispatch" in only:
-            dispatch = measure_dispatch(work / "dispatch", tasks, rounds, max(50, tasks // 4), args.timeout, log)
+            warmup = max(50, tasks // 4)
+            dispatch = measure_dispatch(work / "dispatch", tasks, rounds, warmup, args.timeout, args.log_level, log)
             out["dispatch"] = dispatch
             print(format_table(dispatch["rows"], title="dispatch throughput, no-op tasks, 2 nodes (tasks/s)"))
             medians = {r["mode"]: r["median_tasks_per_s"] for r in dispatch["rows"]}

@@ -10,7 +10,9 @@ rounds:
   submits ``--tasks`` no-op tasks (the ``BenchEcho`` image plugin, 8 bytes in and out) at once and waits for
   every result. With the monitor, every process logs through loguru (task path at INFO), the scheduler
   evaluates the alert rules every second and serves ``metrics_port``, which a scraper thread here reads
-  every second (a Prometheus scraping that often, and an open dashboard).
+  every second (a Prometheus scraping that often, and an open dashboard). The CPU time each part spends per
+  task (scheduler; nodes with their inference children) is reported too: on a shared machine it is steadier
+  than throughput, and it shows where the monitor's cost lands.
 - **/inpaint**: ``lama-cleaner --model cv2 --device cpu --plugins distributed[,monitor]`` with one local node
   each; each round sends ``--requests`` sequential 512x512 requests with the front end's form; p50 of all.
   With the monitor, ``/metrics`` is scraped every second too.
@@ -205,21 +207,34 @@ def measure_dispatch(
             for system in systems.values():
                 system.round(warmup)
             per_round: dict[str, list[float]] = {mode: [] for mode in MODES}
+            cpu = {(mode, part): 0.0 for mode in MODES for part in ("scheduler", "node")}
             for i in range(rounds):
                 order = MODES if i % 2 == 0 else MODES[::-1]  # alternate who goes first
                 for mode in order:
+                    before = {part: group.cpu_s(f"{mode}-{part}") for part in ("scheduler", "node")}
                     per_round[mode].append(systems[mode].round(tasks))
+                    for part in ("scheduler", "node"):
+                        cpu[(mode, part)] += group.cpu_s(f"{mode}-{part}") - before[part]
                 log(f"dispatch round {i + 1}/{rounds}: " + ", ".join(f"{m} {per_round[m][-1]:.0f}/s" for m in MODES))
             scraper = systems["on"].scraper
             scrapes = (scraper.scrapes, scraper.errors) if scraper else (0, 0)
         finally:
             for system in systems.values():
                 system.close()
+    ms_per_task = 1000 / (rounds * tasks)
     rows = [
-        {"mode": m, "rounds": rounds, "tasks": tasks, "median_tasks_per_s": statistics.median(v), "min": min(v),
-         "max": max(v)}
+        {
+            "mode": m,
+            "rounds": rounds,
+            "tasks": tasks,
+            "median_tasks_per_s": statistics.median(v),
+            "min": min(v),
+            "max": max(v),
+            "scheduler_cpu_ms_per_task": cpu[(m, "scheduler")] * ms_per_task,
+            "nodes_cpu_ms_per_task": cpu[(m, "node")] * ms_per_task,
+        }
         for m, v in per_round.items()
-    ]  # fmt: skip
+    ]
     return {"rows": rows, "per_round": per_round, "scrapes": scrapes[0], "scrape_errors": scrapes[1]}
 
 

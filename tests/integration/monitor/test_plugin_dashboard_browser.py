@@ -68,7 +68,7 @@ def test_the_dashboard_follows_real_tasks_and_a_killed_node(browser, deployment:
 
         dep.nodes["node-b"].kill(signal.SIGKILL)
         wait_for(lambda: rows["node-b"].get_attribute("data-state") == "offline", 30, "node-b shown offline")
-        assert "offline" in rows["node-b"].inner_text()
+        assert "offline" in rows["node-b"].inner_text() and "node-b" in rows["node-b"].inner_text()  # its --name
         assert rows["node-a"].get_attribute("data-state") == "idle"
         wait_for(lambda: page.locator("#tile-nodes").inner_text() == "1 / 2", 30, "one of two nodes online")
         page.screenshot(path=str(tmp_path / "monitor-real-deployment.png"), full_page=True)

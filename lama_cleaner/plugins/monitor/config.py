@@ -73,6 +73,13 @@ class MonitorConfig:
         "text", "Log lines as readable `text` or `json` (one object a line).", choices=LOG_FORMATS
     )
     log_level: str = setting("INFO", "Lowest level written.", choices=LOG_LEVELS)
+    task_path_level: str = setting(
+        "INFO",
+        "Level of a task's path lines (accepted, started, retried, re-queued, completed, cancelled; a failure is "
+        "always WARNING). `DEBUG` keeps them out of INFO logs where thousands of tiny tasks a second make them "
+        "the monitor's main cost.",
+        choices=LOG_LEVELS,
+    )
     log_dir: str | None = setting(
         None,
         "Directory of log files, one file per process (`serve.log`, `scheduler.log`, `node-<id>.log`, ...); "
@@ -150,6 +157,7 @@ def validate_monitor(cfg: MonitorConfig, where: str = "monitor.") -> None:
         _check_buckets(where + name, getattr(cfg, name))
     cfg.log_format = _choice(where + "log_format", cfg.log_format.lower(), LOG_FORMATS)
     cfg.log_level = _choice(where + "log_level", cfg.log_level.upper(), LOG_LEVELS)
+    cfg.task_path_level = _choice(where + "task_path_level", cfg.task_path_level.upper(), LOG_LEVELS)
     if cfg.log_compression is not None:
         _choice(where + "log_compression", cfg.log_compression, _COMPRESSIONS)
     if isinstance(cfg.log_retention, bool) or not isinstance(cfg.log_retention, (str, int)):

@@ -29,6 +29,7 @@ from loguru import logger
 from .alerts.sinks import AlertSink
 from .config import MonitorConfig
 from .logs import setup_logging, shutdown_logging
+from .logs.setup import LEVEL_NUMBERS
 from .logs.task_path import TaskPathLogger
 from .runtime import MonitorRuntime
 
@@ -62,6 +63,7 @@ class MonitorProcess:
             self._saved_logging = (list(logging.root.handlers), logging.root.level)
         setup_logging(role, cfg, instance=instance)
         self.logging_on = True
+        self.task_path = TaskPathLogger(level=LEVEL_NUMBERS[cfg.task_path_level])
         log.debug("monitor: logging set up for role %s", role)
 
     def shutdown(self) -> None:

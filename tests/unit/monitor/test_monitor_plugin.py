@@ -159,3 +159,20 @@ def test_task_events_become_the_task_path(process: MonitorProcess, caplog: pytes
         "task completed",
     ]
     assert {r.task_id for r in caplog.records} == {"t-1"}
+
+
+def test_task_path_level_moves_the_path_but_not_failures(
+    process: MonitorProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config()
+    config.monitor.task_path_level = "DEBUG"
+    process.startup(config, "scheduler")
+    path = process.task_path
+    process.shutdown()  # give logging back to pytest; the path logger keeps its level
+    with caplog.at_level(logging.DEBUG, logger="lama_cleaner.tasks"):
+        path.observe(TaskEvent("t-2", "queued", name="cv2", queue="cpu", at=10.0))
+        path.observe(TaskEvent("t-2", "failed", name="cv2", queue="cpu", error="boom", attempts=1, at=11.0))
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [
+        ("DEBUG", "task accepted"),
+        ("WARNING", "task failed after 1 attempt(s)"),
+    ]

@@ -99,7 +99,7 @@ class Scraper:
 class Dispatch:
     """A standalone scheduler, two nodes and a SchedulerClient; ``monitor`` adds the plugin to every process."""
 
-    def __init__(self, group: ProcessGroup, work: Path, monitor: bool, timeout_s: float, log_level: str) -> None:
+    def __init__(self, group: ProcessGroup, work: Path, monitor: bool, timeout_s: float, logs: dict[str, str]) -> None:
         from lama_cleaner.config import Config
         from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 
@@ -117,7 +117,7 @@ class Dispatch:
                 "max_queued": 100000,
                 "max_queued_per_queue": 100000,
             },
-            "monitor": {"evaluation_interval_s": 1.0, "log_level": log_level},
+            "monitor": {"evaluation_interval_s": 1.0, **logs},
         }
         config_file = work / "config.json"
         config_file.write_text(json.dumps(settings))
@@ -200,10 +200,10 @@ class Dispatch:
 
 
 def measure_dispatch(
-    work: Path, tasks: int, rounds: int, warmup: int, timeout_s: float, log_level: str, log: Callable
+    work: Path, tasks: int, rounds: int, warmup: int, timeout_s: float, logs: dict[str, str], log: Callable
 ) -> dict:
     with ProcessGroup(work / "logs") as group:
-        systems = {mode: Dispatch(group, work / mode, mode == "on", timeout_s, log_level) for mode in MODES}
+        systems = {mode: Dispatch(group, work / mode, mode == "on", timeout_s, logs) for mode in MODES}
         try:
             for system in systems.values():
                 system.round(warmup)
@@ -293,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log-level", default="INFO", help="monitor.log_level of the monitored deployment (default: INFO)"
     )
+    parser.add_argument(
+        "--task-path-level", default="INFO", help="monitor.task_path_level of the monitored deployment (default: INFO)"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' output folder")
     args = parser.parse_args(argv)
     tasks = args.tasks or (150 if args.quick else 400)
@@ -304,7 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    settings = {"tasks": tasks, "rounds": rounds, "requests_per_round": per_round, "log_level": args.log_level}
+    settings = {
+        "tasks": tasks,
+        "rounds": rounds,
+        "requests_per_round": per_round,
+        "log_level": args.log_level,
+        "task_path_level": args.task_path_level,
+    }
     out: dict[str, Any] = {"settings": settings}
     targets: list[Target] = []
     tmp = tempfile.mkdtemp(prefix="bench-monitor-") if args.keep_logs else None
@@ -312,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp or scratch)
         if "dispatch" in only:
             warmup = max(50, tasks // 4)
-            dispatch = measure_dispatch(work / "dispatch", tasks, rounds, warmup, args.timeout, args.log_level, log)
+            logs = {"log_level": args.log_level, "task_path_level": args.task_path_level}
+            dispatch = measure_dispatch(work / "dispatch", tasks, rounds, warmup, args.timeout, logs, log)
             out["dispatch"] = dispatch
             print(format_table(dispatch["rows"], title="dispatch throughput, no-op tasks, 2 nodes (tasks/s)"))
             medians = {r["mode"]: r["median_tasks_per_s"] for r in dispatch["rows"]}

@@ -129,7 +129,7 @@ class Dispatch:
             self.metrics_url = f"http://127.0.0.1:{port}/metrics"
         self.name = f"{self.mode}-scheduler"
         group.start(self.name, python_argv("-m", "lama_cleaner", *argv))
-        wait_for(lambda: port_open(base) or not group.alive(self.name), 60, f"the {self.mode} scheduler listening")
+        wait_for(lambda: port_open(base) or not group.alive(self.name), 180, f"the {self.mode} scheduler listening")
         group.check_alive(self.name)
         for i in (1, 2):
             node = [
@@ -151,7 +151,7 @@ class Dispatch:
         self.config = Config()
         self.client = SchedulerClient(self.endpoint, self.config, request_timeout_s=timeout_s)
         self._seq = 0
-        wait_for(self._two_nodes, 120, f"two {self.mode} nodes registered")
+        wait_for(self._two_nodes, 240, f"two {self.mode} nodes registered")
         self.scraper = Scraper(self.metrics_url).start() if self.metrics_url else None
 
     def _two_nodes(self) -> bool:

@@ -200,10 +200,17 @@ class Dispatch:
 
 
 def measure_dispatch(
-    work: Path, tasks: int, rounds: int, warmup: int, timeout_s: float, logs: dict[str, str], log: Callable
+    work: Path,
+    tasks: int,
+    rounds: int,
+    warmup: int,
+    timeout_s: float,
+    logs: dict[str, str],
+    log: Callable,
+    same: bool = False,
 ) -> dict:
     with ProcessGroup(work / "logs") as group:
-        systems = {mode: Dispatch(group, work / mode, mode == "on", timeout_s, logs) for mode in MODES}
+        systems = {mode: Dispatch(group, work / mode, mode == "on" and not same, timeout_s, logs) for mode in MODES}
         try:
             for system in systems.values():
                 system.round(warmup)
@@ -240,7 +247,9 @@ def measure_dispatch(
 
 
 # ============================================================================ /inpaint
-def measure_inpaint(work: Path, requests_per_round: int, rounds: int, timeout_s: float, log: Callable) -> dict:
+def measure_inpaint(
+    work: Path, requests_per_round: int, rounds: int, timeout_s: float, log: Callable, same: bool = False
+) -> dict:
     job = make_job(512, 512)
     servers: dict[str, ServerProcess] = {}
     scraper: Scraper | None = None
@@ -253,7 +262,7 @@ def measure_inpaint(work: Path, requests_per_round: int, rounds: int, timeout_s:
                 f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / mode / "journal"}"\n'
                 "local_nodes = 1\n"
             )
-            plugins = "distributed,monitor" if mode == "on" else "distributed"
+            plugins = "distributed,monitor" if mode == "on" and not same else "distributed"
             servers[mode] = ServerProcess(["--plugins", plugins, "--config", str(config)], ready_timeout=120).start()
         for mode, server in servers.items():
             wait_for(lambda server=server: post(server.url, job, timeout_s), 120, f"a first {mode} /inpaint reply")
@@ -296,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--task-path-level", default="INFO", help="monitor.task_path_level of the monitored deployment (default: INFO)"
     )
+    parser.add_argument(
+        "--same",
+        action="store_true",
+        help="calibration: the 'on' deployments run without the monitor too, so the tables show the noise floor",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' output folder")
     args = parser.parse_args(argv)
     tasks = args.tasks or (150 if args.quick else 400)
@@ -313,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_round": per_round,
         "log_level": args.log_level,
         "task_path_level": args.task_path_level,
+        "same": args.same,
     }
     out: dict[str, Any] = {"settings": settings}
     targets: list[Target] = []
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if "dispatch" in only:
             warmup = max(50, tasks // 4)
             logs = {"log_level": args.log_level, "task_path_level": args.task_path_level}
-            dispatch = measure_dispatch(work / "dispatch", tasks, rounds, warmup, args.timeout, logs, log)
+            dispatch = measure_dispatch(work / "dispatch", tasks, rounds, warmup, args.timeout, logs, log, args.same)
             out["dispatch"] = dispatch
             print(format_table(dispatch["rows"], title="dispatch throughput, no-op tasks, 2 nodes (tasks/s)"))
             medians = {r["mode"]: r["median_tasks_per_s"] for r in dispatch["rows"]}
@@ -338,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         if "inpaint" in only:
-            inpaint = measure_inpaint(work / "inpaint", per_round, rounds, args.timeout, log)
+            inpaint = measure_inpaint(work / "inpaint", per_round, rounds, args.timeout, log, args.same)
             out["inpaint"] = inpaint
             print()
             print(format_table(inpaint["rows"], title="POST /inpaint, cv2 512x512, sequential (ms)"))

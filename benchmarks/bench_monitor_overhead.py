@@ -99,12 +99,14 @@ class Scraper:
 class Dispatch:
     """A standalone scheduler, two nodes and a SchedulerClient; ``monitor`` adds the plugin to every process."""
 
-    def __init__(self, group: ProcessGroup, work: Path, monitor: bool, timeout_s: float, logs: dict[str, str]) -> None:
+    def __init__(
+        self, group: ProcessGroup, work: Path, mode: str, monitor: bool, timeout_s: float, logs: dict[str, str]
+    ) -> None:
         from lama_cleaner.config import Config
         from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
 
         self.group = group
-        self.mode = "on" if monitor else "off"
+        self.mode = mode
         self.timeout_s = timeout_s
         work.mkdir(parents=True, exist_ok=True)
         base = consecutive_free_ports(3)
@@ -210,7 +212,8 @@ def measure_dispatch(
     same: bool = False,
 ) -> dict:
     with ProcessGroup(work / "logs") as group:
-        systems = {mode: Dispatch(group, work / mode, mode == "on" and not same, timeout_s, logs) for mode in MODES}
+        watched = {mode: mode == "on" and not same for mode in MODES}
+        systems = {mode: Dispatch(group, work / mode, mode, watched[mode], timeout_s, logs) for mode in MODES}
         try:
             for system in systems.values():
                 system.round(warmup)

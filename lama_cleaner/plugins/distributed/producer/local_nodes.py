@@ -102,6 +102,7 @@ class LocalNodeSupervisor:
 
     def _write_config(self) -> None:
         data = self.config.to_dict()
+        data.pop("server", None)  # the web server's own settings, API token secrets included: no node needs them
         data["plugins"] = self._node_plugins()
         data["device"] = self.device
         self.config_path.write_text(json.dumps(data, indent=1, default=str))

@@ -87,8 +87,8 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     try:
         config_path, plugins = _pre_parse(argv)
         config = load_config(config_path)
-        enabled = [x for x in [*config.plugins, *plugins] if x != "distributed"]
-        pm = create_plugin_manager(enabled)
+        # The distributed plugin itself too: it publishes the hooks this process fires (node_event, ...).
+        pm = create_plugin_manager(["distributed", *config.plugins, *plugins])
     except ConfigError as exc:
         parser.error(str(exc))
     pm.hook.add_cli_options(parser=parser, command="scheduler")
@@ -110,7 +110,7 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     tune_malloc()  # every 1 MB message would otherwise fault its pages in again (see malloc_tuning)
 
-    scheduler = Scheduler(config, build_resource_class_of(pm, config))
+    scheduler = Scheduler(config, build_resource_class_of(pm, config), plugin_manager=pm)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -84,7 +84,7 @@ class Deployment:
             args += ["--scheduler", self.endpoint]
         else:
             args += ["--data-dir", str(self.tmp_path / "data"), "--scheduler-bind", self.endpoint]
-        self.web = ServerProcess(args)
+        self.web = ServerProcess(args, ready_timeout=180)  # a loaded box may take a minute to start it
         self.web.start()
         return self
 

@@ -35,7 +35,7 @@ def test_the_usage_line_serves_inpaint_metrics_and_the_dashboard(tmp_path: Path)
         tmp_path,
         {"distributed": {"data_dir": str(tmp_path / "data"), "scheduler_bind": f"tcp://127.0.0.1:{free_port()}"}},
     )
-    with ServerProcess(["--plugins", "distributed,monitor", "--config", str(config)]) as server:
+    with ServerProcess(["--plugins", "distributed,monitor", "--config", str(config)], ready_timeout=180) as server:
         files = {"image": ("i.png", png(64, 40)), "mask": ("m.png", mask_png(64, 40))}
         reply = requests.post(f"{server.url}/inpaint", data=task_form(), files=files, timeout=60)
         assert reply.status_code == 200, reply.text

@@ -126,7 +126,7 @@ def run_scenario(dep: Deployment) -> dict[str, str]:
     """
     dep.node("node-a")
     dep.node("node-b")
-    wait_nodes(dep.url, 2)
+    wait_nodes(dep.url, 2, 180)
     ids: dict[str, str] = {}
     for name in ("ok-1", "ok-2"):
         ids[name] = api_submit(dep.url, "sleep", "50")["id"]

@@ -36,7 +36,7 @@ def test_the_dashboard_follows_real_tasks_and_a_killed_node(browser, deployment:
     dep = deployment.start()
     dep.node("node-a")
     dep.node("node-b")
-    wait_nodes(dep.url, 2)
+    wait_nodes(dep.url, 2, 180)
     ids = {n["name"]: n["id"] for n in api_nodes(dep.url)}
 
     page = browser.new_page(viewport={"width": 1366, "height": 768})

@@ -39,7 +39,7 @@ def about(records: list[dict[str, Any]], task_id: str) -> list[dict[str, Any]]:
 def test_one_task_is_found_by_its_id_in_every_process(deployment: Deployment) -> None:
     dep = deployment.start()
     dep.node("node-a")
-    wait_nodes(dep.url, 1)
+    wait_nodes(dep.url, 1, 180)
     task_id = api_submit(dep.url, "sleep", "50")["id"]
     assert wait_status(dep.url, task_id, ["completed", "failed"], 30)["status"] == "completed"
     dep.stop()  # every process flushes its log on the way out

@@ -117,7 +117,7 @@ def startup(config: Any, role: str) -> None:
 
 
 @hookimpl
-def shutdown(config: Any, role: str) -> None:
+def shutdown() -> None:  # the same in every role; takes no argument, so any caller's spelling works
     _process().shutdown()
 
 

@@ -1,5 +1,6 @@
 """With ``--log-json``, one task's path is found by its id in the JSON lines of the web server, the standalone
-scheduler and the node that ran it: three processes, one format, one field to search."""
+scheduler and the node that ran it: three processes, one format, one field to search. A task that raises on
+its node shows the node's traceback in the scheduler's log."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def test_one_task_is_found_by_its_id_in_every_process(deployment: Deployment) ->
     wait_nodes(dep.url, 1, 180)
     task_id = api_submit(dep.url, "sleep", "50")["id"]
     assert wait_status(dep.url, task_id, ["completed", "failed"], 30)["status"] == "completed"
+    failing = api_submit(dep.url, "fail", "boom final=1")["id"]  # raises on the node, not retried
+    assert wait_status(dep.url, failing, ["completed", "failed"], 30)["status"] == "failed"
     dep.stop()  # every process flushes its log on the way out
 
     assert dep.scheduler is not None and dep.web is not None
@@ -61,6 +64,9 @@ def test_one_task_is_found_by_its_id_in_every_process(deployment: Deployment) ->
     scheduler_path = [r["message"] for r in about(json_records(outputs["scheduler"]), task_id)]
     assert any(m.startswith("task accepted") for m in scheduler_path), scheduler_path
     assert any(m.startswith("task completed on node") for m in scheduler_path), scheduler_path
+    # The exception raised on the node reaches the scheduler's log with the node's traceback.
+    failure = [r for r in about(json_records(outputs["scheduler"]), failing) if r["level"] == "WARNING"]
+    assert any("Traceback (most recent call last)" in r["message"] and "boom" in r["message"] for r in failure)
     node_lines = about(json_records(outputs["node"]), task_id)
     assert {r["attempt"] for r in node_lines} == {1}
     assert any("completed in" in r["message"] for r in node_lines)

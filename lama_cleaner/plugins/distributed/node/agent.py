@@ -552,7 +552,12 @@ class Node:
             return  # the child is going away; _child_died reports the task
         cur.payload = None
         cur.handed = True
-        log.debug("running %s %s (task %s attempt %s)", cur.kind, cur.name, cur.task_id, cur.attempt)
+        log.info("task %s started: %s %s", cur.task_id, cur.kind, cur.name, extra=self._task_fields(cur))
+
+    def _task_fields(self, cur: CurrentTask) -> dict[str, Any]:
+        """The task context of a log line (``extra=``): a monitoring plugin's JSON lines carry these as
+        fields, so one task's lines can be found across the web server, the scheduler and the nodes."""
+        return {"task_id": cur.task_id, "queue": cur.queue, "node": self.node_id, "attempt": cur.attempt}
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
         cur = self.current
@@ -773,10 +778,12 @@ class Node:
             }
             if not self._can_take_next():
                 header["ready"] = False
+            ran = time.monotonic() - cur.started
+            log.info("task %s completed in %.3f s", task_id, ran, extra=self._task_fields(cur))
             self._finish(p.encode_named(p.RESULT, header, {"body": body}))
         elif kind == "failed":
             _, task_id, error, tb, retryable, status = msg
-            log.warning("task %s failed: %s", task_id, error)
+            log.warning("task %s failed: %s", task_id, error, extra=self._task_fields(cur))
             if self._recycling:
                 self._recycle_if_due()
             ready = self._can_take_next()

@@ -15,6 +15,7 @@ from .errors import OOM_MARKER, ClientError, InferenceError, LamaCleanerError, O
 from .image_plugins.builtin import PLUGIN_CLASSES
 from .inpaint_request import InpaintRequest
 from .models.device import torch_gc
+from .png_encoding import PngSettings
 from .tasks import (
     CancelCheck,
     ProgressCallback,
@@ -101,5 +102,7 @@ def _inpaint(
     model = models.get(request.name or None)
     with models.lock_for(model.name):
         result_bgr = model(source.rgb, mask[:, :, None], req, progress, cancelled)
-    body = imaging.encode_like(result_bgr[:, :, ::-1], source, quality=config.quality)
+    body = imaging.encode_like(
+        result_bgr[:, :, ::-1], source, quality=config.quality, png=PngSettings.from_config(config)
+    )
     return TaskOutput(body=body, mimetype=imaging.mimetype(source.format), headers={"X-Seed": str(req.sd_seed)})

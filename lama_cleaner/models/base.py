@@ -35,6 +35,10 @@ class InpaintModel:
     reports_steps: ClassVar[bool] = False
     """True for models that emit per-step progress (the SD family)."""
     memory_mb: ClassVar[int] = 0
+    thread_safe: ClassVar[bool] = False
+    """True when concurrent calls on one instance are safe (cv2: no state between calls, OpenCV
+    releases the GIL). Classic mode then runs them in parallel as upstream does; other models are
+    serialised per model (docs/compatibility.md#concurrency)."""
     """Approximate memory the loaded model needs (weights + typical activations)."""
     pad_mod: ClassVar[int] = 8
     min_size: ClassVar[int | None] = None

@@ -20,7 +20,7 @@ def _intervals(path, name):
         if model == name:
             (starts if event == "start" else ends).append(float(at))
     assert len(starts) == len(ends) == CALLS, path.read_text()
-    return sorted(zip(sorted(starts), sorted(ends)))
+    return list(zip(sorted(starts), sorted(ends), strict=True))
 
 
 def _post_concurrently(url, prompt):
@@ -54,5 +54,5 @@ def test_thread_safe_model_calls_overlap_and_others_are_serialised(server_factor
     assert requests.post(server.url + "/model", data={"name": "probe-serial"}, timeout=60).status_code == 200
     _post_concurrently(server.url, "ms=150")
     calls = _intervals(record, "probe-serial")
-    for (_, end), (next_start, _) in zip(calls, calls[1:]):
+    for (_, end), (next_start, _) in zip(calls, calls[1:], strict=False):
         assert next_start >= end, f"calls of a model that is not thread-safe overlapped: {calls}"

@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ....process_lifetime import die_with_parent
+from .warm import load_in_child
 
 if TYPE_CHECKING:
     from ....tasks import Progress
@@ -211,8 +212,12 @@ class _Runtime:
         )
 
 
-def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str) -> None:
-    """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away."""
+def worker_main(
+    conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str, preload: str | None = None
+) -> None:
+    """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away.
+
+    ``preload`` (``node.warm``) is loaded before ``ready``: the node takes no work until then."""
     die_with_parent(signal.SIGKILL)  # the node died, however it died: nothing is left to report to
     enlarge_pipe_buffers(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
@@ -222,6 +227,7 @@ def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[
     except BaseException as exc:  # noqa: BLE001 - report, then exit: the node decides what to do
         conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
         return
+    load_in_child(runtime.models, preload)
     conn.send(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()}))
     while True:
         try:

@@ -15,6 +15,8 @@ the generator and the rest from the image. :func:`traced_big_lama` returns it as
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -194,5 +196,6 @@ def traced_big_lama(
     model = InpaintWrapper(FFCResNetGenerator(**generator_kwargs)).eval().to(device)
     image = torch.rand(1, 3, size, size, device=device)
     mask = (torch.rand(1, 1, size, size, device=device) > 0.9).float()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is big-lama.pt's format
         return torch.jit.trace(model, (image, mask), check_trace=False)

@@ -46,3 +46,12 @@ def test_the_lama_model_loads_it_as_big_lama(tmp_path, monkeypatch):
     out = model(image, mask, req)
     assert out.shape == (30, 44, 3)
     np.testing.assert_array_equal(out[mask[:, :, 0] == 0], image[:, :, ::-1][mask[:, :, 0] == 0])
+
+
+def test_bench_gpu_says_why_and_exits_0_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the benchmark would run")
+    from benchmarks import bench_gpu
+
+    assert bench_gpu.main([]) == 0
+    assert "skipped: no CUDA device" in capsys.readouterr().out

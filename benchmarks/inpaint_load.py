@@ -110,4 +110,10 @@ def measure(
     if not latencies:
         raise RuntimeError("no request finished before the time budget ran out")
     stats = {k: v * 1000 if k != "n" else v for k, v in summarize(latencies).items()}
-    return {**stats, "wall_s": wall, "req_per_s": len(latencies) / wall, "truncated": len(latencies) < count}
+    return {
+        **stats,
+        "wall_s": wall,
+        "req_per_s": len(latencies) / wall,
+        "truncated": len(latencies) < count,
+        "latencies_ms": [x * 1000 for x in latencies],
+    }

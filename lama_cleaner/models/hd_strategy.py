@@ -132,6 +132,6 @@ def upscale_keeping_unmasked(
     back where ``mask < threshold``, then numpy's float-to-uint8 conversion (truncation, not rounding)."""
     height, width = original_bgr.shape[:2]
     big = cv2.resize(small_bgr, (width, height), interpolation=cv2.INTER_CUBIC)
-    keep = _plane(mask) < threshold
-    big[keep] = original_bgr[keep]
-    return big.astype(np.uint8)
+    # Converting first and pasting the (uint8) original afterwards gives the same pixels as pasting into
+    # the float64 array and converting, and skips boolean indexing of a 50 MB array (~100 ms at 1080p).
+    return _paste(big.astype(np.uint8), original_bgr, cv2.compare(_plane(mask), threshold, cv2.CMP_LT))

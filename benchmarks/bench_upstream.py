@@ -6,15 +6,16 @@ the package registry's ordinary client (1.2.5's own wheel plus the pure-Python p
 torch, numpy, OpenCV and Pillow come from the test environment through a ``.pth`` line added after
 the install, so nothing large is downloaded and both servers use the same OpenCV):
 
-    python3.11 -m venv /tmp/up125/venv
-    /tmp/up125/venv/bin/pip install --no-deps lama-cleaner==1.2.5 flask==2.2.3 werkzeug==2.2.2 \\
+    UP=$(mktemp -d)  # a throwaway folder
+    python3.11 -m venv "$UP"/venv
+    "$UP"/venv/bin/pip install --no-deps lama-cleaner==1.2.5 flask==2.2.3 werkzeug==2.2.2 \\
         diffusers==0.16.1 transformers==4.27.4 tokenizers==0.13.3 huggingface-hub==0.14.1 regex \\
         piexif==1.1.3 "pydantic<2" controlnet-aux==0.0.3 flaskwebgui==0.3.5 omegaconf \\
         antlr4-python3-runtime==4.9.3 yacs
-    echo "$PWD/.venv/lib/python3.11/site-packages" > /tmp/up125/venv/lib/python3.11/site-packages/zz_test_env.pth
+    echo "$PWD/.venv/lib/python3.11/site-packages" > "$UP"/venv/lib/python3.11/site-packages/zz_test_env.pth
 
-    python benchmarks/bench_upstream.py --upstream /tmp/up125/venv      # ~5 min on 2 cores
-    python benchmarks/bench_upstream.py --upstream /tmp/up125/venv --requests 8 --rounds 1   # quicker
+    python benchmarks/bench_upstream.py --upstream "$UP"/venv      # ~5 min on 2 cores
+    python benchmarks/bench_upstream.py --upstream "$UP"/venv --requests 8 --rounds 1   # quicker
 
 Three servers run at once on loopback: upstream 1.2.5, ours classic, ours with ``--plugins
 distributed --local-nodes 2``. For 1920x1080 JPEG and PNG at concurrency 1 and 8, each round measures

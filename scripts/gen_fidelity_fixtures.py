@@ -3,9 +3,10 @@
 
 Usage (1.2.5 is never installed: its wheel is only unpacked, and its model code imported from there):
 
-    pip download lama-cleaner==1.2.5 --no-deps -d /tmp/up125
-    python -m zipfile -e /tmp/up125/lama_cleaner-1.2.5-py3-none-any.whl /tmp/up125/src
-    python scripts/gen_fidelity_fixtures.py --upstream /tmp/up125/src
+    UP=$(mktemp -d)  # a throwaway folder
+    pip download lama-cleaner==1.2.5 --no-deps -d "$UP"
+    python -m zipfile -e "$UP"/lama_cleaner-1.2.5-py3-none-any.whl "$UP"/src
+    python scripts/gen_fidelity_fixtures.py --upstream "$UP"/src
 
 It runs itself again in a child interpreter whose ``lama_cleaner`` is 1.2.5's (with this repository's
 ``tests`` package behind it for the inputs), calls ``OpenCV2(device)(image, mask, config)`` exactly as

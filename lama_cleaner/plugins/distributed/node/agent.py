@@ -67,6 +67,7 @@ from .child import KILL_GRACE_S, InferenceChild
 from .current_work import CurrentTask, RecentCancels
 from .inference import child_rss_mb, pack, recycle_reason
 from .lifecycle import NodeLifecycle
+from .warm import preload_model
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,9 @@ class Node:
             log.warning("image plugins unavailable on this node: %s", exc)
             image_plugins = []
         self.models = available_models(self.registry, config, models or [])
+        self.preload = preload_model(dist.node_preload, self.models, self.registry, config)
         self.capabilities = collect(
+            preload=self.preload,
             device=device,
             models=self.models,
             plugins=image_plugins,
@@ -681,7 +684,7 @@ class Node:
 
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
-        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device)
+        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device, self.preload)
         self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)
 
@@ -736,6 +739,8 @@ class Node:
             assert self.child is not None
             self.child.ready = True
             self.loaded_model = msg[1].get("loaded_model")
+            if self.loaded_model != self._reported_model and self.lifecycle.joined:
+                self._send_heartbeat()  # warm now (node.warm): the scheduler routes by it
             if cur is not None and cur.cancelled:
                 self._report_cancel_when_ready()
             elif cur is not None:

@@ -67,6 +67,7 @@ from .child import KILL_GRACE_S, InferenceChild
 from .current_work import CurrentTask, RecentCancels
 from .inference import child_rss_mb, pack, recycle_reason
 from .lifecycle import NodeLifecycle
+from .warm import preload_model
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,9 @@ class Node:
             log.warning("image plugins unavailable on this node: %s", exc)
             image_plugins = []
         self.models = available_models(self.registry, config, models or [])
+        self.preload = preload_model(dist.node_preload, self.models, self.registry, config)
         self.capabilities = collect(
+            preload=self.preload,
             device=device,
             models=self.models,
             plugins=image_plugins,
@@ -552,7 +555,12 @@ class Node:
             return  # the child is going away; _child_died reports the task
         cur.payload = None
         cur.handed = True
-        log.debug("running %s %s (task %s attempt %s)", cur.kind, cur.name, cur.task_id, cur.attempt)
+        log.info("task %s started: %s %s", cur.task_id, cur.kind, cur.name, extra=self._task_fields(cur))
+
+    def _task_fields(self, cur: CurrentTask) -> dict[str, Any]:
+        """The task context of a log line (``extra=``): a monitoring plugin's JSON lines carry these as
+        fields, so one task's lines can be found across the web server, the scheduler and the nodes."""
+        return {"task_id": cur.task_id, "queue": cur.queue, "node": self.node_id, "attempt": cur.attempt}
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
         cur = self.current
@@ -676,7 +684,7 @@ class Node:
 
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
-        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device)
+        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device, self.preload)
         self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)
 
@@ -731,6 +739,8 @@ class Node:
             assert self.child is not None
             self.child.ready = True
             self.loaded_model = msg[1].get("loaded_model")
+            if self.loaded_model != self._reported_model and self.lifecycle.joined:
+                self._send_heartbeat()  # warm now (node.warm): the scheduler routes by it
             if cur is not None and cur.cancelled:
                 self._report_cancel_when_ready()
             elif cur is not None:
@@ -773,10 +783,12 @@ class Node:
             }
             if not self._can_take_next():
                 header["ready"] = False
+            ran = time.monotonic() - cur.started
+            log.info("task %s completed in %.3f s", task_id, ran, extra=self._task_fields(cur))
             self._finish(p.encode_named(p.RESULT, header, {"body": body}))
         elif kind == "failed":
             _, task_id, error, tb, retryable, status = msg
-            log.warning("task %s failed: %s", task_id, error)
+            log.warning("task %s failed: %s", task_id, error, extra=self._task_fields(cur))
             if self._recycling:
                 self._recycle_if_due()
             ready = self._can_take_next()

@@ -26,6 +26,7 @@ from typing import Any
 
 from loguru import logger
 
+from ...server.auth import load_tokens
 from .alerts.sinks import AlertSink
 from .config import MonitorConfig
 from .logs import setup_logging, shutdown_logging
@@ -105,8 +106,10 @@ class MonitorProcess:
     def scheduler_started(self, handle: Any, config: Any, sinks: SinksSource) -> MonitorRuntime:
         """The runtime that owns this scheduler's alerts; a standalone scheduler also serves ``metrics_port``."""
         cfg: MonitorConfig = config.monitor
-        runtime = MonitorRuntime(cfg, handle.stats, owns_alerts=True, extra_sinks=sinks(config))
         standalone = self.role == "scheduler"
+        server = getattr(config, "server", None)  # the [server] table: its tokens guard the metrics port
+        tokens = load_tokens(server) if standalone and server is not None else None
+        runtime = MonitorRuntime(cfg, handle.stats, owns_alerts=True, extra_sinks=sinks(config), tokens=tokens)
         with self._lock:
             self._runtimes.append(runtime)
             self._by_scheduler[id(handle)] = runtime

@@ -56,9 +56,10 @@ def test_every_door_to_the_figures_needs_the_metrics_scope(deployment: Deploymen
         figures = requests.get(base + "/metrics", headers=_bearer("ops"), timeout=10).text
         assert "lama_cleaner_scheduler_up" in figures
     page = requests.get(deployment.url + "/monitor", timeout=10)
-    assert page.status_code == 200 and "pageToken" in requests.get(
-        deployment.url + "/monitor/static/monitor.js", timeout=10
-    ).text  # the page reads the token from its #fragment and sends it on
+    assert (
+        page.status_code == 200
+        and "pageToken" in requests.get(deployment.url + "/monitor/static/monitor.js", timeout=10).text
+    )  # the page reads the token from its #fragment and sends it on
 
 
 def test_the_live_feed_needs_the_token_too(deployment: Deployment) -> None:

@@ -150,6 +150,14 @@ class MonitorProcess:
             runtime.install(app, socketio)  # already started: the live feed starts now
         app.extensions["lama_cleaner_monitor"] = runtime
 
+    def scaling_decision(self, decision: Any) -> None:
+        """Count one of the autoscaler's decisions in the runtimes of this process's schedulers (the autoscaler
+        runs beside the scheduler, so that is where its decisions are exported)."""
+        with self._lock:
+            owners = list(self._by_scheduler.values())
+        for runtime in owners:
+            runtime.hub.record_scale_decision(decision.action, decision.queue)
+
     def runtimes(self) -> list[MonitorRuntime]:
         with self._lock:
             return list(self._runtimes)

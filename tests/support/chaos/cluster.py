@@ -163,8 +163,9 @@ class ChaosCluster:
         self.config = workdir / "config.json"
         self.config.write_text(json.dumps(settings.config()))
         self.scheduler_port = scheduler_ports()
+        bind = f"tcp://127.0.0.1:{self.scheduler_port}"
         args = ["--plugins", "distributed", "--config", str(self.config), "--local-nodes", "0",
-                "--data-dir", str(self.journal_dir), "--scheduler-bind", f"tcp://127.0.0.1:{self.scheduler_port}"]  # fmt: skip
+                "--data-dir", str(self.journal_dir), "--scheduler-bind", bind]  # fmt: skip
         self.server = ServerProcess(args, model="cv2", ready_timeout=settings.start_timeout_s)
         self.url = self.server.url
         self.nodes = [NodeSlot(i, self.scheduler_port, self.config, self.log_dir) for i in range(settings.nodes)]

@@ -7,7 +7,9 @@ reaches the scheduler through two loopback TCP proxies of its own (control and q
 
 The faults are real: ``SIGKILL`` of the server (then a restart on the same HTTP and scheduler
 ports with the same journal), ``SIGKILL`` of a node (its inference child follows it through
-PDEATHSIG), and a proxy cut that drops every open connection and refuses new ones until restored.
+PDEATHSIG), and a proxy cut that drops every open connection and refuses new ones until restored:
+of one node's links, or of the clients' way to the server (requests in flight lose their replies,
+possibly after the task was accepted, which is what idempotency keys are for).
 """
 
 from __future__ import annotations
@@ -168,6 +170,10 @@ class ChaosCluster:
                 "--data-dir", str(self.journal_dir), "--scheduler-bind", bind]  # fmt: skip
         self.server = ServerProcess(args, model="cv2", ready_timeout=settings.start_timeout_s)
         self.url = self.server.url
+        """The server itself (for the harness's own requests)."""
+        self.front = LoopbackProxy(self.server.port)
+        self.client_url = f"http://127.0.0.1:{self.front.port}"
+        """The server through a proxy the soak can cut: the clients' way in, so a cut loses replies."""
         self.nodes = [NodeSlot(i, self.scheduler_port, self.config, self.log_dir) for i in range(settings.nodes)]
         self.server_starts = 0
 
@@ -182,6 +188,7 @@ class ChaosCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+        self.front.close()
         self.server.stop()
 
     def wait_nodes_online(self, count: int, timeout: float | None = None) -> None:

@@ -22,6 +22,7 @@ from .cluster import ChaosCluster
 SERVER_KILL = "server_kill"
 NODE_KILL = "node_kill"
 LINK_CUT = "link_cut"
+CLIENT_CUT = "client_cut"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def plan_faults(
     server_kills: int,
     node_kills: int,
     link_cuts: int,
+    client_cuts: int = 0,
     span: tuple[float, float] = (0.05, 0.9),
 ) -> list[Fault]:
     """Seeded faults spread over ``span`` of the run: server kills evenly (with jitter), node
@@ -73,6 +75,8 @@ def plan_faults(
     for _ in range(link_cuts):
         hold = rng.uniform(0.2, 0.6) if rng.random() < 0.5 else rng.uniform(1.5, 4.0)
         faults.append(Fault(round(rng.uniform(low, high), 4), LINK_CUT, rng.randrange(nodes), round(hold, 2)))
+    for _ in range(client_cuts):
+        faults.append(Fault(round(rng.uniform(low, high), 4), CLIENT_CUT, None, round(rng.uniform(0.1, 1.0), 2)))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -127,6 +131,10 @@ class FaultInjector:
             record.fired_at = time.time()
             record.restart_s = self.cluster.start_server()
             record.undone_at = time.time()
+        elif fault.kind == CLIENT_CUT:
+            self.cluster.front.cut()
+            record.fired_at = time.time()
+            self._pending.append(_Pending(record, time.monotonic() + fault.hold_s))
         else:
             assert fault.node is not None
             node = self.cluster.nodes[fault.node]
@@ -150,6 +158,11 @@ class FaultInjector:
             self._undo(pending.record)
 
     def _undo(self, record: FaultRecord) -> None:
+        if record.fault.kind == CLIENT_CUT:
+            if not any(p.record.fault.kind == CLIENT_CUT for p in self._pending):
+                self.cluster.front.restore()
+            record.undone_at = time.time()
+            return
         node = self.cluster.nodes[record.fault.node or 0]
         if record.fault.kind == NODE_KILL:
             node.start()
@@ -178,5 +191,6 @@ class FaultInjector:
                 node.restore_link()
             if not node.alive:
                 node.start()
+        self.cluster.front.restore()
         if not self.cluster.server_alive():
             self.cluster.start_server()

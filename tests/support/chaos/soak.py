@@ -12,7 +12,7 @@ from typing import Any
 
 from .clients import SoakClients
 from .cluster import ChaosCluster, ClusterSettings
-from .faults import FaultInjector, plan_faults
+from .faults import Fault, FaultInjector, plan_faults
 from .verdict import read_journal, verdict
 from .workload import TaskSpec
 
@@ -24,31 +24,49 @@ class SoakSettings:
     clients: int = 4
     """Client threads; each keeps up to ``window`` of its tasks in flight."""
     window: int = 4
+    image_size: tuple[int, int] = (40, 32)
+    """(width, height) of every task's image: larger ones keep nodes busy longer, so kills hit running tasks."""
     server_kills: int = 3
     node_kills: int = 12
     link_cuts: int = 12
+    client_cuts: int = 6
+    """Cuts of the clients' connections to the server (replies lost after the server acted)."""
     deadline_s: float = 1800.0
     """The run stops by itself after this long, whatever is left (unfinished tasks count as lost)."""
     recheck_s: float = 300.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
 
-def run_soak(settings: SoakSettings, workdir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the soak in ``workdir`` (journal, config, node logs) and return the report (see ``verdict``)."""
+def run_soak(
+    settings: SoakSettings,
+    workdir: Path,
+    *,
+    plan: list[Fault] | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the soak in ``workdir`` (journal, config, node logs) and return the report (see ``verdict``).
+
+    ``plan``: these faults instead of the seeded plan that ``settings`` describes.
+    """
     cluster = ChaosCluster(workdir, settings.cluster)
-    plan = plan_faults(
-        settings.seed,
-        nodes=settings.cluster.nodes,
-        server_kills=settings.server_kills,
-        node_kills=settings.node_kills,
-        link_cuts=settings.link_cuts,
+    plan = (
+        plan
+        if plan is not None
+        else plan_faults(
+            settings.seed,
+            nodes=settings.cluster.nodes,
+            server_kills=settings.server_kills,
+            node_kills=settings.node_kills,
+            link_cuts=settings.link_cuts,
+            client_cuts=settings.client_cuts,
+        )
     )
     notes: list[str] = []
     try:
         say(f"starting the server and {settings.cluster.nodes} nodes in {workdir}")
         cluster.start()
-        specs = [TaskSpec(settings.seed, i) for i in range(settings.tasks)]
-        clients = SoakClients(cluster.url, specs, threads=settings.clients, window=settings.window)
+        specs = [TaskSpec(settings.seed, i, *settings.image_size) for i in range(settings.tasks)]
+        clients = SoakClients(cluster.client_url, specs, threads=settings.clients, window=settings.window)
         fault_stop = threading.Event()
         injector = FaultInjector(cluster, plan, clients.progress, fault_stop)
         say(f"{settings.tasks} tasks, {len(plan)} faults planned")
@@ -73,6 +91,7 @@ def run_soak(settings: SoakSettings, workdir: Path, say: Callable[[str], None] =
             cluster.start_server()
         posts_before = {ledger.spec.key: ledger.posts for ledger in clients.ledgers}
         say("faults over; asking every key once more")
+        clients.url = cluster.url  # straight to the server: the check is not a fault
         clients.recheck_all(settings.recheck_s)
         if not clients.rechecked_all:
             notes.append(f"the resubmission of every key did not finish within {settings.recheck_s:.0f}s")

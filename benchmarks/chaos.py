@@ -4,7 +4,9 @@ A web server with its embedded scheduler and journal on disk, N node subprocesse
 own loopback TCP proxies, and client threads that submit ``cv2`` tasks with idempotency keys and
 retry with the same key. Meanwhile, seeded and triggered by progress (so a run is reproducible on
 any machine): nodes are SIGKILLed and restarted, the server is SIGKILLed and restarted on the same
-ports with the same journal, node links are cut and restored, and the clients' connections are cut.
+ports with the same journal, node links are cut and restored, node processes are frozen (SIGSTOP)
+past the liveness window and thawed, inference processes are SIGKILLed under their node, and the
+clients' connections are cut.
 Every result is checked against ``cv2.inpaint`` run here, and every key is submitted once more at
 the end (it must name the same task, in the same final state, with the same image).
 
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--node-kills", type=int, default=defaults.node_kills)
     ap.add_argument("--link-cuts", type=int, default=defaults.link_cuts)
     ap.add_argument("--client-cuts", type=int, default=defaults.client_cuts)
+    ap.add_argument("--node-freezes", type=int, default=defaults.node_freezes)
+    ap.add_argument("--inference-kills", type=int, default=defaults.inference_kills)
+    ap.add_argument("--max-attempts", type=int, default=ClusterSettings().max_attempts, help="distributed.retry")
     ap.add_argument("--deadline", type=float, default=defaults.deadline_s, help="seconds before the run gives up")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (journal, logs) even when all is well")
     ap.add_argument("--results-dir", type=Path, default=None)
@@ -66,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         node_kills=args.node_kills,
         link_cuts=args.link_cuts,
         client_cuts=args.client_cuts,
+        node_freezes=args.node_freezes,
+        inference_kills=args.inference_kills,
         deadline_s=args.deadline,
-        cluster=ClusterSettings(nodes=args.nodes),
+        cluster=ClusterSettings(nodes=args.nodes, max_attempts=args.max_attempts),
     )
     workdir = Path(tempfile.mkdtemp(prefix="lama-chaos-"))
     report = run_soak(settings, workdir, say=lambda line: print(line, flush=True))

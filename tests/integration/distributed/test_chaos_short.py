@@ -4,8 +4,10 @@ The real stack (``tests/support/chaos``): a web server with its embedded schedul
 disk, two node subprocesses behind loopback proxies, four client threads submitting 150 ``cv2``
 tasks with idempotency keys and retrying with the same key. Meanwhile, at fixed points of the
 progress: a node is SIGKILLed and restarted, a node's link is cut for longer than the liveness
-window (the scheduler declares it lost and re-queues its task), the clients' connections are cut
-(replies lost in flight), and the server is SIGKILLed and restarted on the same ports and journal.
+window (the scheduler declares it lost and re-queues its task), a node's inference process is
+SIGKILLed, the clients' connections are cut (replies lost in flight), a node is frozen (SIGSTOP)
+past the liveness window and thawed, and the server is SIGKILLed and restarted on the same ports
+and journal.
 
 Asserted: every task accepted and completed with the oracle's image, none lost, no key that
 ever named two tasks, and no final state or image that changed when asked again afterwards.
@@ -18,23 +20,29 @@ from pathlib import Path
 import pytest
 
 from tests.support.chaos.cluster import ClusterSettings
-from tests.support.chaos.faults import CLIENT_CUT, LINK_CUT, NODE_KILL, SERVER_KILL, Fault
+from tests.support.chaos.faults import CLIENT_CUT, INFERENCE_KILL, LINK_CUT, NODE_FREEZE, NODE_KILL, SERVER_KILL, Fault
 from tests.support.chaos.soak import SoakSettings, run_soak
 from tests.support.chaos.verdict import format_report
 
 pytestmark = pytest.mark.slow
 
 PLAN = (
-    Fault(0.15, NODE_KILL, node=0, hold_s=0.5),
-    Fault(0.3, LINK_CUT, node=1, hold_s=2.0),
-    Fault(0.45, CLIENT_CUT, hold_s=0.5),
+    Fault(0.1, NODE_KILL, node=0, hold_s=0.5),
+    Fault(0.2, LINK_CUT, node=1, hold_s=2.0),
+    Fault(0.3, INFERENCE_KILL, node=0),
+    Fault(0.4, CLIENT_CUT, hold_s=0.5),
+    Fault(0.5, NODE_FREEZE, node=1, hold_s=1.5),
     Fault(0.6, SERVER_KILL),
 )
-"""One of each fault, in this order; the link cut (2 s) outlasts the 1 s liveness window."""
+"""One of each fault, in this order; the link cut and the freeze outlast the 1 s liveness window."""
+MAX_ATTEMPTS = 5
+"""More than the four faults that can charge an attempt, so no task can fail for lack of attempts."""
 
 
 def test_a_short_chaos_soak_loses_nothing_and_delivers_each_key_once(tmp_path: Path):
-    settings = SoakSettings(tasks=150, seed=11, deadline_s=150, recheck_s=60, cluster=ClusterSettings(nodes=2))
+    settings = SoakSettings(
+        tasks=150, seed=11, deadline_s=150, recheck_s=60, cluster=ClusterSettings(nodes=2, max_attempts=MAX_ATTEMPTS)
+    )
     report = run_soak(settings, tmp_path, plan=list(PLAN), say=lambda line: None)
     print(format_report(report))  # shown by pytest when the test fails
 

@@ -43,8 +43,9 @@ class ClusterSettings:
     heartbeat_interval_s: float = 0.25
     heartbeat_liveness: int = 4
     """A node silent for interval x liveness (1 s) is declared lost and its task re-queued."""
-    max_attempts: int = 10
-    """Attempts per task: node losses are charged to this budget, and a soak loses many nodes."""
+    max_attempts: int = 3
+    """Attempts per task (the product's default): a task whose node is lost, or whose inference
+    process dies, three times fails, which the soak reports as a failure, not a loss."""
     start_timeout_s: float = 120.0
 
     def config(self) -> dict[str, Any]:
@@ -76,6 +77,23 @@ def _free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (read from /proc; Linux only, like the rest of the soak)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ')'
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 class NodeSlot:
@@ -119,6 +137,31 @@ class NodeSlot:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def freeze(self) -> None:
+        """SIGSTOP the node process (a long GC pause, a swapped-out host): silent, then back with SIGCONT."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill_inference(self) -> bool:
+        """SIGKILL the node's inference process only (what the OOM killer does); False if it had none."""
+        if not self.alive:
+            return False
+        assert self.proc is not None
+        killed = False
+        for pid in children_of(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            except ProcessLookupError:
+                pass
+        return killed
+
     def cut_link(self) -> None:
         self.is_cut = True
         self.control.cut()
@@ -131,6 +174,7 @@ class NodeSlot:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL the node's whole session."""
+        self.thaw()
         proc = self.proc
         if proc is not None and proc.poll() is None:
             proc.terminate()

@@ -23,6 +23,8 @@ SERVER_KILL = "server_kill"
 NODE_KILL = "node_kill"
 LINK_CUT = "link_cut"
 CLIENT_CUT = "client_cut"
+NODE_FREEZE = "node_freeze"
+INFERENCE_KILL = "inference_kill"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ def plan_faults(
     node_kills: int,
     link_cuts: int,
     client_cuts: int = 0,
+    node_freezes: int = 0,
+    inference_kills: int = 0,
     span: tuple[float, float] = (0.05, 0.9),
 ) -> list[Fault]:
     """Seeded faults spread over ``span`` of the run: server kills evenly (with jitter), node
@@ -77,6 +81,11 @@ def plan_faults(
         faults.append(Fault(round(rng.uniform(low, high), 4), LINK_CUT, rng.randrange(nodes), round(hold, 2)))
     for _ in range(client_cuts):
         faults.append(Fault(round(rng.uniform(low, high), 4), CLIENT_CUT, None, round(rng.uniform(0.1, 1.0), 2)))
+    for _ in range(node_freezes):
+        at, node, hold = rng.uniform(low, high), rng.randrange(nodes), rng.uniform(0.3, 3.0)
+        faults.append(Fault(round(at, 4), NODE_FREEZE, node, round(hold, 2)))
+    for _ in range(inference_kills):
+        faults.append(Fault(round(rng.uniform(low, high), 4), INFERENCE_KILL, rng.randrange(nodes)))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -143,6 +152,11 @@ class FaultInjector:
                 if not node.alive:
                     record.note = "already down"
                 node.sigkill()
+            elif fault.kind == NODE_FREEZE:
+                node.freeze()
+            elif fault.kind == INFERENCE_KILL:
+                if not node.kill_inference():
+                    record.note = "no inference process"
             else:
                 if node.is_cut:
                     record.note = "already cut"
@@ -166,6 +180,11 @@ class FaultInjector:
         node = self.cluster.nodes[record.fault.node or 0]
         if record.fault.kind == NODE_KILL:
             node.start()
+        elif record.fault.kind == NODE_FREEZE:
+            if not any(p.record.fault.kind == NODE_FREEZE and p.record.fault.node == node.index for p in self._pending):
+                node.thaw()
+        elif record.fault.kind == INFERENCE_KILL:
+            pass  # the node replaces its inference process by itself
         elif not any(p.record.fault.kind == LINK_CUT and p.record.fault.node == node.index for p in self._pending):
             node.restore_link()  # an overlapping later cut of the same link keeps it cut until it ends
         record.undone_at = time.time()
@@ -187,6 +206,7 @@ class FaultInjector:
             self._pending.remove(pending)
             self._undo(pending.record)
         for node in self.cluster.nodes:
+            node.thaw()
             if node.is_cut:
                 node.restore_link()
             if not node.alive:

@@ -31,6 +31,10 @@ class SoakSettings:
     link_cuts: int = 12
     client_cuts: int = 6
     """Cuts of the clients' connections to the server (replies lost after the server acted)."""
+    node_freezes: int = 6
+    """SIGSTOP of a node process for 0.3-3 s (mostly past the liveness window), then SIGCONT."""
+    inference_kills: int = 8
+    """SIGKILL of a node's inference process only (the OOM killer's way)."""
     deadline_s: float = 1800.0
     """The run stops by itself after this long, whatever is left (unfinished tasks count as lost)."""
     recheck_s: float = 300.0

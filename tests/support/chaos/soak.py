@@ -63,6 +63,8 @@ def run_soak(
             node_kills=settings.node_kills,
             link_cuts=settings.link_cuts,
             client_cuts=settings.client_cuts,
+            node_freezes=settings.node_freezes,
+            inference_kills=settings.inference_kills,
         )
     )
     notes: list[str] = []

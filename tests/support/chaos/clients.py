@@ -25,6 +25,7 @@ RETRYABLE_STATUS = (500, 502, 503, 504)
 """Answers a client retries: the server or its scheduler is restarting, or a request was cut short."""
 TIMEOUT = (3.0, 15.0)
 """(connect, read) seconds of one HTTP request; a slow answer is retried like a lost one."""
+_SAW_LOCK = threading.Lock()
 GONE_AFTER_S = 20.0
 """A task the server keeps answering 404 for this long is declared lost (a restart takes seconds)."""
 
@@ -54,8 +55,9 @@ class Ledger:
         return self.task_ids[0] if self.task_ids else None
 
     def saw(self, task_id: str) -> None:
-        if task_id not in self.task_ids:
-            self.task_ids.append(task_id)
+        with _SAW_LOCK:  # two racing submissions of one key may answer at the same moment
+            if task_id not in self.task_ids:
+                self.task_ids.append(task_id)
 
 
 class Stopped(Exception):
@@ -160,12 +162,16 @@ class SoakClients:
         threads: int = 4,
         window: int = 4,
         poll_interval_s: float = 0.1,
+        race_every: int = 10,
     ) -> None:
+        """``race_every``: every n-th key is POSTed twice at the same moment, from two connections,
+        as a client does that retries after its own timeout while the first try is still running."""
         self.url = url
         self.ledgers = [Ledger(spec) for spec in specs]
         self.threads = threads
         self.window = window
         self.poll_interval_s = poll_interval_s
+        self.race_every = race_every
         self.progress = Progress(len(self.ledgers))
         self.stop = threading.Event()
         self._next = 0
@@ -210,7 +216,10 @@ class SoakClients:
     def _serve(self, api: ApiClient, batch: list[Ledger]) -> None:
         pending: list[Ledger] = []
         for ledger in batch:
+            racer = self._race(ledger) if self.race_every and ledger.spec.index % self.race_every == 0 else None
             reply = api.submit(ledger)
+            if racer is not None:
+                racer.join()
             if reply.status_code not in (200, 202):
                 ledger.status = "refused"
                 ledger.error = f"POST answered {reply.status_code}: {reply.text[:200]}"
@@ -227,6 +236,23 @@ class SoakClients:
                 self.stop.wait(self.poll_interval_s)  # the poll period, not a guess at the task's length
                 if self.stop.is_set():
                     raise Stopped()
+
+    def _race(self, ledger: Ledger) -> threading.Thread:
+        """A second POST of ``ledger``'s key on its own connection, started now; the ids it is
+        answered with land in the same ledger (two different ones: a duplicate)."""
+
+        def post_again() -> None:
+            api = ApiClient(self.url, self.stop)
+            try:
+                api.submit(ledger)
+            except Stopped:
+                pass
+            finally:
+                api.close()
+
+        thread = threading.Thread(target=post_again, name="chaos-racer", daemon=True)
+        thread.start()
+        return thread
 
     def _poll(self, api: ApiClient, ledger: Ledger) -> bool:
         """One look at the task; True once it is final (and its image fetched and checked) or lost."""

@@ -174,15 +174,15 @@ def format_report(report: dict[str, Any]) -> str:
     retries = ", ".join(f"{k} {v}" for k, v in sorted(report["client_retries"].items())) or "none"
     lines.append(f"client retries: {retries}")
     lines.append("")
-    header = f"{'fault':<12}{'count':>6}{'next done p50':>15}{'max':>8}{'hit tasks':>11}{'redone p50':>12}{'max':>8}"
+    header = f"{'fault':<16}{'count':>6}{'next done p50':>15}{'max':>8}{'hit tasks':>11}{'redone p50':>12}{'max':>8}"
     lines += [header, "-" * len(header)]
     for kind, row in report["recovery"].items():
         lines.append(
-            f"{kind:<12}{row['count']:>6}{_s(row['recovery_p50_s']):>15}{_s(row['recovery_max_s']):>8}"
+            f"{kind:<16}{row['count']:>6}{_s(row['recovery_p50_s']):>15}{_s(row['recovery_max_s']):>8}"
             f"{row['interrupted_tasks']:>11}{_s(row['interrupted_done_p50_s']):>12}{_s(row['interrupted_done_max_s']):>8}"
         )
         if "restart_p50_s" in row:
-            lines.append(f"{'':<12}server ready again after a restart: p50 {row['restart_p50_s']:.2f} s")
+            lines.append(f"{'':<16}server ready again after a restart: p50 {row['restart_p50_s']:.2f} s")
     for kind in ("lost", "delivered_twice", "wrong_results"):
         for example in report["examples"][kind]:
             lines.append(f"{kind}: {example}")

@@ -149,16 +149,22 @@ class NodeSlot:
             os.kill(self.proc.pid, signal.SIGCONT)
 
     def kill_inference(self) -> bool:
-        """SIGKILL the node's inference process only (what the OOM killer does); False if it had none."""
+        """SIGKILL the node's inference process only (what the OOM killer does); False if it had none.
+
+        The node's other child, multiprocessing's resource tracker, is left alone: the fault is
+        the death of the process that runs the model.
+        """
         if not self.alive:
             return False
         assert self.proc is not None
         killed = False
         for pid in children_of(self.proc.pid):
             try:
+                if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
                 os.kill(pid, signal.SIGKILL)
                 killed = True
-            except ProcessLookupError:
+            except (ProcessLookupError, FileNotFoundError):
                 pass
         return killed
 

@@ -130,7 +130,10 @@ class FaultInjector:
         except Exception as exc:  # noqa: BLE001 - reported with the figures; the soak then heals the cluster
             self.errors.append(repr(exc))
         finally:
-            self.heal()
+            try:
+                self.heal()
+            except Exception as exc:  # noqa: BLE001 - e.g. the server failed to start again: a finding
+                self.errors.append(f"healing the cluster failed: {exc!r}")
             self.done.set()
 
     def _fire(self, fault: Fault) -> None:

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--nodes", type=int, default=ClusterSettings().nodes, help="node subprocesses")
     ap.add_argument("--clients", type=int, default=defaults.clients, help="client threads")
     ap.add_argument("--window", type=int, default=defaults.window, help="tasks in flight per client thread")
+    ap.add_argument("--classic-every", type=int, default=defaults.classic_every, help="every n-th task via /inpaint")
     ap.add_argument("--size", type=int, default=96, help="image side in pixels (default %(default)s)")
     ap.add_argument("--server-kills", type=int, default=defaults.server_kills)
     ap.add_argument("--node-kills", type=int, default=defaults.node_kills)
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         clients=args.clients,
         window=args.window,
+        classic_every=args.classic_every,
         image_size=(args.size, args.size),
         server_kills=args.server_kills,
         node_kills=args.node_kills,

@@ -25,6 +25,8 @@ RETRYABLE_STATUS = (500, 502, 503, 504)
 """Answers a client retries: the server or its scheduler is restarting, or a request was cut short."""
 TIMEOUT = (3.0, 15.0)
 """(connect, read) seconds of one HTTP request; a slow answer is retried like a lost one."""
+CLASSIC_READ_TIMEOUT_S = 120.0
+"""A classic ``/inpaint`` holds its connection for the whole task, retries on nodes included."""
 _SAW_LOCK = threading.Lock()
 GONE_AFTER_S = 20.0
 """A task the server keeps answering 404 for this long is declared lost (a restart takes seconds)."""
@@ -49,6 +51,8 @@ class Ledger:
     problems: list[str] = field(default_factory=list)
     """Violations seen by the clients: a lost task, a wrong image, a final state that changed."""
     gone_since: float | None = None
+    classic: bool = False
+    """Sent to the classic ``/inpaint`` (no key, the answer is the image) instead of ``/api/v1``."""
 
     @property
     def task_id(self) -> str | None:
@@ -114,6 +118,22 @@ class ApiClient:
             ledger.saw(reply.json()["id"])
         return reply
 
+    def inpaint(self, ledger: Ledger) -> requests.Response:
+        """POST ``/inpaint`` until an answer that is not retryable. Without a key, each retry is a
+        new task: the classic route promises the image, not a single execution."""
+        spec = ledger.spec
+
+        def post() -> requests.Response:
+            ledger.posts += 1
+            return self.session.post(
+                f"{self.url}/inpaint",
+                data=spec.classic_form(),
+                files={"image": ("image.png", spec.image_png), "mask": ("mask.png", spec.mask_png)},
+                timeout=(TIMEOUT[0], CLASSIC_READ_TIMEOUT_S),
+            )
+
+        return self._retrying(ledger, post)
+
     def get(self, ledger: Ledger, task_id: str) -> requests.Response:
         return self._retrying(ledger, lambda: self.session.get(f"{self.url}/api/v1/tasks/{task_id}", timeout=TIMEOUT))
 
@@ -163,11 +183,16 @@ class SoakClients:
         window: int = 4,
         poll_interval_s: float = 0.1,
         race_every: int = 10,
+        classic_every: int = 0,
     ) -> None:
         """``race_every``: every n-th key is POSTed twice at the same moment, from two connections,
-        as a client does that retries after its own timeout while the first try is still running."""
+        as a client does that retries after its own timeout while the first try is still running.
+        ``classic_every``: every n-th task goes to the classic ``/inpaint`` instead (0: none)."""
         self.url = url
-        self.ledgers = [Ledger(spec) for spec in specs]
+        self.ledgers = [
+            Ledger(spec, classic=bool(classic_every) and spec.index % classic_every == classic_every - 1)
+            for spec in specs
+        ]
         self.threads = threads
         self.window = window
         self.poll_interval_s = poll_interval_s
@@ -216,6 +241,10 @@ class SoakClients:
     def _serve(self, api: ApiClient, batch: list[Ledger]) -> None:
         pending: list[Ledger] = []
         for ledger in batch:
+            if ledger.classic:
+                self._classic(api, ledger)
+                self.progress.add()
+                continue
             racer = self._race(ledger) if self.race_every and ledger.spec.index % self.race_every == 0 else None
             reply = api.submit(ledger)
             if racer is not None:
@@ -236,6 +265,19 @@ class SoakClients:
                 self.stop.wait(self.poll_interval_s)  # the poll period, not a guess at the task's length
                 if self.stop.is_set():
                     raise Stopped()
+
+    @staticmethod
+    def _classic(api: ApiClient, ledger: Ledger) -> None:
+        reply = api.inpaint(ledger)
+        ledger.final_seen_at = time.time()
+        if reply.status_code != 200:
+            ledger.status = "failed"
+            ledger.error = f"/inpaint answered {reply.status_code}: {reply.text[:200]}"
+            return
+        ledger.status = "completed"
+        ledger.digest = result_digest(reply.content)
+        if ledger.digest != ledger.spec.expected_digest:
+            ledger.problems.append("wrong: the /inpaint image is not the expected one")
 
     def _race(self, ledger: Ledger) -> threading.Thread:
         """A second POST of ``ledger``'s key on its own connection, started now; the ids it is
@@ -322,7 +364,7 @@ class SoakClients:
         self.stop.clear()
         timer = threading.Timer(deadline_s, self.stop.set)
         timer.start()
-        todo = [ledger for ledger in self.ledgers if ledger.status in TERMINAL]
+        todo = [ledger for ledger in self.ledgers if ledger.status in TERMINAL and not ledger.classic]
         lock = threading.Lock()
 
         def work() -> None:

@@ -24,6 +24,8 @@ class SoakSettings:
     clients: int = 4
     """Client threads; each keeps up to ``window`` of its tasks in flight."""
     window: int = 4
+    classic_every: int = 10
+    """Every n-th task goes to the classic ``/inpaint`` (no key; the answer is the image); 0: none."""
     image_size: tuple[int, int] = (40, 32)
     """(width, height) of every task's image: larger ones keep nodes busy longer, so kills hit running tasks."""
     server_kills: int = 3
@@ -72,7 +74,13 @@ def run_soak(
         say(f"starting the server and {settings.cluster.nodes} nodes in {workdir}")
         cluster.start()
         specs = [TaskSpec(settings.seed, i, *settings.image_size) for i in range(settings.tasks)]
-        clients = SoakClients(cluster.client_url, specs, threads=settings.clients, window=settings.window)
+        clients = SoakClients(
+            cluster.client_url,
+            specs,
+            threads=settings.clients,
+            window=settings.window,
+            classic_every=settings.classic_every,
+        )
         fault_stop = threading.Event()
         injector = FaultInjector(cluster, plan, clients.progress, fault_stop)
         say(f"{settings.tasks} tasks, {len(plan)} faults planned")

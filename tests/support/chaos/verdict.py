@@ -90,9 +90,13 @@ def verdict(
     rows = [row for row in journal if row.key in ours]
     completed_times = sorted(row.finished_at for row in rows if row.status == "completed" and row.finished_at)
     statuses = Counter(ledger.status or "not accepted" for ledger in ledgers)
+    classic = [ledger for ledger in ledgers if ledger.classic]
     report: dict[str, Any] = {
         "tasks": len(ledgers),
-        "accepted": sum(1 for ledger in ledgers if ledger.task_id is not None),
+        "accepted": sum(1 for ledger in ledgers if ledger.task_id is not None or ledger.status == "completed"),
+        "classic_requests": len(classic),
+        "classic_completed": sum(1 for ledger in classic if ledger.status == "completed"),
+        "classic_retried": sum(1 for ledger in classic if ledger.posts > 1),
         "completed": statuses["completed"],
         "failed": statuses["failed"],
         "failed_reasons": dict(failed_reasons),
@@ -103,7 +107,9 @@ def verdict(
         "delivered_twice": len(twice),
         "wrong_results": len(wrong),
         "examples": {"lost": lost[:10], "delivered_twice": twice[:10], "wrong_results": wrong[:10]},
-        "keys_posted_more_than_once": sum(1 for n in posts_before_recheck.values() if n > 1),
+        "keys_posted_more_than_once": sum(
+            1 for ledger in ledgers if not ledger.classic and posts_before_recheck.get(ledger.spec.key, 0) > 1
+        ),
         "client_retries": dict(sum((ledger.retried for ledger in ledgers), Counter())),
         "executed_more_than_once": sum(1 for row in rows if row.dispatches > 1),
         "dispatches": sum(row.dispatches for row in rows),
@@ -157,7 +163,10 @@ def format_report(report: dict[str, Any]) -> str:
     """The figures as a table a person can read."""
     lines = ["chaos soak", "-" * 58]
     for label, key in (
-        ("tasks", "tasks"), ("accepted", "accepted"), ("completed", "completed"), ("failed", "failed"),
+        ("tasks", "tasks"), ("  of which classic /inpaint", "classic_requests"),
+        ("  classic answered with the image", "classic_completed"),
+        ("  classic sent again (no key: new task)", "classic_retried"),
+        ("accepted", "accepted"), ("completed", "completed"), ("failed", "failed"),
         ("cancelled", "cancelled"), ("refused", "refused"), ("LOST (must be 0)", "lost"),
         ("DELIVERED TWICE (must be 0)", "delivered_twice"), ("WRONG RESULTS (must be 0)", "wrong_results"),
         ("keys posted more than once", "keys_posted_more_than_once"),

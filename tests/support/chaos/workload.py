@@ -61,6 +61,12 @@ class TaskSpec:
         """The fields sent besides the files (the server fills in the rest with the front end's defaults)."""
         return {"model": "cv2", "hdStrategy": "Original", "cv2Radius": str(self.radius), "cv2Flag": self.flag}
 
+    def classic_form(self) -> dict[str, str]:
+        """The same task as the 1.2.5 front end sends it to ``/inpaint`` (all fields; the server's model)."""
+        from lama_cleaner.client import inpaint_form
+
+        return inpaint_form("cv2", hdStrategy="Original", cv2Radius=self.radius, cv2Flag=self.flag)
+
     @cached_property
     def expected_digest(self) -> str:
         """sha256 of the expected pixels (BGR, as decoded from the result PNG)."""

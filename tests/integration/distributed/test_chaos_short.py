@@ -2,7 +2,8 @@
 
 The real stack (``tests/support/chaos``): a web server with its embedded scheduler and journal on
 disk, two node subprocesses behind loopback proxies, four client threads submitting 150 ``cv2``
-tasks with idempotency keys and retrying with the same key. Meanwhile, at fixed points of the
+tasks with idempotency keys and retrying with the same key (every tenth key POSTed twice at once,
+every tenth task sent to the classic ``/inpaint`` instead). Meanwhile, at fixed points of the
 progress: a node is SIGKILLed and restarted, a node's link is cut for longer than the liveness
 window (the scheduler declares it lost and re-queues its task), a node's inference process is
 SIGKILLed, the clients' connections are cut (replies lost in flight), a node is frozen (SIGSTOP)

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--client-cuts", type=int, default=defaults.client_cuts)
     ap.add_argument("--node-freezes", type=int, default=defaults.node_freezes)
     ap.add_argument("--inference-kills", type=int, default=defaults.inference_kills)
+    ap.add_argument(
+        "--external-scheduler",
+        action="store_true",
+        help="run `lama-cleaner scheduler` as its own process (the web server uses --scheduler)",
+    )
+    ap.add_argument("--scheduler-kills", type=int, default=0, help="with --external-scheduler")
     ap.add_argument("--max-attempts", type=int, default=ClusterSettings().max_attempts, help="distributed.retry")
     ap.add_argument("--deadline", type=float, default=defaults.deadline_s, help="seconds before the run gives up")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (journal, logs) even when all is well")
@@ -61,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.scheduler_kills and not args.external_scheduler:
+        parser.error("--scheduler-kills needs --external-scheduler (the embedded scheduler dies with the server)")
     settings = SoakSettings(
         tasks=args.tasks,
         seed=args.seed,
@@ -75,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         client_cuts=args.client_cuts,
         node_freezes=args.node_freezes,
         inference_kills=args.inference_kills,
+        scheduler_kills=args.scheduler_kills,
         deadline_s=args.deadline,
-        cluster=ClusterSettings(nodes=args.nodes, max_attempts=args.max_attempts),
+        cluster=ClusterSettings(
+            nodes=args.nodes, max_attempts=args.max_attempts, external_scheduler=args.external_scheduler
+        ),
     )
     workdir = Path(tempfile.mkdtemp(prefix="lama-chaos-"))
     report = run_soak(settings, workdir, say=lambda line: print(line, flush=True))

@@ -21,7 +21,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.chaos.cluster import ClusterSettings
-from tests.support.chaos.faults import CLIENT_CUT, INFERENCE_KILL, LINK_CUT, NODE_FREEZE, NODE_KILL, SERVER_KILL, Fault
+from tests.support.chaos.faults import (
+    CLIENT_CUT,
+    INFERENCE_KILL,
+    LINK_CUT,
+    NODE_FREEZE,
+    NODE_KILL,
+    SCHEDULER_KILL,
+    SERVER_KILL,
+    Fault,
+)
 from tests.support.chaos.soak import SoakSettings, run_soak
 from tests.support.chaos.verdict import format_report
 
@@ -56,3 +65,29 @@ def test_a_short_chaos_soak_loses_nothing_and_delivers_each_key_once(tmp_path: P
     assert report["notes"] == []
     assert report["accepted"] == report["completed"] == 150, (report["failed_reasons"], report["refused_reasons"])
     assert report["ok"]
+
+
+STANDALONE_PLAN = (
+    Fault(0.15, SCHEDULER_KILL),
+    Fault(0.3, NODE_KILL, node=1, hold_s=0.5),
+    Fault(0.45, SERVER_KILL),
+    Fault(0.6, LINK_CUT, node=0, hold_s=2.0),
+    Fault(0.75, SCHEDULER_KILL),
+)
+"""With ``lama-cleaner scheduler`` in its own process the web server and the scheduler fail apart:
+the web server's scheduler client must reconnect and re-send what was in flight."""
+
+
+def test_with_a_standalone_scheduler_killed_twice_nothing_is_lost_or_delivered_twice(tmp_path: Path):
+    cluster = ClusterSettings(nodes=2, max_attempts=MAX_ATTEMPTS, external_scheduler=True)
+    settings = SoakSettings(tasks=120, seed=12, deadline_s=150, recheck_s=60, cluster=cluster)
+    report = run_soak(settings, tmp_path, plan=list(STANDALONE_PLAN), say=lambda line: None)
+    print(format_report(report))
+
+    assert [f["kind"] for f in report["faults"]] == [f.kind for f in STANDALONE_PLAN]
+    assert (report["scheduler_starts"], report["server_starts"]) == (3, 2)
+    assert report["lost"] == 0, report["examples"]["lost"]
+    assert report["delivered_twice"] == 0, report["examples"]["delivered_twice"]
+    assert report["wrong_results"] == 0, report["examples"]["wrong_results"]
+    assert report["notes"] == []
+    assert report["accepted"] == report["completed"] == 120, (report["failed_reasons"], report["refused_reasons"])

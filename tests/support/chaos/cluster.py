@@ -47,6 +47,9 @@ class ClusterSettings:
     """Attempts per task (the product's default): a task whose node is lost, or whose inference
     process dies, three times fails, which the soak reports as a failure, not a loss."""
     start_timeout_s: float = 120.0
+    external_scheduler: bool = False
+    """Run ``lama-cleaner scheduler`` as its own process (the journal's owner) and the web server with
+    ``--scheduler``, instead of embedding it: the scheduler and the web server then fail apart."""
 
     def config(self) -> dict[str, Any]:
         dist = dict(FAST["distributed"])
@@ -203,6 +206,64 @@ class NodeSlot:
             self._log.close()
 
 
+class SchedulerProcess:
+    """``lama-cleaner scheduler`` in its own process, restartable on the same port and journal."""
+
+    def __init__(self, bind: str, journal_dir: Path, config: Path, log_path: Path) -> None:
+        self.port = int(bind.rsplit(":", 1)[1])
+        self.cmd = [sys.executable, "-m", "lama_cleaner", "scheduler", "--bind", bind,
+                    "--data-dir", str(journal_dir), "--config", str(config)]  # fmt: skip
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float) -> float:
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=REPO_ROOT, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self.starts += 1
+        wait_for(self._listening, timeout, f"the scheduler to listen on port {self.port}")
+        if not self.alive:
+            raise RuntimeError(f"the scheduler exited with {self.proc.returncode}; see {self.log_path}")
+        return time.monotonic() - started
+
+    def _listening(self) -> bool:
+        import socket
+
+        if not self.alive:
+            return True  # start() reports it
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def sigkill(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.alive:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(10)
+
+
 class ChaosCluster:
     """The web server and its nodes; every method is one step a soak or a fault takes."""
 
@@ -216,8 +277,13 @@ class ChaosCluster:
         self.config.write_text(json.dumps(settings.config()))
         self.scheduler_port = scheduler_ports()
         bind = f"tcp://127.0.0.1:{self.scheduler_port}"
-        args = ["--plugins", "distributed", "--config", str(self.config), "--local-nodes", "0",
-                "--data-dir", str(self.journal_dir), "--scheduler-bind", bind]  # fmt: skip
+        args = ["--plugins", "distributed", "--config", str(self.config), "--local-nodes", "0"]
+        self.scheduler: SchedulerProcess | None = None
+        if settings.external_scheduler:
+            self.scheduler = SchedulerProcess(bind, self.journal_dir, self.config, self.log_dir / "scheduler.log")
+            args += ["--scheduler", bind]
+        else:
+            args += ["--data-dir", str(self.journal_dir), "--scheduler-bind", bind]
         self.server = ServerProcess(args, model="cv2", ready_timeout=settings.start_timeout_s)
         self.url = self.server.url
         """The server itself (for the harness's own requests)."""
@@ -229,6 +295,8 @@ class ChaosCluster:
 
     # ------------------------------------------------------------------ whole cluster
     def start(self) -> ChaosCluster:
+        if self.scheduler is not None:
+            self.scheduler.start(self.settings.start_timeout_s)
         self.start_server()
         for node in self.nodes:
             node.start()
@@ -240,6 +308,8 @@ class ChaosCluster:
             node.close()
         self.front.close()
         self.server.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     def wait_nodes_online(self, count: int, timeout: float | None = None) -> None:
         def online() -> bool:
@@ -270,6 +340,16 @@ class ChaosCluster:
 
     def server_output(self) -> str:
         return self.server.output()
+
+    # ------------------------------------------------------------------ a standalone scheduler
+    def kill_scheduler(self) -> None:
+        assert self.scheduler is not None, "the scheduler is embedded in the server"
+        self.scheduler.sigkill()
+
+    def start_scheduler(self) -> float:
+        """Start the standalone scheduler again on its ports and journal; seconds until it listened."""
+        assert self.scheduler is not None, "the scheduler is embedded in the server"
+        return self.scheduler.start(self.settings.start_timeout_s)
 
     # ------------------------------------------------------------------ journal
     @property

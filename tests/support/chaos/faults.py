@@ -20,6 +20,7 @@ from .clients import Progress
 from .cluster import ChaosCluster
 
 SERVER_KILL = "server_kill"
+SCHEDULER_KILL = "scheduler_kill"
 NODE_KILL = "node_kill"
 LINK_CUT = "link_cut"
 CLIENT_CUT = "client_cut"
@@ -61,6 +62,7 @@ def plan_faults(
     client_cuts: int = 0,
     node_freezes: int = 0,
     inference_kills: int = 0,
+    scheduler_kills: int = 0,
     span: tuple[float, float] = (0.05, 0.9),
 ) -> list[Fault]:
     """Seeded faults spread over ``span`` of the run: server kills evenly (with jitter), node
@@ -86,6 +88,9 @@ def plan_faults(
         faults.append(Fault(round(at, 4), NODE_FREEZE, node, round(hold, 2)))
     for _ in range(inference_kills):
         faults.append(Fault(round(rng.uniform(low, high), 4), INFERENCE_KILL, rng.randrange(nodes)))
+    for k in range(scheduler_kills):
+        slot = width / scheduler_kills
+        faults.append(Fault(round(low + slot * (k + rng.uniform(0.25, 0.75)), 4), SCHEDULER_KILL))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -142,6 +147,11 @@ class FaultInjector:
             self.cluster.kill_server()
             record.fired_at = time.time()
             record.restart_s = self.cluster.start_server()
+            record.undone_at = time.time()
+        elif fault.kind == SCHEDULER_KILL:
+            self.cluster.kill_scheduler()
+            record.fired_at = time.time()
+            record.restart_s = self.cluster.start_scheduler()
             record.undone_at = time.time()
         elif fault.kind == CLIENT_CUT:
             self.cluster.front.cut()
@@ -215,5 +225,7 @@ class FaultInjector:
             if not node.alive:
                 node.start()
         self.cluster.front.restore()
+        if self.cluster.scheduler is not None and not self.cluster.scheduler.alive:
+            self.cluster.start_scheduler()
         if not self.cluster.server_alive():
             self.cluster.start_server()

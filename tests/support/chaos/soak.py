@@ -37,6 +37,8 @@ class SoakSettings:
     """SIGSTOP of a node process for 0.3-3 s (mostly past the liveness window), then SIGCONT."""
     inference_kills: int = 8
     """SIGKILL of a node's inference process only (the OOM killer's way)."""
+    scheduler_kills: int = 0
+    """SIGKILL + restart of the standalone scheduler (needs ``cluster.external_scheduler``)."""
     deadline_s: float = 1800.0
     """The run stops by itself after this long, whatever is left (unfinished tasks count as lost)."""
     recheck_s: float = 300.0
@@ -67,6 +69,7 @@ def run_soak(
             client_cuts=settings.client_cuts,
             node_freezes=settings.node_freezes,
             inference_kills=settings.inference_kills,
+            scheduler_kills=settings.scheduler_kills,
         )
     )
     notes: list[str] = []
@@ -120,6 +123,7 @@ def run_soak(
     )
     report["settings"] = asdict(settings)
     report["server_starts"] = cluster.server_starts
+    report["scheduler_starts"] = cluster.scheduler.starts if cluster.scheduler is not None else None
     report["node_starts"] = sum(node.starts for node in cluster.nodes)
     report["workdir"] = str(workdir)
     return report

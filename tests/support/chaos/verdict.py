@@ -191,7 +191,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{row['interrupted_tasks']:>11}{_s(row['interrupted_done_p50_s']):>12}{_s(row['interrupted_done_max_s']):>8}"
         )
         if "restart_p50_s" in row:
-            lines.append(f"{'':<16}server ready again after a restart: p50 {row['restart_p50_s']:.2f} s")
+            lines.append(f"{'':<16}ready again after a restart: p50 {row['restart_p50_s']:.2f} s")
     for kind in ("lost", "delivered_twice", "wrong_results"):
         for example in report["examples"][kind]:
             lines.append(f"{kind}: {example}")

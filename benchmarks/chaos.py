@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--classic-every", type=int, default=defaults.classic_every, help="every n-th task via /inpaint")
     ap.add_argument("--size", type=int, default=96, help="image side in pixels (default %(default)s)")
     ap.add_argument("--server-kills", type=int, default=defaults.server_kills)
+    ap.add_argument("--server-terms", type=int, default=defaults.server_terms, help="graceful SIGTERM + restart")
     ap.add_argument("--node-kills", type=int, default=defaults.node_kills)
     ap.add_argument("--link-cuts", type=int, default=defaults.link_cuts)
     ap.add_argument("--client-cuts", type=int, default=defaults.client_cuts)
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         classic_every=args.classic_every,
         image_size=(args.size, args.size),
         server_kills=args.server_kills,
+        server_terms=args.server_terms,
         node_kills=args.node_kills,
         link_cuts=args.link_cuts,
         client_cuts=args.client_cuts,

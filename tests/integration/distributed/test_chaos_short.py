@@ -7,8 +7,9 @@ every tenth task sent to the classic ``/inpaint`` instead). Meanwhile, at fixed 
 progress: a node is SIGKILLed and restarted, a node's link is cut for longer than the liveness
 window (the scheduler declares it lost and re-queues its task), a node's inference process is
 SIGKILLed, the clients' connections are cut (replies lost in flight), a node is frozen (SIGSTOP)
-past the liveness window and thawed, and the server is SIGKILLed and restarted on the same ports
-and journal.
+past the liveness window and thawed, the server is SIGKILLed and restarted on the same ports and
+journal, and finally it is stopped gracefully (SIGTERM: new work refused with 503, retried) and
+started again.
 
 Asserted: every task accepted and completed with the oracle's image, none lost, no key that
 ever named two tasks, and no final state or image that changed when asked again afterwards.
@@ -29,6 +30,7 @@ from tests.support.chaos.faults import (
     NODE_KILL,
     SCHEDULER_KILL,
     SERVER_KILL,
+    SERVER_TERM,
     Fault,
 )
 from tests.support.chaos.soak import SoakSettings, run_soak
@@ -43,6 +45,7 @@ PLAN = (
     Fault(0.4, CLIENT_CUT, hold_s=0.5),
     Fault(0.5, NODE_FREEZE, node=1, hold_s=1.5),
     Fault(0.6, SERVER_KILL),
+    Fault(0.75, SERVER_TERM),
 )
 """One of each fault, in this order; the link cut and the freeze outlast the 1 s liveness window."""
 MAX_ATTEMPTS = 5
@@ -57,7 +60,7 @@ def test_a_short_chaos_soak_loses_nothing_and_delivers_each_key_once(tmp_path: P
     print(format_report(report))  # shown by pytest when the test fails
 
     assert [f["kind"] for f in report["faults"]] == [f.kind for f in PLAN]
-    assert report["server_starts"] == 2
+    assert report["server_starts"] == 3  # the first start, after the SIGKILL, after the SIGTERM
     assert report["node_starts"] == 3  # two, and the killed one again
     assert report["lost"] == 0, report["examples"]["lost"]
     assert report["delivered_twice"] == 0, report["examples"]["delivered_twice"]

@@ -335,6 +335,14 @@ class ChaosCluster:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
+    def term_server(self, timeout: float = 90.0) -> None:
+        """SIGTERM the web process (a deploy or a scale-in) and wait for its graceful exit."""
+        proc = self.server.proc
+        assert proc is not None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+
     def server_alive(self) -> bool:
         return self.server.proc is not None and self.server.proc.poll() is None
 

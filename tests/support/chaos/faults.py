@@ -21,6 +21,7 @@ from .cluster import ChaosCluster
 
 SERVER_KILL = "server_kill"
 SCHEDULER_KILL = "scheduler_kill"
+SERVER_TERM = "server_term"
 NODE_KILL = "node_kill"
 LINK_CUT = "link_cut"
 CLIENT_CUT = "client_cut"
@@ -63,6 +64,7 @@ def plan_faults(
     node_freezes: int = 0,
     inference_kills: int = 0,
     scheduler_kills: int = 0,
+    server_terms: int = 0,
     span: tuple[float, float] = (0.05, 0.9),
 ) -> list[Fault]:
     """Seeded faults spread over ``span`` of the run: server kills evenly (with jitter), node
@@ -91,6 +93,8 @@ def plan_faults(
     for k in range(scheduler_kills):
         slot = width / scheduler_kills
         faults.append(Fault(round(low + slot * (k + rng.uniform(0.25, 0.75)), 4), SCHEDULER_KILL))
+    for _ in range(server_terms):
+        faults.append(Fault(round(rng.uniform(low, high), 4), SERVER_TERM))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -146,6 +150,11 @@ class FaultInjector:
         if fault.kind == SERVER_KILL:
             self.cluster.kill_server()
             record.fired_at = time.time()
+            record.restart_s = self.cluster.start_server()
+            record.undone_at = time.time()
+        elif fault.kind == SERVER_TERM:
+            self.cluster.term_server()
+            record.note = f"exited in {time.time() - record.fired_at:.2f}s"
             record.restart_s = self.cluster.start_server()
             record.undone_at = time.time()
         elif fault.kind == SCHEDULER_KILL:

@@ -37,6 +37,8 @@ class SoakSettings:
     """SIGSTOP of a node process for 0.3-3 s (mostly past the liveness window), then SIGCONT."""
     inference_kills: int = 8
     """SIGKILL of a node's inference process only (the OOM killer's way)."""
+    server_terms: int = 1
+    """SIGTERM of the web server (graceful shutdown: refuses new work, finishes what is in flight), then a restart."""
     scheduler_kills: int = 0
     """SIGKILL + restart of the standalone scheduler (needs ``cluster.external_scheduler``)."""
     deadline_s: float = 1800.0
@@ -70,6 +72,7 @@ def run_soak(
             node_freezes=settings.node_freezes,
             inference_kills=settings.inference_kills,
             scheduler_kills=settings.scheduler_kills,
+            server_terms=settings.server_terms,
         )
     )
     notes: list[str] = []

@@ -79,3 +79,13 @@ def test_the_oracle_tells_images_apart_and_rejects_garbage():
     assert first.expected_digest != second.expected_digest
     assert result_digest(first.image_png) != first.expected_digest  # the input is not the answer
     assert result_digest(b"not an image") is None
+
+
+def test_a_classic_request_has_no_task_id_and_is_not_lost_but_its_image_is_checked():
+    spec = TaskSpec(3, 9)
+    classic = Ledger(spec, status="completed", digest=spec.expected_digest, classic=True, posts=2)
+    report = _report([_done(0, "a"), classic], [_row("a", 0)])
+    assert (report["lost"], report["classic_requests"], report["classic_completed"]) == (0, 1, 1)
+    assert report["classic_retried"] == 1 and report["ok"]
+    classic.problems.append("wrong: the /inpaint image is not the expected one")
+    assert _report([classic], [])["wrong_results"] == 1

@@ -17,8 +17,7 @@ from tests.support.chaos.workload import TaskSpec, result_digest
 
 def _done(index: int, task_id: str) -> Ledger:
     spec = TaskSpec(3, index)
-    ledger = Ledger(spec, task_ids=[task_id], status="completed", digest=spec.expected_digest)
-    return ledger
+    return Ledger(spec, task_ids=[task_id], status="completed", digest=spec.expected_digest)
 
 
 def _row(task_id: str, index: int, finished_at: float = 100.0, dispatches: int = 1) -> JournalRow:

@@ -21,7 +21,9 @@ QUEUE_MAP_ENV = "LAMA_CHAOS_QUEUE_MAP"
 
 
 def _install(mapping: dict[str, str]) -> None:
-    granted_address = agent.queue_endpoint_for
+    granted_address = getattr(agent, "queue_endpoint_for", None)
+    if granted_address is None:  # renamed in the product: say so rather than soak with half cuts
+        raise SystemExit("proxied_node: lama_cleaner...node.agent.queue_endpoint_for is gone; update the launcher")
 
     def through_proxy(granted: str, control: str) -> str:
         return mapping.get(granted) or granted_address(granted, control)

@@ -227,6 +227,25 @@ class Config:
     model_dir: str | None = setting(None, "Model cache root (sets XDG_CACHE_HOME); default ~/.cache.")
     disable_model_switch: bool = setting(False, "Make POST /model answer 400.")
     quality: int = setting(95, "Encoder quality (0-100) of every image reply.")
+    png_encoder: str = setting(
+        "opencv",
+        "Encoder of PNG replies: `opencv` (same pixels and metadata as Pillow's, several times faster) or "
+        "`pillow` (lama-cleaner 1.2.x's writer, zlib level 6).",
+        choices=["opencv", "pillow"],
+    )
+    png_compression: int = setting(
+        1, "zlib level (0-9) of PNG replies with the opencv encoder.", choices=[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    )
+    png_strategy: str = setting(
+        "rle",
+        "zlib strategy of PNG replies with the opencv encoder (benchmarks/bench_codecs.py measures each).",
+        choices=["default", "filtered", "huffman", "rle", "fixed"],
+    )
+    png_filter: str = setting(
+        "sub",
+        "PNG row filter with the opencv encoder: one filter, `fast` (none/sub/up per row) or `all` (adaptive).",
+        choices=["none", "sub", "up", "avg", "paeth", "fast", "all"],
+    )
     enable_interactive_seg: bool = setting(False, "Image plugin InteractiveSeg (needs SAM weights).")
     interactive_seg_model: str = setting("vit_l", "SAM size.", choices=["vit_b", "vit_l", "vit_h"])
     interactive_seg_device: str = setting("cpu", "SAM device.", choices=["cuda", "cpu", "mps"])

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
 from .errors import ClientError, TooLarge
+from .png_encoding import PngSettings, can_encode_fast, encode_png_fast
 
 ORIENTATION_TAG = 0x0112
 ROTATING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -172,7 +173,9 @@ def decode_mask(data: bytes, field: str = "mask") -> np.ndarray:
         grey = np.asarray(img.convert("L"))
     except Exception as exc:
         raise _invalid(field) from exc
-    return np.where(grey > 127, 255, 0).astype(np.uint8)
+    import cv2  # the binarisation is 30x faster than numpy's where + astype, with the same values
+
+    return cv2.threshold(np.ascontiguousarray(grey), 127, 255, cv2.THRESH_BINARY)[1]
 
 
 def upright_size(data: bytes, field: str) -> tuple[int, int]:
@@ -244,17 +247,19 @@ def encode_image(
     exif: bytes | None = None,
     parameters: str | None = None,
     icc_profile: bytes | None = None,
+    png: PngSettings | None = None,
 ) -> bytes:
-    """Encode RGB or RGBA pixels with Pillow in ``fmt`` (docs/compatibility.md#encoding).
+    """Encode RGB or RGBA pixels in ``fmt`` (docs/compatibility.md#encoding).
 
     An RGBA array is written with its alpha only when ``fmt`` can carry it; otherwise the alpha is dropped
-    (upstream crashes with a 500 for RGBA + the JPEG fallback).
+    (upstream crashes with a 500 for RGBA + the JPEG fallback). PNG goes through :mod:`.png_encoding`
+    (``png``, default :class:`PngSettings`): the same pixels and metadata as Pillow's writer, faster;
+    every other format is Pillow's, with its quality semantics.
     """
     fmt = fmt.lower()
     arr = np.ascontiguousarray(pixels, dtype=np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 4 and fmt not in ALPHA_FORMATS:
         arr = np.ascontiguousarray(arr[:, :, :3])
-    img = Image.fromarray(arr)
     kwargs: dict[str, object] = {"quality": int(quality)}
     if exif:
         kwargs["exif"] = exif
@@ -264,12 +269,19 @@ def encode_image(
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", parameters)
         kwargs["pnginfo"] = info
+    if fmt == "png":
+        settings = png or PngSettings()
+        if can_encode_fast(arr, settings):
+            return encode_png_fast(arr, settings, kwargs)
+    img = Image.fromarray(arr)
     out = io.BytesIO()
     img.save(out, format=fmt.upper(), **kwargs)
     return out.getvalue()
 
 
-def encode_like(pixels: np.ndarray, source: DecodedImage, *, quality: int, fmt: str | None = None) -> bytes:
+def encode_like(
+    pixels: np.ndarray, source: DecodedImage, *, quality: int, fmt: str | None = None, png: PngSettings | None = None
+) -> bytes:
     """Encode ``pixels`` (RGB) as a reply to ``source``: its format (or ``fmt``), alpha, EXIF, parameters, ICC."""
     return encode_image(
         attach_alpha(pixels, source.alpha),
@@ -278,6 +290,7 @@ def encode_like(pixels: np.ndarray, source: DecodedImage, *, quality: int, fmt: 
         exif=source.exif,
         parameters=source.parameters,
         icc_profile=source.icc_profile,
+        png=png,
     )
 
 

@@ -1,9 +1,10 @@
-"""Classic (single-process) execution: ``pipeline.execute_task`` in the request thread, one at a time per model.
+"""Classic (single-process) execution: ``pipeline.execute_task`` in the request thread.
 
 This is the built-in ``inpaint_executor`` hook implementation. It is registered with ``trylast`` so any
-plugin that returns an executor (``distributed``) replaces it. Unlike upstream, concurrent requests on
-one model are serialised (``ModelManager.lock_for``) and a model switch never leaves the server without
-a model. Lifecycle events go to the ``EventSink`` with a fresh task id and the submitter's sid.
+plugin that returns an executor (``distributed``) replaces it. Requests run in parallel, as upstream's
+do, except the model call of a model that is not ``thread_safe``, which is serialised per model
+(``ModelManager.guard``); a model switch never leaves the server without a model. Lifecycle events go
+to the ``EventSink`` with a fresh task id and the submitter's sid.
 """
 
 from __future__ import annotations

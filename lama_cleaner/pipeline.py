@@ -15,6 +15,7 @@ from .errors import OOM_MARKER, ClientError, InferenceError, LamaCleanerError, O
 from .image_plugins.builtin import PLUGIN_CLASSES
 from .inpaint_request import InpaintRequest
 from .models.device import torch_gc
+from .png_encoding import PngSettings
 from .tasks import (
     CancelCheck,
     ProgressCallback,
@@ -100,9 +101,12 @@ def _inpaint(
     if mask.shape[:2] != source.size:
         raise ClientError(imaging.mask_mismatch_message(mask.shape[:2], source.size))
     # An empty name means "the current model" (classic mode). The reference taken here stays valid even if
-    # a switch replaces the model meanwhile; the per-model lock keeps concurrent calls on it apart.
+    # a switch replaces the model meanwhile. Only the model call is guarded (its per-model lock, or nothing
+    # for a thread-safe model); decoding and encoding above and below run in parallel.
     model = models.get(request.name or None)
-    with models.lock_for(model.name):
+    with models.guard(model):
         result_bgr = model(source.rgb, mask[:, :, None], req, progress, cancelled)
-    body = imaging.encode_like(result_bgr[:, :, ::-1], source, quality=config.quality)
+    body = imaging.encode_like(
+        result_bgr[:, :, ::-1], source, quality=config.quality, png=PngSettings.from_config(config)
+    )
     return TaskOutput(body=body, mimetype=imaging.mimetype(source.format), headers={"X-Seed": str(req.sd_seed)})

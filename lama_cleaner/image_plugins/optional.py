@@ -23,6 +23,7 @@ from .. import imaging
 from ..errors import ClientError
 from ..models.device import has_cuda
 from ..models.download import hub_dir
+from ..png_encoding import PngSettings
 from ..tasks import TaskOutput, require_file, require_form
 from .base import ImagePlugin, device_resource_class, parse_float_field
 
@@ -54,12 +55,19 @@ def _check(reason: str) -> tuple[bool, str]:
 def _reply_like_input(request: TaskRequest, rgb: np.ndarray, config: Config) -> TaskOutput:
     """Encode a plugin result in the input's format with its alpha (resized), EXIF and parameters."""
     source = imaging.decode_image(require_file(request, "image"), "image")
-    body = imaging.encode_like(rgb, source, quality=config.quality)
+    body = imaging.encode_like(rgb, source, quality=config.quality, png=PngSettings.from_config(config))
     return TaskOutput(body=body, mimetype=imaging.mimetype(source.format))
 
 
 def _png_cutout(source: imaging.DecodedImage, rgba: np.ndarray, config: Config) -> TaskOutput:
-    body = imaging.encode_image(rgba, "png", quality=config.quality, exif=source.exif, parameters=source.parameters)
+    body = imaging.encode_image(
+        rgba,
+        "png",
+        quality=config.quality,
+        exif=source.exif,
+        parameters=source.parameters,
+        png=PngSettings.from_config(config),
+    )
     return TaskOutput(body=body, mimetype="image/png")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+import cv2
 import numpy as np
 
 from ..errors import TaskCancelled
@@ -34,6 +35,10 @@ class InpaintModel:
     reports_steps: ClassVar[bool] = False
     """True for models that emit per-step progress (the SD family)."""
     memory_mb: ClassVar[int] = 0
+    thread_safe: ClassVar[bool] = False
+    """True when concurrent calls on one instance are safe (cv2: no state between calls, OpenCV
+    releases the GIL). Classic mode then runs them in parallel as upstream does; other models are
+    serialised per model (docs/compatibility.md#concurrency)."""
     """Approximate memory the loaded model needs (weights + typical activations)."""
     pad_mod: ClassVar[int] = 8
     min_size: ClassVar[int | None] = None
@@ -64,12 +69,16 @@ class InpaintModel:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared behaviour
-    def _pad_forward(self, image_rgb: np.ndarray, mask: np.ndarray, req: InpaintRequest) -> np.ndarray:
+    def _forward_unpadded(self, image_rgb: np.ndarray, mask: np.ndarray, req: InpaintRequest) -> np.ndarray:
+        """``forward`` on the padded image, cropped back to the input's size (BGR uint8)."""
         height, width = image_rgb.shape[:2]
         pad_image = hd.pad_to_modulo(image_rgb, self.pad_mod, square=self.pad_to_square, min_size=self.min_size)
         pad_mask = hd.pad_to_modulo(mask, self.pad_mod, square=self.pad_to_square, min_size=self.min_size)
-        result = self.forward(pad_image, pad_mask, req)[:height, :width, :]
-        return hd.blend(result, image_rgb[:, :, ::-1], mask)
+        return self.forward(pad_image, pad_mask, req)[:height, :width, :]
+
+    def _pad_forward(self, image_rgb: np.ndarray, mask: np.ndarray, req: InpaintRequest) -> np.ndarray:
+        result = self._forward_unpadded(image_rgb, mask, req)
+        return hd.blend(result, cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR), mask)
 
     def __call__(
         self,
@@ -82,7 +91,7 @@ class InpaintModel:
         """Inpaint a full image with the requested HD strategy; returns BGR uint8 of the same size."""
         if mask.ndim == 2:
             mask = mask[:, :, None]
-        original_bgr = np.ascontiguousarray(image_rgb[:, :, ::-1])
+        original_bgr = cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2BGR)
         height, width = image_rgb.shape[:2]
         longer = max(height, width)
         strategy = req.hd_strategy if self.supports_hd else "Original"
@@ -101,13 +110,20 @@ class InpaintModel:
             small_mask = hd.resize_longer_side(mask, req.hd_strategy_resize_limit)
             if cancelled():
                 raise TaskCancelled()
-            small = self._pad_forward(small_image, small_mask, req)
-            result = hd.resize_to(small, (width, height))
+            # 1.2.5's arithmetic, step for step: the blend with the scaled-down (no longer binary) mask
+            # stays float64 through the upscale, so the pixels match it exactly (docs/compatibility.md).
+            small = self._forward_unpadded(small_image, small_mask, req)
+            small = hd.blend_float64(small, small_image[:, :, ::-1], small_mask)
             progress(Progress(percent=100.0))
+            with np.errstate(invalid="ignore", over="ignore"):
+                return hd.upscale_keeping_unmasked(small, original_bgr, mask)
         else:
             if cancelled():
                 raise TaskCancelled()
             result = self._pad_forward(image_rgb, mask, req)
             progress(Progress(percent=100.0))
-        # Whatever the strategy did, pixels outside the mask are the input's own pixels.
+        # Whatever the strategy did, pixels outside the mask are the input's own pixels (with a binary
+        # mask the blend already made them so).
+        if hd.is_binary(mask):
+            return result
         return hd.keep_unmasked(result, original_bgr, mask)

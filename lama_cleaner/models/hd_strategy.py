@@ -75,19 +75,63 @@ def resize_to(img: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _plane(mask: np.ndarray) -> np.ndarray:
+    """The (H, W) view of an (H, W) or (H, W, 1) mask, contiguous (OpenCV needs it)."""
+    return np.ascontiguousarray(mask.reshape(mask.shape[0], mask.shape[1]))
+
+
+def is_binary(mask: np.ndarray) -> bool:
+    """True when every mask value is 0 or 255 (what decoding gives): blending is then a plain selection."""
+    if mask.dtype != np.uint8:
+        return False
+    return cv2.countNonZero(cv2.inRange(_plane(mask), 1, 254)) == 0
+
+
+def _paste(base_bgr: np.ndarray, src_bgr: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """A copy of ``base_bgr`` with ``src_bgr`` wherever the uint8 plane ``where`` is non-zero.
+
+    ``cv2.copyTo`` does in well under a millisecond at 1920x1080 what boolean indexing of a
+    negatively strided view took 180 ms for."""
+    out = np.array(base_bgr, dtype=np.uint8, order="C", copy=True)
+    cv2.copyTo(np.ascontiguousarray(src_bgr, dtype=np.uint8), where, out)
+    return out
+
+
 def blend(result_bgr: np.ndarray, original_bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """``result * m + original * (1 - m)`` with ``m = mask / 255``; exact original where the mask is 0."""
+    """``result * m + original * (1 - m)`` with ``m = mask / 255``; exact original where the mask is 0.
+
+    A binary mask (0/255) makes that a selection, done with no arithmetic; other masks are blended in
+    float32 and clipped."""
+    if is_binary(mask):
+        return _paste(original_bgr, result_bgr, _plane(mask))
     m = mask.reshape(mask.shape[0], mask.shape[1], 1).astype(np.float32) / 255.0
     out = result_bgr.astype(np.float32) * m + original_bgr.astype(np.float32) * (1.0 - m)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def blend_float64(result_bgr: np.ndarray, original_bgr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The blend of lama-cleaner 1.2.5 as it computes it: float64, neither rounded nor clipped.
+
+    The Resize strategy scales this up before converting to uint8, so its exact values (fractions at
+    the edge of the scaled-down mask) decide the reply's pixels (docs/compatibility.md#hd-strategies)."""
+    m = mask.reshape(mask.shape[0], mask.shape[1], 1) / 255
+    return result_bgr * m + original_bgr * (1 - m)
 
 
 def keep_unmasked(
     result_bgr: np.ndarray, original_bgr: np.ndarray, mask: np.ndarray, threshold: int = 127
 ) -> np.ndarray:
     """Copy back the original wherever ``mask < threshold`` (bit-identical outside the mask)."""
-    plane = mask.reshape(mask.shape[0], mask.shape[1])
-    out = result_bgr.copy()
-    keep = plane < threshold
-    out[keep] = original_bgr[keep]
-    return out
+    return _paste(result_bgr, original_bgr, cv2.compare(_plane(mask), threshold, cv2.CMP_LT))
+
+
+def upscale_keeping_unmasked(
+    small_bgr: np.ndarray, original_bgr: np.ndarray, mask: np.ndarray, threshold: int = 127
+) -> np.ndarray:
+    """Resize's last step as 1.2.5 does it: bicubic upscale of the float64 result, the original pasted
+    back where ``mask < threshold``, then numpy's float-to-uint8 conversion (truncation, not rounding)."""
+    height, width = original_bgr.shape[:2]
+    big = cv2.resize(small_bgr, (width, height), interpolation=cv2.INTER_CUBIC)
+    # Converting first and pasting the (uint8) original afterwards gives the same pixels as pasting into
+    # the float64 array and converting, and skips boolean indexing of a 50 MB array (~100 ms at 1080p).
+    return _paste(big.astype(np.uint8), original_bgr, cv2.compare(_plane(mask), threshold, cv2.CMP_LT))

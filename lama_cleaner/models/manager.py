@@ -3,14 +3,15 @@
 Fixes two upstream races (docs/compatibility.md#concurrency): a switch used to delete the old model
 before building the new one (a failed build left the server without a model, and requests in between
 got a 500); and concurrent requests shared one model object without a lock (IOPaint #481/#616). Here a
-switch builds first and only then drops the old model, and callers run a model while holding
-``lock_for(name)``.
+switch builds first and only then drops the old model, and callers run a model inside ``guard(model)``:
+its per-model lock, or nothing for a model that declares itself ``thread_safe`` (cv2).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from ..errors import OOM_MARKER, InferenceError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
@@ -53,6 +54,12 @@ class ModelManager:
             if lock is None:
                 lock = self._locks[name] = threading.Lock()
             return lock
+
+    def guard(self, model: InpaintModel) -> AbstractContextManager[object]:
+        """What to hold while running ``model``: nothing for a ``thread_safe`` model, else its lock."""
+        if getattr(model, "thread_safe", False):
+            return nullcontext()
+        return self.lock_for(model.name)
 
     def model_class(self, name: str) -> type[InpaintModel]:
         """The class for ``name``; unknown names give upstream's 403 ``<name> not implemented``."""

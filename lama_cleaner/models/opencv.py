@@ -23,6 +23,7 @@ class OpenCV2(InpaintModel):
     resource_class = "cpu"
     runs_on_cpu = True
     memory_mb = 64
+    thread_safe = True
     pad_mod = 1
 
     def forward(self, image_rgb: np.ndarray, mask: np.ndarray, req: InpaintRequest) -> np.ndarray:

@@ -20,6 +20,7 @@ from werkzeug.security import safe_join
 from ..config import Config
 from ..errors import ClientError, NotFound
 from ..imaging import check_pixels, decode_image, encode_like
+from ..png_encoding import PngSettings
 from .errors import text_response
 from .state import state
 
@@ -103,7 +104,7 @@ def save_image() -> Response | str:
     data = upload.read()
     check_pixels(data, "image", config.server.max_image_pixels)  # a bomb -> 413 before decoding
     decoded = decode_image(data)  # undecodable -> ClientError (400)
-    data = encode_like(decoded.rgb, decoded, quality=config.quality)
+    data = encode_like(decoded.rgb, decoded, quality=config.quality, png=PngSettings.from_config(config))
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(out_dir / filename, data)
     return "ok"

@@ -104,6 +104,12 @@ class DistributedConfig:
         "--max-tasks-per-child N` overrides it.",
         minimum=0,
     )
+    node_preload: str = setting(
+        "auto",
+        "The model a node's inference process loads before the node takes work, so no request waits "
+        "for a cold model: a model name, `auto` (the start-up `--model` if the node offers it and has "
+        "it on disk, else the first offered model on disk) or `none` (load on the first task).",
+    )
     node_max_child_rss_mb: int = setting(
         0,
         "A node replaces its inference process after a task that left its resident memory (VmRSS) "

@@ -132,8 +132,10 @@ def collect(
     plugins: list[str],
     labels: Mapping[str, str],
     queues_requested: list[str],
+    preload: str | None = None,
 ) -> dict[str, Any]:
-    """The ``capabilities`` object of HELLO (see docs/protocol.md)."""
+    """The ``capabilities`` object of HELLO (see docs/protocol.md); ``preload``: the model the node
+    loads before it takes work (``node.warm``)."""
     gpu_name, gpu_memory_mb = gpu_info(device)
     return {
         "device": device,
@@ -145,6 +147,7 @@ def collect(
         "plugins": list(plugins),
         "labels": dict(labels),
         "queues_requested": list(queues_requested),
+        "preload": preload,
     }
 
 

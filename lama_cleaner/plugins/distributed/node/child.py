@@ -21,12 +21,12 @@ RETIRE_GRACE_S = 10.0
 class InferenceChild:
     """One inference child process and its Pipe; stopping it never blocks the poll loop."""
 
-    def __init__(self, ctx: Any, config: Any, plugins: list[str], device: str) -> None:
+    def __init__(self, ctx: Any, config: Any, plugins: list[str], device: str, preload: str | None = None) -> None:
         self.conn, child_conn = ctx.Pipe()
         self.cancel_event = ctx.Event()
         self.proc = ctx.Process(
             target=worker_main,
-            args=(child_conn, self.cancel_event, config, plugins, device),
+            args=(child_conn, self.cancel_event, config, plugins, device, preload),
             name="lama-cleaner-inference",
             daemon=True,
         )

@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ....process_lifetime import die_with_parent
+from .warm import load_in_child
 
 if TYPE_CHECKING:
     from ....tasks import Progress
@@ -218,12 +219,15 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
     raise _Terminated()
 
 
-def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str) -> None:
+def worker_main(
+    conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str, preload: str | None = None
+) -> None:
     """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away.
 
     The child runs the ``inference`` role with the node's plugins: ``startup`` before the models are
     set up, ``shutdown`` when it stops, when the node terminates it (SIGTERM), or when it failed to
     start. A SIGKILL (the node's last resort, or the node's own death) runs nothing, by nature.
+    ``preload`` (``node.warm``) is loaded before ``ready``: the node takes no work until then.
     """
     # The node died, however it died (even before this line): nothing is left to report to.
     die_with_parent(signal.SIGKILL, parent_pid=_starter_pid())
@@ -239,6 +243,7 @@ def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[
         pm = create_plugin_manager(plugins)
         with running(pm, config, "inference"):
             runtime = _Runtime(pm, config, device)
+            load_in_child(runtime.models, preload)
             _serve(conn, cancel_event, runtime)
     except _Terminated:
         return

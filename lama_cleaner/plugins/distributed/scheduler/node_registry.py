@@ -44,6 +44,9 @@ class NodeEntry:
     offline: bool = False
     offline_since: float = 0.0
     tasks_done: int = 0
+    peer_key: str | None = None
+    """The CURVE key (Z85) that registered this node id; None without CURVE. Every message as this
+    node must come from it (a node id is the node's own choice, so anyone could claim one)."""
     models: frozenset[str] | None = field(init=False, default=None)
     """``capabilities.models`` as a set (None: not declared, any model), for dispatch every round."""
     plugins: frozenset[str] | None = field(init=False, default=None)

@@ -60,6 +60,9 @@ from ..config import DistributedConfig
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..journal.task_store import BLOB_DIR, BlobMissing, TaskStore
+from ..security.bind_policy import check_bind
+from ..security.curve import ServerSecurity, limit_socket
+from ..security.peer_guard import PeerGuard
 from ..wire import protocol as p
 from ..wire.send import send_nowait
 from .node_handlers import NodeMessages
@@ -181,6 +184,8 @@ class Scheduler(NodeMessages, ProducerMessages):
                 "pruned_blobs",
                 "reattached",
                 "done_sent",
+                "rejected_peers",
+                "foreign_reports",
             ),
             0,
         )
@@ -206,12 +211,18 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._failed_on = FailedOn()
         self.recovery: Any = None
         self._lock_file: Any = None
+        self._security: ServerSecurity | None = None
+        self._guard: PeerGuard | None = None
+        """With CURVE: receives each message with its sender's key and drops revoked keys'."""
 
     # ================================================================== lifecycle
     def start(self) -> Scheduler:
         """Open the journal, recover unfinished tasks, bind the sockets, start the loop thread."""
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
+        # Before anything is opened: a public bind without keys, or an unreadable key, is refused.
+        self._security = ServerSecurity.from_config(self.dcfg, self._reject_peer)
+        check_bind(self.bind, has_keys=self._security is not None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
@@ -324,6 +335,9 @@ class Scheduler(NodeMessages, ProducerMessages):
 
     def _bind(self) -> None:
         self._ctx = zmq.Context()
+        if self._security is not None:
+            self._security.start(self._ctx)  # the ZAP handler must exist before the first handshake
+            self._guard = PeerGuard(self._security.allow, self._reject_peer)
         self._control = self._router()
         self._control.bind(self.bind)
         control_ep = self._control.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -355,6 +369,9 @@ class Scheduler(NodeMessages, ProducerMessages):
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.RCVHWM, 10000)
         sock.setsockopt(zmq.SNDHWM, 10000)
+        limit_socket(sock, self.dcfg)
+        if self._security is not None:
+            self._security.apply(sock)
         return sock
 
     def _close_sockets(self) -> None:
@@ -367,6 +384,8 @@ class Scheduler(NodeMessages, ProducerMessages):
         for fd in wake:
             if fd >= 0:
                 os.close(fd)
+        if self._security is not None:
+            self._security.stop()  # its ZAP socket lives in the context, which term() waits for
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -419,6 +438,7 @@ class Scheduler(NodeMessages, ProducerMessages):
     def _run(self) -> None:
         backlog: deque[tuple[zmq.Socket, list[bytes], int]] = deque()  # producer requests read, not handled
         backlog_bytes = 0
+        guard = self._guard
         try:
             while not self._stopping.is_set():
                 timeout = 0.0 if backlog else self._poll_timeout(time.time())
@@ -432,9 +452,11 @@ class Scheduler(NodeMessages, ProducerMessages):
                     full = len(backlog) >= MAX_BACKLOG or backlog_bytes >= MAX_BACKLOG_BYTES
                     for _ in range(PRODUCER_MESSAGES_PER_ROUND if control and full else MAX_MESSAGES_PER_ROUND):
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True) if guard is None else guard.recv(sock)
                         except zmq.Again:
                             break
+                        if frames is None:  # from a key no longer allowed: dropped, counted, logged
+                            continue
                         if control and not is_node_message(frames):
                             size = sum(map(len, frames))
                             backlog.append((sock, frames, size))
@@ -749,7 +771,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 self._count("failed")
                 self._event(store.fail(task.task_id, error=f"Task input lost: {exc}", status=500, now=now))
                 continue
-            rec = store.mark_processing(task.task_id, node.node_id, now)
+            rec = store.mark_processing(task.task_id, node.node_id, now, peer_key=node.peer_key)
             self._refunded.discard(rec.id)
             header = {
                 "task_id": rec.id,

@@ -56,6 +56,7 @@ from typing import Any
 import zmq
 
 from ....errors import NotFound
+from ..security.curve import ClientKeys, secure_client
 from ..wire import protocol as p
 from ..wire.endpoints import queue_endpoint_for
 from ..wire.liveness import Backoff, Liveness
@@ -141,6 +142,8 @@ class Node:
         dist = config.distributed
         self.liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
         self.backoff = Backoff(dist.reconnect_min_s, dist.reconnect_max_s, jitter=_RECONNECT_JITTER)
+        self.curve = ClientKeys.from_config(dist)
+        """This node's CURVE keys and the scheduler's public key (None: plaintext, loopback only)."""
         self.ctx = zmq.Context()
         self.mp_ctx = mp.get_context("spawn")
         self.control: zmq.Socket | None = None
@@ -300,6 +303,7 @@ class Node:
     def _connect(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        secure_client(sock, self.curve, self.config.distributed)
         try:
             sock.connect(self.scheduler)
         except zmq.ZMQError:
@@ -339,7 +343,7 @@ class Node:
                 "pid": os.getpid(),
                 "capabilities": self.capabilities,
                 "loaded_model": self.loaded_model,
-                "public_key": None,
+                "public_key": self.curve.own.public.decode("ascii") if self.curve else None,
                 "task_id": cur.task_id if cur else None,
                 "attempt": cur.attempt if cur else None,
             },
@@ -439,6 +443,7 @@ class Node:
             endpoint = queue_endpoint_for(granted, self.scheduler)
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            secure_client(sock, self.curve, self.config.distributed)
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:

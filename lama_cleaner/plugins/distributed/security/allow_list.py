@@ -1,9 +1,11 @@
 """The scheduler's allow-list: the public keys in a folder of ``*.key`` files, read again whenever the
 folder changes, so that adding or removing a file admits or shuts out a peer without a restart.
 
-Checking costs a ``stat`` of the folder and its files at most once per ``min_interval_s`` (the ZAP
-thread asks at every connection attempt, the scheduler loop at every message of a revoked peer), so
-a flood of connection attempts cannot turn into a flood of file reads. A file that cannot be read is
+Checking costs a ``stat`` of the folder and its files at most once per ``min_interval_s`` for a key
+that is allowed (the scheduler loop asks at every message, so a revoked key is noticed within that
+time) and at most once per ``deny_interval_s`` before a key is refused (the ZAP thread asks at every
+connection attempt: a key just added is admitted at once, and a flood of unknown keys cannot turn
+into a flood of folder reads). A file that cannot be read is
 logged and skipped; the keys that can be read still count.
 """
 
@@ -28,11 +30,17 @@ class AllowList:
     (keys allowed whatever the folder holds: the scheduler's own, which its local nodes use)."""
 
     def __init__(
-        self, directory: str | os.PathLike[str] | None, always: Iterable[bytes] = (), *, min_interval_s: float = 0.5
+        self,
+        directory: str | os.PathLike[str] | None,
+        always: Iterable[bytes] = (),
+        *,
+        min_interval_s: float = 0.5,
+        deny_interval_s: float = 0.05,
     ) -> None:
         self.directory = Path(directory).expanduser() if directory else None
         self.always = frozenset(always)
         self.min_interval_s = min_interval_s
+        self.deny_interval_s = deny_interval_s
         self._lock = threading.Lock()
         self._keys: frozenset[bytes] = self.always
         self._names: dict[bytes, str] = {}
@@ -57,11 +65,13 @@ class AllowList:
                 out.append((entry.name, info.st_mtime_ns, info.st_size))
         return tuple(out)
 
-    def refresh(self, *, force: bool = False) -> bool:
-        """Read the folder again if it changed since the last look; True when the keys changed."""
+    def refresh(self, *, force: bool = False, max_age_s: float | None = None) -> bool:
+        """Read the folder again if it changed since the last look (done at most every ``max_age_s``,
+        default ``min_interval_s``); True when the keys changed."""
         now = time.monotonic()
         with self._lock:
-            if not force and now - self._checked_at < self.min_interval_s:
+            age = self.min_interval_s if max_age_s is None else max_age_s
+            if not force and now - self._checked_at < age:
                 return False
             self._checked_at = now
             signature = self._scan()
@@ -86,6 +96,9 @@ class AllowList:
     def allows(self, public_key: bytes) -> bool:
         """Whether ``public_key`` (Z85) may connect now; looks at the folder again if it is due."""
         self.refresh()
+        if public_key in self._keys:
+            return True
+        self.refresh(max_age_s=self.deny_interval_s)  # maybe added a moment ago
         return public_key in self._keys
 
     def name_of(self, public_key: bytes) -> str | None:

@@ -623,7 +623,10 @@ class Scheduler(NodeMessages, ProducerMessages):
         req_id = peek_req_id(frames[1:])
         if req_id is not None:
             message = f"Scheduler error: {type(exc).__name__}: {exc}"
-            self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
+            try:
+                self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
+            except p.ProtocolError:  # an error about an error must not undo the round's other replies
+                log.exception("could not answer a request that failed")
 
     def _timers(self, now: float, outbox: list[Out]) -> None:
         deadline = self.interval * self.liveness

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.utils.z85
 
 PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
@@ -76,13 +77,23 @@ def generate(directory: str | os.PathLike[str], name: str, *, force: bool = Fals
     return public_path, secret_path
 
 
+def _is_z85_key(key: bytes) -> bool:
+    if len(key) != Z85_KEY_LENGTH:
+        return False
+    try:
+        zmq.utils.z85.decode(key)
+    except (KeyError, ValueError):  # pyzmq raises KeyError for a character outside the alphabet
+        return False
+    return True
+
+
 def _load(path: Path) -> tuple[bytes, bytes | None]:
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"cannot read CURVE key file {path}: {exc}") from None
     for key in (public, secret):
-        if key is not None and len(key) != Z85_KEY_LENGTH:
+        if key is not None and not _is_z85_key(key):
             raise KeyFileError(f"{path} holds a key that is not {Z85_KEY_LENGTH} Z85 characters")
     return public, secret
 
@@ -103,9 +114,8 @@ def load_public(value: str | os.PathLike[str]) -> bytes:
     """A public key from a ``.key`` (or ``.key_secret``) file, or given directly as Z85 text."""
     text = str(value)
     if len(text) == Z85_KEY_LENGTH and not Path(text).expanduser().exists():
-        try:
-            zmq.utils.z85.decode(text.encode("ascii"))
-        except (ValueError, UnicodeEncodeError):
-            raise KeyFileError(f"{text!r} is neither a key file nor a Z85 public key") from None
-        return text.encode("ascii")
+        key = text.encode("ascii", "ignore")  # a non-ASCII character shortens it: refused below
+        if not _is_z85_key(key):
+            raise KeyFileError(f"{text!r} is neither a key file nor a Z85 public key")
+        return key
     return _load(Path(text).expanduser())[0]

@@ -77,9 +77,10 @@ def test_a_keyed_node_serves_a_remote_producer_and_an_unlisted_one_never_joins(t
                       "--config", str(sched_config), "--plugins", "tests.support.fake_models"])  # fmt: skip
     procs.append(scheduler)
     wait_for(lambda: "scheduler ready" in scheduler.output(), 60, "the scheduler to start")
+    started = {}
     for name in ("gpu-1", "rogue"):
         config = write_config(tmp_path, merged(FAST, {"distributed": ring.client_settings(name)}), f"{name}.json")
-        start_node(procs, endpoint, config, "--name", name)
+        started[name] = start_node(procs, endpoint, config, "--name", name)
 
     client = SchedulerClient(endpoint, client_config(ring, "web-1"), request_timeout_s=30)
     try:
@@ -94,6 +95,8 @@ def test_a_keyed_node_serves_a_remote_producer_and_an_unlisted_one_never_joins(t
         output = client.request(p.FETCH, {"task_id": task["id"]})
         assert np.array_equal(decoded(output.blobs[0]), decoded(image))  # the fake model returns its input
         wait_for(lambda: "refused a peer with unknown CURVE key" in scheduler.output(), 30, "the rogue's refusal")
+        hint = f"no WELCOME: is this node's public key {ring.public('rogue')} in the scheduler's curve_authorized_keys"
+        wait_for(lambda: hint in started["rogue"].output(), 30, "the rogue node to say why it is not welcomed")
         assert (
             [n["name"] for n in client.request(p.NODES, {}).header["nodes"]] == ["gpu-1"] == [n["name"] for n in nodes]
         )

@@ -216,7 +216,7 @@ class Node:
             if now >= self.next_connect_at:
                 self._connect()
         elif liveness.expired:
-            log.warning("scheduler %s silent; reconnecting", self.scheduler)
+            log.warning("scheduler %s silent; reconnecting%s", self.scheduler, self._curve_hint())
             self._disconnect(backoff=True)
         if self.welcomed and self.control is not None and liveness.due():
             self._send_heartbeat()
@@ -315,6 +315,13 @@ class Node:
         self.liveness.reset()
         self._send(self._hello())
         log.info("node %s (%s) says HELLO to %s", self.name, self.node_id, self.scheduler)
+
+    def _curve_hint(self) -> str:
+        """Why a CURVE scheduler may never answer: it refuses keys it does not list, silently."""
+        if self.curve is None or self.welcomed:
+            return ""
+        return (f" (no WELCOME: is this node's public key {self.curve.own.public.decode('ascii')} in the "
+                "scheduler's curve_authorized_keys, and curve_server_key the scheduler's key?)")  # fmt: skip
 
     def _disconnect(self, *, backoff: bool) -> None:
         for sock in list(self.queue_socks):

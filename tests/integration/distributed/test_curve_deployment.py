@@ -113,3 +113,17 @@ def test_a_web_server_listening_everywhere_with_keys_runs_tasks_on_its_local_nod
     wait_nodes(dist.url, 1)
     task = api_submit(dist.url, "sleep", "10")
     assert wait_status(dist.url, task["id"], ("completed", "failed"), 60)["status"] == "completed"
+
+
+def test_a_web_server_embedding_a_public_scheduler_without_keys_refuses_in_one_line(tmp_path: Path):
+    from tests.support.server_process import REPO_ROOT, free_port, server_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lama_cleaner", "--plugins", "distributed", "--scheduler-bind", "tcp://0.0.0.0:0",
+         "--data-dir", str(tmp_path / "data"), "--model", "cv2", "--device", "cpu", "--port", str(free_port())],
+        cwd=REPO_ROOT, env=server_env(None), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "error" in line]
+    assert len(errors) == 1 and "refusing to listen on tcp://0.0.0.0:0 without CURVE keys" in errors[0], errors
+    assert "lama-cleaner keys generate scheduler" in errors[0]

@@ -4,7 +4,9 @@ The scheduler is the CURVE server: its ROUTERs hold its secret key and a ZAP aut
 thread of pyzmq's ``zmq.auth``, one per scheduler context) asks :class:`~.allow_list.AllowList`
 about every client key at the handshake; an unknown key never gets a connection, so it can neither
 register, pull, read a task nor send a result. Every refusal is logged (rate-limited) and counted
-through the ``on_reject`` callback. Nodes and remote producers are CURVE clients: their own key
+through the ``on_reject`` callback: unknown keys by the ZAP callback, and handshakes that fail
+before ZAP is asked (a peer without CURVE, or one that does not know the scheduler's public key) by
+a socket monitor read in a thread of its own. Nodes and remote producers are CURVE clients: their own key
 pair plus the scheduler's public key, which they verify (a man in the middle without the
 scheduler's secret cannot complete the handshake).
 
@@ -17,6 +19,7 @@ it), so it is neither encrypted nor limited by a key.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +108,69 @@ class _KeyCheck:
         return False
 
 
+_FAILED_HANDSHAKES = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+"""Monitor events of handshakes that failed before the allow-list was asked (those it refuses are
+counted by the ZAP callback)."""
+
+
+class _HandshakeWatch:
+    """Reads the monitor sockets of the scheduler's ROUTERs and reports each failed handshake."""
+
+    def __init__(self, on_reject: Callable[[str], None]) -> None:
+        self.on_reject = on_reject
+        self._monitors: list[zmq.Socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logged_at = 0.0
+        self._quiet = 0
+
+    def add(self, sock: zmq.Socket) -> None:
+        with self._lock:
+            self._monitors.append(sock.get_monitor_socket(_FAILED_HANDSHAKES))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="lama-cleaner-curve-monitor", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        poller, known = zmq.Poller(), 0
+        while not self._stop.is_set():
+            with self._lock:
+                for mon in self._monitors[known:]:
+                    poller.register(mon, zmq.POLLIN)
+                known = len(self._monitors)
+            for mon, _ in poller.poll(100):
+                try:
+                    event = recv_monitor_message(mon, zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    continue
+                self._report(event)
+
+    def _report(self, event: dict[str, Any]) -> None:
+        self.on_reject("handshake")
+        now = time.monotonic()
+        if now - self._logged_at >= _LOG_EVERY_S:
+            more = f" (and {self._quiet} more since the last line)" if self._quiet else ""
+            value = event.get("value")
+            why = getattr(value, "name", value)
+            log.warning("refused a peer on %s whose handshake failed (%s: no CURVE, or not this scheduler's "
+                        "public key)%s", event.get("endpoint", b"?").decode(errors="replace"), why, more)  # fmt: skip
+            self._logged_at, self._quiet = now, 0
+        else:
+            self._quiet += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        with self._lock:
+            for mon in self._monitors:
+                mon.close(0)
+            self._monitors.clear()
+
+
 class ServerSecurity:
     """The scheduler's side: its key pair, the allow-list and the ZAP authenticator of its context.
 
@@ -115,6 +181,7 @@ class ServerSecurity:
         self.keys = keys
         self.allow = allow
         self.check = _KeyCheck(allow, on_reject)
+        self.watch = _HandshakeWatch(on_reject)
         self._auth: ThreadAuthenticator | None = None
 
     @classmethod
@@ -138,8 +205,10 @@ class ServerSecurity:
         sock.curve_secretkey = self.keys.secret
         sock.curve_publickey = self.keys.public
         sock.zap_domain = ZAP_DOMAIN.encode("ascii")
+        self.watch.add(sock)
 
     def stop(self) -> None:
+        self.watch.stop()
         auth, self._auth = self._auth, None
         if auth is not None:
             auth.stop()

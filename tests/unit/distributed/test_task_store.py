@@ -28,7 +28,7 @@ def test_migrations_applied_once_and_wal(path):
             "0002_result_blob_index.sql",
             "0003_blob_files.sql",
             "0004_task_priority.sql",
-            "0005_task_dispatches.sql",
+            "0006_task_dispatches.sql",
         ]
         assert store.schema_version() == 5
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -41,7 +41,7 @@ def test_migrations_applied_once_and_wal(path):
         (2, "0002_result_blob_index.sql"),
         (3, "0003_blob_files.sql"),
         (4, "0004_task_priority.sql"),
-        (5, "0005_task_dispatches.sql"),
+        (5, "0006_task_dispatches.sql"),
     ]
 
 
@@ -299,7 +299,7 @@ def test_reattach_resumes_the_same_dispatch_and_recharges_a_refund(path):
 
 
 def test_each_dispatch_records_its_node_and_key(path):
-    """Who got which attempt is journaled (migration 0005), so a report from anyone else can be refused."""
+    """Who got which attempt is journaled (migration 0006), so a report from anyone else can be refused."""
     with TaskStore(path) as store:
         rec = new(store)
         assert store.dispatch_owner(rec.id, 1) is None

@@ -644,7 +644,7 @@ class TaskStore:
 
     def dispatch_owner(self, task_id: str, attempt: int) -> tuple[str, str | None] | None:
         """``(node_id, peer_key)`` that dispatch ``attempt`` of the task went to; None if it was never
-        handed out (or before migration 0005 recorded hand-overs)."""
+        handed out (or before migration 0006 recorded hand-overs)."""
         if not self._has_dispatches or isinstance(attempt, bool) or not isinstance(attempt, int):
             return None
         if not 0 < attempt < 2**63:  # JSON integers are unbounded; SQLite's are not

@@ -336,6 +336,7 @@ def serve_main(argv: Sequence[str]) -> int:
 
     from .plugins.lifecycle import running
     from .plugins.manager import plugin_names
+    from .server import http_server
     from .server.app import close_app, create_app
 
     print(banner(config, plugin_names(pm)), flush=True)
@@ -348,14 +349,11 @@ def serve_main(argv: Sequence[str]) -> int:
                 app, socketio, _executor = create_app(config, pm)
                 pm.hook.server_started(config=config, app=app)
                 serving = True
-                socketio.run(
-                    app,
-                    host=config.host,
-                    port=config.port,
-                    debug=config.debug,
-                    use_reloader=False,
-                    allow_unsafe_werkzeug=True,
-                )
+                if config.debug:  # Flask's debugger needs Werkzeug's development server
+                    socketio.run(app, host=config.host, port=config.port, debug=True, use_reloader=False,
+                                 allow_unsafe_werkzeug=True)  # fmt: skip
+                else:
+                    http_server.serve(app, socketio, config)
             finally:
                 if app is not None:
                     close_app(app)  # the executor, then the observers' queued events, before shutdown

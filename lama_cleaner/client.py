@@ -24,6 +24,9 @@ import requests
 from .inpaint_request import InpaintRequest, default_form
 from .tasks import TERMINAL_STATES
 
+TOKEN_ENV = "LAMA_CLEANER_TOKEN"
+"""Where the client (and so ``lama-cleaner batch``) finds its API token when none is passed."""
+
 FRONTEND_DEFAULTS: dict[str, str] = default_form()
 """The 34 form fields exactly as a fresh 1.2.5 front end sends them (for lama)."""
 
@@ -150,7 +153,9 @@ class LamaCleanerClient:
     """Talks to one server's ``/api/v1``.
 
     ``timeout`` bounds each HTTP call (not a whole task: see :meth:`wait`). ``socket_id`` is sent as
-    ``X-Socket-ID`` so the server targets ``task_status`` events at that Socket.IO client.
+    ``X-Socket-ID`` so the server targets ``task_status`` events at that Socket.IO client. ``token``
+    (default: the ``LAMA_CLEANER_TOKEN`` environment variable, so ``lama-cleaner batch`` needs no flag
+    that would show the secret in ``ps``) is sent as a bearer token (docs/security.md#api-tokens).
     """
 
     def __init__(
@@ -160,11 +165,15 @@ class LamaCleanerClient:
         *,
         socket_id: str | None = None,
         session: requests.Session | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/") + "/"
         self.timeout = timeout
         self.socket_id = socket_id
         self.session = session or requests.Session()
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     # ------------------------------------------------------------------ plumbing
     def url(self, path: str) -> str:

@@ -112,10 +112,91 @@ def declaration_of(section: Any) -> ConfigSection | None:
 
 
 def _builtin_section_defaults() -> dict[str, Any]:
-    """Default of ``Config.sections``: every built-in plugin's section, enabled or not (see the module doc)."""
+    """Default of ``Config.sections``: the core's own sections and every built-in plugin's, enabled or
+    not (see the module doc)."""
     from .plugins.builtin import builtin_section_declarations  # late: the plugins' sections import this module
 
-    return section_defaults(section for _plugin, section in builtin_section_declarations())
+    return section_defaults([*CORE_SECTIONS, *(section for _plugin, section in builtin_section_declarations())])
+
+
+TOKEN_SCOPES = ("tasks", "admin", "metrics")
+"""What an API token may do: ``tasks`` submits and reads its own tasks; ``admin`` every task, draining
+and scaling; ``metrics`` the monitor's pages and ``/metrics``. ``admin`` implies the other two."""
+
+
+@dataclass
+class TokenSettings:
+    """One bearer token of the HTTP API, keyed by the name its tasks are owned by (letters, digits,
+    `-` and `_`). Give the secret as `token` or, better, `token_file` (its first line); exactly one."""
+
+    token: str = setting("", "The secret itself (at least 16 characters).")
+    token_file: str = setting("", "A file whose first line is the secret (kept out of the config file).")
+    scopes: list[str] = setting(["tasks"], "What the token may do: `tasks`, `admin`, `metrics`.")
+
+
+@dataclass
+class ServerSettings:
+    """Settings of the HTTP server itself: who may call ``/api/v1``, what input it accepts, how it stops."""
+
+    tokens: dict[str, TokenSettings] = setting(
+        {},
+        "Bearer tokens of `/api/v1` (and of plugins' protected routes). None: the API is open, as "
+        "before, and binding a non-loopback `host` logs a warning.",
+        key_name="name",
+    )
+    max_image_pixels: int = setting(
+        100_000_000,
+        "Largest image (width x height) any route accepts; a bigger one (a decompression bomb) is a 413 "
+        "before it is decoded. Pillow itself refuses more than about 179 million.",
+        minimum=1,
+    )
+    max_upload_mb: int = setting(256, "Largest request body in MiB; a bigger one is a 413.", minimum=1)
+    threads: int = setting(
+        512,
+        "Threads of the HTTP server: connections being read or answered at once. An open Socket.IO "
+        "WebSocket holds one; an idle connection holds none.",
+        minimum=1,
+    )
+    max_connections: int = setting(
+        2048, "Open connections at most (more wait in the listen backlog); above `threads`.", minimum=2
+    )
+    shutdown_grace_s: float = setting(
+        30.0, "On SIGTERM: how long requests in flight may take to finish before the server stops.", minimum=0
+    )
+
+
+def validate_server(section: ServerSettings) -> None:
+    """Token names are owners (one per token), scopes are known, each secret is given exactly once;
+    there is room for connections beyond the threads (idle ones are parked, not refused)."""
+    if section.max_connections <= section.threads:
+        raise ConfigError("server.max_connections must be greater than server.threads")
+    secrets: set[str] = set()
+    for name, token in section.tokens.items():
+        where = f"server.tokens.{name}"
+        if not name.replace("-", "").replace("_", "").isalnum() or not name.isascii():
+            raise ConfigError(f"{where}: a token's name may hold only letters, digits, - and _")
+        unknown = [s for s in token.scopes if s not in TOKEN_SCOPES]
+        if unknown or not token.scopes:
+            allowed = ", ".join(TOKEN_SCOPES)
+            raise ConfigError(f"{where}.scopes must be a non-empty list of {allowed}, got {token.scopes}")
+        if bool(token.token) == bool(token.token_file):
+            raise ConfigError(f"{where}: give exactly one of token and token_file")
+        if token.token and len(token.token) < 16:
+            raise ConfigError(f"{where}.token must be at least 16 characters")
+        if token.token in secrets and token.token:
+            raise ConfigError(f"{where}.token is the same secret as another token's")
+        secrets.add(token.token)
+
+
+CORE_SECTIONS = (
+    ConfigSection(
+        "server",
+        ServerSettings,
+        validate=validate_server,
+        doc="API tokens, input limits and shutdown of the HTTP server (see docs/security.md).",
+    ),
+)
+"""Tables of the config file that the core itself owns (plugins declare theirs by ``config_sections``)."""
 
 
 @dataclass

@@ -33,6 +33,15 @@ class ClientError(LamaCleanerError):
     code = "bad_request"
 
 
+class TooLarge(LamaCleanerError):
+    """An image with more pixels than ``server.max_image_pixels`` (a decompression bomb, or simply too
+    big to process): refused before its pixels are decoded. Not a ``ClientError`` on purpose: checks
+    that skip uploads which are not images catch ``ClientError`` and must let this through."""
+
+    status = 413
+    code = "image_too_large"
+
+
 class NotFound(LamaCleanerError):
     status = 404
     code = "not_found"

@@ -1,5 +1,9 @@
 """The one way work reports its lifecycle: an ``EventSink`` that forwards to the ``task_event`` hook.
 
+The same sink calls other observing hooks off the caller's thread too (``notify``): the
+``distributed`` plugin's ``node_event`` and ``task_unschedulable`` go through it, with the same
+guarantees, so the scheduler's loop never runs observer code.
+
 Executors (local or distributed) only know this tiny object, not Socket.IO, metrics or logs; every
 observer is a plugin implementing ``task_event``.
 
@@ -39,20 +43,30 @@ CLOSE_TIMEOUT_S = 5.0
 _STOP = object()
 
 
-class ObserverDispatcher:
-    """One ``task_event`` implementation and the thread that calls it, in event order."""
+class HookCall:
+    """The arguments of one call of an observing hook other than ``task_event`` (see ``EventSink.notify``)."""
 
-    def __init__(self, impl: pluggy.HookImpl, maxsize: int = QUEUE_SIZE) -> None:
+    __slots__ = ("kwargs",)
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self.kwargs = kwargs
+
+
+class ObserverDispatcher:
+    """One implementation of an observing hook (``task_event`` unless told) and the thread that calls it, in order."""
+
+    def __init__(self, impl: pluggy.HookImpl, maxsize: int = QUEUE_SIZE, hook_name: str = "task_event") -> None:
         self.impl = impl
         self.plugin_name = impl.plugin_name
+        self.hook_name = hook_name
         self.dropped = 0
         self._queue: queue.Queue[Any] = queue.Queue(maxsize)
         self._last_drop_log = float("-inf")
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"task_event:{self.plugin_name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{hook_name}:{self.plugin_name}", daemon=True)
         self._thread.start()
 
-    def put(self, item: TaskEvent | Callable[[], None]) -> bool:
+    def put(self, item: TaskEvent | HookCall | Callable[[], None]) -> bool:
         """Queue an event (or a follow-up call, see :meth:`EventSink.after_events`); never blocks.
         False when the observer's queue was full or it is closed and the item was dropped."""
         if self._closed:
@@ -66,7 +80,8 @@ class ObserverDispatcher:
             if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
                 self._last_drop_log = now
                 log.warning(
-                    "task_event observer %s is %d events behind: dropped an event (%d dropped so far)",
+                    "%s observer %s is %d events behind: dropped an event (%d dropped so far)",
+                    self.hook_name,
                     self.plugin_name,
                     self._queue.maxsize,
                     self.dropped,
@@ -100,10 +115,12 @@ class ObserverDispatcher:
                     return
                 if isinstance(item, TaskEvent):
                     self._deliver(item)
+                elif isinstance(item, HookCall):
+                    self._call(item.kwargs)
                 else:
                     item()
             except Exception:  # noqa: BLE001 - a follow-up call's failure must not end the dispatcher
-                log.exception("task_event dispatcher %s: a queued call failed", self.plugin_name)
+                log.exception("%s dispatcher %s: a queued call failed", self.hook_name, self.plugin_name)
             finally:
                 self._queue.task_done()
 
@@ -115,6 +132,12 @@ class ObserverDispatcher:
             log.exception(
                 "task_event observer %s failed for task %s (%s)", self.plugin_name, event.task_id, event.status
             )
+
+    def _call(self, kwargs: dict[str, Any]) -> None:
+        try:
+            self.impl.function(*(kwargs[name] for name in self.impl.argnames))
+        except Exception:  # noqa: BLE001 - an observer bug must not fail the work it watches
+            log.exception("%s observer %s failed", self.hook_name, self.plugin_name)
 
 
 class EventSink:
@@ -138,6 +161,19 @@ class EventSink:
         for dispatcher in self._observers():
             dispatcher.put(event)
 
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of the observing hook ``hook_name`` with ``kwargs``, each on its
+        own dispatcher thread, and return at once; never raises. A hook no loaded plugin declares
+        has no observers."""
+        call = HookCall(kwargs)
+        for dispatcher in self._observers(hook_name):
+            dispatcher.put(call)
+
+    def has_observers(self, hook_name: str) -> bool:
+        """Whether some plugin implements ``hook_name`` (so a caller can skip building its arguments)."""
+        caller = getattr(self._pm.hook, hook_name, None)
+        return caller is not None and bool(caller.get_hookimpls())
+
     def after_events(self, observer: object, call: Callable[[], None]) -> None:
         """Run ``call`` on ``observer``'s dispatcher once the events already queued for it are
         delivered, so that what an observer sends on its own (the Socket.IO notifier's
@@ -150,14 +186,17 @@ class EventSink:
         call()
 
     def dropped(self) -> dict[str, int]:
-        """Events dropped so far per observer (plugin name), because its queue was full."""
+        """``task_event`` events dropped so far per observer (plugin name), because its queue was full."""
         with self._lock:
-            return {d.plugin_name: d.dropped for d in self._dispatchers.values()}
+            return {d.plugin_name: d.dropped for d in self._dispatchers.values() if d.hook_name == "task_event"}
 
     def flush(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Wait until every observer has handled the events queued so far; False on timeout."""
         deadline = time.monotonic() + timeout
-        return all([d.wait_idle(deadline) for d in self._observers()])
+        current = self._observers()  # made now if missing, as emit would
+        with self._lock:
+            others = [] if self._closed else [d for d in self._dispatchers.values() if d not in current]
+        return all([d.wait_idle(deadline) for d in [*current, *others]])
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> bool:
         """Deliver the queued events and stop the dispatchers, all within ``timeout`` seconds.
@@ -175,9 +214,10 @@ class EventSink:
                 )
         return finished
 
-    def _observers(self) -> list[ObserverDispatcher]:
+    def _observers(self, hook_name: str = "task_event") -> list[ObserverDispatcher]:
         """A dispatcher per current implementation, made on first use (plugins may register late)."""
-        impls = self._pm.hook.task_event.get_hookimpls()
+        caller = getattr(self._pm.hook, hook_name, None)
+        impls = caller.get_hookimpls() if caller is not None else []
         with self._lock:
             if self._closed:
                 return []
@@ -185,7 +225,7 @@ class EventSink:
             for impl in reversed(impls):  # pluggy's own call order
                 dispatcher = self._dispatchers.get(id(impl))
                 if dispatcher is None or dispatcher.impl is not impl:
-                    dispatcher = ObserverDispatcher(impl, self._queue_size)
+                    dispatcher = ObserverDispatcher(impl, self._queue_size, hook_name)
                     self._dispatchers[id(impl)] = dispatcher
                 out.append(dispatcher)
             return out

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin
 
-from .errors import ClientError
+from .errors import ClientError, TooLarge
 
 ORIENTATION_TAG = 0x0112
 ROTATING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -83,6 +83,11 @@ def _invalid(field: str) -> ClientError:
     return ClientError(f"Invalid image: cannot decode '{field}'")
 
 
+def _bomb(field: str, exc: Exception) -> TooLarge:
+    """Pillow's own decompression-bomb refusal (beyond twice ``Image.MAX_IMAGE_PIXELS``), as a 413."""
+    return TooLarge(f"Image too large: '{field}' has more pixels than this server decodes ({exc})")
+
+
 def _open(data: bytes, field: str) -> Image.Image:
     if not data:
         raise _invalid(field)
@@ -90,6 +95,8 @@ def _open(data: bytes, field: str) -> Image.Image:
         img = Image.open(io.BytesIO(data))
         img.seek(0)  # animated GIF/TIFF/WebP: first frame only
         img.load()
+    except Image.DecompressionBombError as exc:
+        raise _bomb(field, exc) from exc
     except Exception as exc:  # Pillow raises many types for bad bytes; all mean "bad input"
         raise _invalid(field) from exc
     return img
@@ -189,11 +196,28 @@ def upright_size(data: bytes, field: str) -> tuple[int, int]:
             orientation = tags.get(ORIENTATION_TAG, 1)
         else:
             orientation = img.getexif().get(ORIENTATION_TAG, 1)
+    except Image.DecompressionBombError as exc:
+        raise _bomb(field, exc) from exc
     except Exception as exc:
         raise _invalid(field) from exc
     if orientation in ROTATING_ORIENTATIONS:
         width, height = height, width
     return height, width
+
+
+def check_pixels(data: bytes, field: str, max_pixels: int) -> None:
+    """Refuse (413) an upload whose header declares more than ``max_pixels`` pixels, before anything
+    decodes it: a few kilobytes of PNG can declare 50,000 x 50,000 zero pixels (a decompression bomb).
+    Bytes that are no image pass here; the checks that need an image refuse them with a 400."""
+    try:
+        height, width = upright_size(data, field)
+    except ClientError:
+        return
+    if height * width > max_pixels:
+        raise TooLarge(
+            f"Image too large: '{field}' is {width}x{height} ({width * height} pixels); "
+            f"this server accepts at most {max_pixels} pixels (server.max_image_pixels)"
+        )
 
 
 def mask_mismatch_message(mask_hw: tuple[int, int], image_hw: tuple[int, int]) -> str:

@@ -34,9 +34,12 @@ if TYPE_CHECKING:
 def validate_task(request: TaskRequest, config: Config, image_plugins: ImagePluginRegistry | None = None) -> None:
     """Reject a request that can never succeed, reading only form strings and image headers.
 
-    Raises ``ClientError`` (400) with upstream's texts where upstream has one, and ``NotFound`` for an
-    unknown plugin when ``image_plugins`` is given.
+    Raises ``ClientError`` (400) with upstream's texts where upstream has one, ``NotFound`` for an
+    unknown plugin when ``image_plugins`` is given, and ``TooLarge`` (413) for an upload with more
+    pixels than ``server.max_image_pixels``, checked first, before anything reads further.
     """
+    for field, data in request.files.items():
+        imaging.check_pixels(data, field, config.server.max_image_pixels)
     if request.kind == "inpaint":
         InpaintRequest.from_form(request.form, rng=random.Random(0))
         image_hw = imaging.upright_size(require_file(request, "image"), "image")

@@ -53,6 +53,9 @@ class TaskRequest:
     idempotency_key: str | None = None
     task_id: str | None = None
     priority: int = DEFAULT_PRIORITY
+    owner: str | None = None
+    """The API token's name that submitted it (``server/auth.py``); None without tokens and on the
+    classic routes. A ``tasks``-scoped token sees only the tasks it owns."""
 
 
 def require_file(request: TaskRequest, key: str) -> bytes:
@@ -155,6 +158,8 @@ class TaskInfo:
     error: str | None = None
     traceback: str | None = None
     """The failed attempt's traceback, for operators (``GET /api/v1/tasks/{id}`` of a failed task only)."""
+    owner: str | None = None
+    """Who submitted it (:attr:`TaskRequest.owner`); checked by the API, never shown."""
 
 
 class TaskService(Protocol):
@@ -183,8 +188,11 @@ class TaskService(Protocol):
         """Cancel a queued (never dispatched afterwards) or running (node told to stop) task."""
         ...
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
-        """A page of tasks, newest first, and the total count matching ``status``."""
+    def list(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> tuple[list[TaskInfo], int]:
+        """A page of tasks, newest first, and the total count matching ``status`` (and ``owner``,
+        when given: the API passes it for a ``tasks``-scoped token)."""
         ...
 
     def queues(self) -> list[dict[str, Any]]:

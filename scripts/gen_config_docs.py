@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lama_cleaner.cli import HIDDEN_ALIASES, NOT_FLAGS  # noqa: E402
-from lama_cleaner.config import Config, ConfigSection, bounds_of, table_entry_type  # noqa: E402
+from lama_cleaner.config import CORE_SECTIONS, Config, ConfigSection, bounds_of, table_entry_type  # noqa: E402
 from lama_cleaner.plugins.manager import builtin_plugins, builtin_sections  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "configuration.md"
+CORE_OWNER = ""
+"""Owner of the core's own sections (``[server]``), which no plugin declares."""
 
 HEADER = """# Configuration
 
@@ -136,7 +138,8 @@ def doc_text(cls: type) -> str:
 
 def section_parts(section: ConfigSection, plugin: str) -> list[str]:
     """``[name]`` and then one heading per nested table (``[name.field.<key>]``)."""
-    parts = [f"## `[{section.name}]`", "", f"Declared by the built-in `{plugin}` plugin. {section.doc}".strip(), ""]
+    owner = "the core" if plugin == CORE_OWNER else f"the built-in `{plugin}` plugin"
+    parts = [f"## `[{section.name}]`", "", f"Declared by {owner}. {section.doc}".strip(), ""]
     parts += [*table(section.schema, f"{section.name}.", False), ""]
     hints = typing.get_type_hints(section.schema)
     for f in fields(section.schema):
@@ -161,7 +164,7 @@ def _section_owners() -> dict[str, str]:
     """Section name -> the built-in plugin that declares it."""
     import importlib
 
-    owners = {}
+    owners = {section.name: CORE_OWNER for section in CORE_SECTIONS}
     for plugin, module in builtin_plugins().items():
         hook = getattr(importlib.import_module(module), "config_sections", None)
         for section in (hook() if hook else None) or ():

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pluggy
 
-from ..config import ConfigError, ConfigSection
+from ..config import CORE_SECTIONS, ConfigError, ConfigSection
 from . import hookspecs
 from .builtin import builtin_plugins, builtin_section_declarations
 
@@ -117,9 +117,10 @@ def catalog_plugin_manager(*, autoload: bool | None = None) -> pluggy.PluginMana
 
 @functools.cache
 def builtin_sections() -> dict[str, ConfigSection]:
-    """The config sections of every built-in plugin, enabled or not (entry points not consulted)."""
-    found: dict[str, ConfigSection] = {}
-    owners: dict[str, str] = {}
+    """The core's config sections and those of every built-in plugin, enabled or not (entry points
+    not consulted)."""
+    found: dict[str, ConfigSection] = {section.name: section for section in CORE_SECTIONS}
+    owners: dict[str, str] = dict.fromkeys(found, "the core")
     for plugin, section in builtin_section_declarations():
         if not isinstance(section, ConfigSection):
             raise ConfigError(f"plugin {plugin!r}: config_sections must return ConfigSection objects")

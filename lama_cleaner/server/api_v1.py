@@ -37,6 +37,9 @@ from .api_schemas import (
     TaskSubmitFormSchema,
     dump_with_extras,
 )
+from .auth import ADMIN, TASKS, Caller, current_caller, require_scope
+from .draining import draining
+from .errors import body_too_large_message
 from .notifications import SOCKET_ID_HEADER
 from .replies import image_response
 from .state import EXTENSION_KEY as SERVER_EXTENSION_KEY
@@ -129,7 +132,7 @@ def _on_validation(exc: ValidationError) -> Response:
 
 @blueprint.errorhandler(LamaCleanerError)
 def _on_lama_error(exc: LamaCleanerError) -> Response:
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, Overloaded):  # ShuttingDown too: no log line per refusal
         return error_response(503, exc.code, exc.message, {"Retry-After": str(exc.retry_after)})
     if isinstance(exc, TaskFailed):
         # Asking for the result of a failed task is a conflict with the task's state, not a server
@@ -137,7 +140,7 @@ def _on_lama_error(exc: LamaCleanerError) -> Response:
         return error_response(409, "task_failed", exc.message)
     if exc.status >= 500:
         log.warning("api request failed: %s (%s)", exc.message, exc.code)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
 
 _HTTP_CODES = {
@@ -156,6 +159,8 @@ def _http_error_response(exc: HTTPException) -> Response:
     message = exc.description or exc.name or "Error"
     if status == 400 and message.startswith("The browser (or proxy) sent a request"):
         message = "The request body could not be parsed"
+    if status == 413:
+        message = body_too_large_message()
     headers = {}
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))
@@ -200,6 +205,7 @@ def task_url(task_id: str) -> str:
 def dump_task(info: TaskInfo | dict[str, Any]) -> dict[str, Any]:
     """A ``TaskInfo`` (or its dict) -> the API's task object, with links."""
     raw = asdict(info) if is_dataclass(info) else dict(info)  # type: ignore[arg-type]
+    raw.pop("owner", None)  # checked by the routes, not part of the task object
     raw["links"] = {"self_": task_url(raw["id"]), "result": task_url(raw["id"]) + "/result"}
     return dump_with_extras(TaskSchema(), raw)
 
@@ -220,7 +226,9 @@ def _submitter(st: ApiState) -> str | None:
     return sid or None
 
 
-def _idempotency_key() -> str | None:
+def _idempotency_key(caller: Caller) -> str | None:
+    """The client's key, scoped to its token: another token's same key must not return that token's
+    task (token names hold no ``:``, so two scoped keys never collide)."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
@@ -229,7 +237,18 @@ def _idempotency_key() -> str | None:
         raise ClientError(
             f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY} printable characters", code="validation_error"
         )
-    return key
+    return f"{caller.owner}:{key}" if caller.owner else key
+
+
+def _check_owner(task_id: str, info: TaskInfo | None = None) -> None:
+    """Refuse another owner's task as if it did not exist (a ``tasks`` token must not learn which ids
+    are in use). Admins and a server without tokens skip the look-up."""
+    caller = current_caller(TASKS)
+    if caller.sees_every_task:
+        return
+    info = info if info is not None else _api().service.get(task_id)
+    if info.owner != caller.owner:
+        raise NotFound(f"Task {task_id} not found")
 
 
 def build_task_request(st: ApiState) -> TaskRequest:
@@ -286,11 +305,13 @@ def _check_name(st: ApiState, task: TaskRequest) -> None:
 
 @blueprint.post("/tasks")
 def submit_task() -> Response:
+    caller = current_caller(TASKS)
     st = _api()
     task = build_task_request(st)
     _check_name(st, task)
     task.submitter = _submitter(st)
-    task.idempotency_key = _idempotency_key()
+    task.owner = caller.owner
+    task.idempotency_key = _idempotency_key(caller)
     try:
         validate_task(task, st.config, st.image_plugins)
     except NotFound as exc:  # unknown plugin: a bad value in the body, not a missing URL
@@ -302,10 +323,15 @@ def submit_task() -> Response:
 
 @blueprint.get("/tasks")
 def list_tasks() -> Response:
+    caller = current_caller(TASKS)
     st = _api()
     query = TaskListQuerySchema().load(request.args.to_dict(flat=True))
     status, limit, offset = query.get("status"), query["limit"], query["offset"]
-    tasks, total = st.service.list(status=status, limit=limit, offset=offset)
+    if caller.sees_every_task:
+        tasks, total = st.service.list(status=status, limit=limit, offset=offset)
+    else:
+        tasks, total = st.service.list(status=status, limit=limit, offset=offset, owner=caller.owner)
+        tasks = [t for t in tasks if t.owner == caller.owner]  # also behind a scheduler that ignores owner
     next_url = None
     if offset + len(tasks) < total and tasks:
         params = {k: v for k, v in (("status", status), ("limit", limit), ("offset", offset + len(tasks))) if v}
@@ -318,30 +344,38 @@ def list_tasks() -> Response:
 
 @blueprint.get("/tasks/<task_id>")
 def get_task(task_id: str) -> Response:
-    return _task_response(_api().service.get(task_id))
+    current_caller(TASKS)  # a 401 before anything about the task is looked up
+    info = _api().service.get(task_id)
+    _check_owner(task_id, info)
+    return _task_response(info)
 
 
 @blueprint.delete("/tasks/<task_id>")
 def cancel_task(task_id: str) -> Response:
+    _check_owner(task_id)
     return _task_response(_api().service.cancel(task_id))
 
 
 @blueprint.get("/tasks/<task_id>/result")
 def task_result(task_id: str) -> Response:
+    _check_owner(task_id)
     return image_response(_api().service.result(task_id))
 
 
 @blueprint.get("/queues")
+@require_scope(TASKS)
 def list_queues() -> Response:
     return jsonify({"queues": [dump_with_extras(QueueSchema(), q) for q in _api().service.queues()]})
 
 
 @blueprint.get("/nodes")
+@require_scope(TASKS)
 def list_nodes() -> Response:
     return jsonify({"nodes": [dump_with_extras(NodeSchema(), n) for n in _api().service.nodes()]})
 
 
 @blueprint.post("/nodes/<node_id>/drain")
+@require_scope(ADMIN)
 def drain_node(node_id: str) -> Response:
     """Ask a node to finish its current task and take no more work (scale-in, maintenance)."""
     drain = getattr(_api().service, "drain_node", None)
@@ -364,6 +398,8 @@ def health() -> Response:
     except Exception as exc:  # noqa: BLE001 - a probe must answer, not 500
         log.exception("health check failed")
         report = {"status": "unavailable", "reason": f"health check failed: {type(exc).__name__}: {exc}"}
+    if draining():  # SIGTERM: a load balancer should stop sending work here
+        report = {**report, "status": "unavailable", "reason": "the server is shutting down"}
     response = jsonify(dump_with_extras(HealthSchema(), report))
     if report.get("status") != "ok":
         response.status_code = 503

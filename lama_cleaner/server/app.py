@@ -20,20 +20,21 @@ from ..executor import InpaintExecutor
 from ..image_plugins.registry import build_image_plugin_registry
 from ..models.registry import build_model_registry
 from . import classic, media
+from .auth import install_auth
 from .errors import install_error_handlers
 from .notifications import ENGINEIO_COOKIE_OPTIONS, SocketNotifier
 from .state import EXTENSION_KEY, ServerState
 
 log = logging.getLogger(__name__)
 NOTIFIER_PLUGIN_NAME = "builtin:socketio-notifier"
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024
-"""Bigger multipart bodies get a 413 instead of filling memory."""
+MIB = 1024 * 1024
 
 
 def create_app(config: Config, pm: pluggy.PluginManager) -> tuple[Flask, SocketIO, InpaintExecutor]:
     """Build the web server for ``config`` with the plugins registered in ``pm``."""
     app = Flask(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_upload_mb * MIB  # bigger bodies: 413, not memory
+    install_auth(app, config)  # first: an unreadable token file stops start-up before anything runs
     app.json.sort_keys = True  # type: ignore[attr-defined]  # upstream's Flask 2.2 sorted JSON keys
     CORS(app, expose_headers=["Content-Disposition"])
     socketio = SocketIO(

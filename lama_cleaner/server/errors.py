@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException
 
 from ..errors import LamaCleanerError, Overloaded
+from .draining import ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,10 @@ def text_response(message: str, status: int, headers: dict[str, str] | None = No
 
 
 def _lama_error(exc: LamaCleanerError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else {}
-    if exc.status >= 500:
+    headers = dict(getattr(exc, "headers", None) or {})  # WWW-Authenticate of a 401
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status >= 500 and not isinstance(exc, ShuttingDown):  # one log line per drain, not per refusal
         log.warning("request failed: %s (%s)", exc.message, exc.code)
     return text_response(exc.message, exc.status, headers)
 
@@ -37,11 +40,20 @@ def _http_error(exc: HTTPException) -> Response:
     message = exc.description or exc.name
     if status == 400 and message.startswith("The browser (or proxy) sent a request"):
         message = "Bad Request: the request body could not be parsed"
+    if status == 413:
+        message = body_too_large_message()
     response = text_response(message, status)
     valid_methods = getattr(exc, "valid_methods", None)
     if status == 405 and valid_methods:
         response.headers["Allow"] = ", ".join(valid_methods)
     return response
+
+
+def body_too_large_message() -> str:
+    """What a 413 for an oversized body says (Werkzeug's own text names no limit and no setting)."""
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    shown = f"{limit / (1024 * 1024):g} MiB" if limit else "its limit"
+    return f"Request body too large: this server accepts at most {shown} (server.max_upload_mb)"
 
 
 def _unexpected(exc: Exception) -> Response:

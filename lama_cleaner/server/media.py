@@ -19,7 +19,7 @@ from werkzeug.security import safe_join
 
 from ..config import Config
 from ..errors import ClientError, NotFound
-from ..imaging import decode_image, encode_like
+from ..imaging import check_pixels, decode_image, encode_like
 from .errors import text_response
 from .state import state
 
@@ -100,7 +100,9 @@ def save_image() -> Response | str:
     if upload is None:
         raise ClientError("Missing file: image")
     filename = safe_filename(request.form.get("filename"))
-    decoded = decode_image(upload.read())  # undecodable -> ClientError (400)
+    data = upload.read()
+    check_pixels(data, "image", config.server.max_image_pixels)  # a bomb -> 413 before decoding
+    decoded = decode_image(data)  # undecodable -> ClientError (400)
     data = encode_like(decoded.rgb, decoded, quality=config.quality)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomically(out_dir / filename, data)

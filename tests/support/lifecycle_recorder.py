@@ -2,8 +2,9 @@
 
 Each ``startup``/``shutdown`` call appends ``<hook> <role>`` as one line to the file named by
 ``LAMA_TEST_LIFECYCLE_FILE`` (one ``O_APPEND`` write, so every process of a deployment may share the
-file). With ``LAMA_TEST_LIFECYCLE_FAIL=startup`` its ``startup`` refuses with a ConfigError, the way
-a plugin refuses settings it cannot work with.
+file); with ``LAMA_TEST_LIFECYCLE_PID=1`` the line ends with the pid of the process, so a test can
+tell which process of a deployment ran which role. With ``LAMA_TEST_LIFECYCLE_FAIL=startup`` its
+``startup`` refuses with a ConfigError, the way a plugin refuses settings it cannot work with.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def record(line: str) -> None:
     path = os.environ.get("LAMA_TEST_LIFECYCLE_FILE")
     if not path:
         return
+    if os.environ.get("LAMA_TEST_LIFECYCLE_PID"):
+        line = f"{line} {os.getpid()}"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{line}\n".encode())

@@ -37,6 +37,11 @@ def task_unschedulable(task_id: str, queue: str, kind: str, name: str, reason: s
     """Observe a queued task that no online node can run, with the reason the scheduler gives."""
 
 
+@hookspec(firstresult=True)
+def scheduler_call(name: str, payload: dict[str, Any], config: Config) -> dict[str, Any] | None:
+    """Answer the ``SchedulerHandle.call`` named ``name`` (a dict) if this plugin owns it, else return None."""
+
+
 @hookspec
 def node_labels(config: Config) -> dict[str, str]:
     """Return extra ``key=value`` labels this node advertises to the scheduler (merged over ``--labels``)."""

@@ -105,8 +105,8 @@ def add_cli_options(parser: argparse.ArgumentParser, command: str) -> None:
 
 @hookimpl
 def configure(config: Any, args: argparse.Namespace | None) -> None:
-    if args is None:
-        return
+    if args is None or not hasattr(args, _dest("local_nodes")):
+        return  # not `serve` (the scheduler's process registers this plugin too): no flags of ours
     for name, *_ in _SERVE_OPTIONS:
         value = getattr(args, _dest(name), None)
         if value is not None:

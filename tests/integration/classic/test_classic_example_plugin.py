@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
@@ -10,39 +9,16 @@ import numpy as np
 import pytest
 import requests
 
+from tests.support.example_package import install_example_plugin
 from tests.support.server_process import REPO_ROOT, server_env
 
 from .media_helpers import decode, image_array, image_bytes, mask_array, mask_bytes, post_inpaint
-
-PLUGIN_SOURCE = REPO_ROOT / "tests" / "support" / "example_plugin"
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory):
     """``pip install`` the example package into a private target dir (the test env stays untouched)."""
-    target = tmp_path_factory.mktemp("plugin-site")
-    source = tmp_path_factory.mktemp("plugin-src") / "example_plugin"
-    # Build from a copy: pip builds local projects in place and would leave build/ in the repo.
-    shutil.copytree(PLUGIN_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        timeout=300,
-    )
-    assert list(target.glob("lama_cleaner_example_plugin-*.dist-info/entry_points.txt")), "entry point missing"
-    return target
+    return install_example_plugin(tmp_path_factory.mktemp("plugin-site"), tmp_path_factory.mktemp("plugin-src"))
 
 
 @pytest.fixture

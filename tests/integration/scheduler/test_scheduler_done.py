@@ -125,3 +125,25 @@ def test_outcome_with_ready_false_grants_no_credit(scheduler_factory, peers, out
     assert node.take_task() is None
     node.ready()  # it can work again
     assert node.expect_task().header["task_id"] == waiting["id"]
+
+
+def test_a_progress_event_sent_with_the_result_reaches_the_producer_before_the_done(scheduler_factory, peers):
+    """A node's last PROGRESS and its RESULT often land in one scheduler round. The producer must get
+    that step's event before the DONE that wakes the waiting /inpaint, or ``diffusion_finish`` (sent
+    when /inpaint returns) overtakes the last ``diffusion_progress``."""
+    sched = scheduler_factory()
+    producer = watching_producer(peers, sched)
+    node = ready_node(peers, sched)
+    for _ in range(5):  # several tasks: each pair has every chance to share a round
+        task, sent = dispatch(producer, node, "cv2", want_result=True)
+        progress = {"node_id": node.node_id, "task_id": task["id"], "attempt": sent.header["attempt"],
+                    "percent": 100.0, "step": 2, "total_steps": 3}  # fmt: skip
+        node.control.send(p.PROGRESS, progress)
+        node.result(sent, body=b"PNG-OUT")
+        expect_completed_event(producer, task["id"])
+        mine = [m for m in producer.inbox if m.header.get("task_id") == task["id"]]
+        order = [m.command if m.command == p.DONE else m.header["status"] + str(m.header.get("step")) for m in mine]
+        assert p.DONE in order, order
+        assert "processing2" in order[: order.index(p.DONE)], f"the step-2 event must come before the DONE: {order}"
+        producer.inbox.clear()
+        node.ready()

@@ -59,6 +59,7 @@ class StubTaskService:
             max_attempts=3,
             created_at=time.time(),
             position=0,
+            owner=request.owner,
         )
         self.tasks[task_id] = info
         self.requests[task_id] = request
@@ -90,8 +91,14 @@ class StubTaskService:
             info = self.tasks[task_id] = replace(info, status="cancelled", finished_at=time.time())
         return info
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
-        matching = [t for t in reversed(list(self.tasks.values())) if status is None or t.status == status]
+    def list(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> tuple[list[TaskInfo], int]:
+        matching = [
+            t
+            for t in reversed(list(self.tasks.values()))
+            if (status is None or t.status == status) and (owner is None or t.owner == owner)
+        ]
         return matching[offset : offset + limit], len(matching)
 
     def queues(self) -> list[dict[str, Any]]:

@@ -178,6 +178,7 @@ def test_journal_from_before_blob_files_keeps_its_inline_blobs_readable(path, tm
         assert store.applied_migrations == [
             "0003_blob_files.sql",
             "0004_task_priority.sql",
+            "0005_task_owner.sql",
             "0006_task_dispatches.sql",
         ]
         assert stored(store, BIG) == ("inline", len(BIG))

@@ -28,9 +28,10 @@ def test_migrations_applied_once_and_wal(path):
             "0002_result_blob_index.sql",
             "0003_blob_files.sql",
             "0004_task_priority.sql",
+            "0005_task_owner.sql",
             "0006_task_dispatches.sql",
         ]
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with TaskStore(path, synchronous="full") as store:
         assert store.applied_migrations == []
@@ -41,7 +42,8 @@ def test_migrations_applied_once_and_wal(path):
         (2, "0002_result_blob_index.sql"),
         (3, "0003_blob_files.sql"),
         (4, "0004_task_priority.sql"),
-        (5, "0006_task_dispatches.sql"),
+        (5, "0005_task_owner.sql"),
+        (6, "0006_task_dispatches.sql"),
     ]
 
 

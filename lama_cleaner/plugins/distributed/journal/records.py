@@ -48,6 +48,8 @@ class TaskRecord:
     duplicates: int
     priority: int = DEFAULT_PRIORITY
     """0..9, higher dispatched first (migration 0004); the live index orders each queue by it."""
+    owner: str | None = None
+    """The API token's name that submitted it (migration 0005); None for classic requests."""
 
     @property
     def terminal(self) -> bool:

@@ -121,6 +121,9 @@ _PRIORITY_COLUMN = ", priority"
 _NO_PRIORITY_COLUMN = f", {DEFAULT_PRIORITY} AS priority"
 """A journal migrated only up to 0003 (an explicit older ``migrations_dir``) has no ``priority``
 column: its tasks read as the default priority."""
+_OWNER_COLUMN = ", owner"
+_NO_OWNER_COLUMN = ", NULL AS owner"
+"""Likewise ``owner`` (migration 0005): without it every task reads as owned by nobody."""
 
 
 def _record(row: sqlite3.Row) -> TaskRecord:
@@ -196,7 +199,9 @@ class TaskStore:
         self._has_dispatches = bool(
             self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'task_dispatches'").fetchone()
         )
+        self._has_owner = self._has_column("tasks", "owner")
         self._columns = _COLUMNS + (_PRIORITY_COLUMN if self._has_priority else _NO_PRIORITY_COLUMN)
+        self._columns += _OWNER_COLUMN if self._has_owner else _NO_OWNER_COLUMN
         if self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone():
             rows = self._exec(
                 f"SELECT {self._columns} FROM tasks WHERE status IN ('queued', 'processing') ORDER BY seq"
@@ -477,6 +482,7 @@ class TaskStore:
         idempotency_key: str | None = None,
         task_id: str | None = None,
         priority: int = DEFAULT_PRIORITY,
+        owner: str | None = None,
         now: float | None = None,
     ) -> tuple[TaskRecord, bool]:
         """Journal a new queued task with its input blobs; returns (record, created).
@@ -497,15 +503,18 @@ class TaskStore:
         if not self._has_priority:  # a journal before migration 0004 keeps no priority
             priority = DEFAULT_PRIORITY
         with self.batch():
+            row: dict[str, Any] = {
+                "id": task_id, "kind": kind, "name": name, "queue": queue, "status": states.QUEUED,
+                "max_attempts": max_attempts, "submitter": submitter, "idempotency_key": idempotency_key or None,
+                "form": json.dumps(form_dict), "created_at": now,
+            }  # fmt: skip
+            if self._has_priority:
+                row["priority"] = priority
+            if self._has_owner:
+                row["owner"] = owner
             cur = self._write(
-                "INSERT INTO tasks (id, kind, name, queue, status, max_attempts, submitter, idempotency_key, form, "
-                "created_at, priority) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
-                if self._has_priority else
-                "INSERT INTO tasks (id, kind, name, queue, status, max_attempts, submitter, idempotency_key, form, "
-                "created_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
-                (task_id, kind, name, queue, max_attempts, submitter, idempotency_key or None,
-                 json.dumps(form_dict), now, *((priority,) if self._has_priority else ())),
-            )  # fmt: skip
+                f"INSERT INTO tasks ({', '.join(row)}) VALUES ({', '.join(':' + column for column in row)})", row
+            )
             seq = int(cur.lastrowid or 0)
             links: list[tuple[Any, ...]] = []
             for position, (fname, data) in enumerate((files or {}).items()):
@@ -522,7 +531,7 @@ class TaskStore:
                 step=None, total_steps=None, submitter=submitter, idempotency_key=idempotency_key or None,
                 form=form_dict, error=None, error_status=None, traceback=None, created_at=now, started_at=None,
                 finished_at=None, result_mimetype=None, result_headers=None, result_sha256=None, duplicates=0,
-                priority=priority,
+                priority=priority, owner=owner if self._has_owner else None,
             )  # fmt: skip
             self.live.put(record)
         return record, True
@@ -559,9 +568,19 @@ class TaskStore:
             return None
         return record.result_mimetype or "application/octet-stream", record.result_headers or {}, body
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskRecord], int]:
-        """A page of tasks, newest first, and the total matching ``status`` (None = all)."""
-        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+    def list(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> tuple[list[TaskRecord], int]:
+        """A page of tasks, newest first, and the total matching ``status`` (None = all) and, when
+        given, ``owner`` (a journal without the column has no owned task)."""
+        clauses, values = [], []
+        if status:
+            clauses.append("status = ?")
+            values.append(status)
+        if owner is not None:
+            clauses.append("owner = ?" if self._has_owner else "0")
+            values += [owner] if self._has_owner else []
+        where, params = ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(values)
         total = int(self._exec(f"SELECT COUNT(*) FROM tasks {where}", params).fetchone()[0])
         rows = self._exec(
             f"SELECT {self._columns} FROM tasks {where} ORDER BY seq DESC LIMIT ? OFFSET ?",

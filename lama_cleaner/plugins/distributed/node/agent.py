@@ -4,7 +4,9 @@ Threading model. The node's main process owns every ZeroMQ socket and runs one p
 control socket, the joined queue sockets and the Pipe to the inference child. Inference happens in
 that child (:mod:`.inference`, started and stopped through :mod:`.child`), so a long model call never
 delays heartbeats, CANCEL handling or reconnects: the loop wakes at least every ``_TICK_S`` whatever
-the model does. The task held and early CANCELs are kept in :mod:`.current_work`.
+the model does. The task held and early CANCELs are kept in :mod:`.current_work`; where the node
+stands (starting, joining, idle, busy, draining, stopping, stopped) is ``self.lifecycle``, the pure
+state machine of :mod:`.lifecycle`: every change of mode, link or work goes through it.
 
 Flow control is pull-based (ZeroMQ Guide ch. 3, "load balancing"): when idle the node sends READY
 (a credit of exactly one task) on each joined queue socket; the scheduler hands out at most one TASK
@@ -65,6 +67,7 @@ from .capabilities import available_models, collect
 from .child import KILL_GRACE_S, InferenceChild
 from .current_work import CurrentTask, RecentCancels
 from .inference import child_rss_mb, pack, recycle_reason
+from .lifecycle import NodeLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class Node:
         exit_on_drain: bool = False,
         parent_pid: int | None = None,
         stop_grace_s: float = 10.0,
+        plugin_manager: Any = None,
     ) -> None:
         from ....image_plugins.registry import build_image_plugin_registry
         from ....models.registry import build_model_registry
@@ -112,7 +116,8 @@ class Node:
         self.node_id = uuid.uuid4().hex
         self.name = name or f"{os.uname().nodename}-{os.getpid()}"
         self.device = device
-        self.plugins = [x for x in (plugins or []) if x and x != "distributed"]
+        self.plugins = [x for x in (plugins or []) if x]
+        """What the inference child registers: the same plugins as this process."""
         self.exit_on_drain = exit_on_drain
         self.parent_pid = parent_pid
         self._direct_parent = parent_pid is not None and os.getppid() == parent_pid
@@ -123,7 +128,7 @@ class Node:
         self._recycling = bool(self.max_tasks_per_child or self.max_child_rss_mb)
         self.early_cancels = RecentCancels()
 
-        pm = create_plugin_manager(self.plugins)
+        pm = plugin_manager if plugin_manager is not None else create_plugin_manager(self.plugins)
         self.registry = build_model_registry(pm)
         try:
             image_plugins = build_image_plugin_registry(pm, config).names()
@@ -148,15 +153,14 @@ class Node:
         self.mp_ctx = mp.get_context("spawn")
         self.control: zmq.Socket | None = None
         self.queue_socks: dict[zmq.Socket, str] = {}
-        self.welcomed = False
+        self.lifecycle = NodeLifecycle()
+        """Mode (serving, draining, stopping...), link to the scheduler and work held: see :mod:`.lifecycle`."""
+        self._stop_requests: list[tuple[float, bool]] = []
+        """``(deadline, began)`` of each ``request_stop`` (a signal), for the loop to confirm and announce."""
         self.next_connect_at = 0.0
         self.current: CurrentTask | None = None
         self.pending_outcome: list[bytes] | None = None
         self.ready_sent = False
-        self.draining = False
-        self.stopping = False
-        self.stop_deadline: float | None = None
-        self._stop_announced = False
         self.exit_code: int | None = None
         self.loaded_model: str | None = None
         self.child: InferenceChild | None = None
@@ -174,17 +178,24 @@ class Node:
 
     # ------------------------------------------------------------------ public
     def request_stop(self, *, immediate: bool = False) -> None:
-        """Signal-safe: stop taking work; finish the current task (up to ``stop_grace_s``) then exit."""
-        if self.stopping or immediate:
-            self.stop_deadline = 0.0
-        else:
-            self.stop_deadline = time.monotonic() + self.stop_grace_s
-        self.stopping = True
+        """Signal-safe: stop taking work; finish the current task (up to ``stop_grace_s``) then exit;
+        a second request exits at once.
+
+        The stop takes effect at once, so a TASK read later in the same turn of the loop is handed
+        back. A signal may interrupt the loop in the middle of another transition (a DRAIN read
+        before the handler ran, written after), so the request is also queued: the loop applies it
+        again at its next turn (stopping twice is harmless) and tells the scheduler."""
+        lifecycle = self.lifecycle
+        if lifecycle.stopped:
+            return  # exiting already; stopped is final
+        deadline = 0.0 if immediate or lifecycle.stopping else time.monotonic() + self.stop_grace_s
+        self._stop_requests.append((deadline, lifecycle.stop(deadline)))
 
     def run(self) -> int:
+        self.lifecycle.start()  # stays stopping if a signal came first
         self._spawn_child()
         try:
-            while self.exit_code is None:
+            while not self.lifecycle.stopped:
                 self._tick()
         finally:
             self._shutdown()
@@ -200,13 +211,15 @@ class Node:
             log.warning("parent process %s is gone; exiting", self.parent_pid)
             self._exit("parent exited", 0, kill_child=True)
             return
-        if self.stopping:
-            if not self._stop_announced:
+        lifecycle = self.lifecycle
+        while self._stop_requests:
+            deadline, began = self._stop_requests.pop(0)
+            lifecycle.stop(deadline)
+            if began and lifecycle.joined:
                 # Tell the scheduler at once (not at the next heartbeat) so it stops handing us work.
-                self._stop_announced = True
-                if self.welcomed:
-                    self._send_heartbeat()
-            if not self._running_work() or (self.stop_deadline or 0) <= now:
+                self._send_heartbeat()
+        if lifecycle.stopping:
+            if not self._running_work() or lifecycle.stop_due(now):
                 self._exit("shutdown", 0, kill_child=self.current is not None)
                 return
         if self.dying:
@@ -218,14 +231,14 @@ class Node:
         elif liveness.expired:
             log.warning("scheduler %s silent; reconnecting%s", self.scheduler, self._curve_hint())
             self._disconnect(backoff=True)
-        if self.welcomed and self.control is not None and liveness.due():
+        if lifecycle.joined and self.control is not None and liveness.due():
             self._send_heartbeat()
         cur = self.current
         if cur is not None and cur.cancel_deadline is not None:
             self._check_cancel_deadline(now)
 
         items = self._poll_items if self._poll_items is not None else self._build_poll_items()
-        if self.welcomed:
+        if lifecycle.joined:
             # Rounded up: a timeout that truncates to 0 ms would spin until the heartbeat is due.
             timeout_ms = math.ceil(min(_TICK_S, liveness.time_to_next()) * 1000)
         else:
@@ -311,7 +324,7 @@ class Node:
             raise
         self.control = sock
         self._sockets_changed()
-        self.welcomed = False
+        self.lifecycle.connect()
         self.liveness.reset()
         self._send(self._hello())
         log.info("node %s (%s) says HELLO to %s", self.name, self.node_id, self.scheduler)
@@ -331,7 +344,7 @@ class Node:
             self.control.close(0)
         self.control = None
         self._sockets_changed()
-        self.welcomed = False
+        self.lifecycle.lost()
         self.ready_sent = False
         delay = self.backoff.next_delay() if backoff else 0.0
         self.next_connect_at = time.monotonic() + delay
@@ -368,11 +381,6 @@ class Node:
             log.debug("scheduler not reachable; message dropped")
             return False
 
-    def _state(self) -> str:
-        if self.draining or self.stopping:
-            return p.NODE_DRAINING
-        return p.NODE_BUSY if self.current is not None else p.NODE_IDLE
-
     def _send_heartbeat(self) -> None:
         self._reported_model = self.loaded_model
         self._send(
@@ -380,7 +388,7 @@ class Node:
                 p.HEARTBEAT,
                 {
                     "node_id": self.node_id,
-                    "state": self._state(),
+                    "state": self.lifecycle.reported_state,
                     "task_id": self.current.task_id if self.current else None,
                     "loaded_model": self.loaded_model,
                 },
@@ -389,13 +397,8 @@ class Node:
 
     def _idle(self) -> bool:
         """Idle = able to start a task right now: no task, and an inference child that is ready."""
-        return (
-            self.current is None
-            and self.child is not None
-            and self.child.ready
-            and not self.draining
-            and not self.stopping
-        )
+        child = self.child
+        return not self.lifecycle.busy and self.lifecycle.accepting and child is not None and child.ready
 
     def _running_work(self) -> bool:
         """A task is really running (a stop must wait for it), not just cancelled or not yet started."""
@@ -406,7 +409,7 @@ class Node:
         """READY (one credit) on every joined queue, once per idle period; ``again``: the scheduler
         asked for it (it lost our credit), so send it even if it was sent already. A send that
         failed leaves ``ready_sent`` false, so the next occasion tries again."""
-        if (self.ready_sent and not again) or not self.welcomed or not self._idle():
+        if (self.ready_sent and not again) or not self.lifecycle.joined or not self._idle():
             return
         sent = True
         for sock in self.queue_socks:
@@ -428,7 +431,7 @@ class Node:
             self._disconnect(backoff=False)
         elif cmd == p.DRAIN:
             log.info("drain requested")
-            self.draining = True
+            self.lifecycle.drain()
             self._send_heartbeat()
             if self.exit_on_drain and self.current is None:
                 self._exit("drained", 0)
@@ -462,7 +465,7 @@ class Node:
         self._sockets_changed()
         for queue, reason in (header.get("rejected") or {}).items():
             log.info("not joining queue %s: %s", queue, reason)
-        self.welcomed = True
+        self.lifecycle.welcome()
         self.ready_sent = False
         log.info("welcomed by %s; queues %s", self.scheduler, sorted(header["queues"]))
         if self.pending_outcome is not None:
@@ -480,7 +483,7 @@ class Node:
         if self.early_cancels.take(task_id, attempt, time.monotonic()):
             self._answer_cancelled_task(header, queue)
             return
-        if self.current is not None or self.draining or self.stopping:
+        if self.lifecycle.busy or not self.lifecycle.accepting:
             self._hand_back(task_id, attempt)
             return
         files = msg.blob_map()  # decode() already checked the blob count against the header
@@ -489,6 +492,7 @@ class Node:
         self.current = CurrentTask(
             task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), payload=(dict(header), files)
         )
+        self.lifecycle.take()
         self.pending_outcome = None
         self.ready_sent = False
         if _loads_model(header["kind"]):
@@ -515,6 +519,7 @@ class Node:
         self.current = CurrentTask(
             task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), cancelled=True
         )
+        self.lifecycle.take()
         self.pending_outcome = None
         self.ready_sent = False
         self._report_cancel_when_ready()
@@ -609,8 +614,9 @@ class Node:
         self.pending_outcome = frames
         self._send(frames)
         self.current = None
+        self.lifecycle.release()
         self.ready_sent = False
-        if self.draining and self.exit_on_drain:
+        if self.lifecycle.draining and self.exit_on_drain:
             self._exit("drained", 0)
             return
         if self.loaded_model != self._reported_model:
@@ -624,7 +630,7 @@ class Node:
         if a TASK sent right after it could start at once. Otherwise the outcome says
         ``ready: false`` and READY follows when the node is able to work again."""
         child = self.child
-        return child is not None and child.ready and not self.draining and not self.stopping
+        return child is not None and child.ready and self.lifecycle.accepting
 
     def _cancelled_frames(self, task_id: str, attempt: int, *, ready: bool = True) -> list[bytes]:
         header: dict[str, Any] = {"node_id": self.node_id, "task_id": task_id, "attempt": attempt}
@@ -669,7 +675,7 @@ class Node:
         if not self.dying:
             return
         self.dying = [c for c in self.dying if not c.reap()]
-        if not self.dying and self.child is None and not self.stopping:
+        if not self.dying and self.child is None and not self.lifecycle.leaving:
             self._spawn_child()
             self._offer_credit()
 
@@ -705,7 +711,7 @@ class Node:
                 # ready: false: no child can run the next task until the replacement says "ready".
                 self._finish(self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500, ready=False))
             # else: it never reached the child; the new child gets it.
-        if not self.stopping and self.exit_code is None:
+        if not self.lifecycle.leaving:
             self._spawn_child()
             self._offer_credit()
 
@@ -832,8 +838,9 @@ class Node:
                     self._hand_back(msg.header["task_id"], msg.header["attempt"])
 
     def _exit(self, reason: str, code: int, *, kill_child: bool = False) -> None:
-        if self.exit_code is not None:
+        if self.lifecycle.stopped:
             return
+        self.lifecycle.exit()
         self.exit_code = code
         self._bye_reason = reason
         if kill_child and self.child is not None:
@@ -844,7 +851,7 @@ class Node:
 
     def _shutdown(self) -> None:
         reason = getattr(self, "_bye_reason", "shutdown")
-        if self.control is not None and self.welcomed:
+        if self.control is not None and self.lifecycle.joined:
             self._hand_back_queued_tasks()
             cur = self.current
             # What we still hold, if it ever ran: null tells the scheduler that a TASK still in

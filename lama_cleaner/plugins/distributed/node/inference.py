@@ -148,19 +148,17 @@ def classify(exc: BaseException) -> tuple[str, bool, int]:
 
 
 class _Runtime:
-    """Everything the child builds once: plugin manager, model manager, image plugins."""
+    """Everything the child builds once from its plugin manager: model manager, image plugins."""
 
-    def __init__(self, config: Any, plugins: list[str], device: str) -> None:
+    def __init__(self, pm: Any, config: Any, device: str) -> None:
         from .... import pipeline
         from ....errors import TaskCancelled
         from ....image_plugins.registry import build_image_plugin_registry
         from ....models.manager import ModelManager
         from ....models.registry import build_model_registry
         from ....tasks import TaskRequest
-        from ...manager import create_plugin_manager
 
         self.config = config
-        pm = create_plugin_manager(plugins)
         self.models = ModelManager(build_model_registry(pm), config, device)
         self.image_plugins = build_image_plugin_registry(pm, config)
         # Resolved once here, not by an import statement per task (the parent process never imports
@@ -211,17 +209,52 @@ class _Runtime:
         )
 
 
+class _Terminated(BaseException):
+    """SIGTERM from the node (a cancel that cannot wait, or its exit): unwind so ``shutdown`` runs."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise _Terminated()
+
+
 def worker_main(conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str) -> None:
-    """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away."""
+    """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away.
+
+    The child runs the ``inference`` role with the node's plugins: ``startup`` before the models are
+    set up, ``shutdown`` when it stops, when the node terminates it (SIGTERM), or when it failed to
+    start. A SIGKILL (the node's last resort, or the node's own death) runs nothing, by nature.
+    """
     die_with_parent(signal.SIGKILL)  # the node died, however it died: nothing is left to report to
     enlarge_pipe_buffers(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
+    signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=os.environ.get("LAMA_CLEANER_LOG_LEVEL", "INFO"))
+    from ...lifecycle import running
+    from ...manager import create_plugin_manager
+
+    runtime: _Runtime | None = None
     try:
-        runtime = _Runtime(config, plugins, device)
-    except BaseException as exc:  # noqa: BLE001 - report, then exit: the node decides what to do
-        conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
+        pm = create_plugin_manager(plugins)
+        with running(pm, config, "inference"):
+            runtime = _Runtime(pm, config, device)
+            _serve(conn, cancel_event, runtime)
+    except _Terminated:
         return
+    except BaseException as exc:
+        if runtime is not None:
+            raise  # a task's crash: the node sees the child die and reports the task
+        _report_init_failed(conn, exc)  # could not start: the node reports it and exits
+
+
+def _report_init_failed(conn: Connection, exc: BaseException) -> None:
+    try:
+        conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
+    except (OSError, ValueError):
+        pass  # the node is gone already
+
+
+def _serve(conn: Connection, cancel_event: Any, runtime: _Runtime) -> None:
+    """Say ready, then run tasks until ``stop`` or until the node closes the Pipe."""
     conn.send(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()}))
     while True:
         try:

@@ -6,6 +6,11 @@ Example::
 
 Signals: the first SIGTERM/SIGINT stops taking work and lets the current task finish (up to
 ``--stop-grace`` seconds), a second one exits at once. Either way the node says BYE.
+
+The process runs the ``node`` role (:func:`~lama_cleaner.plugins.lifecycle.running`) around its
+whole life, and its inference child the ``inference`` role, with the same plugins (``distributed``
+among them, registered like any other). Labels are ``--labels`` with every plugin's
+``node_labels`` merged over them (:mod:`.labels`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ....models.device import resolve_device
 from ...config_loader import load_config
 from ..config import DEVICE_PATTERN, check_endpoint
 from .capabilities import effective_device, parse_labels, split_list
+from .labels import advertised_labels
 from .malloc_tuning import tune_malloc
 
 log = logging.getLogger(__name__)
@@ -115,14 +121,16 @@ def _pre_plugins(argv: Sequence[str]) -> list[str]:
 
 def node_main(argv: Sequence[str] | None = None) -> int:
     """Run a node until it is told to stop; returns the process exit code."""
+    from ...lifecycle import running
     from ...manager import create_plugin_manager
+    from ..roles import process_plugins
     from .agent import Node
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         plugins = _pre_plugins(argv)
-        pm = create_plugin_manager([x for x in plugins if x != "distributed"])
+        pm = create_plugin_manager(process_plugins(plugins))
     except ConfigError as exc:
         parser.error(str(exc))
     pm.hook.add_cli_options(parser=parser, command="node")
@@ -162,36 +170,50 @@ def node_main(argv: Sequence[str] | None = None) -> int:
     if tuned:
         log.debug("malloc settings for the node and its inference process: %s", tuned)
 
-    try:
-        node = Node(
-            scheduler,
-            config,
-            name=args.name,
-            queues=split_list(args.queues),
-            models=split_list(args.models),
-            device=device,
-            labels=labels,
-            plugins=list(config.plugins),
-            exit_on_drain=args.exit_on_drain,
-            parent_pid=args.parent_pid,
-            stop_grace_s=args.stop_grace,
-        )
-    except ConfigError as exc:  # e.g. --models naming nothing this node can run
-        return _usage_failed(str(exc))
-    except (zmq.ZMQError, RuntimeError, OSError, LamaCleanerError) as exc:
-        return _failed(f"cannot start: {exc}")
+    node_ref: list[Node] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
-        node.request_stop()
+        if not node_ref:
+            raise _StoppedEarly()  # still starting: unwind through the role's shutdown
+        node_ref[0].request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("node %s offers models %s on %s", node.name, node.models, device)
     try:
-        return node.run()
-    except zmq.ZMQError as exc:  # e.g. a scheduler address ZeroMQ cannot connect to (tcp://host:0)
-        return _failed(f"scheduler {scheduler}: {exc}")
+        with running(pm, config, "node"):
+            try:
+                labels = advertised_labels(pm, config, labels)
+                node = Node(
+                    scheduler,
+                    config,
+                    name=args.name,
+                    queues=split_list(args.queues),
+                    models=split_list(args.models),
+                    device=device,
+                    labels=labels,
+                    plugins=process_plugins(config.plugins),
+                    exit_on_drain=args.exit_on_drain,
+                    parent_pid=args.parent_pid,
+                    stop_grace_s=args.stop_grace,
+                    plugin_manager=pm,
+                )
+            except (zmq.ZMQError, RuntimeError, OSError, LamaCleanerError) as exc:
+                return _failed(f"cannot start: {exc}")
+            node_ref.append(node)
+            log.info("node %s offers models %s on %s", node.name, node.models, device)
+            try:
+                return node.run()
+            except zmq.ZMQError as exc:  # e.g. a scheduler address ZeroMQ cannot connect to (tcp://host:0)
+                return _failed(f"scheduler {scheduler}: {exc}")
+    except ConfigError as exc:  # e.g. --models naming nothing this node can run, a plugin's startup
+        return _usage_failed(str(exc))
+    except _StoppedEarly:
+        return 0
+
+
+class _StoppedEarly(Exception):
+    """A SIGTERM/SIGINT that arrived before the node ran: nothing to finish, so it stops at once."""
 
 
 def _try_connect(endpoint: str) -> None:

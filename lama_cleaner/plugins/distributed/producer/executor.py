@@ -16,7 +16,8 @@ input was a 400 before anything was queued; see ``InpaintExecutor.run``) and goe
 with the result bytes) to this connection as soon as it is committed, then the wait for it, with
 FETCH when no DONE came here. Either way the bytes are what the node produced with the same
 ``pipeline.execute_task`` the classic mode uses: replies are byte-identical. Events go the same one
-way, from the client to the ``task_event`` hook (:meth:`DistributedExecutor._forward_event`); no
+way to the ``task_event`` hook: an embedded scheduler emits them into this server's event sink itself;
+with an external scheduler the client forwards them (:meth:`DistributedExecutor._forward_event`). No
 request waits on them here.
 
 Failures that are not the request's fault keep their meaning at the edge: a task failed because no
@@ -44,11 +45,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ....errors import ClientError, LamaCleanerError, ModelNotSupported, Overloaded
+from ....events import EventSink
 from ....tasks import TaskInfo, TaskOutput, TaskRequest
 from ..node.capabilities import task_resource_class
 from ..wire import protocol as p
 from ..wire.endpoints import connectable
 from .client import SchedulerClient, SchedulerError
+from .remote_handle import RemoteSchedulerHandle
 from .task_run import run_task
 from .translate import (
     error_from_reply,
@@ -96,6 +99,9 @@ class DistributedExecutor:
         """The exception the embedded scheduler's loop died of: every request fails with it from then on."""
         self._lock = threading.Lock()
         self.scheduler: Any = None
+        self.scheduler_handle: Any = None
+        """The scheduler's ``SchedulerHandle`` for other plugins (``register_routes``): the embedded
+        scheduler's own, or one that asks an external scheduler over this executor's connection."""
         self.local_nodes: Any = None
         self.client: SchedulerClient | None = None
         """The client requests go through; None once closed (or the embedded scheduler crashed)."""
@@ -114,18 +120,33 @@ class DistributedExecutor:
             else:
                 from ..scheduler.service import Scheduler
 
-                self.scheduler = Scheduler(config, self.resource_class_of, on_crash=self._on_scheduler_crash)
+                # The embedded scheduler fires the task_event hook itself, through this server's sink
+                # (so each event reaches every observer once: the client below forwards none). Only
+                # an EventSink, which never blocks its caller, is handed to the scheduler's loop; any
+                # other events object gets the events from the client's I/O thread, as before.
+                self._sink_in_scheduler = isinstance(events, EventSink)
+                self.scheduler = Scheduler(
+                    config,
+                    self.resource_class_of,
+                    on_crash=self._on_scheduler_crash,
+                    plugin_manager=pm,
+                    events=events if self._sink_in_scheduler else None,
+                    emit_task_events=self._sink_in_scheduler,
+                )
                 self._embedded = self.scheduler
                 self.scheduler.start()
+                self.scheduler_handle = self.scheduler.handle
                 endpoint = self.scheduler.control_endpoint  # bound by start(), a ":0" port resolved
             self.endpoint = connectable(endpoint)  # where nodes (local ones included) reach the scheduler
             if self.scheduler is not None:
                 # Embedded: this process's requests go through memory (inproc), nodes use TCP.
+                forward = None if self._sink_in_scheduler else self._forward_event
                 self.client = SchedulerClient(
-                    self.scheduler.inproc_endpoint, config, on_event=self._forward_event, context=self.scheduler.context
+                    self.scheduler.inproc_endpoint, config, on_event=forward, context=self.scheduler.context
                 )
             else:
                 self.client = SchedulerClient(self.endpoint, config, on_event=self._forward_event)
+                self.scheduler_handle = RemoteSchedulerHandle(self.client)
             self._own_client = self.client
             if start_local_nodes and dist.local_nodes > 0:
                 from .local_nodes import LocalNodeSupervisor
@@ -189,8 +210,13 @@ class DistributedExecutor:
     def cancel(self, task_id: str) -> TaskInfo:
         return task_info(self._request(p.CANCEL, {"task_id": task_id}).header["task"])
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[TaskInfo], int]:
-        reply = self._request(p.LIST, {"status": status, "limit": limit, "offset": offset})
+    def list(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, owner: str | None = None
+    ) -> tuple[list[TaskInfo], int]:
+        query: dict[str, Any] = {"status": status, "limit": limit, "offset": offset}
+        if owner is not None:  # an older scheduler ignores it; never sent without tokens
+            query["owner"] = owner
+        reply = self._request(p.LIST, query)
         return [task_info(t) for t in reply.header.get("tasks") or []], int(reply.header.get("total") or 0)
 
     def queues(self) -> list[dict[str, Any]]:

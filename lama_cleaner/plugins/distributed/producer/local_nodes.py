@@ -97,11 +97,13 @@ class LocalNodeSupervisor:
         return cmd
 
     def _node_plugins(self) -> list[str]:
-        """The server's plugins minus ``distributed`` itself: a node only needs their models and tools."""
-        return [x for x in self.config.plugins if x and x != "distributed"]
+        """The server's plugins, ``distributed`` included: a node registers the same plugins as the
+        server (their models, tools, lifecycle and ``node_labels``; see ``roles.process_plugins``)."""
+        return [x for x in self.config.plugins if x]
 
     def _write_config(self) -> None:
         data = self.config.to_dict()
+        data.pop("server", None)  # the web server's own settings, API token secrets included: no node needs them
         dist = self.config.distributed
         if dist.curve_secret_key and not dist.curve_server_key:
             # An embedded CURVE scheduler: the nodes use its key pair (always allowed) and verify it.

@@ -49,6 +49,7 @@ def submit_message(request: TaskRequest) -> tuple[dict[str, Any], list[bytes]]:
             "submitter": request.submitter,
             "idempotency_key": request.idempotency_key or f"auto-{uuid.uuid4().hex}",
             "priority": request.priority,
+            **({"owner": request.owner} if request.owner is not None else {}),
         },
         "blobs": names,
     }

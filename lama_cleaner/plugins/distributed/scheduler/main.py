@@ -14,7 +14,13 @@ closed; queued and running tasks are recovered by the next start on the same dat
 
 Exit status: 0 after a requested stop; 1 when it could not start (one logged line: port in use,
 data directory locked by another scheduler, journal or migrations unusable) or when its loop died
-of an exception, so that a supervisor such as systemd's ``Restart=on-failure`` starts it again.
+of an exception, so that a supervisor such as systemd's ``Restart=on-failure`` starts it again;
+2 when a setting is refused (a flag, the config file, or a plugin's ``startup``).
+
+The process runs the ``scheduler`` role (:func:`~lama_cleaner.plugins.lifecycle.running`): every
+plugin's ``startup`` before the scheduler binds its sockets, ``shutdown`` after it stopped, on every
+way out. The ``distributed`` plugin is registered here like any other plugin (it owns this command),
+so the hooks it publishes can be implemented by the plugins loaded beside it.
 """
 
 from __future__ import annotations
@@ -82,7 +88,9 @@ def build_resource_class_of(pm: Any, config: Config) -> ResourceClassOf:
 
 def scheduler_main(argv: Sequence[str] | None = None) -> int:
     """Run the scheduler until SIGTERM/SIGINT; returns the process exit code."""
+    from ...lifecycle import running
     from ...manager import create_plugin_manager
+    from ..roles import process_plugins
     from .service import Scheduler
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -90,8 +98,8 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     try:
         config_path, plugins = _pre_parse(argv)
         config = load_config(config_path)
-        enabled = [x for x in [*config.plugins, *plugins] if x != "distributed"]
-        pm = create_plugin_manager(enabled)
+        # The distributed plugin itself too: it publishes the hooks this process fires (node_event, ...).
+        pm = create_plugin_manager(process_plugins(config.plugins, plugins))
     except ConfigError as exc:
         parser.error(str(exc))
     pm.hook.add_cli_options(parser=parser, command="scheduler")
@@ -113,7 +121,6 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     tune_malloc()  # every 1 MB message would otherwise fault its pages in again (see malloc_tuning)
 
-    scheduler = Scheduler(config, build_resource_class_of(pm, config))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -122,6 +129,16 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        with running(pm, config, "scheduler"):
+            return run_scheduler(Scheduler(config, build_resource_class_of(pm, config), plugin_manager=pm), stop)
+    except ConfigError as exc:  # a plugin's startup refusing its settings
+        print(f"lama-cleaner scheduler: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def run_scheduler(scheduler: Any, stop: threading.Event) -> int:
+    """Start ``scheduler``, wait for ``stop`` (or for its loop to die), stop it; the exit status."""
     try:
         scheduler.start()
     except Exception as exc:  # bind or journal errors: say what and where, no traceback wall
@@ -135,10 +152,6 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
         died = not stop.is_set()  # the loop ended without a signal asking it to
         scheduler.stop()
         stopped = scheduler.join(10.0)
-        try:
-            pm.hook.shutdown(config=config)
-        except Exception:  # noqa: BLE001 - shutdown hooks of other plugins must not block ours
-            log.exception("a shutdown hook failed")
     return exit_status(scheduler, died=died, stopped=stopped)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..wire import protocol as p
-from .node_registry import NodeEntry, holds
+from .node_registry import NodeEntry, holds, reported_models
 from .retry_policy import next_retry, policy_for
 from .routing import allowed_queues
 from .scheduler_base import Out, SchedulerBase, log
@@ -90,6 +90,7 @@ class NodeMessages(SchedulerBase):
             idle_since=now,
             ready_asked_at=now,
             tasks_done=old.tasks_done if old is not None else 0,
+            reported_models=reported_models(h, ()),
             peer_key=key,
         )
         if old is None:
@@ -152,6 +153,7 @@ class NodeMessages(SchedulerBase):
         if node is None:
             return
         h = msg.header
+        node.reported_models = reported_models(h, node.reported_models)
         if "loaded_model" in h and not node.current_task:
             # While it holds a task the node may still be loading the model we predicted at
             # dispatch; a heartbeat sent before the TASK arrived would undo that prediction.
@@ -340,6 +342,7 @@ class NodeMessages(SchedulerBase):
             self._foreign(f"BYE as node {node.node_id} from a peer with another key")
             return
         self._drained.discard(node.node_id)  # it left: the drain is done
+        node.left = not node.offline
         reason = str(msg.header.get("reason") or "left")
         held = node.current_task
         if held is not None and "task_id" in msg.header and msg.header["task_id"] is None:
@@ -450,6 +453,8 @@ class NodeMessages(SchedulerBase):
             return
         node.offline = True
         node.offline_since = now
+        if not node.left:
+            self._count("nodes_lost")
         node.ready.clear()
         node.queue_idents.clear()
         self._ctrl_owner.pop(node.ctrl_ident, None)

@@ -44,6 +44,13 @@ class NodeEntry:
     offline: bool = False
     offline_since: float = 0.0
     tasks_done: int = 0
+    left: bool = False
+    """Set when the node said BYE (it left on purpose); an offline node without it vanished."""
+    reported_models: tuple[str, ...] = ()
+    """The models the node last said it holds loaded (HELLO/HEARTBEAT ``loaded_models``, or its
+    ``loaded_model``); unlike ``loaded_model``, never the scheduler's own prediction."""
+    heartbeats_missed: int = 0
+    """Heartbeat intervals of its current silence already counted in ``heartbeats_missed``."""
     peer_key: str | None = None
     """The CURVE key (Z85) that registered this node id; None without CURVE. Every message as this
     node must come from it (a node id is the node's own choice, so anyone could claim one)."""
@@ -169,6 +176,18 @@ class FailedOn:
 def holds(node: NodeEntry, task_id: str, attempt: int) -> bool:
     """Whether ``node`` is running exactly this attempt of the task (so its outcome frees the node)."""
     return node.current_task == task_id and node.current_attempt == attempt
+
+
+def reported_models(header: dict[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
+    """The loaded models a HELLO or HEARTBEAT reports: its ``loaded_models`` list, else its
+    ``loaded_model``; ``default`` when it says neither."""
+    models = header.get("loaded_models")
+    if isinstance(models, list):
+        return tuple(str(m) for m in models if isinstance(m, str) and m)
+    if "loaded_model" in header:
+        model = header["loaded_model"]
+        return (model,) if isinstance(model, str) and model else ()
+    return default
 
 
 def name_set(value: Any) -> frozenset[str] | None:

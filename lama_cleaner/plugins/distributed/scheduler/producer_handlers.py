@@ -1,11 +1,14 @@
-"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, DRAIN, WATCH, PING.
+"""The scheduler's producer side: SUBMIT, GET, FETCH, CANCEL, LIST, QUEUES, NODES, DRAIN, STATS, CALL,
+WATCH, PING.
 
 SUBMIT is answered ACCEPTED only after the round's commit (the loop sends the outbox then), a
 reused idempotency key returns the existing task, and a full journal is a 503 with ``retry_after``.
 A SUBMIT with ``want_result: true`` also gets a DONE (with the result) when the task finishes, which
 saves the producer the FETCH round trip. SUBMIT's optional ``task.priority`` (0..9, default 5)
 orders dispatch within the task's queue. A WATCH with ``batch_events: true`` gets each round's
-events as one EVENTS message instead of one EVENT each.
+events as one EVENTS message instead of one EVENT each. STATS answers the scheduler handle's
+snapshot (``handle.SchedulerStats`` as JSON); CALL is answered by a plugin, off this thread
+(:mod:`.plugin_calls`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from ....tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..wire import protocol as p
+from .handle import stats_to_dict
 from .node_registry import NodeEntry
+from .plugin_calls import PluginCalls
 from .retry_policy import policy_for
 from .routing import RoutingError, route_task
 from .scheduler_base import Out, SchedulerBase, log
@@ -30,11 +35,14 @@ TASK_KINDS = ("inpaint", "plugin")
 class ProducerMessages(SchedulerBase):
     """Handlers for requests from producers (the web servers) on the control socket."""
 
+    _plugin_calls: PluginCalls
+
     def _on_submit(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
         req_id = msg.header["req_id"]
         task = msg.header["task"]
         try:
             kind, name, form, submitter, key, priority = parse_submit(task)
+            owner = parse_owner(task)
         except ClientError as exc:
             self._count("rejected_bad_request")
             self._reject(outbox, ident, req_id, 400, exc.code, exc.message)
@@ -72,6 +80,7 @@ class ProducerMessages(SchedulerBase):
             submitter=submitter,
             idempotency_key=key,
             priority=priority,
+            owner=owner,
             now=now,
         )
         self._count("submitted")
@@ -168,14 +177,17 @@ class ProducerMessages(SchedulerBase):
         h = msg.header
         req_id = h["req_id"]
         status = h.get("status") or None
-        limit, offset = h.get("limit", 50), h.get("offset", 0)
+        limit, offset, owner = h.get("limit", 50), h.get("offset", 0), h.get("owner")
+        if owner is not None and not isinstance(owner, str):
+            self._reject(outbox, ident, req_id, 400, "bad_request", "owner must be a string")
+            return
         if status is not None and status not in TASK_STATES:
             self._reject(outbox, ident, req_id, 400, "bad_request", f"Unknown status {status!r}")
             return
         if not _is_int(limit) or not _is_int(offset) or limit < 0 or offset < 0:
             self._reject(outbox, ident, req_id, 400, "bad_request", "limit and offset must be integers >= 0")
             return
-        records, total = self._store().list(status, min(int(limit), 1000), int(offset))
+        records, total = self._store().list(status, min(int(limit), 1000), int(offset), owner)
         self._reply(outbox, ident, p.TASKS, req_id, {"tasks": [self._info(r) for r in records], "total": total})
 
     def _on_queues(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
@@ -198,6 +210,17 @@ class ProducerMessages(SchedulerBase):
             return
         self._drain(node, outbox)
         self._reply(outbox, ident, p.STATS, req_id, {"node": node.public()})
+
+    def _on_stats(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """The handle's snapshot, as ``SchedulerHandle.stats()`` gives it in the scheduler's process."""
+        stats = stats_to_dict(self._build_stats(now))  # type: ignore[attr-defined]
+        header = {"stats": stats, "protocol_minor": p.PROTOCOL_MINOR}
+        self._reply(outbox, ident, p.STATS, msg.header["req_id"], header)
+
+    def _on_call(self, ident: bytes, msg: p.Message, now: float, outbox: list[Out]) -> None:
+        """Hand a plugin call to the worker threads; they send ANSWER or REJECTED through the loop."""
+        h = msg.header
+        self._plugin_calls.submit(ident, h["req_id"], h["name"], h["payload"])
 
     def _drain(self, node: NodeEntry, outbox: list[Out]) -> None:
         """Take the node's credit away for good and tell it (``DRAIN``). The node side owns the rules
@@ -243,6 +266,14 @@ def peek_req_id(body: list[bytes]) -> Any:
     if isinstance(req_id, str) or (isinstance(req_id, int) and not isinstance(req_id, bool)):
         return req_id
     return None
+
+
+def parse_owner(task: dict[str, Any]) -> str | None:
+    """SUBMIT's optional ``owner`` (the API token's name, protocol 1.x additive): a short string or null."""
+    owner = task.get("owner")
+    if owner is not None and (not isinstance(owner, str) or not 0 < len(owner) <= 200):
+        raise ClientError("owner must be a string of 1-200 characters")
+    return owner
 
 
 def parse_submit(task: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None, str | None, int]:

@@ -25,6 +25,7 @@ from ..wire import protocol as p
 from ..wire.send import send_nowait
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
+from .snapshots import RecentTasks
 
 log = logging.getLogger("lama_cleaner.plugins.distributed.scheduler.service")
 
@@ -65,6 +66,12 @@ class SchedulerBase:
     store: TaskStore | None
     nodes: dict[str, NodeEntry]
     on_event: Callable[[TaskEvent], None] | None
+    events: Any
+    emit_task_events: bool
+    """An ``EventSink`` (``emit`` for ``task_event``, ``notify`` for the other hooks), or None."""
+    _finished: list[TaskRecord]
+    """Records that reached a terminal state this round (sampled for ``recent`` after the commit)."""
+    _recent: RecentTasks
     _ctrl_owner: dict[bytes, str]
     _watchers: dict[bytes, tuple[str, float]]
     _batch_watchers: set[bytes]
@@ -172,6 +179,7 @@ class SchedulerBase:
             "position": self._store().live.position(rec) if rec.status == states.QUEUED else None,
             "error": rec.error,
             "priority": rec.priority,
+            "owner": rec.owner,
         }
 
     def _event(
@@ -180,9 +188,11 @@ class SchedulerBase:
         """Queue an event (the fields of :class:`TaskEvent`, in its order; sent as an EVENT or in the
         round's EVENTS) for after the commit, and a DONE for producers that asked for the result of a
         task that just finished (``body``: the result, when the caller has it at hand)."""
-        if rec.status in states.TERMINAL and rec.id in self._done_waiters:
-            self._dones.append((rec, body))
-        if not self._watchers and self.on_event is None:
+        if rec.status in states.TERMINAL:
+            self._finished.append(rec)
+            if rec.id in self._done_waiters:
+                self._dones.append((rec, body))
+        if not self._watchers and self.on_event is None and not (self.events is not None and self.emit_task_events):
             return  # nobody listens: skip building it
         status = rec.status
         self._events.append(
@@ -241,14 +251,32 @@ class SchedulerBase:
     def _publish_events(self) -> None:
         """Send the round's DONEs and events (after commit) to producers and the in-process observer.
 
-        DONEs go first, so a producer never sees a task's terminal event before its DONE."""
-        if self._dones:
-            self._publish_dones()
+        DONEs go before the round's events, so a producer never sees a task's terminal event before
+        its DONE; but a finishing task's own earlier events of the round (its last progress step, which
+        often shares a round with its RESULT) go before its DONE, or a caller woken by the DONE
+        (``/inpaint`` returning, then ``diffusion_finish``) would overtake the task's last step."""
+        if self._finished:
+            self._recent.add(self._finished)
+            self._finished = []
         events, self._events = self._events, []
+        if self._dones:
+            finishing = {rec.id for rec, _ in self._dones}
+            early = [e for e in events if e["task_id"] in finishing and e["status"] not in states.TERMINAL]
+            if early:
+                events = [e for e in events if not (e["task_id"] in finishing and e["status"] not in states.TERMINAL)]
+                self._deliver_events(early)
+            self._publish_dones()
+        self._deliver_events(events)
+
+    def _deliver_events(self, events: list[dict[str, Any]]) -> None:
+        """Events, in order, to the watching producers and the in-process observer."""
         if not events:
             return
         if self._watchers and self._control is not None:
             self._send_events(self._control, events)
+        if self.events is not None and self.emit_task_events and self.events.has_observers("task_event"):
+            for event in events:
+                self.events.emit(TaskEvent(**event))  # the task_event hook, off this thread
         if self.on_event is not None:
             for event in events:
                 try:

@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 from ....config import Config
+from ....events import EventSink
 from ....tasks import TaskEvent
 from ..config import DistributedConfig
 from ..journal import states
@@ -65,8 +66,10 @@ from ..security.curve import ServerSecurity, limit_socket
 from ..security.peer_guard import PeerGuard
 from ..wire import protocol as p
 from ..wire.send import send_nowait
+from .handle import LocalSchedulerHandle, SchedulerStats, StatsBox
 from .node_handlers import NodeMessages
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
+from .plugin_calls import PluginCalls
 from .producer_handlers import ProducerMessages, peek_req_id
 from .routing import (
     IdleNode,
@@ -78,6 +81,7 @@ from .routing import (
     unschedulable_reason,
 )
 from .scheduler_base import Out
+from .snapshots import NodeWatch, RecentTasks, node_info, queue_stats
 
 __all__ = ["JOURNAL_FILE", "NodeEntry", "Scheduler"]
 
@@ -134,8 +138,21 @@ class Scheduler(NodeMessages, ProducerMessages):
         data_dir: str | os.PathLike[str] | None = None,
         on_event: Callable[[TaskEvent], None] | None = None,
         on_crash: Callable[[BaseException], None] | None = None,
+        plugin_manager: Any = None,
+        events: Any = None,
+        emit_task_events: bool = True,
     ) -> None:
         self.dcfg: DistributedConfig = config.distributed if isinstance(config, Config) else config
+        self.config: Config | None = config if isinstance(config, Config) else None
+        self.plugin_manager = plugin_manager
+        """Where the distributed hooks (``scheduler_started``, ``node_event``, ...) are fired; None: nowhere."""
+        self.events = events if events is not None else (EventSink(plugin_manager) if plugin_manager else None)
+        """The sink task events and the other observing hooks go through, off this loop's thread: the
+        embedding web server's (so each event reaches ``task_event`` once), else one of our own."""
+        self._own_events = events is None and self.events is not None
+        self.emit_task_events = emit_task_events
+        """False: the embedding process delivers task events to ``task_event`` itself (``events`` then
+        serves the other hooks only)."""
         self.resource_class_of = resource_class_of
         self.bind = bind or self.dcfg.scheduler_bind
         self.data_dir = Path(os.path.expanduser(str(data_dir or self.dcfg.data_dir)))
@@ -184,6 +201,8 @@ class Scheduler(NodeMessages, ProducerMessages):
                 "pruned_blobs",
                 "reattached",
                 "done_sent",
+                "heartbeats_missed",
+                "nodes_lost",
                 "rejected_peers",
                 "foreign_reports",
             ),
@@ -211,6 +230,15 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._failed_on = FailedOn()
         self.recovery: Any = None
         self._lock_file: Any = None
+        self._finished: list[TaskRecord] = []  # finished this round, sampled after commit
+        self._recent = RecentTasks()
+        self._node_watch = NodeWatch()
+        self._unschedulable: dict[str, str] = {}  # queued task id -> queue, as of the last check
+        self._reported_unschedulable: set[str] = set()  # tasks task_unschedulable was fired for
+        self._stats_box = StatsBox()
+        self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
+        self.handle = LocalSchedulerHandle(self)
+        """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
         self._security: ServerSecurity | None = None
         self._guard: PeerGuard | None = None
         """With CURVE: receives each message with its sender's key and drops revoked keys'."""
@@ -258,9 +286,24 @@ class Scheduler(NodeMessages, ProducerMessages):
             raise
         self._started_at = time.time()
         self._refresh_snapshot(self._started_at)
+        self._stats_box.put(self._build_stats(self._started_at))
         self._thread = threading.Thread(target=self._run, name="lama-cleaner-scheduler", daemon=True)
         self._thread.start()
+        self._fire_lifecycle("scheduler_started")
         return self
+
+    def _fire_lifecycle(self, hook_name: str) -> None:
+        """``scheduler_started``/``scheduler_stopped`` with the handle, each implementation on its
+        own: one that raises is logged and the others still run."""
+        caller = getattr(getattr(self.plugin_manager, "hook", None), hook_name, None)
+        if caller is None:
+            return
+        kwargs = {"scheduler": self.handle, "config": self.config}
+        for impl in reversed(caller.get_hookimpls()):  # pluggy's own call order
+            try:
+                impl.function(*(kwargs[name] for name in impl.argnames))
+            except Exception:  # noqa: BLE001 - an observer must not stop the scheduler
+                log.exception("%s hook of plugin %s failed", hook_name, impl.plugin_name)
 
     def _fail_orphans(self, now: float) -> None:
         """Queued tasks of a queue that is no longer configured would wait forever: fail them."""
@@ -423,6 +466,81 @@ class Scheduler(NodeMessages, ProducerMessages):
         except OSError:  # pipe full (the loop is awake anyway), or already closed by the loop
             pass
 
+    def handle_stats(self, timeout: float) -> SchedulerStats:
+        """A :class:`~.handle.SchedulerStats` built by the loop thread (waited for up to ``timeout``);
+        the last one built when the loop is busy that long or stopped (its final state)."""
+        if self.running and threading.current_thread() is not self._thread:
+            done = threading.Event()
+
+            def build(now: float, outbox: list[Out]) -> None:
+                try:
+                    self._stats_box.put(self._build_stats(now))
+                finally:
+                    done.set()
+
+            self._commands.put(build)
+            self._wake()
+            done.wait(timeout)
+        elif threading.current_thread() is self._thread:
+            self._stats_box.put(self._build_stats(time.time()))
+        stats = self._stats_box.get()
+        if stats is None:  # never started
+            return SchedulerStats(time.time(), self._counter_view(), {}, (), ())
+        return stats
+
+    def _build_stats(self, now: float) -> SchedulerStats:
+        live = self._store().live
+        nodes = sorted(self.nodes.values(), key=lambda n: n.registered_at)
+        return SchedulerStats(
+            time=now,
+            counters=self._counter_view(),
+            queues=queue_stats(self.queues, live, self._unschedulable, now),
+            nodes=tuple(node_info(n, now, live) for n in nodes),
+            recent=self._recent.snapshot(),
+        )
+
+    def _counter_view(self) -> dict[str, int]:
+        """The counters, plus the names the handle promises (docs/protocol.md §10)."""
+        with self._lock:
+            c = dict(self._counters)
+        c["retried"] = c["retries"]
+        c["requeued"] = c["requeued_on_node_loss"] + c["handed_back"]
+        c["duplicates_discarded"] = c["duplicates"]
+        c["rejected_messages"] = c["garbage_frames"] + c["rejected_bad_request"]
+        return c
+
+    def handle_drain(self, node_id: str, timeout: float) -> bool:
+        """Drain ``node_id`` on the loop thread and say whether it was a known, online node (False
+        also when the loop does not answer within ``timeout``)."""
+        if not self.running:
+            return False
+        answer: list[bool] = []
+        done = threading.Event()
+
+        def command(now: float, outbox: list[Out]) -> None:
+            try:
+                node = self.nodes.get(node_id)
+                if node is not None and not node.offline:
+                    self._drain(node, outbox)
+                    answer.append(True)
+            finally:
+                done.set()
+
+        self._commands.put(command)
+        self._wake()
+        done.wait(timeout)
+        return bool(answer)
+
+    def _deliver_later(self, ident: bytes, frames: list[bytes]) -> None:
+        """Send ``frames`` to the producer ``ident`` from the loop thread (any thread may call this)."""
+
+        def send(now: float, outbox: list[Out]) -> None:
+            if self._control is not None:
+                outbox.append(Out(self._control, ident, frames))
+
+        self._commands.put(send)
+        self._wake()
+
     def drain_node(self, node_id: str) -> None:
         """Tell a node to stop taking work after its current task (it gets no more credit)."""
 
@@ -473,6 +591,8 @@ class Scheduler(NodeMessages, ProducerMessages):
             log.exception("scheduler loop crashed")
             self._report_crash(exc)
         finally:
+            self._plugin_calls.close()
+            self._keep_final_stats()
             # The journal first: closing the sockets terminates the context, which waits for sockets
             # other threads made from it (an embedded producer's) to be closed.
             if self.store is not None:
@@ -480,6 +600,17 @@ class Scheduler(NodeMessages, ProducerMessages):
             self._unlock_data_dir()
             self._close_sockets()
             log.info("scheduler stopped")
+            self._fire_lifecycle("scheduler_stopped")
+            if self._own_events:
+                self.events.close()
+
+    def _keep_final_stats(self) -> None:
+        """The last snapshot, for the handle's callers after the loop ended."""
+        try:
+            if self.store is not None:
+                self._stats_box.put(self._build_stats(time.time()))
+        except Exception:  # noqa: BLE001 - the loop may have died of a broken journal
+            log.debug("no final stats snapshot", exc_info=True)
 
     def _report_crash(self, exc: BaseException) -> None:
         """Tell the embedding process at once, so requests waiting on this loop fail now instead of
@@ -518,11 +649,21 @@ class Scheduler(NodeMessages, ProducerMessages):
             # timeout (SUBMIT is idempotent) and node state converges through heartbeats.
             self._events.clear()
             self._dones.clear()
+            self._finished.clear()
             self._count("journal_errors")
             log.exception("journal transaction failed; the replies of this round were dropped")
             return
         self._flush(outbox)
         self._publish_events()
+        self._publish_node_events(now)
+
+    def _publish_node_events(self, now: float) -> None:
+        """Fire ``node_event`` for what changed in the node registry this round (off this thread)."""
+        events = self.events
+        if events is None or not hasattr(events, "notify") or not events.has_observers("node_event"):
+            return
+        for event in self._node_watch.changes(self.nodes, now, self._store().live):
+            events.notify("node_event", event=event)
 
     def _round_in_transaction(
         self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: list[Out]
@@ -539,6 +680,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 mark = len(outbox)
                 events_mark = len(self._events)
                 dones_mark = len(self._dones)
+                finished_mark = len(self._finished)
                 try:
                     with self.store.savepoint():
                         self._handle(sock, frames, now, outbox)
@@ -546,6 +688,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                     del outbox[mark:]
                     del self._events[events_mark:]
                     del self._dones[dones_mark:]
+                    del self._finished[finished_mark:]
                     self._count("handler_errors")
                     log.exception("error while handling a message; it was dropped")
                     self._internal_error(sock, frames, exc, outbox)
@@ -635,6 +778,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 if now - node.offline_since > max(OFFLINE_FORGET_S, deadline * 10):
                     del self.nodes[node.node_id]
                 continue
+            self._count_missed_heartbeats(node, now)
             if now - node.last_seen > deadline:
                 self._go_offline(node, now, outbox, f"node {node.name} silent for {now - node.last_seen:.1f}s")
         for ident, (producer_id, seen) in list(self._watchers.items()):
@@ -658,7 +802,15 @@ class Scheduler(NodeMessages, ProducerMessages):
                 self._count("pruned_blobs", blobs)
                 log.info("retention: pruned %d finished tasks and %d blobs", tasks, blobs)
             self._forget_stale_waiters()
-        self._fail_unschedulable(now)
+        self._check_unschedulable(now)
+
+    def _count_missed_heartbeats(self, node: NodeEntry, now: float) -> None:
+        """Count each heartbeat interval an online node stays silent past the first (a node sends
+        at least one message per interval; the first interval is its normal lateness)."""
+        missed = max(0, int((now - node.last_seen) / self.interval) - 1)
+        if missed > node.heartbeats_missed:
+            self._count("heartbeats_missed", missed - node.heartbeats_missed)
+        node.heartbeats_missed = missed
 
     def _forget_stale_waiters(self) -> None:
         """Drop DONE waiters of tasks that do not exist (a SUBMIT whose round was rolled back, or a
@@ -671,19 +823,22 @@ class Scheduler(NodeMessages, ProducerMessages):
             if rec is None or rec.terminal:
                 del self._done_waiters[task_id]
 
-    def _fail_unschedulable(self, now: float) -> None:
-        """Fail queued tasks that no online node could run for ``unschedulable_timeout_s``.
+    def _check_unschedulable(self, now: float) -> None:
+        """Find queued tasks that no online node can run: report each once (``task_unschedulable``),
+        count them per queue (``QueueStats.unschedulable``), and fail those stuck for
+        ``unschedulable_timeout_s`` (when it is above 0).
 
-        Without this, a task nobody can run (no nodes, none granted its queue, none offering its
-        model or plugin) is skipped by dispatch forever and a waiting ``/inpaint`` ends in a 504
+        Without the failing, a task nobody can run (no nodes, none granted its queue, none offering
+        its model or plugin) is skipped by dispatch forever and a waiting ``/inpaint`` ends in a 504
         after ``request_timeout_s``. The clock of a task starts at the later of its submission, the
         scheduler's start (nodes re-register after a restart) and the last moment a node that could
         run it was online. Runs at most once a second and costs one pass over the unfinished tasks.
         """
         timeout = float(self.dcfg.unschedulable_timeout_s)
-        if timeout <= 0 or now < self._next_unschedulable_check:
+        if now < self._next_unschedulable_check:
             return
-        self._next_unschedulable_check = now + min(UNSCHEDULABLE_CHECK_S, max(0.05, timeout / 4))
+        period = min(UNSCHEDULABLE_CHECK_S, max(0.05, timeout / 4)) if timeout > 0 else UNSCHEDULABLE_CHECK_S
+        self._next_unschedulable_check = now + period
         store = self._store()
         waiting: dict[TaskKey, list[TaskRecord]] = {}
         running: set[TaskKey] = set()
@@ -698,28 +853,63 @@ class Scheduler(NodeMessages, ProducerMessages):
             del last[gone]
         for key in running:
             last[key] = now
-        if not waiting:
-            return
-        online, draining, offline = self._node_views()
-        for key, recs in waiting.items():
-            queue, kind, name = key
-            task = WaitingTask("", kind, name, queue)
-            reason = unschedulable_reason(task, online, draining)
-            if reason is None:
-                last[key] = now
-                continue
-            seen = max([last.get(key, 0.0), self._started_at]
-                       + [since for view, since in offline if node_can_run(view, task)])  # fmt: skip
-            last[key] = seen
-            if now - seen < timeout:
-                continue
-            message = f"{reason}; gave up after {timeout:g}s"
-            for rec in recs:
-                if now - rec.created_at < timeout:
+        stuck: dict[str, str] = {}
+        if waiting:
+            online, draining, offline = self._node_views()
+            for key, recs in waiting.items():
+                task = WaitingTask("", key[1], key[2], key[0])
+                reason = unschedulable_reason(task, online, draining)
+                if reason is None:
+                    last[key] = now
                     continue
-                log.warning("task %s failed: %s", rec.id, message)
-                self._count("failed")
-                self._event(store.fail(rec.id, error=message, status=503, now=now))
+                failed = self._fail_stuck(key, recs, task, reason, offline, timeout, now) if timeout > 0 else set()
+                for rec in recs:
+                    if rec.id not in failed:
+                        stuck[rec.id] = rec.queue
+                        self._report_unschedulable(rec, reason)
+        self._unschedulable = stuck
+        reported = self._reported_unschedulable
+        if reported:
+            live = store.live.records
+            self._reported_unschedulable = {t for t in reported if t in live}
+
+    def _report_unschedulable(self, rec: TaskRecord, reason: str) -> None:
+        """``task_unschedulable``, once per task (off this thread)."""
+        if rec.id in self._reported_unschedulable:
+            return
+        self._reported_unschedulable.add(rec.id)
+        notify = getattr(self.events, "notify", None)
+        if notify is not None:
+            notify("task_unschedulable", task_id=rec.id, queue=rec.queue, kind=rec.kind, name=rec.name, reason=reason)
+
+    def _fail_stuck(
+        self,
+        key: TaskKey,
+        recs: list[TaskRecord],
+        task: WaitingTask,
+        reason: str,
+        offline: list[tuple[IdleNode, float]],
+        timeout: float,
+        now: float,
+    ) -> set[str]:
+        """Fail the tasks of ``key`` that waited ``timeout`` with no node able to run them; their ids."""
+        last = self._last_eligible
+        seen = max([last.get(key, 0.0), self._started_at]
+                   + [since for view, since in offline if node_can_run(view, task)])  # fmt: skip
+        last[key] = seen
+        if now - seen < timeout:
+            return set()
+        message = f"{reason}; gave up after {timeout:g}s"
+        failed = set()
+        store = self._store()
+        for rec in recs:
+            if now - rec.created_at < timeout:
+                continue
+            log.warning("task %s failed: %s", rec.id, message)
+            self._count("failed")
+            self._event(store.fail(rec.id, error=message, status=503, now=now))
+            failed.add(rec.id)
+        return failed
 
     def _node_views(self) -> tuple[list[IdleNode], set[str], list[tuple[IdleNode, float]]]:
         """(online nodes, ids of the draining ones, offline nodes with when they went offline) as

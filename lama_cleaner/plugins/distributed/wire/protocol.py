@@ -28,6 +28,9 @@ from typing import Any
 import orjson
 
 PROTOCOL_VERSION = 1
+PROTOCOL_MINOR = 1
+"""Additive revisions of version 1 (the signature stays ``LC1``): 1 added the producer requests
+``STATS`` and ``CALL`` (answered ``ANSWER``); a scheduler at minor 0 answers them ``REJECTED 400``."""
 SIGNATURE = b"LC1"
 SIGNATURE_PREFIX = b"LC"
 MAX_HEADER_BYTES = 4 * 1024 * 1024
@@ -60,6 +63,7 @@ QUEUES = "QUEUES"
 NODES = "NODES"
 WATCH = "WATCH"
 PING = "PING"
+CALL = "CALL"
 # scheduler -> producer
 ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
@@ -71,14 +75,15 @@ EVENT = "EVENT"
 EVENTS = "EVENTS"
 PONG = "PONG"
 DONE = "DONE"
+ANSWER = "ANSWER"
 
 COMMANDS = frozenset(
     {
         HELLO, HEARTBEAT, PROGRESS, RESULT, FAILED, CANCELLED, BYE,
         WELCOME, CANCEL, UNKNOWN, DRAIN, ERROR,
         READY, TASK,
-        SUBMIT, GET, FETCH, LIST, QUEUES, NODES, WATCH, PING,
-        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, EVENTS, PONG, DONE,
+        SUBMIT, GET, FETCH, LIST, QUEUES, NODES, WATCH, PING, CALL,
+        ACCEPTED, REJECTED, INFO, OUTPUT, TASKS, STATS, EVENT, EVENTS, PONG, DONE, ANSWER,
     }
 )  # fmt: skip
 
@@ -119,6 +124,8 @@ SCHEMAS: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         QUEUES: {"req_id": (str, int)},
         NODES: {"req_id": (str, int)},
         DRAIN: {"req_id": (str, int), "node_id": (str,)},
+        STATS: {"req_id": (str, int)},
+        CALL: {"req_id": (str, int), "name": (str,), "payload": (dict,)},
         WATCH: {"producer_id": (str,)},
         PING: {},
     },
@@ -143,6 +150,7 @@ SCHEMAS: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
         PONG: {},
         ERROR: {"code": (str,), "message": (str,)},
         DONE: {"task_id": (str,), "status": (str,)},
+        ANSWER: {"req_id": (str, int), "result": (dict,)},
     },
 }
 """What each receiver accepts. Nested objects (``task`` of SUBMIT, ``capabilities`` of HELLO) are

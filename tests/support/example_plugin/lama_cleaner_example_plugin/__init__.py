@@ -15,6 +15,8 @@ from lama_cleaner.models.base import InpaintModel
 from lama_cleaner.plugins.hookspecs import hookimpl
 
 GREETING_KEY = "example_greeting"
+NODE_LABELS = {"example-plugin": "invert"}
+"""What a node with this package installed advertises (hook ``node_labels``), beside the model."""
 _events: Counter[str] = Counter()
 _events_lock = threading.Lock()
 
@@ -71,6 +73,12 @@ def configure(config, args):
 @hookimpl
 def register_models(registry):
     registry.register(InvertModel)
+
+
+# optionalhook: ``node_labels`` is published by the distributed plugin, which a classic server does not load.
+@hookimpl(optionalhook=True)
+def node_labels():
+    return dict(NODE_LABELS)
 
 
 @hookimpl

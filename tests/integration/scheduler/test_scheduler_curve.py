@@ -105,7 +105,7 @@ def test_a_plaintext_peer_is_not_served_by_a_curve_scheduler(scheduler_factory, 
     refused_peer(plain)
     attempt(plain.send, p.PING, {"req_id": "plain"})
     counter_above(sched, "rejected_peers", 0, "the plaintext handshake to be refused")
-    assert "whose handshake failed (PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH" in caplog.text
+    assert "whose handshake failed" in caplog.text
     keyed = peers("producer", sched, secure=ring.client("producer"))
     assert keyed.request(p.PING, {}).command == p.PONG
     assert plain.take(p.PONG) is None

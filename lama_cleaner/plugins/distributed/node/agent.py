@@ -331,7 +331,7 @@ class Node:
 
     def _curve_hint(self) -> str:
         """Why a CURVE scheduler may never answer: it refuses keys it does not list, silently."""
-        if self.curve is None or self.welcomed:
+        if self.curve is None or self.lifecycle.joined:
             return ""
         return (f" (no WELCOME: is this node's public key {self.curve.own.public.decode('ascii')} in the "
                 "scheduler's curve_authorized_keys, and curve_server_key the scheduler's key?)")  # fmt: skip

@@ -19,6 +19,7 @@ it), so it is neither encrypted nor limited by a key.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -113,6 +114,17 @@ _FAILED_HANDSHAKES = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_
 counted by the ZAP callback)."""
 
 
+def describe_failure(event: dict[str, Any]) -> str:
+    """A failed handshake's monitor event in words: the ZMTP protocol error (``value`` of a
+    ``HANDSHAKE_FAILED_PROTOCOL``), else the errno of a ``HANDSHAKE_FAILED_NO_DETAIL``."""
+    value = int(event.get("value") or 0)
+    if int(event.get("event") or 0) == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        names = {zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH: "not a CURVE client",
+                 zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: "a CURVE client of another scheduler key"}  # fmt: skip
+        return names.get(value, f"ZMTP protocol error {value:#x}")
+    return f"{os.strerror(value) if value else 'no detail'}"
+
+
 class _HandshakeWatch:
     """Reads the monitor sockets of the scheduler's ROUTERs and reports each failed handshake."""
 
@@ -153,10 +165,9 @@ class _HandshakeWatch:
         now = time.monotonic()
         if now - self._logged_at >= _LOG_EVERY_S:
             more = f" (and {self._quiet} more since the last line)" if self._quiet else ""
-            value = event.get("value")
-            why = getattr(value, "name", value)
-            log.warning("refused a peer on %s whose handshake failed (%s: no CURVE, or not this scheduler's "
-                        "public key)%s", event.get("endpoint", b"?").decode(errors="replace"), why, more)  # fmt: skip
+            why = describe_failure(event)
+            endpoint = event.get("endpoint", b"?").decode(errors="replace")
+            log.warning("refused a peer on %s whose handshake failed (%s)%s", endpoint, why, more)
             self._logged_at, self._quiet = now, 0
         else:
             self._quiet += 1

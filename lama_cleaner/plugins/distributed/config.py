@@ -138,9 +138,10 @@ class DistributedConfig:
         "included). The scheduler's own key is always accepted.",
     )
     max_message_mb: int = setting(
-        128,
+        512,
         "Largest frame (MiB) any socket of the scheduler, its nodes and producers accepts; a peer that "
-        "sends a larger one is disconnected before it is read. Must hold the largest image upload.",
+        "sends a larger one is disconnected before it is read. Keep it above `server.max_upload_mb` (a "
+        "SUBMIT carries the upload) and the largest result a node may send back.",
         minimum=1,
     )
     unschedulable_timeout_s: float = setting(

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
 EXTENSION_KEY = "lama_cleaner.api_v1"
+OPENAPI_EXTENSIONS_KEY = "lama_cleaner.api_v1.openapi"
+"""``app.extensions[OPENAPI_EXTENSIONS_KEY]``: callables a plugin that adds routes under ``/api/v1``
+appends; each gets the built OpenAPI document (a dict) and adds its paths and schemas to it."""
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 200
 _INPAINT_FILES = ("image", "mask", "paintByExampleImage")
@@ -412,7 +415,10 @@ def _openapi() -> dict[str, Any]:
     """The OpenAPI document, built on first request (apispec is slow to import and run at start-up)."""
     st = _api()
     if not st.openapi:
-        st.openapi = api_docs.build_openapi()
+        doc = api_docs.build_openapi()
+        for extend in current_app.extensions.get(OPENAPI_EXTENSIONS_KEY, ()):
+            extend(doc)
+        st.openapi = doc
     return st.openapi
 
 

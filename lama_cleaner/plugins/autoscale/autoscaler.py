@@ -188,6 +188,7 @@ class Autoscaler:
                     state = {"error": f"{type(exc).__name__}: {exc}"}
                 providers[name] = {"state": state, "health": health.get(name) or {"status": "healthy"}}
             return {
+                "now": self.clock(),
                 "interval_s": self.config.interval_s,
                 "queues": queues,
                 "providers": providers,

@@ -1,7 +1,9 @@
 """The ``[autoscale]`` section: how often to decide, each queue's policy, which providers serve it.
 
-Every field carries its help text (and its range, as ``minimum``/``above``) in its metadata, so the
-documentation and the validation are built from the same declaration. A queue without a
+Every field is declared with the core's :func:`~lama_cleaner.config.setting` (help text, and a range
+as ``minimum``/``exclusive_minimum``/``maximum``), so ``docs/configuration.md``, ``docs/scaling.md`` and the
+validation are built from the same declaration. :data:`SECTION` declares the table to the core
+(the plugin's ``config_sections`` hook returns it). A queue without a
 ``[autoscale.queues.<name>]`` table is not scaled at all: autoscaling is opt-in per queue.
 
 Provider settings stay plain tables here (``[autoscale.providers.<name>]``): a provider may come
@@ -16,71 +18,63 @@ import functools
 import math
 import typing
 from collections.abc import Collection, Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Any, TypeVar
 
-from ...config import ConfigError, check_type
+from ...config import ConfigError, ConfigSection, check_type, setting
 
 T = TypeVar("T")
-
-
-def _setting(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with its documentation and range (the shape of ``lama_cleaner.config.setting``)."""
-    metadata = {"help": help, **meta}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class QueuePolicy:
     """How one queue scales: its bounds, when to add nodes, when to take them away, and from where."""
 
-    min_nodes: int = _setting(0, "Fewest nodes the queue keeps (0 = scale to zero when idle).", minimum=0)
-    max_nodes: int = _setting(
+    min_nodes: int = setting(0, "Fewest nodes the queue keeps (0 = scale to zero when idle).", minimum=0)
+    max_nodes: int = setting(
         4, "Most nodes the autoscaler runs for the queue (counting nodes it did not start).", minimum=0
     )
-    providers: list[str] = _setting(
+    providers: list[str] = setting(
         ["local"],
         "Providers that start nodes for the queue, in order of preference: capacity comes from the first "
         "healthy one with room, and falls back to the next when it errors, throttles or is full.",
     )
-    queued_per_node: float = _setting(
+    queued_per_node: float = setting(
         4.0,
         "Queued tasks each node may have waiting for it before another node is wanted: the queue wants "
         "ceil(queued / queued_per_node) nodes.",
-        above=0,
+        exclusive_minimum=0,
     )
-    max_wait_s: float = _setting(
+    max_wait_s: float = setting(
         30.0,
         "A queue whose oldest task has waited longer than this wants one node more than it has, whatever "
         "the count (0 = do not look at waiting time).",
         minimum=0,
     )
-    up_window_s: float = _setting(
+    up_window_s: float = setting(
         10.0,
         "How long the backlog must stay above the threshold before nodes are added (a short spike adds "
         "nothing). Work that no online node can run (none serves the queue) counts from the first look.",
         minimum=0,
     )
-    up_cooldown_s: float = _setting(
+    up_cooldown_s: float = setting(
         30.0,
         "After adding nodes, wait this long before adding more (they need time to start and take work).",
         minimum=0,
     )
-    max_step_up: int = _setting(4, "Most nodes added by one decision.", minimum=1)
-    down_window_s: float = _setting(
+    max_step_up: int = setting(4, "Most nodes added by one decision.", minimum=1)
+    down_window_s: float = setting(
         300.0,
         "How long a node must stay idle, with the backlog below the scale-in threshold, before it is drained.",
         minimum=0,
     )
-    down_cooldown_s: float = _setting(
+    down_cooldown_s: float = setting(
         120.0,
         "After any scaling decision for the queue, wait this long before removing nodes (fast up, slow down).",
         minimum=0,
     )
-    max_step_down: int = _setting(1, "Most nodes drained by one decision.", minimum=1)
-    down_backlog_fraction: float = _setting(
+    max_step_down: int = setting(1, "Most nodes drained by one decision.", minimum=1)
+    down_backlog_fraction: float = setting(
         0.5,
         "Hysteresis: nodes are removed only while the backlog is at most this fraction of what the "
         "remaining nodes could hold (queued_per_node each), so a queue does not shrink straight back "
@@ -94,26 +88,29 @@ class QueuePolicy:
 class AutoscaleConfig:
     """Settings of the ``autoscale`` plugin."""
 
-    interval_s: float = _setting(5.0, "Seconds between two evaluations of the policy.", above=0)
-    queues: dict[str, QueuePolicy] = _setting(
+    interval_s: float = setting(5.0, "Seconds between two evaluations of the policy.", exclusive_minimum=0)
+    queues: dict[str, QueuePolicy] = setting(
         {},
         "Policy per queue (`[autoscale.queues.<queue>]`); queues not listed are never scaled.",
+        key_name="queue",
     )
-    providers: dict[str, dict[str, Any]] = _setting(
+    providers: dict[str, dict[str, Any]] = setting(
         {},
         "Settings per provider (`[autoscale.providers.<name>]`); each provider documents its own keys.",
     )
-    register_timeout_s: float = _setting(
+    register_timeout_s: float = setting(
         300.0,
         "A launched instance that has not registered with the scheduler after this long is counted as "
         "abnormal (its provider's error count rises and the provider is marked degraded).",
-        above=0,
+        exclusive_minimum=0,
     )
-    retry_min_s: float = _setting(
-        30.0, "First wait before a degraded provider is tried again; doubles on each further failure.", above=0
+    retry_min_s: float = setting(
+        30.0,
+        "First wait before a degraded provider is tried again; doubles on each further failure.",
+        exclusive_minimum=0,
     )
-    retry_max_s: float = _setting(600.0, "Longest wait before a degraded provider is tried again.", above=0)
-    history: int = _setting(200, "Decisions and provider events kept for `GET /api/v1/autoscale`.", minimum=1)
+    retry_max_s: float = setting(600.0, "Longest wait before a degraded provider is tried again.", exclusive_minimum=0)
+    history: int = setting(200, "Decisions and provider events kept for `GET /api/v1/autoscale`.", minimum=1)
 
 
 # ------------------------------------------------------------------ loading and validation
@@ -179,8 +176,9 @@ def check_bounds(obj: Any, where: str) -> None:
             raise ConfigError(f"{key} must be >= {f.metadata['minimum']:g}, got {value!r}")
         if "maximum" in f.metadata and value > f.metadata["maximum"]:
             raise ConfigError(f"{key} must be <= {f.metadata['maximum']:g}, got {value!r}")
-        if "above" in f.metadata and not value > f.metadata["above"]:
-            raise ConfigError(f"{key} must be > {f.metadata['above']:g}, got {value!r}")
+        for name in ("above", "exclusive_minimum"):
+            if name in f.metadata and not value > f.metadata[name]:
+                raise ConfigError(f"{key} must be > {f.metadata[name]:g}, got {value!r}")
 
 
 def validate_autoscale_config(
@@ -227,3 +225,18 @@ def validate_autoscale_config(
         if provider_names is not None and name not in provider_names:
             known = ", ".join(sorted(provider_names))
             raise ConfigError(f"{where}providers.{name}: unknown provider (registered: {known})")
+
+
+def _validate_section(config: AutoscaleConfig) -> None:
+    """The checks that need nothing but the section itself (the core calls this at load); the
+    plugin's ``configure`` hook adds the providers registered and ``distributed.queues``."""
+    validate_autoscale_config(config)
+
+
+SECTION = ConfigSection(
+    "autoscale",
+    AutoscaleConfig,
+    validate=_validate_section,
+    doc="Scaling policy per queue and the providers that start nodes; see docs/scaling.md.",
+)
+"""The ``[autoscale]`` table, as the plugin's ``config_sections`` hook declares it."""

@@ -1,7 +1,8 @@
 """The ``[monitor]`` settings and their validation.
 
-Every field carries its ``help`` text in the dataclass metadata, the same way the core's ``Config`` does, so
-that the CLI and ``docs/configuration.md`` can be generated from it. Values a TOML file can hold directly
+Every field is declared with the core's :func:`~lama_cleaner.config.setting`, and the section is given to the
+core through the plugin's ``config_sections`` hook (:data:`SECTION`), so ``docs/configuration.md`` is
+generated from it and the core configuration never names this plugin. Values a TOML file can hold directly
 (strings, numbers, lists, tables) are declared with plain types; what needs more checking (alert rules, the
 loguru rotation and retention strings) is checked by :func:`validate_monitor`, which raises a ``ConfigError``
 naming the key, so a typo stops start-up with one line instead of surfacing at the first alert or rotation.
@@ -14,11 +15,11 @@ import math
 import os
 import tempfile
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...config import ConfigError, check_type
+from ...config import ConfigError, ConfigSection, check_type, setting
 from .alerts.rules import rules_from_config
 
 TASK_BUCKETS_S: list[float] = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600]
@@ -33,96 +34,96 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 SINK_NAMES = ("log", "dashboard", "webhook", "alertmanager")
 
 
-def _setting(default: Any, help: str, **meta: Any) -> Any:
-    """A documented field (phase 2 of the plugin switches these to ``lama_cleaner.config.setting``)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
-
-
 @dataclass
 class MonitorConfig:
     """Settings of the ``monitor`` plugin (``[monitor]`` in a config file)."""
 
     # ------------------------------------------------------------------ metrics
-    metrics: bool = _setting(
+    metrics: bool = setting(
         True, "Serve `/metrics` (Prometheus text) and `/api/v1/metrics` (the same figures as JSON)."
     )
-    metrics_host: str = _setting(
+    metrics_host: str = setting(
         "127.0.0.1",
         "Address a standalone scheduler's own metrics server binds (loopback by default: the figures name "
         "nodes and queues, and the endpoint has no authentication).",
     )
-    metrics_port: int | None = _setting(
+    metrics_port: int | None = setting(
         None,
         "Port of a standalone scheduler's own `/metrics` server (unset = none; the web server's `/metrics` "
         "shows the scheduler's figures either way).",
     )
-    task_buckets_s: list[float] = _setting(TASK_BUCKETS_S, "Histogram buckets (seconds) of queue-wait and run time.")
-    http_buckets_s: list[float] = _setting(HTTP_BUCKETS_S, "Histogram buckets (seconds) of HTTP request durations.")
-    window_s: float = _setting(
+    task_buckets_s: list[float] = setting(TASK_BUCKETS_S, "Histogram buckets (seconds) of queue-wait and run time.")
+    http_buckets_s: list[float] = setting(HTTP_BUCKETS_S, "Histogram buckets (seconds) of HTTP request durations.")
+    window_s: float = setting(
         300.0,
         "Window of the figures computed from recent tasks (latency percentiles, failure ratio) that the "
         "dashboard shows and alert rules read.",
     )
-    window_min_tasks: int = _setting(
+    window_min_tasks: int = setting(
         5,
         "Tasks a window needs before its failure ratio and percentiles are reported (one failed task out of "
         "one is not a 100 % failure rate worth an alert).",
     )
-    history_points: int = _setting(
+    history_points: int = setting(
         720,
         "Snapshots the dashboard's charts keep in memory (fixed, so memory does not grow with uptime).",
     )
     # ------------------------------------------------------------------ logs
-    log_format: str = _setting(
+    log_format: str = setting(
         "text", "Log lines as readable `text` or `json` (one object a line).", choices=LOG_FORMATS
     )
-    log_level: str = _setting("INFO", "Lowest level written.", choices=LOG_LEVELS)
-    log_dir: str | None = _setting(
+    log_level: str = setting("INFO", "Lowest level written.", choices=LOG_LEVELS)
+    task_path_level: str = setting(
+        "INFO",
+        "Level of a task's path lines (accepted, started, retried, re-queued, completed, cancelled; a failure is "
+        "always WARNING). `DEBUG` keeps them out of INFO logs where thousands of tiny tasks a second make them "
+        "the monitor's main cost.",
+        choices=LOG_LEVELS,
+    )
+    log_dir: str | None = setting(
         None,
         "Directory of log files, one file per process (`serve.log`, `scheduler.log`, `node-<id>.log`, ...); "
         "unset = standard error only.",
     )
-    log_rotation: str = _setting(
+    log_rotation: str = setting(
         "100 MB", "When a log file is rotated: a size (`100 MB`), an age (`1 day`) or a time (`00:00`)."
     )
-    log_retention: str | int = _setting(
+    log_retention: str | int = setting(
         "14 days", "Which rotated files are kept: an age (`14 days`) or a number of files (`10`)."
     )
-    log_compression: str | None = _setting(None, "Compress rotated files (`gz`, `bz2`, `xz`, `zip`); unset = no.")
-    log_diagnose: bool = _setting(
+    log_compression: str | None = setting(None, "Compress rotated files (`gz`, `bz2`, `xz`, `zip`); unset = no.")
+    log_diagnose: bool = setting(
         False,
         "Show variable values in tracebacks. Off by default: they may hold tokens, signed URLs or image data.",
     )
     # ------------------------------------------------------------------ alerts
-    default_alert_rules: bool = _setting(
+    default_alert_rules: bool = setting(
         True,
         "Include the built-in rules (backlog, oldest task, node offline, failure ratio, p95 run time, scheduler "
         "unreachable); a rule of yours with the same name replaces one.",
     )
-    alert_rules: list[dict[str, Any]] = _setting(
+    alert_rules: list[dict[str, Any]] = setting(
         [],
         "Alert rules, each a table: `name`, `metric`, `op` (`>`, `>=`, `<`, `<=`, `==`, `!=`), `threshold`, "
         "`for_s`, `severity`, `labels`, `match`, `summary` (see docs/monitoring.md).",
     )
-    alert_sinks: list[str] = _setting(
+    alert_sinks: list[str] = setting(
         ["log", "dashboard"],
         "Where notifications go: any of `log`, `dashboard`, `webhook`, `alertmanager`.",
         choices=SINK_NAMES,
     )
-    evaluation_interval_s: float = _setting(15.0, "How often the alert rules are evaluated.")
-    repeat_interval_s: float = _setting(3600.0, "How often a firing alert is notified again while it lasts.")
-    webhook_url: str | None = _setting(None, "URL the `webhook` sink POSTs each notification to (JSON).")
-    webhook_timeout_s: float = _setting(5.0, "Timeout of one webhook request.")
-    webhook_retries: int = _setting(3, "Further attempts after a webhook request fails (connection error, 5xx, 429).")
-    webhook_backoff_s: float = _setting(1.0, "Delay before the first webhook retry; doubles each time.")
-    webhook_headers: dict[str, str] = _setting({}, "Extra headers of webhook requests (for example a token).")
-    alertmanager_url: str | None = _setting(
+    evaluation_interval_s: float = setting(15.0, "How often the alert rules are evaluated.")
+    repeat_interval_s: float = setting(3600.0, "How often a firing alert is notified again while it lasts.")
+    webhook_url: str | None = setting(None, "URL the `webhook` sink POSTs each notification to (JSON).")
+    webhook_timeout_s: float = setting(5.0, "Timeout of one webhook request.")
+    webhook_retries: int = setting(3, "Further attempts after a webhook request fails (connection error, 5xx, 429).")
+    webhook_backoff_s: float = setting(1.0, "Delay before the first webhook retry; doubles each time.")
+    webhook_headers: dict[str, str] = setting({}, "Extra headers of webhook requests (for example a token).")
+    alertmanager_url: str | None = setting(
         None, "Base URL of a Prometheus Alertmanager (`http://host:9093`); the sink posts to `/api/v2/alerts`."
     )
-    alertmanager_timeout_s: float = _setting(5.0, "Timeout of one Alertmanager request.")
-    alertmanager_resend_s: float = _setting(
+    alertmanager_timeout_s: float = setting(5.0, "Timeout of one Alertmanager request.")
+    alertmanager_resend_s: float = setting(
         60.0,
         "How often firing alerts are sent to Alertmanager again: it resolves an alert it has not heard of for "
         "a while, so active alerts must be repeated.",
@@ -156,6 +157,7 @@ def validate_monitor(cfg: MonitorConfig, where: str = "monitor.") -> None:
         _check_buckets(where + name, getattr(cfg, name))
     cfg.log_format = _choice(where + "log_format", cfg.log_format.lower(), LOG_FORMATS)
     cfg.log_level = _choice(where + "log_level", cfg.log_level.upper(), LOG_LEVELS)
+    cfg.task_path_level = _choice(where + "task_path_level", cfg.task_path_level.upper(), LOG_LEVELS)
     if cfg.log_compression is not None:
         _choice(where + "log_compression", cfg.log_compression, _COMPRESSIONS)
     if isinstance(cfg.log_retention, bool) or not isinstance(cfg.log_retention, (str, int)):
@@ -226,3 +228,20 @@ def _check_loguru_file_options(cfg: MonitorConfig, where: str) -> None:
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{where}{key} is not understood: {getattr(cfg, key)!r} ({exc})") from None
             logger.remove(handler)
+
+
+SECTION = ConfigSection(
+    name="monitor",
+    schema=MonitorConfig,
+    validate=validate_monitor,
+    doc=(
+        "Settings of the `monitor` plugin (`lama-cleaner --plugins distributed,monitor`): logs, metrics, the "
+        "`/monitor` dashboard and alerts; every process of a deployment (web server, scheduler, nodes) reads "
+        "this same table. `--log-json` and `--log-dir DIR` set `log_format` and `log_dir` from the command "
+        "line of `lama-cleaner`, `lama-cleaner scheduler` and `lama-cleaner node`; `lama-cleaner scheduler` "
+        "also takes `--metrics-port PORT`. Besides the types below: buckets strictly increasing, "
+        "`webhook_url`/`alertmanager_url` required by their sinks, rotation, retention and alert rules "
+        "checked at start-up (see docs/monitoring.md)."
+    ),
+)
+"""What the plugin's ``config_sections`` hook returns."""

@@ -49,6 +49,7 @@ class MonitorRuntime:
         self.engine: AlertEngine | None = None
         self.server: MetricsServer | None = None
         self.live: LiveFeed | None = None
+        self.started = False
         if stats is None:
             return  # no scheduler here: nothing to alert on
         sinks = [*configured_sinks(config), *extra_sinks] if owns_alerts else [DashboardSink()]
@@ -59,13 +60,19 @@ class MonitorRuntime:
         self.engine = AlertEngine(tracker, self.hub.signals, sinks, config.evaluation_interval_s)
 
     def install(self, app: Flask, socketio: SocketIO | None = None) -> None:
-        """Add the routes, HTTP timing and (with ``socketio``) the live feed to a web server."""
+        """Add the routes, HTTP timing and (with ``socketio``) the live feed to a web server.
+
+        May come after :meth:`start` (an embedded scheduler starts before the web routes are added): the live
+        feed then starts at once.
+        """
         if self.config.metrics:
             app.register_blueprint(metrics_blueprint(self.hub))
         app.register_blueprint(monitor_blueprint(live=socketio is not None, poll_ms=0 if socketio else 2000))
         self.hub.http.install(app)
         if socketio is not None:
             self.live = LiveFeed(socketio, self.hub.document, LIVE_INTERVAL_S).register()
+            if self.started:
+                self.live.start()
 
     def start(self, *, metrics_port: bool = False) -> MonitorRuntime:
         """Start the alert job, the live feed and (``metrics_port``: a standalone scheduler) the metrics server."""
@@ -75,6 +82,7 @@ class MonitorRuntime:
             self.engine.start()
         if self.live is not None:
             self.live.start()
+        self.started = True
         return self
 
     def stop(self) -> None:
@@ -86,3 +94,4 @@ class MonitorRuntime:
         if self.server is not None:
             self.server.stop()
             self.server = None
+        self.started = False

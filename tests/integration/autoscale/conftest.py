@@ -17,10 +17,7 @@ from lama_cleaner.config import Config
 
 
 def scheduler_class() -> Any:
-    try:  # the distributed plugin's layout by role (issue 10)
-        from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
-    except ImportError:  # the flat layout this branch started from; drop once merged with main
-        from lama_cleaner.plugins.distributed.scheduler import Scheduler  # type: ignore[no-redef]
+    from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
 
     return Scheduler
 

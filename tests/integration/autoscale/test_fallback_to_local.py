@@ -16,7 +16,6 @@ from lama_cleaner.plugins.autoscale.providers.base import ProviderContext
 from lama_cleaner.plugins.autoscale.providers.builtin import builtin_provider_classes
 from lama_cleaner.plugins.autoscale.providers.registry import build_providers
 from tests.integration.autoscale.cloud_endpoints import CloudEndpoints
-from tests.integration.autoscale.scheduler_view import SchedulerView
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
@@ -74,7 +73,7 @@ def make_autoscaler(scheduler, node_config_file, cloud, clock, first: str) -> Au
     )
     context = ProviderContext(scheduler=scheduler.control_endpoint, config_path=str(node_config_file))
     providers = build_providers(config, builtin_provider_classes(), context)
-    return Autoscaler(config, providers, SchedulerView(scheduler), clock=clock)
+    return Autoscaler(config, providers, scheduler.handle, clock=clock)
 
 
 def local_nodes(scaler: Autoscaler) -> list:

@@ -1,7 +1,7 @@
 """Drain before scale-in on Kubernetes: the autoscaler drains the idle pod's node, waits until it holds
 no task, and only then has the provider mark exactly that pod and lower the replicas.
 
-The API server is the HTTP stand-in (it plays the ReplicaSet); the scheduler is an in-memory view
+The API server is the HTTP stand-in (it plays the ReplicaSet); the scheduler is an in-memory ``SchedulerHandle``
 whose nodes are the stand-in's pods, so the test decides which pod is busy and when a drain
 completes, and one shared log records drains and API calls in the order they happened.
 """
@@ -16,8 +16,8 @@ from lama_cleaner.plugins.autoscale.autoscaler import Autoscaler
 from lama_cleaner.plugins.autoscale.config import AutoscaleConfig, QueuePolicy
 from lama_cleaner.plugins.autoscale.providers.base import ProviderContext
 from lama_cleaner.plugins.autoscale.providers.kubernetes import KubernetesProvider, KubernetesSettings
+from lama_cleaner.plugins.distributed.scheduler.handle import NodeInfo, QueueStats, SchedulerStats
 from tests.integration.autoscale.kube_apiserver import FakeApiServer
-from tests.integration.autoscale.scheduler_view import NodeView, QueueView, StatsView
 
 
 @dataclass
@@ -27,14 +27,17 @@ class PodNodes:
     apiserver: FakeApiServer
     states: dict[str, tuple[str, str | None]]
 
-    def stats(self) -> StatsView:
+    def stats(self) -> SchedulerStats:
         nodes = []
         for pod in self.apiserver.pods_of("lama-node-gpu"):
             state, task = self.states.get(pod, ("idle", None))
             labels = {"autoscale.provider": "kubernetes", "autoscale.instance": pod}
-            nodes.append(NodeView(f"node-{pod}", state, ("gpu",), labels, task))
+            nodes.append(
+                NodeInfo(f"node-{pod}", pod, state, ("gpu",), (), labels, "cuda", task, None, 0.0, (), 0, False)
+            )
         running = sum(1 for state, _ in self.states.values() if state == "busy")
-        return StatsView({"gpu": QueueView("gpu", queued=0, running=running)}, nodes)
+        queues = {"gpu": QueueStats("gpu", queued=0, running=running, oldest_queued_age_s=None, unschedulable=0)}
+        return SchedulerStats(0.0, {}, queues, tuple(nodes), ())
 
     def drain_node(self, node_id: str) -> bool:
         pod = node_id.removeprefix("node-")

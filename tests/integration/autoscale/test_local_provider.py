@@ -57,8 +57,12 @@ def test_a_node_still_running_when_released_is_stopped_gracefully(scheduler, pro
     [inst] = provider.start("cpu", 1)
     wait_for(node_with_instance(scheduler, inst.instance_id, "idle"), START_S, "node registered")
     pid = provider.pid_of(inst.instance_id)
-    provider.release([inst])  # SIGTERM: the idle node says BYE and exits
-    assert _exited(pid)
+    provider.release([inst])  # not drained, so it stays until exit_wait_s has passed
+    assert provider.state()["running"][0]["released"] and not _exited(pid)
+    provider.settings.exit_wait_s = 0
+    provider.release([inst])  # the wait is over: SIGTERM, the idle node says BYE and exits
+    wait_for(lambda: _exited(pid), 20, "the released node exits")
+    wait_for(lambda: provider.state()["exited"], 5, "the exit is recorded")
     [record] = provider.state()["exited"]
     assert record["code"] == 0, record
     wait_for(lambda: node_with_instance(scheduler, inst.instance_id, "offline")() or not registered_nodes(scheduler),

@@ -75,10 +75,11 @@ def test_lambda_throttling_errors_and_timeouts_over_http(cloud):
     with pytest.raises(ProviderError, match="ServiceException: internal"):
         provider.start("cpu", 1)
     with _silent_port() as port:
+        silent = lambda_provider(f"http://127.0.0.1:{port}", read_timeout_s=0.3)  # building the client is slow
         began = time.monotonic()
         with pytest.raises(ProviderTimeout):
-            lambda_provider(f"http://127.0.0.1:{port}", read_timeout_s=0.3).start("cpu", 1)
-        assert time.monotonic() - began < 2.0  # one attempt, no SDK retries
+            silent.start("cpu", 1)
+        assert time.monotonic() - began < 2.0  # one attempt, no SDK retries (5 attempts would take >= 1.5 s + backoff)
 
 
 def test_function_compute_invokes_asynchronously_with_our_task_id(cloud):
@@ -116,9 +117,10 @@ def test_function_compute_retry_after_and_timeouts(cloud):
         provider.start("gpu", 1)
     assert throttled.value.retry_after_s == 4.0  # the SDK reports milliseconds
     with _silent_port() as port:
+        silent = fc_provider(f"127.0.0.1:{port}", read_timeout_s=0.3)  # built before the clock starts
         began = time.monotonic()
         with pytest.raises(ProviderTimeout, match="timed out"):
-            fc_provider(f"127.0.0.1:{port}", read_timeout_s=0.3).start("gpu", 1)
+            silent.start("gpu", 1)
         assert time.monotonic() - began < 2.0  # one attempt, no SDK retries
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

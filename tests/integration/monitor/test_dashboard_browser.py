@@ -8,9 +8,6 @@ The test saves a screenshot under ``test-artifacts/``.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 
 from tests.integration.monitor.dashboard_app import ERROR, OFFLINE_AT, ServedApp, make_app
@@ -19,33 +16,7 @@ from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-
-def loud_skip(reason: str) -> None:
-    print(f"\n*** BROWSER TEST SKIPPED: {reason} ***", file=sys.stderr, flush=True)
-    pytest.skip(f"LOUD: {reason}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="LOUD: playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        loud_skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.mark.parametrize("live", [False, True], ids=["polled", "socketio"])

@@ -86,3 +86,12 @@ def test_node_flags_take_whole_non_negative_numbers(capsys):
             build_parser().parse_args(bad)
     err = capsys.readouterr().err
     assert "must be 0 or more" in err and "expected a whole number" in err
+
+
+def test_max_idle_takes_positive_seconds(capsys):
+    assert build_parser().parse_args(["--max-idle-s", "2.5"]).max_idle_s == 2.5
+    assert build_parser().parse_args([]).max_idle_s is None  # never idles out by default
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--max-idle-s", bad])
+    assert "must be a finite number above 0" in capsys.readouterr().err

@@ -3,9 +3,11 @@
 Each instance is an ordinary ``python -m lama_cleaner node`` process, started with
 ``--exit-on-drain`` (so a drained node leaves by itself once its current task is done), with
 ``--parent-pid`` (so it dies with the process that started it, even on SIGKILL), and with the
-labels that name its instance. Release after a drain only reaps the exited process; a node that
-is still running when it is released gets SIGTERM (it finishes its task and says BYE) and, after
-``stop_grace_s``, SIGKILL.
+labels that name its instance. Release never blocks the autoscaler: a released node that is still
+running (a drained node is on its way out, and a Python process with its inference child takes a
+few seconds to exit) gets ``exit_wait_s`` to leave by itself, then SIGTERM (it finishes its task and
+says BYE) and, ``stop_grace_s`` later, SIGKILL; each evaluation's capacity query moves these along.
+A released process counts against ``max_nodes`` until it has exited.
 
 Unlike ``distributed.local_nodes`` (a fixed set the server keeps alive), nothing here restarts a
 node: the policy decides how many there are.
@@ -44,6 +46,13 @@ class LocalSettings:
             "help": "`--device` of the nodes (cpu, cuda, cuda:N, mps); unset = the device of the config they get."
         },
     )
+    exit_wait_s: float = field(
+        default=30.0,
+        metadata={
+            "help": "Seconds a released node (drained, holding no task) gets to exit by itself before SIGTERM.",
+            "minimum": 0,
+        },
+    )
     stop_grace_s: float = field(
         default=10.0,
         metadata={
@@ -64,6 +73,10 @@ class _Process:
     instance: LaunchedInstance
     proc: subprocess.Popen[bytes]
     started_at: float
+    term_at: float | None = None
+    """Set on release: when SIGTERM is sent if the process has not exited by then."""
+    kill_at: float | None = None
+    """Set once SIGTERM was sent: when SIGKILL follows."""
 
 
 class LocalProvider(ScalingProvider):
@@ -117,7 +130,15 @@ class LocalProvider(ScalingProvider):
         return started
 
     def release(self, instances: Sequence[LaunchedInstance]) -> None:
-        self._stop(instances, graceful=True)
+        """Mark the processes released: they get ``exit_wait_s`` to exit by themselves (see the module doc)."""
+        now = time.monotonic()
+        with self._lock:
+            for inst in instances:
+                entry = self._procs.get(inst.instance_id or "")
+                if entry is not None:
+                    wait_until = now + self.settings.exit_wait_s
+                    entry.term_at = wait_until if entry.term_at is None else min(entry.term_at, wait_until)
+            self._reap()
 
     def forget(self, instances: Sequence[LaunchedInstance]) -> None:
         """An instance declared ended (vanished, never registered) whose process still runs is wedged
@@ -130,7 +151,13 @@ class LocalProvider(ScalingProvider):
             return {
                 "max_nodes": self.settings.max_nodes,
                 "running": [
-                    {"instance": p.instance.instance_id, "queue": p.instance.queue, "pid": p.proc.pid} for p in running
+                    {
+                        "instance": p.instance.instance_id,
+                        "queue": p.instance.queue,
+                        "pid": p.proc.pid,
+                        "released": p.term_at is not None,
+                    }
+                    for p in running
                 ],
                 "exited": list(self._exits[-20:]),
             }
@@ -155,12 +182,26 @@ class LocalProvider(ScalingProvider):
         return env
 
     def _reap(self) -> list[_Process]:
-        """The processes still running (the caller holds the lock); exited ones are recorded and dropped."""
+        """The processes still running (the caller holds the lock); exited ones are recorded and dropped,
+        released ones that overstay get SIGTERM, then SIGKILL."""
         alive = []
+        now = time.monotonic()
         for instance_id, entry in list(self._procs.items()):
             code = entry.proc.poll()
             if code is None:
                 alive.append(entry)
+                if entry.kill_at is not None and now >= entry.kill_at:
+                    log.warning(
+                        "released local node %s (pid %s) ignored SIGTERM; killing it", instance_id, entry.proc.pid
+                    )
+                    entry.proc.kill()
+                    entry.kill_at = now + 3600.0
+                elif entry.kill_at is None and entry.term_at is not None and now >= entry.term_at:
+                    log.info(
+                        "released local node %s (pid %s) is still running; stopping it", instance_id, entry.proc.pid
+                    )
+                    entry.proc.terminate()
+                    entry.kill_at = now + self.settings.stop_grace_s + 2.0
                 continue
             del self._procs[instance_id]
             self._exits.append({"instance": instance_id, "pid": entry.proc.pid, "code": code})

@@ -106,6 +106,7 @@ class Node:
         parent_pid: int | None = None,
         stop_grace_s: float = 10.0,
         plugin_manager: Any = None,
+        max_idle_s: float | None = None,
     ) -> None:
         from ....image_plugins.registry import build_image_plugin_registry
         from ....models.registry import build_model_registry
@@ -122,6 +123,9 @@ class Node:
         self.parent_pid = parent_pid
         self._direct_parent = parent_pid is not None and os.getppid() == parent_pid
         self.stop_grace_s = stop_grace_s
+        self.max_idle_s = max_idle_s
+        """Exit after this long without a task (``--max-idle-s``); None: never."""
+        self._idle_since = time.monotonic()
         dist = config.distributed
         self.max_tasks_per_child = max(0, int(dist.node_max_tasks_per_child))
         self.max_child_rss_mb = max(0, int(dist.node_max_child_rss_mb))
@@ -193,6 +197,7 @@ class Node:
 
     def run(self) -> int:
         self.lifecycle.start()  # stays stopping if a signal came first
+        self._idle_since = time.monotonic()
         self._spawn_child()
         try:
             while not self.lifecycle.stopped:
@@ -222,6 +227,8 @@ class Node:
             if not self._running_work() or lifecycle.stop_due(now):
                 self._exit("shutdown", 0, kill_child=self.current is not None)
                 return
+        if self.max_idle_s is not None and self._idled_out(now):
+            return
         if self.dying:
             self._reap_dying()
         liveness = self.liveness
@@ -258,6 +265,19 @@ class Node:
             for sock, queue in list(self.queue_socks.items()):
                 if sock in ready:
                     self._recv_socket(sock, queue)
+
+    def _idled_out(self, now: float) -> bool:
+        """``--max-idle-s``: no task for that long (counted from the start of ``run``, the last WELCOME,
+        or the last task's end) -> exit saying goodbye; a node that never reaches its scheduler leaves
+        too. A TASK racing the decision is handed back before BYE (``_shutdown``)."""
+        if self.current is not None or self.lifecycle.stopping:
+            self._idle_since = now
+            return False
+        if now - self._idle_since < (self.max_idle_s or 0.0):
+            return False
+        log.info("no task for %.0f s (--max-idle-s); leaving", now - self._idle_since)
+        self._exit("idle", 0)
+        return True
 
     def _build_poll_items(self) -> list[tuple[Any, int]]:
         """The control socket, the queue sockets and the child's Pipe, kept until one of them changes
@@ -467,6 +487,7 @@ class Node:
             log.info("not joining queue %s: %s", queue, reason)
         self.lifecycle.welcome()
         self.ready_sent = False
+        self._idle_since = time.monotonic()  # --max-idle-s counts from when work can arrive
         log.info("welcomed by %s; queues %s", self.scheduler, sorted(header["queues"]))
         if self.pending_outcome is not None:
             self._send(self.pending_outcome)
@@ -543,7 +564,12 @@ class Node:
             return  # the child is going away; _child_died reports the task
         cur.payload = None
         cur.handed = True
-        log.debug("running %s %s (task %s attempt %s)", cur.kind, cur.name, cur.task_id, cur.attempt)
+        log.info("task %s started: %s %s", cur.task_id, cur.kind, cur.name, extra=self._task_fields(cur))
+
+    def _task_fields(self, cur: CurrentTask) -> dict[str, Any]:
+        """The task context of a log line (``extra=``): a monitoring plugin's JSON lines carry these as
+        fields, so one task's lines can be found across the web server, the scheduler and the nodes."""
+        return {"task_id": cur.task_id, "queue": cur.queue, "node": self.node_id, "attempt": cur.attempt}
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
         cur = self.current
@@ -764,10 +790,12 @@ class Node:
             }
             if not self._can_take_next():
                 header["ready"] = False
+            ran = time.monotonic() - cur.started
+            log.info("task %s completed in %.3f s", task_id, ran, extra=self._task_fields(cur))
             self._finish(p.encode_named(p.RESULT, header, {"body": body}))
         elif kind == "failed":
             _, task_id, error, tb, retryable, status = msg
-            log.warning("task %s failed: %s", task_id, error)
+            log.warning("task %s failed: %s", task_id, error, extra=self._task_fields(cur))
             if self._recycling:
                 self._recycle_if_due()
             ready = self._can_take_next()

@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--parent-pid", type=int, default=None, help="Exit when this process dies.")
     ap.add_argument("--exit-on-drain", action="store_true", help="Exit once a DRAIN from the scheduler is done.")
     ap.add_argument(
+        "--max-idle-s",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="Exit (saying goodbye) after S seconds with no task: a node started for a burst, or a "
+        "serverless instance, leaves by itself when the work is gone (default: never).",
+    )
+    ap.add_argument(
         "--stop-grace",
         type=float,
         default=10.0,
@@ -92,6 +100,17 @@ def _device(text: str) -> str:
     if not DEVICE_PATTERN.match(text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
     return text
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -196,6 +215,7 @@ def node_main(argv: Sequence[str] | None = None) -> int:
                     exit_on_drain=args.exit_on_drain,
                     parent_pid=args.parent_pid,
                     stop_grace_s=args.stop_grace,
+                    max_idle_s=args.max_idle_s,
                     plugin_manager=pm,
                 )
             except (zmq.ZMQError, RuntimeError, OSError, LamaCleanerError) as exc:

@@ -313,6 +313,15 @@ class NodeMessages(SchedulerBase):
         error = str(h["error"]) or "task failed"
         trace = h.get("traceback") if isinstance(h.get("traceback"), str) else None
         status = h.get("status") if isinstance(h.get("status"), int) else None
+        log.warning(
+            "task %s attempt %s failed on node %s: %s%s",
+            task_id,
+            h["attempt"],
+            node.name,
+            error,
+            f"\n{trace.rstrip()}" if trace else "",  # the node's traceback, here in the scheduler's log too
+            extra={"task_id": task_id, "queue": rec.queue, "node": node.node_id, "attempt": h["attempt"]},
+        )
         if not h["retryable"]:
             rec = self._store().fail(task_id, error=error, traceback=trace, status=status or 400, now=now)
             self._count("failed")

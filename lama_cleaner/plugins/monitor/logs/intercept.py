@@ -16,21 +16,40 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
 
 
 class InterceptHandler(logging.Handler):
-    """Sends every record it is given to loguru at the same level."""
+    """Sends every record it is given to loguru at the same level.
+
+    One loguru call per record, with one patch that sets the origin and merges the record's ``extra`` (a value
+    on the line wins over a ``task_context`` block's): this handler is on the path of every standard-library
+    line a process writes (a Werkzeug line per request, three task-path lines per task in the scheduler), so it
+    builds no more intermediate loggers than it must.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._levels: dict[str, str | int] = {}
+
+    def _level(self, record: logging.LogRecord) -> str | int:
+        level = self._levels.get(record.levelname)
+        if level is None:
+            try:
+                level = logger.level(record.levelname).name
+            except ValueError:  # a custom level loguru does not know: keep its number
+                level = record.levelno
+            self._levels[record.levelname] = level
+        return level
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            level: str | int = logger.level(record.levelname).name
-        except ValueError:  # a custom level loguru does not know: keep its number
-            level = record.levelno
         extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
-        exception = record.exc_info if record.exc_info and record.exc_info[0] is not None else None
 
         def origin(loguru_record: dict[str, Any]) -> None:
-            loguru_record.update(name=record.name, function=record.funcName, line=record.lineno)
-            loguru_record["module"] = record.module
+            loguru_record.update(name=record.name, function=record.funcName, line=record.lineno, module=record.module)
+            if extra:
+                loguru_record["extra"].update(extra)
 
-        logger.patch(origin).bind(**extra).opt(exception=exception).log(level, record.getMessage())
+        routed = logger.patch(origin)
+        if record.exc_info and record.exc_info[0] is not None:
+            routed = routed.opt(exception=record.exc_info)
+        routed.log(self._level(record), record.getMessage())
 
 
 def route_standard_logging(level: int) -> None:

@@ -14,7 +14,7 @@ from .formats import json_format, text_format
 from .intercept import route_standard_logging
 
 ROLES = ("serve", "scheduler", "node", "inference", "batch")
-_LEVEL_NUMBERS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+LEVEL_NUMBERS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -64,7 +64,7 @@ def setup_logging(
             enqueue=True,  # file writes and rotation happen on loguru's thread, not on a request's
             encoding="utf-8",
         )
-    route_standard_logging(_LEVEL_NUMBERS[config.log_level])
+    route_standard_logging(LEVEL_NUMBERS[config.log_level])
 
 
 def shutdown_logging() -> None:

@@ -46,8 +46,10 @@ class _InFlight:
 class TaskPathLogger:
     """Call :meth:`observe` with every task event, in order."""
 
-    def __init__(self, logger: logging.Logger = log, max_tracked: int = MAX_TRACKED) -> None:
+    def __init__(self, logger: logging.Logger = log, max_tracked: int = MAX_TRACKED, level: int = logging.INFO) -> None:
         self.log = logger
+        self.level = level
+        """The level of every line but a failure's (always WARNING)."""
         self.max_tracked = max_tracked
         self._tasks: OrderedDict[str, _InFlight] = OrderedDict()
 
@@ -82,13 +84,19 @@ class TaskPathLogger:
     def _queued(self, event: TaskEventLike, seen: _InFlight | None) -> None:
         if seen is None:
             self._remember(event.task_id, _InFlight(accepted_at=event.at))
-            self.log.info(
-                "task accepted: %s %s on queue %s", event.kind, event.name, event.queue, extra=self._context(event)
+            self.log.log(
+                self.level,
+                "task accepted: %s %s on queue %s",
+                event.kind,
+                event.name,
+                event.queue,
+                extra=self._context(event),
             )
             return
         if seen.started_at is not None:  # it ran, and is back in its queue
             reason = f": {event.error}" if event.error else ""
-            self.log.info(
+            self.log.log(
+                self.level,
                 "task re-queued after attempt %d on node %s%s",
                 seen.attempt,
                 seen.node or "?",
@@ -109,7 +117,8 @@ class TaskPathLogger:
         waited = event.at - seen.accepted_at
         context = self._context(event, attempt=attempt)
         if retried:
-            self.log.info(
+            self.log.log(
+                self.level,
                 "task retried: attempt %d started on node %s, %.3f s after it was accepted",
                 attempt,
                 event.node or "?",
@@ -117,7 +126,9 @@ class TaskPathLogger:
                 extra=context,
             )
         else:
-            self.log.info("task started on node %s after waiting %.3f s", event.node or "?", waited, extra=context)
+            self.log.log(
+                self.level, "task started on node %s after waiting %.3f s", event.node or "?", waited, extra=context
+            )
 
     def _finished(self, event: TaskEventLike, seen: _InFlight | None) -> None:
         node = event.node or (seen.node if seen else None)
@@ -126,10 +137,17 @@ class TaskPathLogger:
         total = f"{event.at - seen.accepted_at:.3f} s" if seen else "unknown time"
         if event.status == "completed":
             ran = f"{event.at - seen.started_at:.3f} s" if seen and seen.started_at is not None else "unknown time"
-            self.log.info("task completed on node %s in %s (%s since accepted)", node or "?", ran, total, extra=context)
+            self.log.log(
+                self.level,
+                "task completed on node %s in %s (%s since accepted)",
+                node or "?",
+                ran,
+                total,
+                extra=context,
+            )
         elif event.status == "failed":
             self.log.warning(
                 "task failed after %d attempt(s): %s", attempt, event.error or "no error message", extra=context
             )
         else:
-            self.log.info("task cancelled after %s", total, extra=context)
+            self.log.log(self.level, "task cancelled after %s", total, extra=context)

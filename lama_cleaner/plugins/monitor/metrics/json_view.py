@@ -111,6 +111,7 @@ def _nodes(stats: SchedulerStatsLike | None) -> list[dict[str, Any]]:
     return [
         {
             "node_id": n.node_id,
+            "name": getattr(n, "name", None) or n.node_id,  # what the operator called it (--name)
             "state": n.state,
             "queues": list(n.queues),
             "models": list(n.models),

@@ -184,7 +184,7 @@
       }
       var stateCell = el("td", {}, [badge(n.state, "state-" + n.state)]);
       return el("tr", { cls: n.state === "offline" ? "offline" : "", data: { node: n.node_id, state: n.state } }, [
-        cell(n.node_id, "mono"),
+        cell(n.name || n.node_id, "mono", n.node_id),
         stateCell,
         cell(n.queues.join(", ") || "–"),
         cell(n.device || "–"),

@@ -77,6 +77,7 @@ class SchedulerBase:
     _batch_watchers: set[bytes]
     """Watchers whose last WATCH said ``batch_events: true`` (a subset of ``_watchers``)."""
     _control: zmq.Socket | None
+    _queue_socks: dict[str, zmq.Socket]
     _lock: threading.Lock
     _counters: dict[str, int]
     _snapshot: dict[str, Any]
@@ -90,6 +91,9 @@ class SchedulerBase:
     """Nodes drained on request, remembered across their re-registrations (until BYE or forgotten)."""
     _failed_on: FailedOn
     """Nodes each retrying task failed on, which its next dispatch avoids when it can."""
+    _guard: Any
+    """A ``security.peer_guard.PeerGuard`` when the sockets use CURVE (it knows each connection's key)."""
+    _foreign_logged: float = 0.0
 
     def _store(self) -> TaskStore:
         assert self.store is not None
@@ -137,6 +141,25 @@ class SchedulerBase:
         if now - self._garbage_logged > 1.0:  # rate-limited: a flood of junk must not flood the log
             self._garbage_logged = now
             log.warning("dropped a malformed message: %s", why)
+
+    def _reject_peer(self, reason: str) -> None:
+        """A peer was refused: an unknown key at the handshake, or a revoked key's message (the
+        security package logs it; this counts it). Called from the ZAP thread too, hence the lock."""
+        self._count("rejected_peers")
+
+    def _peer_key(self, sock: zmq.Socket | None, ident: bytes) -> str | None:
+        """The CURVE key (Z85) of the connection ``ident`` on ``sock``; None without CURVE or inproc."""
+        guard = self._guard
+        return guard.key_of(sock, ident) if guard is not None else None
+
+    def _foreign(self, why: str) -> None:
+        """A node spoke for another node or about a task attempt that was not handed to it: dropped
+        without touching the task, counted (``foreign_reports``) and logged (rate-limited)."""
+        self._count("foreign_reports")
+        now = time.time()
+        if now - self._foreign_logged > 1.0:
+            self._foreign_logged = now
+            log.warning("refused a report from the wrong node: %s", why)
 
     def _info(self, rec: TaskRecord) -> dict[str, Any]:
         """``dataclasses.asdict(TaskInfo)`` of the record, built directly (this runs for every reply)."""

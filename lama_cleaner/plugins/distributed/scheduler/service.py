@@ -61,6 +61,9 @@ from ..config import DistributedConfig
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..journal.task_store import BLOB_DIR, BlobMissing, TaskStore
+from ..security.bind_policy import check_bind
+from ..security.curve import ServerSecurity, limit_socket
+from ..security.peer_guard import PeerGuard
 from ..wire import protocol as p
 from ..wire.send import send_nowait
 from .handle import LocalSchedulerHandle, SchedulerStats, StatsBox
@@ -200,6 +203,8 @@ class Scheduler(NodeMessages, ProducerMessages):
                 "done_sent",
                 "heartbeats_missed",
                 "nodes_lost",
+                "rejected_peers",
+                "foreign_reports",
             ),
             0,
         )
@@ -234,12 +239,18 @@ class Scheduler(NodeMessages, ProducerMessages):
         self._plugin_calls = PluginCalls(plugin_manager, self.config, self._deliver_later)
         self.handle = LocalSchedulerHandle(self)
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
+        self._security: ServerSecurity | None = None
+        self._guard: PeerGuard | None = None
+        """With CURVE: receives each message with its sender's key and drops revoked keys'."""
 
     # ================================================================== lifecycle
     def start(self) -> Scheduler:
         """Open the journal, recover unfinished tasks, bind the sockets, start the loop thread."""
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
+        # Before anything is opened: a public bind without keys, or an unreadable key, is refused.
+        self._security = ServerSecurity.from_config(self.dcfg, self._reject_peer)
+        check_bind(self.bind, has_keys=self._security is not None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
@@ -367,6 +378,9 @@ class Scheduler(NodeMessages, ProducerMessages):
 
     def _bind(self) -> None:
         self._ctx = zmq.Context()
+        if self._security is not None:
+            self._security.start(self._ctx)  # the ZAP handler must exist before the first handshake
+            self._guard = PeerGuard(self._security.allow, self._reject_peer)
         self._control = self._router()
         self._control.bind(self.bind)
         control_ep = self._control.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -398,6 +412,9 @@ class Scheduler(NodeMessages, ProducerMessages):
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.RCVHWM, 10000)
         sock.setsockopt(zmq.SNDHWM, 10000)
+        limit_socket(sock, self.dcfg)
+        if self._security is not None:
+            self._security.apply(sock)
         return sock
 
     def _close_sockets(self) -> None:
@@ -410,6 +427,8 @@ class Scheduler(NodeMessages, ProducerMessages):
         for fd in wake:
             if fd >= 0:
                 os.close(fd)
+        if self._security is not None:
+            self._security.stop()  # its ZAP socket lives in the context, which term() waits for
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -537,6 +556,7 @@ class Scheduler(NodeMessages, ProducerMessages):
     def _run(self) -> None:
         backlog: deque[tuple[zmq.Socket, list[bytes], int]] = deque()  # producer requests read, not handled
         backlog_bytes = 0
+        guard = self._guard
         try:
             while not self._stopping.is_set():
                 timeout = 0.0 if backlog else self._poll_timeout(time.time())
@@ -550,9 +570,11 @@ class Scheduler(NodeMessages, ProducerMessages):
                     full = len(backlog) >= MAX_BACKLOG or backlog_bytes >= MAX_BACKLOG_BYTES
                     for _ in range(PRODUCER_MESSAGES_PER_ROUND if control and full else MAX_MESSAGES_PER_ROUND):
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True) if guard is None else guard.recv(sock)
                         except zmq.Again:
                             break
+                        if frames is None:  # from a key no longer allowed: dropped, counted, logged
+                            continue
                         if control and not is_node_message(frames):
                             size = sum(map(len, frames))
                             backlog.append((sock, frames, size))
@@ -744,7 +766,10 @@ class Scheduler(NodeMessages, ProducerMessages):
         req_id = peek_req_id(frames[1:])
         if req_id is not None:
             message = f"Scheduler error: {type(exc).__name__}: {exc}"
-            self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
+            try:
+                self._reject(outbox, frames[0], req_id, 500, "internal_error", message)
+            except p.ProtocolError:  # an error about an error must not undo the round's other replies
+                log.exception("could not answer a request that failed")
 
     def _timers(self, now: float, outbox: list[Out]) -> None:
         deadline = self.interval * self.liveness
@@ -939,7 +964,7 @@ class Scheduler(NodeMessages, ProducerMessages):
                 self._count("failed")
                 self._event(store.fail(task.task_id, error=f"Task input lost: {exc}", status=500, now=now))
                 continue
-            rec = store.mark_processing(task.task_id, node.node_id, now)
+            rec = store.mark_processing(task.task_id, node.node_id, now, peer_key=node.peer_key)
             self._refunded.discard(rec.id)
             header = {
                 "task_id": rec.id,

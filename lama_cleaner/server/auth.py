@@ -149,31 +149,41 @@ def install_auth(app: Flask, config: Config) -> TokenTable:
     return table
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
+def bearer_secret(authorization: str | None) -> str | None:
+    """The secret of an ``Authorization: Bearer <secret>`` header value; None for anything else."""
+    scheme, _, secret = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return None
     return secret.strip()
+
+
+def authorize(table: TokenTable | None, secret: str | None, scope: str) -> Caller:
+    """Who presents ``secret``, if it may use ``scope``; else :class:`Unauthorized` or :class:`Forbidden`.
+
+    The one check behind every protected door: Flask views (:func:`current_caller`), the monitor's
+    Socket.IO feed and a standalone scheduler's metrics port. No table, or an empty one, is open."""
+    if table is None or not table.enabled:
+        return OPEN
+    if secret is None:
+        raise Unauthorized("This route needs a bearer token: send 'Authorization: Bearer <token>'")
+    caller = table.lookup(secret)
+    if caller is None:
+        raise Unauthorized("Unknown API token")
+    if not caller.can(scope):
+        raise Forbidden(f"The token '{caller.name}' lacks the '{scope}' scope this route needs")
+    return caller
+
+
+def app_tokens(app: Flask) -> TokenTable | None:
+    """The token table ``create_app`` installed on ``app`` (None on a bare Flask app)."""
+    return app.extensions.get(EXTENSION_KEY)
 
 
 def current_caller(scope: str) -> Caller:
     """The caller of this request if it may use ``scope``; else :class:`Unauthorized` or :class:`Forbidden`.
 
     An app without a token table (a plugin's routes on a bare Flask app in its tests) is open."""
-    table: TokenTable | None = current_app.extensions.get(EXTENSION_KEY)
-    if table is None or not table.enabled:
-        caller = OPEN
-    else:
-        secret = _bearer()
-        if secret is None:
-            raise Unauthorized("This route needs a bearer token: send 'Authorization: Bearer <token>'")
-        found = table.lookup(secret)
-        if found is None:
-            raise Unauthorized("Unknown API token")
-        caller = found
-        if not caller.can(scope):
-            raise Forbidden(f"The token '{caller.name}' lacks the '{scope}' scope this route needs")
+    caller = authorize(app_tokens(current_app), bearer_secret(request.headers.get("Authorization")), scope)
     g.lama_cleaner_caller = caller
     return caller
 

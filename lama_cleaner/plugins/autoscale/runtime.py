@@ -49,17 +49,10 @@ def call_error(status: int, code: str, message: str) -> dict[str, Any]:
 
 
 def node_endpoint(handle: Any, config: Any) -> str:
-    """Where a node started here connects: the scheduler's bound control endpoint (a bind to port 0
-    learns its port only when bound), else the configured one; a wildcard host becomes loopback."""
-    endpoint = None
-    # the handle's own attribute if it has one, else the scheduler it wraps (duck typing: this plugin
-    # imports nothing of the distributed plugin)
-    for obj in (handle, getattr(handle, "scheduler", None), getattr(handle, "_scheduler", None)):
-        value = getattr(obj, "control_endpoint", None) if obj is not None else None
-        if isinstance(value, str) and value:
-            endpoint = value
-            break
-    if endpoint is None:
+    """Where a node started here connects: the handle's ``control_endpoint`` (a bind to port 0 learns its
+    port only when bound), else the configured one; a wildcard host becomes loopback."""
+    endpoint = getattr(handle, "control_endpoint", None)
+    if not (isinstance(endpoint, str) and endpoint):
         dist = config.distributed
         endpoint = dist.scheduler or dist.scheduler_bind
     host, sep, port = endpoint.removeprefix("tcp://").rpartition(":")

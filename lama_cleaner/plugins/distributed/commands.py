@@ -1,4 +1,4 @@
-"""The ``lama-cleaner node`` and ``lama-cleaner scheduler`` commands, registered by the plugin's
+"""The ``lama-cleaner node``, ``lama-cleaner scheduler`` and ``lama-cleaner keys`` commands, registered by the plugin's
 ``register_commands`` hook whether or not ``--plugins distributed`` is given.
 
 Each ``main`` imports its process's machinery only when run, so that ``lama-cleaner node`` does not
@@ -25,10 +25,17 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     return int(run(argv) or 0)
 
 
+def keys_main(argv: Sequence[str] | None = None) -> int:
+    from .security.keys_command import keys_main as run
+
+    return run(argv)
+
+
 COMMANDS = (
     Command("node", "run a worker node that pulls tasks from a scheduler (distributed plugin)", node_main),
     Command("scheduler", "run the task scheduler as its own process (distributed plugin)", scheduler_main),
+    Command("keys", "generate or show CURVE keys of the scheduler and its peers (distributed plugin)", keys_main),
 )
 """What the plugin's ``register_commands`` hook returns."""
 
-__all__ = ["COMMANDS", "node_main", "scheduler_main"]
+__all__ = ["COMMANDS", "keys_main", "node_main", "scheduler_main"]

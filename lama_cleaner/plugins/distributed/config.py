@@ -123,6 +123,33 @@ class DistributedConfig:
         "is null). Off by default because the API has no authentication and a traceback shows server "
         "paths and library versions to anyone who can reach it; the journal keeps the traceback either way.",
     )
+    curve_secret_key: str | None = setting(
+        None,
+        "This process's CURVE secret key file (`lama-cleaner keys generate NAME` writes NAME.key_secret, "
+        "mode 0600). On the scheduler (embedded or `lama-cleaner scheduler`) it turns CURVE on: traffic "
+        "is encrypted and only allow-listed client keys may connect; required when `scheduler_bind` is "
+        "not a loopback address. On a node or a web server using an external scheduler it is that "
+        "peer's own key pair. Local nodes use the web server's key. Unset: plaintext, loopback only.",
+    )
+    curve_server_key: str | None = setting(
+        None,
+        "The scheduler's public key (its .key file, or the 40-character Z85 text `lama-cleaner keys "
+        "show` prints), which nodes and remote web servers verify; needed with `curve_secret_key` "
+        "there. The scheduler itself ignores it.",
+    )
+    curve_authorized_keys: str | None = setting(
+        None,
+        "Folder of the client public keys (*.key) the scheduler accepts, read again when it changes "
+        "(no restart: add a file to admit a node, remove it to shut one out, open connections "
+        "included). The scheduler's own key is always accepted.",
+    )
+    max_message_mb: int = setting(
+        512,
+        "Largest frame (MiB) any socket of the scheduler, its nodes and producers accepts; a peer that "
+        "sends a larger one is disconnected before it is read. Keep it above `server.max_upload_mb` (a "
+        "SUBMIT carries the upload) and the largest result a node may send back.",
+        minimum=1,
+    )
     unschedulable_timeout_s: float = setting(
         60.0,
         "A queued task that no online node can run (none granted its queue, none offers its model or "

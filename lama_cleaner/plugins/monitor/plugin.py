@@ -11,6 +11,8 @@
 - ``scheduler_started``/``scheduler_stopped``: the alert job where the scheduler runs, and a standalone
   scheduler's own metrics port. Declared by the distributed plugin, so optional here: the monitor also loads
   without it (classic mode).
+- ``scaling_decision``: counts the autoscaler's decisions where it runs (beside the scheduler); optional, as
+  the autoscale plugin declares it.
 
 Who starts what in which process is decided in ``process.py``. Importing this module imports neither loguru
 nor prometheus-client: the core imports it on every start to collect config sections.
@@ -139,3 +141,9 @@ def scheduler_started(scheduler: Any, config: Any) -> None:
 @optional_hookimpl
 def scheduler_stopped(scheduler: Any, config: Any) -> None:
     _process().scheduler_stopped(scheduler)
+
+
+@optional_hookimpl
+def scaling_decision(decision: Any) -> None:
+    """Declared by the autoscale plugin (optional here): count it as ``lama_cleaner_scale_decisions_total``."""
+    _process().scaling_decision(decision)

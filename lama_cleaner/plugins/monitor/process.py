@@ -26,6 +26,7 @@ from typing import Any
 
 from loguru import logger
 
+from ...server.auth import load_tokens
 from .alerts.sinks import AlertSink
 from .config import MonitorConfig
 from .logs import setup_logging, shutdown_logging
@@ -105,8 +106,10 @@ class MonitorProcess:
     def scheduler_started(self, handle: Any, config: Any, sinks: SinksSource) -> MonitorRuntime:
         """The runtime that owns this scheduler's alerts; a standalone scheduler also serves ``metrics_port``."""
         cfg: MonitorConfig = config.monitor
-        runtime = MonitorRuntime(cfg, handle.stats, owns_alerts=True, extra_sinks=sinks(config))
         standalone = self.role == "scheduler"
+        server = getattr(config, "server", None)  # the [server] table: its tokens guard the metrics port
+        tokens = load_tokens(server) if standalone and server is not None else None
+        runtime = MonitorRuntime(cfg, handle.stats, owns_alerts=True, extra_sinks=sinks(config), tokens=tokens)
         with self._lock:
             self._runtimes.append(runtime)
             self._by_scheduler[id(handle)] = runtime
@@ -146,6 +149,14 @@ class MonitorProcess:
         else:
             runtime.install(app, socketio)  # already started: the live feed starts now
         app.extensions["lama_cleaner_monitor"] = runtime
+
+    def scaling_decision(self, decision: Any) -> None:
+        """Count one of the autoscaler's decisions in the runtimes of this process's schedulers (the autoscaler
+        runs beside the scheduler, so that is where its decisions are exported)."""
+        with self._lock:
+            owners = list(self._by_scheduler.values())
+        for runtime in owners:
+            runtime.hub.record_scale_decision(decision.action, decision.queue)
 
     def runtimes(self) -> list[MonitorRuntime]:
         with self._lock:

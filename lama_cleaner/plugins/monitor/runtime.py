@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from flask import Flask
 from flask_socketio import SocketIO
 
+from ...server.auth import TokenTable
 from .alerts.engine import AlertEngine
 from .alerts.rules import rules_from_config
 from .alerts.sinks import AlertSink
@@ -42,8 +43,10 @@ class MonitorRuntime:
         *,
         owns_alerts: bool = True,
         extra_sinks: Sequence[AlertSink] = (),
+        tokens: TokenTable | None = None,
     ) -> None:
         self.config = config
+        self.tokens = tokens  # the standalone metrics port checks them (the web routes use the app's)
         self.hub = MetricsHub(config, stats)
         self.dashboard: DashboardSink | None = None
         self.engine: AlertEngine | None = None
@@ -77,7 +80,9 @@ class MonitorRuntime:
     def start(self, *, metrics_port: bool = False) -> MonitorRuntime:
         """Start the alert job, the live feed and (``metrics_port``: a standalone scheduler) the metrics server."""
         if metrics_port and self.config.metrics and self.config.metrics_port:
-            self.server = MetricsServer(self.hub, self.config.metrics_host, self.config.metrics_port).start()
+            self.server = MetricsServer(
+                self.hub, self.config.metrics_host, self.config.metrics_port, tokens=self.tokens
+            ).start()
         if self.engine is not None:
             self.engine.start()
         if self.live is not None:

@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 from tests.integration.distributed.conftest import free_port_block, mask_png, png, task_form
 from tests.support.server_process import REPO_ROOT, ServerProcess, server_env
 from tests.support.waiting import wait_for
+from tests.unit.monitor.exposition import parse_exposition, value
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +26,11 @@ PLUGINS = '["distributed", "autoscale", "tests.support.fake_models"]'
 START_S = 90.0
 
 
-def settings(tmp_path: Path, bind: str) -> Path:
+def settings(tmp_path: Path, bind: str, plugins: str = PLUGINS) -> Path:
     path = tmp_path / "settings.toml"
     path.write_text(
         f"""
-plugins = {PLUGINS}
+plugins = {plugins}
 
 [distributed]
 local_nodes = 0
@@ -89,11 +90,15 @@ def burst_scales_out_and_back_in(url: str, count_file: Path) -> None:
 
 
 def test_embedded_scheduler(tmp_path):
+    """With the monitor beside it, as an operator would run it: the decisions are exported too."""
     count_file = tmp_path / "runs.txt"
-    config = settings(tmp_path, "tcp://127.0.0.1:0")
+    config = settings(tmp_path, "tcp://127.0.0.1:0", PLUGINS.replace('"autoscale"', '"autoscale", "monitor"'))
     env = {"LAMA_TEST_COUNT_FILE": str(count_file)}
     with ServerProcess(["--config", str(config)], env=env) as server:
         burst_scales_out_and_back_in(server.url, count_file)
+        samples = parse_exposition(requests.get(f"{server.url}/metrics", timeout=10).text)
+        assert value(samples, "lama_cleaner_scale_decisions_total", action="scale_up", queue="cpu") == 1
+        assert value(samples, "lama_cleaner_scale_decisions_total", action="scale_down", queue="cpu") == 1
 
 
 def test_standalone_scheduler_reached_through_the_remote_handle(tmp_path):

@@ -101,6 +101,8 @@ def test_embedded_and_standalone_give_the_same_stats_shape(tmp_path: Path, procs
         start_node(procs, embedded.endpoint, tmp_config, "--name", "local-node", "--models", "sleep")
         local, remote = embedded.scheduler_handle, remote_executor.scheduler_handle
         assert local.local is True and remote.local is False
+        # where nodes connect: what this node was given, and what the web server itself reaches
+        assert local.control_endpoint == embedded.endpoint and remote.control_endpoint == remote_executor.endpoint
         _idle_node(local)
         _idle_node(remote)
         _run_one(embedded)

@@ -13,8 +13,9 @@ import pytest
 import requests
 
 from lama_cleaner.plugins.distributed.wire import protocol as p
+from tests.support.curve_keys import KeyRing
 
-from .conftest import FAST, DistServer, Proc, ScriptedScheduler, api_submit, start_node, wait_for, wait_nodes
+from .conftest import FAST, DistServer, Proc, ScriptedScheduler, api_submit, merged, start_node, wait_for, wait_nodes
 from .conftest import write_config as write_json
 
 
@@ -41,10 +42,14 @@ def test_node_joins_a_wildcard_queue_through_the_control_host(procs: list[Proc],
 def test_scheduler_bound_to_every_interface_serves_a_node_that_connects_by_address(
     tmp_path: Path, servers: list[DistServer], procs: list[Proc]
 ):
-    config = write_json(tmp_path, FAST)
+    # Listening on every interface requires CURVE keys (docs/security.md): the remote node has its own.
+    ring = KeyRing(tmp_path, ("remote",))
+    ring.allow("remote")
+    config = write_json(tmp_path, merged(FAST, {"distributed": ring.scheduler_settings()}))
+    node_config = write_json(tmp_path, merged(FAST, {"distributed": ring.client_settings("remote")}), "node.json")
     dist = DistServer(tmp_path / "data", config, local_nodes=0, bind_host="0.0.0.0")
     servers.append(dist.start())
-    node = start_node(procs, dist.scheduler, config, "--name", "remote")  # tcp://127.0.0.1:<port>
+    node = start_node(procs, dist.scheduler, node_config, "--name", "remote")  # tcp://127.0.0.1:<port>
     wait_nodes(dist.url, 1)
     task = api_submit(dist.url, "sleep", "10")
     done = wait_for(

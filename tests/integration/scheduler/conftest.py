@@ -41,7 +41,7 @@ def peers(zctx) -> Iterator[Callable[..., Any]]:
     made: list[Any] = []
 
     def make(kind: str, sched: Scheduler, **kwargs: Any) -> Any:
-        peer = ScriptedNode(zctx, sched, **kwargs) if kind == "node" else Producer(zctx, sched)
+        peer = ScriptedNode(zctx, sched, **kwargs) if kind == "node" else Producer(zctx, sched, **kwargs)
         made.append(peer)
         return peer
 

@@ -18,6 +18,9 @@ from lama_cleaner.config import Config
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.support.waiting import wait_for
 
+SocketSetup = Callable[[zmq.Socket], None]
+"""Applied to each peer socket before it connects (CURVE keys in the security tests)."""
+
 RESOURCE_CLASSES = {("inpaint", "cv2"): "cpu", ("inpaint", "lama"): "gpu", ("inpaint", "fake"): "cpu"}
 
 
@@ -42,9 +45,11 @@ def make_config(tmp_path, **dist: Any) -> Config:
 class Peer:
     """A DEALER that collects decoded messages in arrival order."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, receiver: str) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, receiver: str, secure: SocketSetup | None = None) -> None:
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if secure is not None:
+            secure(self.sock)  # e.g. CURVE client keys, before connecting
         self.sock.connect(endpoint)
         self.endpoint = endpoint
         self.receiver = receiver
@@ -84,10 +89,11 @@ class ScriptedNode:
     """A node driven step by step: HELLO, READY per queue, RESULT/FAILED on demand."""
 
     def __init__(self, ctx: zmq.Context, sched: Any, *, device: str = "cpu", models=None, queues=None,
-                 name: str | None = None) -> None:  # fmt: skip
+                 name: str | None = None, secure: SocketSetup | None = None) -> None:  # fmt: skip
         self.ctx = ctx
+        self.secure = secure
         self.node_id = name or f"node-{uuid.uuid4().hex[:8]}"
-        self.control = Peer(ctx, sched.control_endpoint, "node")
+        self.control = Peer(ctx, sched.control_endpoint, "node", secure)
         self.device = device
         self.models = models
         self.requested = queues or []
@@ -114,7 +120,7 @@ class ScriptedNode:
         self.welcome = self.control.expect(p.WELCOME)
         for q, endpoint in self.welcome.header["queues"].items():
             if q not in self.queue_peers:
-                self.queue_peers[q] = Peer(self.ctx, endpoint, "node")
+                self.queue_peers[q] = Peer(self.ctx, endpoint, "node", self.secure)
                 self.queue_peers[q].on_pump = self.tick
         return self.welcome
 
@@ -125,7 +131,7 @@ class ScriptedNode:
         self.queue_peers = {}
         self.welcome = None
         endpoint = sched.control_endpoint if sched is not None else self.control.endpoint
-        self.control = Peer(self.ctx, endpoint, "node")
+        self.control = Peer(self.ctx, endpoint, "node", self.secure)
         self.control.on_pump = self.tick
 
     def ready(self) -> None:
@@ -176,8 +182,8 @@ class Producer(Peer):
 
     _ids = itertools.count(1)
 
-    def __init__(self, ctx: zmq.Context, sched: Any) -> None:
-        super().__init__(ctx, sched.control_endpoint, "producer")
+    def __init__(self, ctx: zmq.Context, sched: Any, secure: SocketSetup | None = None) -> None:
+        super().__init__(ctx, sched.control_endpoint, "producer", secure)
 
     def request(self, command: str, header: dict[str, Any], blobs: dict[str, bytes] | None = None,
                 timeout: float = 5.0) -> p.Message:  # fmt: skip

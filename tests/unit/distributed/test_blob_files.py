@@ -175,13 +175,18 @@ def test_journal_from_before_blob_files_keeps_its_inline_blobs_readable(path, tm
         old = new(store, {"image": BIG, "mask": SMALL})
         assert on_disk(path) == set()
     with TaskStore(path) as store:
-        assert store.applied_migrations == ["0003_blob_files.sql", "0004_task_priority.sql", "0005_task_owner.sql"]
+        assert store.applied_migrations == [
+            "0003_blob_files.sql",
+            "0004_task_priority.sql",
+            "0005_task_owner.sql",
+            "0006_task_dispatches.sql",
+        ]
         assert stored(store, BIG) == ("inline", len(BIG))
         assert store.inputs(old.id) == {"image": BIG, "mask": SMALL}
         fresh = new(store, {"image": BIG2})
         assert stored(store, BIG2) == ("file", 0) and store.inputs(fresh.id) == {"image": BIG2}
     rows = sqlite3.connect(path).execute("SELECT version FROM schema_version ORDER BY version").fetchall()
-    assert rows == [(1,), (2,), (3,), (4,), (5,)]
+    assert rows == [(1,), (2,), (3,), (4,), (5,), (6,)]
 
 
 def test_a_task_dispatched_in_the_batch_that_created_it_gets_its_bytes_without_a_read(path):

@@ -144,4 +144,5 @@ def test_reads_open_no_transaction_and_writes_open_one(path):
                 store.get(t.id)  # reads only: no savepoint for it
         kinds = [s.split()[0] for s in seen]
         # The first writer's savepoint is the transaction's own start: no SAVEPOINT/RELEASE for it.
-        assert kinds == ["BEGIN", "UPDATE", "COMMIT"]
+        # A dispatch is the task's UPDATE and its task_dispatches row (who got the attempt).
+        assert kinds == ["BEGIN", "UPDATE", "INSERT", "COMMIT"]

@@ -136,7 +136,7 @@ def test_a_journal_from_before_priorities_migrates_with_the_default(path, tmp_pa
         assert (old_a.priority, old_b.priority) == (DEFAULT_PRIORITY, DEFAULT_PRIORITY)
         assert order(store) == [old_a.id, old_b.id]
     with TaskStore(path) as store:
-        assert store.applied_migrations == ["0004_task_priority.sql", "0005_task_owner.sql"]
+        assert store.applied_migrations == ["0004_task_priority.sql", "0005_task_owner.sql", "0006_task_dispatches.sql"]
         assert [store.get(i).priority for i in (old_a.id, old_b.id)] == [DEFAULT_PRIORITY, DEFAULT_PRIORITY]
         urgent, later = new(store, 9), new(store, 1)
         assert order(store) == [urgent.id, old_a.id, old_b.id, later.id]

@@ -29,8 +29,9 @@ def test_migrations_applied_once_and_wal(path):
             "0003_blob_files.sql",
             "0004_task_priority.sql",
             "0005_task_owner.sql",
+            "0006_task_dispatches.sql",
         ]
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with TaskStore(path, synchronous="full") as store:
         assert store.applied_migrations == []
@@ -42,6 +43,7 @@ def test_migrations_applied_once_and_wal(path):
         (3, "0003_blob_files.sql"),
         (4, "0004_task_priority.sql"),
         (5, "0005_task_owner.sql"),
+        (6, "0006_task_dispatches.sql"),
     ]
 
 
@@ -296,3 +298,20 @@ def test_reattach_resumes_the_same_dispatch_and_recharges_a_refund(path):
         store.complete(task.id, mimetype="image/png", headers={}, body=b"x")
         with pytest.raises(states.IllegalTransition):
             store.reattach(task.id, "n1")
+
+
+def test_each_dispatch_records_its_node_and_key(path):
+    """Who got which attempt is journaled (migration 0006), so a report from anyone else can be refused."""
+    with TaskStore(path) as store:
+        rec = new(store)
+        assert store.dispatch_owner(rec.id, 1) is None
+        store.mark_processing(rec.id, "node-a", peer_key="KEY-A")
+        store.retry(rec.id, not_before=0.0)
+        store.mark_processing(rec.id, "node-b")
+        assert store.dispatch_owner(rec.id, 1) == ("node-a", "KEY-A")
+        assert store.dispatch_owner(rec.id, 2) == ("node-b", None)
+        assert store.dispatch_owner(rec.id, 3) is None
+        assert store.dispatch_owner(rec.id, 2**70) is None  # a JSON integer SQLite cannot hold
+        store.complete(rec.id, mimetype="image/png", headers={}, body=b"x", now=1.0)
+        store.prune(older_than=2.0, now=3.0)
+        assert store.dispatch_owner(rec.id, 1) is None  # removed with its task

@@ -196,6 +196,9 @@ class TaskStore:
         self.applied_migrations = self._migrate()
         self.live = LiveTasks()
         self._has_priority = self._has_column("tasks", "priority")
+        self._has_dispatches = bool(
+            self._exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'task_dispatches'").fetchone()
+        )
         self._has_owner = self._has_column("tasks", "owner")
         self._columns = _COLUMNS + (_PRIORITY_COLUMN if self._has_priority else _NO_PRIORITY_COLUMN)
         self._columns += _OWNER_COLUMN if self._has_owner else _NO_OWNER_COLUMN
@@ -639,13 +642,36 @@ class TaskStore:
                 raise states.IllegalTransition(current.status, "update")
             self.live.put(record)
 
-    def mark_processing(self, task_id: str, node_id: str, now: float | None = None) -> TaskRecord:
-        """Hand-over to ``node_id``: charges one attempt and numbers the dispatch."""
+    def mark_processing(
+        self, task_id: str, node_id: str, now: float | None = None, *, peer_key: str | None = None
+    ) -> TaskRecord:
+        """Hand-over to ``node_id`` (whose CURVE key is ``peer_key``): charges one attempt, numbers
+        the dispatch and records who got it (:meth:`dispatch_owner`)."""
         now = time.time() if now is None else now
         cur = self.require(task_id)
         changes = {"attempts": cur.attempts + 1, "dispatches": cur.dispatches + 1, "node_id": node_id,
                    "started_at": now, "progress": 0.0, "step": None, "total_steps": None}  # fmt: skip
-        return self._move(task_id, states.DISPATCH, changes)
+        with self.batch():
+            record = self._move(task_id, states.DISPATCH, changes)
+            if self._has_dispatches:
+                self._write(
+                    "INSERT OR REPLACE INTO task_dispatches (task_id, attempt, node_id, peer_key, dispatched_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (task_id, record.dispatches, node_id, peer_key, now),
+                )
+        return record
+
+    def dispatch_owner(self, task_id: str, attempt: int) -> tuple[str, str | None] | None:
+        """``(node_id, peer_key)`` that dispatch ``attempt`` of the task went to; None if it was never
+        handed out (or before migration 0006 recorded hand-overs)."""
+        if not self._has_dispatches or isinstance(attempt, bool) or not isinstance(attempt, int):
+            return None
+        if not 0 < attempt < 2**63:  # JSON integers are unbounded; SQLite's are not
+            return None
+        row = self._exec(
+            "SELECT node_id, peer_key FROM task_dispatches WHERE task_id = ? AND attempt = ?", (task_id, attempt)
+        ).fetchone()
+        return (row[0], row[1]) if row is not None else None
 
     def reattach(self, task_id: str, node_id: str, *, charge: bool = False) -> TaskRecord:
         """A queued task whose last dispatch is still running after all: its node lost contact (or

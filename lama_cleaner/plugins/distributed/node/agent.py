@@ -58,6 +58,7 @@ from typing import Any
 import zmq
 
 from ....errors import NotFound
+from ..security.curve import ClientKeys, secure_client
 from ..wire import protocol as p
 from ..wire.endpoints import queue_endpoint_for
 from ..wire.liveness import Backoff, Liveness
@@ -153,6 +154,8 @@ class Node:
         dist = config.distributed
         self.liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
         self.backoff = Backoff(dist.reconnect_min_s, dist.reconnect_max_s, jitter=_RECONNECT_JITTER)
+        self.curve = ClientKeys.from_config(dist)
+        """This node's CURVE keys and the scheduler's public key (None: plaintext, loopback only)."""
         self.ctx = zmq.Context()
         self.mp_ctx = mp.get_context("spawn")
         self.control: zmq.Socket | None = None
@@ -236,7 +239,7 @@ class Node:
             if now >= self.next_connect_at:
                 self._connect()
         elif liveness.expired:
-            log.warning("scheduler %s silent; reconnecting", self.scheduler)
+            log.warning("scheduler %s silent; reconnecting%s", self.scheduler, self._curve_hint())
             self._disconnect(backoff=True)
         if lifecycle.joined and self.control is not None and liveness.due():
             self._send_heartbeat()
@@ -336,6 +339,7 @@ class Node:
     def _connect(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        secure_client(sock, self.curve, self.config.distributed)
         try:
             sock.connect(self.scheduler)
         except zmq.ZMQError:
@@ -347,6 +351,13 @@ class Node:
         self.liveness.reset()
         self._send(self._hello())
         log.info("node %s (%s) says HELLO to %s", self.name, self.node_id, self.scheduler)
+
+    def _curve_hint(self) -> str:
+        """Why a CURVE scheduler may never answer: it refuses keys it does not list, silently."""
+        if self.curve is None or self.lifecycle.joined:
+            return ""
+        return (f" (no WELCOME: is this node's public key {self.curve.own.public.decode('ascii')} in the "
+                "scheduler's curve_authorized_keys, and curve_server_key the scheduler's key?)")  # fmt: skip
 
     def _disconnect(self, *, backoff: bool) -> None:
         for sock in list(self.queue_socks):
@@ -375,7 +386,7 @@ class Node:
                 "pid": os.getpid(),
                 "capabilities": self.capabilities,
                 "loaded_model": self.loaded_model,
-                "public_key": None,
+                "public_key": self.curve.own.public.decode("ascii") if self.curve else None,
                 "task_id": cur.task_id if cur else None,
                 "attempt": cur.attempt if cur else None,
             },
@@ -465,6 +476,7 @@ class Node:
             endpoint = queue_endpoint_for(granted, self.scheduler)
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            secure_client(sock, self.curve, self.config.distributed)
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:

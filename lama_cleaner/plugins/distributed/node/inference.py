@@ -20,6 +20,7 @@ through the ``cancelled`` callback of ``execute_task``.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -228,7 +229,8 @@ def worker_main(
     start. A SIGKILL (the node's last resort, or the node's own death) runs nothing, by nature.
     ``preload`` (``node.warm``) is loaded before ``ready``: the node takes no work until then.
     """
-    die_with_parent(signal.SIGKILL)  # the node died, however it died: nothing is left to report to
+    # The node died, however it died (even before this line): nothing is left to report to.
+    die_with_parent(signal.SIGKILL, parent_pid=_starter_pid())
     enlarge_pipe_buffers(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -249,6 +251,12 @@ def worker_main(
         if runtime is not None:
             raise  # a task's crash: the node sees the child die and reports the task
         _report_init_failed(conn, exc)  # could not start: the node reports it and exits
+
+
+def _starter_pid() -> int | None:
+    """The pid of the node that started this child (multiprocessing knows it, whatever ``getppid`` says now)."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None else None
 
 
 def _report_init_failed(conn: Connection, exc: BaseException) -> None:

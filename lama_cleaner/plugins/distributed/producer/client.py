@@ -59,6 +59,7 @@ import zmq
 
 from ....errors import LamaCleanerError, Overloaded
 from ....tasks import TERMINAL_STATES
+from ..security.curve import ClientKeys, secure_client
 from ..wire import protocol as p
 from ..wire.liveness import Liveness
 from ..wire.send import send_nowait
@@ -147,6 +148,9 @@ class SchedulerClient:
         """A context passed in (an embedded scheduler's, for its ``inproc://`` endpoint) belongs to
         its owner, who terminates it; this client only closes its own socket in it."""
         self._ctx = zmq.Context() if context is None else context
+        self._dist = dist
+        self._curve = None if endpoint.startswith("inproc://") else ClientKeys.from_config(dist)
+        """This web server's CURVE keys for a scheduler over TCP (None: inproc, or plaintext)."""
         self._inbox: queue.Queue[PendingRequest | None] = queue.Queue()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -303,6 +307,7 @@ class SchedulerClient:
             self._sock.close(0)
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        secure_client(sock, self._curve, self._dist)
         sock.connect(self.endpoint)
         self._sock = sock
         poller = zmq.Poller()

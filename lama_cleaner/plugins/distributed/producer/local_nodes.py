@@ -104,6 +104,12 @@ class LocalNodeSupervisor:
     def _write_config(self) -> None:
         data = self.config.to_dict()
         data.pop("server", None)  # the web server's own settings, API token secrets included: no node needs them
+        dist = self.config.distributed
+        if dist.curve_secret_key and not dist.curve_server_key:
+            # An embedded CURVE scheduler: the nodes use its key pair (always allowed) and verify it.
+            from ..security.key_files import load_secret
+
+            data["distributed"]["curve_server_key"] = load_secret(dist.curve_secret_key).public.decode("ascii")
         data["plugins"] = self._node_plugins()
         data["device"] = self.device
         self.config_path.write_text(json.dumps(data, indent=1, default=str))

@@ -32,6 +32,11 @@ class RemoteSchedulerHandle:
         self._client = client
         self._timeout = timeout
 
+    @property
+    def control_endpoint(self) -> str:
+        """The endpoint this web server reaches the scheduler on: nodes use the same one."""
+        return self._client.endpoint
+
     def stats(self) -> SchedulerStats:
         reply = self._ask(p.STATS, {})
         return stats_from_dict(reply.header.get("stats") or {})

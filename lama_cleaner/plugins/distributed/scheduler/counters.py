@@ -36,6 +36,8 @@ COUNTER_NAMES = (
     "done_sent",
     "heartbeats_missed",
     "nodes_lost",
+    "rejected_peers",
+    "foreign_reports",
 )
 """Counters that exist (at 0) from the start, so ``stats()`` always lists them."""
 
@@ -47,6 +49,7 @@ class Counters:
         self._lock = threading.Lock()
         self._values: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._garbage_logged = 0.0
+        self._foreign_logged = 0.0
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -60,6 +63,15 @@ class Counters:
         if now - self._garbage_logged > 1.0:
             self._garbage_logged = now
             log.warning("dropped a malformed message: %s", why)
+
+    def foreign(self, why: str) -> None:
+        """A node spoke for another node or about a task attempt that was not handed to it: dropped
+        without touching the task, counted (``foreign_reports``) and logged (rate-limited)."""
+        self.count("foreign_reports")
+        now = time.time()
+        if now - self._foreign_logged > 1.0:
+            self._foreign_logged = now
+            log.warning("refused a report from the wrong node: %s", why)
 
     def values(self) -> dict[str, int]:
         """A copy of every counter under its own name."""

@@ -82,7 +82,7 @@ class Dispatcher:
                 counters.count("failed")
                 self.events.record(store.fail(task.task_id, error=f"Task input lost: {exc}", status=500, now=now))
                 continue
-            rec = store.mark_processing(task.task_id, node.node_id, now)
+            rec = store.mark_processing(task.task_id, node.node_id, now, peer_key=node.peer_key)
             state.refunded.discard(rec.id)
             header = {
                 "task_id": rec.id,

@@ -101,6 +101,12 @@ class SchedulerHandle(Protocol):
     local: bool
     """True when the scheduler runs in this process."""
 
+    @property
+    def control_endpoint(self) -> str:
+        """Where nodes reach the scheduler's control socket (``tcp://HOST:PORT``, a ``:0`` bind resolved): what
+        a plugin that starts nodes (the autoscaler) tells them to connect to."""
+        ...
+
     def stats(self) -> SchedulerStats: ...
 
     def drain_node(self, node_id: str) -> bool:
@@ -125,6 +131,10 @@ class LocalSchedulerHandle:
         # ``scheduler``: a ``service.Scheduler`` (not imported here: it imports this module)
         self._scheduler = scheduler
         self._timeout = timeout
+
+    @property
+    def control_endpoint(self) -> str:
+        return self._scheduler.control_endpoint
 
     def stats(self) -> SchedulerStats:
         return self._scheduler.handle_stats(self._timeout)

@@ -4,6 +4,9 @@ Example::
 
     lama-cleaner scheduler --scheduler-bind tcp://0.0.0.0:5570 --data-dir /var/lib/lama-cleaner --config lc.toml
 
+(Off loopback, ``lc.toml`` must name the scheduler's CURVE key, ``distributed.curve_secret_key``, and
+usually ``curve_authorized_keys``: see docs/security.md; without a key it refuses to start.)
+
 (``--bind`` is the older spelling of ``--scheduler-bind``; both work.) Web servers then use it
 with ``distributed.scheduler = "tcp://host:5570"`` and nodes with
 ``lama-cleaner node --scheduler tcp://host:5570``. SIGTERM or SIGINT stops it cleanly (the journal is

@@ -83,6 +83,13 @@ class NodeHandlers:
     def _garbage(self, why: str) -> None:
         self.state.counters.garbage(why)
 
+    def _foreign(self, why: str) -> None:
+        self.state.counters.foreign(why)
+
+    def _peer_key(self, queue: str | None, ident: bytes) -> str | None:
+        """The CURVE key of the sender (``queue`` None: it wrote on the control socket)."""
+        return self.state.peer_key(queue, ident)
+
     def _send_unknown(self, outbox: Outbox, ident: bytes) -> None:
         """Tell a peer the scheduler has no online record of it, so it says HELLO again."""
         send_ctrl(outbox, ident, p.UNKNOWN, {"reason": "node is not registered; send HELLO"})
@@ -92,6 +99,9 @@ class NodeHandlers:
         node = self.nodes.get(msg.header["node_id"])
         if node is None or node.offline:
             self._send_unknown(outbox, ident)
+            return None
+        if node.peer_key != self._peer_key(None, ident):
+            self._foreign(f"{msg.command} as node {node.node_id} from a peer with another key")
             return None
         if node.ctrl_ident != ident:
             self._ctrl_owner.pop(node.ctrl_ident, None)
@@ -105,6 +115,11 @@ class NodeHandlers:
         node_id = h["node_id"]
         caps = h["capabilities"]
         old = self.nodes.get(node_id)
+        key = self._peer_key(None, ident)
+        if old is not None and old.peer_key != key:
+            # Node ids are chosen by nodes: a second key must not take over one (and its tasks).
+            self._foreign(f"HELLO as node {node_id}, which registered with another key")
+            return
         running = running_task(h)
         if old is not None and old.current_task and (old.current_task, old.current_attempt) != running:
             # The node restarted (or no longer runs what we handed it): that attempt is lost.
@@ -131,6 +146,7 @@ class NodeHandlers:
             ready_asked_at=now,
             tasks_done=old.tasks_done if old is not None else 0,
             reported_models=reported_models(h, ()),
+            peer_key=key,
         )
         if old is None:
             self._drained.discard(node_id)  # a node the scheduler forgot starts afresh
@@ -170,7 +186,10 @@ class NodeHandlers:
         node.dispatched_at = now
         store = self._store()
         rec = store.get(task_id)
-        if rec is not None and rec.dispatches == attempt:
+        if rec is not None and 0 < attempt <= rec.dispatches and not self._dispatched_to(rec, attempt, node):
+            # A claim on someone else's attempt: the task stays as it is; the claimer is told to cancel.
+            self._foreign(f"node {node.node_id} claims task {task_id} attempt {attempt}, not dispatched to it")
+        elif rec is not None and rec.dispatches == attempt:
             if rec.status == states.PROCESSING and rec.node_id == node.node_id:
                 log.info("node %s reconnected and still runs task %s (attempt %d)", node.name, task_id, attempt)
                 return
@@ -237,6 +256,9 @@ class NodeHandlers:
         if node is None or node.offline:
             self._count("stale_messages")  # it will HELLO again after its control socket hears UNKNOWN
             return
+        if node.peer_key != self._peer_key(queue_name, ident):
+            self._foreign(f"READY as node {node.node_id} from a peer with another key")  # would steal its TASKs
+            return
         if queue_name not in node.allowed:
             self._count("stale_messages")
             return
@@ -268,6 +290,10 @@ class NodeHandlers:
         h = msg.header
         store = self._store()
         node = self.nodes.get(h["node_id"])
+        key = self._peer_key(None, ident)
+        if node is not None and node.peer_key != key:
+            self._foreign(f"RESULT as node {node.node_id} from a peer with another key")
+            return
         known = node is not None and not node.offline
         if known:
             self._node_for(ident, msg, outbox, now)
@@ -280,9 +306,6 @@ class NodeHandlers:
             self._garbage(f"RESULT for {task_id} must carry exactly one blob named 'body'")
             return
         rec = store.get(task_id)
-        if node is not None and holds(node, task_id, h["attempt"]):
-            node.tasks_done += 1
-            node.grant_implied_credit(now, ready=h.get("ready") is not False)
         if rec is None:
             if store.is_expired(task_id):
                 self._count("duplicates")
@@ -292,6 +315,12 @@ class NodeHandlers:
         if h["attempt"] > rec.dispatches:
             self._count("stale_messages")  # an attempt we never handed out
             return
+        if not self._owned_by(rec, h["attempt"], h["node_id"], key):
+            self._foreign(f"RESULT for task {task_id} attempt {h['attempt']} from node {h['node_id']}, not its own")
+            return
+        if node is not None and holds(node, task_id, h["attempt"]):
+            node.tasks_done += 1
+            node.grant_implied_credit(now, ready=h.get("ready") is not False)
         if rec.terminal:
             store.add_duplicate(task_id)
             self._count("duplicates")
@@ -317,7 +346,8 @@ class NodeHandlers:
         if node is None or node.offline:
             self._send_unknown(outbox, ident)
             return  # its task was already re-queued when it went offline
-        self._node_for(ident, msg, outbox, now)
+        if self._node_for(ident, msg, outbox, now) is None:
+            return  # spoken for it by another key
         task_id = h["task_id"]
         if holds(node, task_id, h["attempt"]):
             node.grant_implied_credit(now, ready=h.get("ready") is not False)
@@ -362,13 +392,18 @@ class NodeHandlers:
         if holds(node, h["task_id"], h["attempt"]):
             node.grant_implied_credit(now, ready=h.get("ready") is not False)
         rec = self.state.processing_on(h["task_id"], node.node_id)
-        if rec is not None:
+        if rec is None:
+            self._judge_stray(node, h["task_id"], h["attempt"], p.CANCELLED, count_stale=False)
+        else:
             # The node gave up on its own (e.g. draining with a deadline): run it again elsewhere.
             self.requeue.retry_or_fail(rec, now, f"node {node.name} cancelled the task", None, None)
 
     def _on_bye(self, ident: bytes, msg: p.Message, now: float, outbox: Outbox) -> None:
         node = self.nodes.get(msg.header["node_id"])
         if node is None:
+            return
+        if node.peer_key != self._peer_key(None, ident):
+            self._foreign(f"BYE as node {node.node_id} from a peer with another key")
             return
         self._drained.discard(node.node_id)  # it left: the drain is done
         node.left = not node.offline
@@ -407,9 +442,30 @@ class NodeHandlers:
         attempt's PROGRESS and FAILED count. Anything else is counted stale and gives None."""
         rec = self.state.processing_on(task_id, node.node_id)
         if rec is None or attempt != rec.dispatches:
-            self._count("stale_messages")
+            self._judge_stray(node, task_id, attempt, "report")
             return None
         return rec
+
+    def _judge_stray(self, node: NodeEntry, task_id: str, attempt: int, what: str, *, count_stale: bool = True) -> None:
+        """A report about an attempt this node does not hold now: stale (an old attempt of its own,
+        a task that moved on) or foreign (that attempt was handed to another node)."""
+        rec = self._store().get(task_id)
+        if rec is not None and 0 < attempt <= rec.dispatches and not self._dispatched_to(rec, attempt, node):
+            self._foreign(f"{what} for task {task_id} attempt {attempt} from node {node.node_id}, not its own")
+        elif count_stale:
+            self._count("stale_messages")
+
+    def _dispatched_to(self, rec: TaskRecord, attempt: int, node: NodeEntry) -> bool:
+        return self._owned_by(rec, attempt, node.node_id, node.peer_key)
+
+    def _owned_by(self, rec: TaskRecord, attempt: int, node_id: str, key: str | None) -> bool:
+        """Whether dispatch ``attempt`` of the task went to ``node_id`` holding ``key`` (journaled at
+        dispatch, ``task_dispatches``). Attempts handed out before that table existed fall back to
+        the task's current node."""
+        owner = self._store().dispatch_owner(rec.id, attempt)
+        if owner is None:
+            return rec.node_id == node_id and attempt == rec.dispatches
+        return owner == (node_id, key)
 
 
 def running_task(hello: dict[str, Any]) -> tuple[str, int] | None:

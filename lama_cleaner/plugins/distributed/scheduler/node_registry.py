@@ -51,6 +51,9 @@ class NodeEntry:
     ``loaded_model``); unlike ``loaded_model``, never the scheduler's own prediction."""
     heartbeats_missed: int = 0
     """Heartbeat intervals of its current silence already counted in ``heartbeats_missed``."""
+    peer_key: str | None = None
+    """The CURVE key (Z85) that registered this node id; None without CURVE. Every message as this
+    node must come from it (a node id is the node's own choice, so anyone could claim one)."""
     models: frozenset[str] | None = field(init=False, default=None)
     """``capabilities.models`` as a set (None: not declared, any model), for dispatch every round."""
     plugins: frozenset[str] | None = field(init=False, default=None)

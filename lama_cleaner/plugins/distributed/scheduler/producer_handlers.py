@@ -13,9 +13,10 @@ snapshot (``handle.SchedulerStats`` as JSON); CALL is answered by a plugin, off 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from ....errors import ClientError
 from ....tasks import DEFAULT_PRIORITY, TASK_STATES, check_priority
@@ -283,15 +284,20 @@ def _is_int(value: Any) -> bool:
 
 
 def peek_req_id(body: list[bytes]) -> Any:
-    """The req_id of a message that failed validation, if its header is readable JSON."""
+    """The req_id of a message that failed validation, if its header is readable JSON.
+
+    Read with orjson, as ``protocol.decode`` reads headers: an integer beyond 64 bits then comes back
+    as a float (no req_id), where the standard library's parser returned one that no reply could
+    carry (encoding the REJECTED failed, and the error undid the whole round's replies)."""
     if len(body) < 3:
         return None
     try:
-        header = json.loads(bytes(body[2]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        header = orjson.loads(bytes(body[2]))
+    except ValueError:
         return None
-    if isinstance(header, dict) and isinstance(header.get("req_id"), (str, int)):
-        return header["req_id"]
+    req_id = header.get("req_id") if isinstance(header, dict) else None
+    if isinstance(req_id, str) or (isinstance(req_id, int) and not isinstance(req_id, bool)):
+        return req_id
     return None
 
 

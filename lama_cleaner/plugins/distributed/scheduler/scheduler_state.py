@@ -8,6 +8,7 @@ touched by the loop thread only, except :class:`~.counters.Counters` (locked).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,9 @@ class SchedulerState:
     """Nodes each retrying task failed on, which its next dispatch avoids when it can."""
     refunded: set[str] = field(default_factory=set)
     """Recovered tasks whose interrupted attempt was refunded (charged again if their node reclaims them)."""
+    key_of: Callable[[str | None, bytes], str | None] | None = None
+    """With CURVE: the key of a connection (``queue`` None: the control socket), set by the scheduler
+    once its sockets exist; None without CURVE (see :meth:`peer_key`)."""
 
     def __post_init__(self) -> None:
         self.interval = float(self.dcfg.heartbeat_interval_s)
@@ -62,3 +66,8 @@ class SchedulerState:
         if rec is None or rec.status != states.PROCESSING or rec.node_id != node_id:
             return None
         return rec
+
+    def peer_key(self, queue: str | None, ident: bytes) -> str | None:
+        """The CURVE key (Z85) of the connection ``ident`` on the control socket (``queue`` None) or
+        on that queue's socket; None without CURVE, or in-process."""
+        return self.key_of(queue, ident) if self.key_of is not None else None

@@ -66,6 +66,9 @@ from ....events import EventSink
 from ....tasks import TaskEvent
 from ..config import DistributedConfig
 from ..journal.task_store import BLOB_DIR, TaskStore
+from ..security.bind_policy import check_bind
+from ..security.curve import ServerSecurity, limit_socket
+from ..security.peer_guard import PeerGuard
 from ..wire import protocol as p
 from ..wire.send import send_nowait
 from .dispatcher import Dispatcher
@@ -182,6 +185,9 @@ class Scheduler:
         self._stats_box = StatsBox()
         self.handle = LocalSchedulerHandle(self)
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
+        self._security: ServerSecurity | None = None
+        self._guard: PeerGuard | None = None
+        """With CURVE: receives each message with its sender's key and drops revoked keys'."""
 
     # ================================================================== shared state, by name
     @property
@@ -249,6 +255,9 @@ class Scheduler:
         """Open the journal, recover unfinished tasks, bind the sockets, start the loop thread."""
         if self._thread is not None:
             raise RuntimeError("scheduler already started")
+        # Before anything is opened: a public bind without keys, or an unreadable key, is refused.
+        self._security = ServerSecurity.from_config(self.dcfg, self._reject_peer)
+        check_bind(self.bind, has_keys=self._security is not None)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
@@ -377,6 +386,10 @@ class Scheduler:
 
     def _bind(self) -> None:
         self._ctx = zmq.Context()
+        if self._security is not None:
+            self._security.start(self._ctx)  # the ZAP handler must exist before the first handshake
+            self._guard = PeerGuard(self._security.allow, self._reject_peer)
+            self.state.key_of = self._key_of
         self._control = self._router()
         self._control.bind(self.bind)
         control_ep = self._control.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -402,6 +415,17 @@ class Scheduler:
         self._publisher.control = self._control
         log.info("scheduler listening: control %s, queues %s", control_ep, queue_eps)
 
+    def _reject_peer(self, reason: str) -> None:
+        """A peer was refused: an unknown key at the handshake, or a revoked key's message (the
+        security package logs it; this counts it). Called from the ZAP thread too: counters lock."""
+        self.state.counters.count("rejected_peers")
+
+    def _key_of(self, queue: str | None, ident: bytes) -> str | None:
+        """The CURVE key of connection ``ident`` on the control socket (``queue`` None) or a queue's."""
+        assert self._guard is not None
+        sock = self._control if queue is None else self._queue_socks.get(queue)
+        return self._guard.key_of(sock, ident)
+
     def _router(self) -> zmq.Socket:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.ROUTER)
@@ -409,6 +433,9 @@ class Scheduler:
         sock.setsockopt(zmq.LINGER, 200)
         sock.setsockopt(zmq.RCVHWM, 10000)
         sock.setsockopt(zmq.SNDHWM, 10000)
+        limit_socket(sock, self.dcfg)
+        if self._security is not None:
+            self._security.apply(sock)
         return sock
 
     def _close_sockets(self) -> None:
@@ -422,6 +449,8 @@ class Scheduler:
         for fd in wake:
             if fd >= 0:
                 os.close(fd)
+        if self._security is not None:
+            self._security.stop()  # its ZAP socket lives in the context, which term() waits for
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -525,6 +554,7 @@ class Scheduler:
     def _run(self) -> None:
         backlog: deque[tuple[zmq.Socket, list[bytes], int]] = deque()  # producer requests read, not handled
         backlog_bytes = 0
+        guard = self._guard
         try:
             while not self._stopping.is_set():
                 timeout = 0.0 if backlog else self._poll_timeout(time.time())
@@ -538,9 +568,11 @@ class Scheduler:
                     full = len(backlog) >= MAX_BACKLOG or backlog_bytes >= MAX_BACKLOG_BYTES
                     for _ in range(PRODUCER_MESSAGES_PER_ROUND if control and full else MAX_MESSAGES_PER_ROUND):
                         try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=True) if guard is None else guard.recv(sock)
                         except zmq.Again:
                             break
+                        if frames is None:  # from a key no longer allowed: dropped, counted, logged
+                            continue
                         if control and not is_node_message(frames):
                             size = sum(map(len, frames))
                             backlog.append((sock, frames, size))
@@ -716,7 +748,10 @@ class Scheduler:
         req_id = peek_req_id(frames[1:])
         if req_id is not None:
             message = f"Scheduler error: {type(exc).__name__}: {exc}"
-            reject(outbox, frames[0], req_id, 500, "internal_error", message)
+            try:
+                reject(outbox, frames[0], req_id, 500, "internal_error", message)
+            except p.ProtocolError:  # an error about an error must not undo the round's other replies
+                log.exception("could not answer a request that failed")
 
 
 def is_node_message(frames: list[bytes]) -> bool:

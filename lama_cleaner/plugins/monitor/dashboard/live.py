@@ -1,9 +1,10 @@
 """Push the metrics document to open ``/monitor`` pages over Socket.IO.
 
-A page emits ``monitor_subscribe`` once connected; it joins the ``monitor`` room and gets the current
-document at once, then one every ``interval_s`` while anyone is in the room. Only subscribed pages get
-these events (the inpainting front end's clients never do), and no document is computed while nobody
-watches.
+A page emits ``monitor_subscribe`` once connected, with ``{"token": ...}`` when the server has API tokens
+(the feed carries what ``/api/v1/metrics`` does, so it needs the same ``metrics`` scope). It joins the
+``monitor`` room and gets the current document at once, then one every ``interval_s`` while anyone is in
+the room. Only subscribed pages get these events (the inpainting front end's clients never do), and no
+document is computed while nobody watches.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from flask import current_app
 from flask_socketio import SocketIO, emit, join_room
+
+from ....errors import LamaCleanerError
+from ....server.auth import METRICS, app_tokens, authorize
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,16 @@ class LiveFeed:
         self.socketio.on_event(SUBSCRIBE_EVENT, self._subscribe, namespace=NAMESPACE)
         return self
 
-    def _subscribe(self, *_: Any) -> None:
+    def _subscribe(self, data: Any = None) -> dict[str, Any]:
+        """Join the room if the page may read the metrics; the acknowledgement says why not."""
+        token = data.get("token") if isinstance(data, dict) else None
+        try:
+            authorize(app_tokens(current_app), token if isinstance(token, str) and token else None, METRICS)
+        except LamaCleanerError as exc:
+            return {"ok": False, "error": str(exc)}
         join_room(ROOM)
         emit(SNAPSHOT_EVENT, self.document())
+        return {"ok": True}
 
     def _watched(self) -> bool:
         try:

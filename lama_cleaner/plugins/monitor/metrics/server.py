@@ -2,7 +2,9 @@
 
 It answers ``/metrics`` (Prometheus text), ``/api/v1/metrics`` (the JSON document) and
 ``/api/v1/metrics/history``, binds loopback unless told otherwise, and fails loudly at start when the port
-is taken, rather than leaving the process running without its endpoint.
+is taken, rather than leaving the process running without its endpoint. With API tokens configured
+(``[server.tokens]`` in the same config file) every path needs a bearer token with the ``metrics`` scope,
+as on the web server.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from ....server.auth import METRICS, Forbidden, TokenTable, Unauthorized, authorize, bearer_secret
 from .hub import MetricsHub
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,11 @@ class _QuietHandler(WSGIRequestHandler):
 class MetricsServer:
     """``start()`` binds and serves on a daemon thread; ``stop()`` closes the socket."""
 
-    def __init__(self, hub: MetricsHub, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, hub: MetricsHub, host: str = "127.0.0.1", port: int = 0, *, tokens: TokenTable | None = None
+    ) -> None:
         self.hub = hub
+        self.tokens = tokens
         self.host = host
         self.port = port
         self._server: _ThreadingWSGIServer | None = None
@@ -79,6 +85,12 @@ class MetricsServer:
         path = environ.get("PATH_INFO", "")
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return _reply(start_response, "405 Method Not Allowed", b"GET only\n", "text/plain; charset=utf-8")
+        try:
+            authorize(self.tokens, bearer_secret(environ.get("HTTP_AUTHORIZATION")), METRICS)
+        except (Unauthorized, Forbidden) as exc:
+            status = "401 Unauthorized" if isinstance(exc, Unauthorized) else "403 Forbidden"
+            headers = list(getattr(exc, "headers", {}).items())
+            return _reply(start_response, status, f"{exc}\n".encode(), "text/plain; charset=utf-8", headers)
         if path == "/metrics":
             body, content_type = self.hub.exposition(environ.get("HTTP_ACCEPT"))
             return _reply(start_response, "200 OK", body, content_type)
@@ -93,6 +105,12 @@ def _json(start_response: StartResponse, data: Any) -> list[bytes]:
     return _reply(start_response, "200 OK", json.dumps(data).encode(), "application/json")
 
 
-def _reply(start_response: StartResponse, status: str, body: bytes, content_type: str) -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+def _reply(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *(extra or [])])
     return [body]

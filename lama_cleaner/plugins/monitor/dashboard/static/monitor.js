@@ -288,8 +288,17 @@
     status.dataset.state = "offline";
   }
 
+  // With API tokens on the server, open the page as /monitor#token=<secret>: the fragment never leaves the
+  // browser (no server log, no Referer), and the page sends it as a bearer token with each request.
+  function pageToken() {
+    var match = /(?:^#|&)token=([^&]*)/.exec(window.location.hash || "");
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
   function fetchJSON(url) {
-    return fetch(url, { cache: "no-store", headers: { Accept: "application/json" } }).then(function (r) {
+    var headers = { Accept: "application/json" };
+    if (pageToken()) headers.Authorization = "Bearer " + pageToken();
+    return fetch(url, { cache: "no-store", headers: headers }).then(function (r) {
       if (!r.ok) throw new Error(url + " answered " + r.status);
       return r.json();
     });
@@ -311,7 +320,11 @@
       }
       if (body.snapshotEvent && window.io) {
         var socket = window.io();
-        socket.on("connect", function () { socket.emit(body.subscribeEvent); });
+        socket.on("connect", function () {
+          socket.emit(body.subscribeEvent, { token: pageToken() }, function (ack) {
+            if (ack && ack.ok === false) disconnected(ack.error);
+          });
+        });
         socket.on(body.snapshotEvent, render);
         socket.on("disconnect", function () { disconnected("Socket.IO disconnected"); });
       }

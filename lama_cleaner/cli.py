@@ -18,6 +18,7 @@ import os
 import platform
 import signal
 import sys
+import textwrap
 import typing
 from collections.abc import Sequence
 from dataclasses import MISSING, Field, fields
@@ -108,6 +109,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends ``(default: X)`` only where it informs: not for a ``None`` default (a plugin's flag
     defaults to None so that the config file still applies, and its help names the real default
     itself) and not when the help text already states its default."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """The epilog, wrapped without splitting a flag at its hyphen (``--scheduler-`` / ``bind``)."""
+        flat = " ".join(text.split())
+        return textwrap.fill(flat, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""

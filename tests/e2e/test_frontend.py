@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +17,14 @@ from PIL import Image
 
 from lama_cleaner import frontend
 from tests.integration.classic.media_helpers import image_bytes
+from tests.support.browser import launched_chromium, loud_skip
 from tests.support.server_process import HOST, REPO_ROOT, ServerProcess, free_port
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 WIDTH, HEIGHT = 400, 300
-
-
-def loud_skip(reason: str) -> None:
-    print(f"\n*** BROWSER TEST SKIPPED: {reason} ***", file=sys.stderr, flush=True)
-    pytest.skip(f"LOUD: {reason}")
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +38,7 @@ def build_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="LOUD: playwright is not installed")
-    if not os.path.exists(CHROMIUM):
-        loud_skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    yield from launched_chromium()
 
 
 def _mode_args(mode: str, data_dir) -> list[str]:

@@ -7,7 +7,10 @@ wrong verdicts with full confidence.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -119,13 +122,26 @@ def test_process_group_stops_children(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_distributed_quick_runs_end_to_end(tmp_path: Path) -> None:
     start = time.monotonic()
-    result = subprocess.run(
+    # Its own session, so that a timeout kills the servers and nodes it started too, not only the script
+    # (a SIGKILLed script cannot stop its children, which would outlive the test).
+    bench = subprocess.Popen(
         [sys.executable, "benchmarks/bench_distributed.py", "--quick", "--results-dir", str(tmp_path)],
         cwd=REPO_ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = bench.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(bench.pid, signal.SIGKILL)
+        bench.communicate()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(bench.pid, signal.SIGKILL)  # anything of the group still running
+    result = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Targets" in result.stdout

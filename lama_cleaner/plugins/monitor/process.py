@@ -4,7 +4,8 @@ The plugin's hooks (``plugin.py``) are thin; this object decides:
 
 - **logs**: set up at ``startup`` in every role, torn down at ``shutdown`` (standard-library logging then gets
   back the handlers it had, so a line logged after the plugin stopped is not lost);
-- **the task path**: every ``task_event`` seen here goes to one :class:`TaskPathLogger`;
+- **the task path**: every ``task_event`` seen here goes to one :class:`TaskPathLogger`, which writes to
+  loguru directly once logging is set up;
 - **one runtime per scheduler**: ``scheduler_started`` builds the runtime that owns the alerts (and, in a
   standalone scheduler, serves ``metrics_port``); ``register_routes`` of the web server then installs that
   same runtime when its executor's handle is local (embedded scheduler), or builds one that reads the remote
@@ -30,6 +31,7 @@ from ...server.auth import load_tokens
 from .alerts.sinks import AlertSink
 from .config import MonitorConfig
 from .logs import setup_logging, shutdown_logging
+from .logs.path_lines import LoguruLines
 from .logs.setup import LEVEL_NUMBERS
 from .logs.task_path import TaskPathLogger
 from .runtime import MonitorRuntime
@@ -64,7 +66,9 @@ class MonitorProcess:
             self._saved_logging = (list(logging.root.handlers), logging.root.level)
         setup_logging(role, cfg, instance=instance)
         self.logging_on = True
-        self.task_path = TaskPathLogger(level=LEVEL_NUMBERS[cfg.task_path_level])
+        # Straight to loguru: the path is the monitor's busiest writer (three lines a task in the scheduler).
+        lines = LoguruLines(min_level=LEVEL_NUMBERS[cfg.log_level])
+        self.task_path = TaskPathLogger(lines, level=LEVEL_NUMBERS[cfg.task_path_level])
         log.debug("monitor: logging set up for role %s", role)
 
     def shutdown(self) -> None:

@@ -165,3 +165,32 @@ def test_flush_and_close_with_few_observers(observers):
     sink, _ = _sink(*[Recorder() for _ in range(observers)])
     sink.emit(_event("x"))
     assert sink.flush(5) and sink.close(5)
+
+
+def test_a_round_of_events_is_one_hand_off_delivered_in_order_between_single_events():
+    gated, recorder = Gated(), Recorder()
+    sink, _ = _sink(gated, recorder, queue_size=4)
+    sink.emit(_event("first"))
+    assert gated.entered.wait(10), "the gated dispatcher holds the first event"
+    sink.emit_many([_event(f"r{i}") for i in range(50)])  # one queue slot for the whole round
+    sink.emit(_event("after"))
+    sink.emit_many([_event("only")])  # a round of one is a plain event
+    assert sink.dropped() == {"gated-0": 0, "recorder-1": 0}, "a round of 50 took one slot of 4"
+    gated.gate.set()
+    assert sink.flush(10)
+    expected = ["first", *(f"r{i}" for i in range(50)), "after", "only"]
+    assert gated.seen == expected and recorder.seen == expected
+    sink.close()
+
+
+def test_a_dropped_round_counts_each_of_its_events():
+    gated = Gated()
+    sink, _ = _sink(gated, queue_size=1)
+    sink.emit(_event("first"))
+    assert gated.entered.wait(10)
+    sink.emit(_event("queued"))  # fills the queue
+    sink.emit_many([_event(f"r{i}") for i in range(7)])
+    assert sink.dropped() == {"gated-0": 7}
+    gated.gate.set()
+    assert sink.close(10)
+    assert gated.seen == ["first", "queued"]

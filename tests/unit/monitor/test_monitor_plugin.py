@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from loguru import logger
 
 from lama_cleaner.config import Config, ConfigError, validate_config
 from lama_cleaner.plugins.builtin import builtin_plugins
@@ -161,18 +162,42 @@ def test_task_events_become_the_task_path(process: MonitorProcess, caplog: pytes
     assert {r.task_id for r in caplog.records} == {"t-1"}
 
 
-def test_task_path_level_moves_the_path_but_not_failures(
-    process: MonitorProcess, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_task_path_level_moves_the_path_but_not_failures(process: MonitorProcess) -> None:
     config = Config()
     config.monitor.task_path_level = "DEBUG"
+    config.monitor.log_level = "DEBUG"
     process.startup(config, "scheduler")
-    path = process.task_path
-    process.shutdown()  # give logging back to pytest; the path logger keeps its level
-    with caplog.at_level(logging.DEBUG, logger="lama_cleaner.tasks"):
-        path.observe(TaskEvent("t-2", "queued", name="cv2", queue="cpu", at=10.0))
-        path.observe(TaskEvent("t-2", "failed", name="cv2", queue="cpu", error="boom", attempts=1, at=11.0))
-    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [
-        ("DEBUG", "task accepted"),
-        ("WARNING", "task failed after 1 attempt(s)"),
+    seen: list[tuple[str, str, str, str | None]] = []
+    sink = logger.add(
+        lambda m: seen.append(
+            (m.record["name"], m.record["level"].name, m.record["message"], m.record["extra"].get("task_id"))
+        ),
+        level="DEBUG",
+    )
+    try:
+        process.observe(TaskEvent("t-2", "queued", name="cv2", queue="cpu", at=10.0))
+        process.observe(TaskEvent("t-2", "failed", name="cv2", queue="cpu", error="boom {x}", attempts=1, at=11.0))
+    finally:
+        logger.remove(sink)
+        process.shutdown()
+    # Straight to loguru (no standard-library record), under the path's own name, the task id in ``extra``;
+    # braces in an error are not read as format fields.
+    assert seen == [
+        ("lama_cleaner.tasks", "DEBUG", "task accepted: inpaint cv2 on queue cpu", "t-2"),
+        ("lama_cleaner.tasks", "WARNING", "task failed after 1 attempt(s): boom {x}", "t-2"),
     ]
+
+
+def test_the_path_is_not_formatted_below_the_process_level(process: MonitorProcess) -> None:
+    config = Config()
+    config.monitor.task_path_level = "DEBUG"  # the default process level (INFO) hides it
+    process.startup(config, "scheduler")
+    seen: list[str] = []
+    sink = logger.add(lambda m: seen.append(m.record["message"]), level="DEBUG")
+    try:
+        process.observe(TaskEvent("t-3", "queued", name="cv2", queue="cpu", at=10.0))
+        process.observe(TaskEvent("t-3", "failed", name="cv2", queue="cpu", error="boom", attempts=1, at=11.0))
+    finally:
+        logger.remove(sink)
+        process.shutdown()
+    assert [m for m in seen if "t-3" in m or m.startswith("task ")] == ["task failed after 1 attempt(s): boom"]

@@ -567,7 +567,9 @@ class Node:
             return  # the child is going away; _child_died reports the task
         cur.payload = None
         cur.handed = True
-        log.info("task %s started: %s %s", cur.task_id, cur.kind, cur.name, extra=self._task_fields(cur))
+        # DEBUG: the scheduler's path already says when and where a task started; the node's INFO line
+        # per task is the outcome (cheap enough for no-op tasks by the thousand).
+        log.debug("task %s started: %s %s", cur.task_id, cur.kind, cur.name, extra=self._task_fields(cur))
 
     def _task_fields(self, cur: CurrentTask) -> dict[str, Any]:
         """The task context of a log line (``extra=``): a monitoring plugin's JSON lines carry these as

@@ -8,6 +8,7 @@ line, the exception, and any ``extra=`` fields (the task context among them).
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from loguru import logger
@@ -18,15 +19,17 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
 class InterceptHandler(logging.Handler):
     """Sends every record it is given to loguru at the same level.
 
-    One loguru call per record, with one patch that sets the origin and merges the record's ``extra`` (a value
-    on the line wins over a ``task_context`` block's): this handler is on the path of every standard-library
-    line a process writes (a Werkzeug line per request, three task-path lines per task in the scheduler), so it
-    builds no more intermediate loggers than it must.
+    One loguru call per record through one patched logger made once: its patcher sets the origin and merges
+    the record's ``extra`` (a value on the line wins over a ``task_context`` block's), reading the record being
+    emitted from a thread-local. This handler is on the path of every standard-library line a process writes
+    (a Werkzeug line per request, a node's line per task), so it builds no logger and no closure per line.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._levels: dict[str, str | int] = {}
+        self._emitting = threading.local()
+        self._routed = logger.patch(self._origin)
 
     def _level(self, record: logging.LogRecord) -> str | int:
         level = self._levels.get(record.levelname)
@@ -38,18 +41,27 @@ class InterceptHandler(logging.Handler):
             self._levels[record.levelname] = level
         return level
 
+    def _origin(self, loguru_record: dict[str, Any]) -> None:
+        record: logging.LogRecord | None = getattr(self._emitting, "record", None)
+        if record is None:  # not called from emit (cannot happen: the patched logger is private)
+            return
+        loguru_record.update(name=record.name, function=record.funcName, line=record.lineno, module=record.module)
+        fields = record.__dict__
+        own = fields.keys() - _STANDARD_ATTRIBUTES  # the line's ``extra=`` keys, usually none
+        if own:
+            loguru_record["extra"].update({key: fields[key] for key in own})
+
     def emit(self, record: logging.LogRecord) -> None:
-        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRIBUTES}
-
-        def origin(loguru_record: dict[str, Any]) -> None:
-            loguru_record.update(name=record.name, function=record.funcName, line=record.lineno, module=record.module)
-            if extra:
-                loguru_record["extra"].update(extra)
-
-        routed = logger.patch(origin)
+        routed = self._routed
         if record.exc_info and record.exc_info[0] is not None:
             routed = routed.opt(exception=record.exc_info)
-        routed.log(self._level(record), record.getMessage())
+        emitting = self._emitting
+        outer = getattr(emitting, "record", None)  # a line logged while formatting another (re-entrant)
+        emitting.record = record
+        try:
+            routed.log(self._level(record), record.getMessage())
+        finally:
+            emitting.record = outer
 
 
 def route_standard_logging(level: int) -> None:

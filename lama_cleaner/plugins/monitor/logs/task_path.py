@@ -1,8 +1,10 @@
 """A task's path at INFO, written from its lifecycle events (the ``task_event`` hook).
 
 Accepted, started on a node (with the queue wait), retried, re-queued, completed (with the run time),
-failed (with the error), cancelled: one line each, on the logger ``lama_cleaner.tasks``, every line carrying
-the task's id, queue, node and attempt. Progress events only update what is remembered about the task.
+failed (with the error), cancelled: one line each, named ``lama_cleaner.tasks``, every line carrying the
+task's id, queue, node and attempt. Progress events only update what is remembered about the task. Where
+the lines go is a :class:`~.path_lines.PathLines`: loguru directly once the monitor set it up, else the
+standard library. A line below the destination's level is not even formatted.
 
 The observer runs wherever task events are seen (the web server, the scheduler's process). It remembers
 the tasks in flight only, and at most ``max_tracked`` of them (the oldest are forgotten first), so a flood
@@ -16,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-log = logging.getLogger("lama_cleaner.tasks")
+from .path_lines import PathLines, StandardLines
 
 MAX_TRACKED = 10_000
 
@@ -46,8 +48,10 @@ class _InFlight:
 class TaskPathLogger:
     """Call :meth:`observe` with every task event, in order."""
 
-    def __init__(self, logger: logging.Logger = log, max_tracked: int = MAX_TRACKED, level: int = logging.INFO) -> None:
-        self.log = logger
+    def __init__(
+        self, lines: PathLines | None = None, max_tracked: int = MAX_TRACKED, level: int = logging.INFO
+    ) -> None:
+        self.lines: PathLines = lines or StandardLines()
         self.level = level
         """The level of every line but a failure's (always WARNING)."""
         self.max_tracked = max_tracked
@@ -84,25 +88,21 @@ class TaskPathLogger:
     def _queued(self, event: TaskEventLike, seen: _InFlight | None) -> None:
         if seen is None:
             self._remember(event.task_id, _InFlight(accepted_at=event.at))
-            self.log.log(
-                self.level,
-                "task accepted: %s %s on queue %s",
-                event.kind,
-                event.name,
-                event.queue,
-                extra=self._context(event),
-            )
+            if self.lines.enabled(self.level):
+                self.lines.write(
+                    self.level,
+                    f"task accepted: {event.kind} {event.name} on queue {event.queue}",
+                    self._context(event),
+                )
             return
         if seen.started_at is not None:  # it ran, and is back in its queue
-            reason = f": {event.error}" if event.error else ""
-            self.log.log(
-                self.level,
-                "task re-queued after attempt %d on node %s%s",
-                seen.attempt,
-                seen.node or "?",
-                reason,
-                extra=self._context(event, node=seen.node, attempt=seen.attempt),
-            )
+            if self.lines.enabled(self.level):
+                reason = f": {event.error}" if event.error else ""
+                self.lines.write(
+                    self.level,
+                    f"task re-queued after attempt {seen.attempt} on node {seen.node or '?'}{reason}",
+                    self._context(event, node=seen.node, attempt=seen.attempt),
+                )
             seen.started_at = None
 
     def _processing(self, event: TaskEventLike, seen: _InFlight | None) -> None:
@@ -114,40 +114,28 @@ class TaskPathLogger:
             return  # a progress report of the attempt already logged
         retried = seen.attempt > 0
         seen.attempt, seen.started_at, seen.node = attempt, event.at, event.node
+        if not self.lines.enabled(self.level):
+            return
         waited = event.at - seen.accepted_at
-        context = self._context(event, attempt=attempt)
         if retried:
-            self.log.log(
-                self.level,
-                "task retried: attempt %d started on node %s, %.3f s after it was accepted",
-                attempt,
-                event.node or "?",
-                waited,
-                extra=context,
-            )
+            node = event.node or "?"
+            message = f"task retried: attempt {attempt} started on node {node}, {waited:.3f} s after it was accepted"
         else:
-            self.log.log(
-                self.level, "task started on node %s after waiting %.3f s", event.node or "?", waited, extra=context
-            )
+            message = f"task started on node {event.node or '?'} after waiting {waited:.3f} s"
+        self.lines.write(self.level, message, self._context(event, attempt=attempt))
 
     def _finished(self, event: TaskEventLike, seen: _InFlight | None) -> None:
+        level = logging.WARNING if event.status == "failed" else self.level
+        if not self.lines.enabled(level):
+            return
         node = event.node or (seen.node if seen else None)
         attempt = event.attempts or (seen.attempt if seen else 0)
-        context = self._context(event, node=node, attempt=attempt)
         total = f"{event.at - seen.accepted_at:.3f} s" if seen else "unknown time"
         if event.status == "completed":
             ran = f"{event.at - seen.started_at:.3f} s" if seen and seen.started_at is not None else "unknown time"
-            self.log.log(
-                self.level,
-                "task completed on node %s in %s (%s since accepted)",
-                node or "?",
-                ran,
-                total,
-                extra=context,
-            )
+            message = f"task completed on node {node or '?'} in {ran} ({total} since accepted)"
         elif event.status == "failed":
-            self.log.warning(
-                "task failed after %d attempt(s): %s", attempt, event.error or "no error message", extra=context
-            )
+            message = f"task failed after {attempt} attempt(s): {event.error or 'no error message'}"
         else:
-            self.log.log(self.level, "task cancelled after %s", total, extra=context)
+            message = f"task cancelled after {total}"
+        self.lines.write(level, message, self._context(event, node=node, attempt=attempt))

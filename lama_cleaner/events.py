@@ -9,7 +9,8 @@ observer is a plugin implementing ``task_event``.
 
 ``emit`` is called on the I/O path: the request thread in classic mode, the producer's ZeroMQ thread
 in distributed mode. Observer code never runs there. Each ``task_event`` implementation has its own
-dispatcher: a thread fed by a bounded queue, so that
+dispatcher: a thread fed by a bounded queue (``observer_queue.py``: under load it takes events in batches, at
+most a few milliseconds late, instead of being woken for each), so that
 
 - a slow observer delays no reply and no other observer (each sees its events in order);
 - a raising observer is logged with its plugin's name and the task id, and keeps receiving events;
@@ -21,7 +22,6 @@ dispatcher: a thread fed by a bounded queue, so that
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +29,7 @@ from typing import Any
 
 import pluggy
 
+from .observer_queue import ObserverQueue
 from .tasks import TaskEvent
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ server's progress updates; a few MB at most)."""
 DROP_LOG_INTERVAL_S = 10.0
 """At most one "dropped" warning per observer per interval: a stuck observer must not flood the log."""
 CLOSE_TIMEOUT_S = 5.0
-
-_STOP = object()
 
 
 class EventBatch(tuple):
@@ -69,7 +68,7 @@ class ObserverDispatcher:
         self.plugin_name = impl.plugin_name
         self.hook_name = hook_name
         self.dropped = 0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize)
+        self._queue = ObserverQueue(maxsize)
         self._last_drop_log = float("-inf")
         self._closed = False
         self._takes_event = "event" in impl.argnames
@@ -82,32 +81,28 @@ class ObserverDispatcher:
         was full or it is closed and the item was dropped."""
         if self._closed:
             return False
-        try:
-            self._queue.put_nowait(item)
+        # Events wait for the observer's next look (at most a linger); a call is waited on: wake it now.
+        if self._queue.put(item, urgent=not isinstance(item, (TaskEvent, EventBatch))):
             return True
-        except queue.Full:
-            self.dropped += len(item) if isinstance(item, EventBatch) else 1
-            now = time.monotonic()
-            if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
-                self._last_drop_log = now
-                log.warning(
-                    "%s observer %s is %d events behind: dropped an event (%d dropped so far)",
-                    self.hook_name,
-                    self.plugin_name,
-                    self._queue.maxsize,
-                    self.dropped,
-                )
-            return False
+        self.dropped += len(item) if isinstance(item, EventBatch) else 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL_S:
+            self._last_drop_log = now
+            log.warning(
+                "%s observer %s is %d events behind: dropped an event (%d dropped so far)",
+                self.hook_name,
+                self.plugin_name,
+                self._queue.maxsize,
+                self.dropped,
+            )
+        return False
 
     def close(self, deadline: float) -> bool:
         """Deliver what is queued, then stop the thread; True if it finished before ``deadline``
         (a ``time.monotonic()`` value). A thread stuck in a slow observer is left behind (daemon)."""
         if not self._closed:
             self._closed = True
-            try:
-                self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Full:
-                return False
+            self._queue.close()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
@@ -120,23 +115,22 @@ class ObserverDispatcher:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    return
-                if isinstance(item, TaskEvent):
-                    self._deliver(item)
-                elif isinstance(item, EventBatch):
-                    for event in item:
-                        self._deliver(event)
-                elif isinstance(item, HookCall):
-                    self._call(item.kwargs)
-                else:
-                    item()
-            except Exception:  # noqa: BLE001 - a follow-up call's failure must not end the dispatcher
-                log.exception("%s dispatcher %s: a queued call failed", self.hook_name, self.plugin_name)
-            finally:
-                self._queue.task_done()
+            items = self._queue.take()
+            if not items:
+                return  # closed, and everything queued was delivered
+            for item in items:
+                try:
+                    if isinstance(item, TaskEvent):
+                        self._deliver(item)
+                    elif isinstance(item, EventBatch):
+                        for event in item:
+                            self._deliver(event)
+                    elif isinstance(item, HookCall):
+                        self._call(item.kwargs)
+                    else:
+                        item()
+                except Exception:  # noqa: BLE001 - a follow-up call's failure must not end the dispatcher
+                    log.exception("%s dispatcher %s: a queued call failed", self.hook_name, self.plugin_name)
 
     def _deliver(self, event: TaskEvent) -> None:
         try:

@@ -10,12 +10,14 @@ from typing import TextIO
 from loguru import logger
 
 from ..config import MonitorConfig
+from .deferred_stream import DeferredStream
 from .formats import json_format, text_format
 from .intercept import route_standard_logging
 
 ROLES = ("serve", "scheduler", "node", "inference", "batch")
 LEVEL_NUMBERS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_streams: list[DeferredStream] = []
 
 
 def log_file_path(log_dir: str, role: str, instance: str | None = None) -> Path:
@@ -39,9 +41,12 @@ def setup_logging(
         raise ValueError(f"unknown process role {role!r}; expected one of {', '.join(ROLES)}")
     formatter = json_format if config.log_format == "json" else text_format
     logger.remove()
+    _close_streams()
     logger.configure(extra={"role": role})
+    deferred = DeferredStream(stream or sys.stderr)  # the task path's lines are written in batches
+    _streams.append(deferred)
     logger.add(
-        stream or sys.stderr,
+        deferred,
         level=config.log_level,
         format=formatter,
         diagnose=config.log_diagnose,
@@ -71,3 +76,9 @@ def shutdown_logging() -> None:
     """Flush what the file sink still holds (``enqueue``) and close it; call once, at exit."""
     logger.complete()
     logger.remove()
+    _close_streams()
+
+
+def _close_streams() -> None:
+    while _streams:
+        _streams.pop().close()

@@ -80,6 +80,12 @@ class MonitorConfig:
         "the monitor's main cost.",
         choices=LOG_LEVELS,
     )
+    task_lines_per_s: int = setting(
+        100,
+        "Routine per-task lines (accepted, started, completed: in the task path and on nodes) a process writes "
+        "a second at most; past it the rest of that second's are counted and summarized in one line. "
+        "Failures, retries, re-queues and cancellations are always written. `0` writes every line.",
+    )
     log_dir: str | None = setting(
         None,
         "Directory of log files, one file per process (`serve.log`, `scheduler.log`, `node-<id>.log`, ...); "
@@ -131,7 +137,13 @@ class MonitorConfig:
 
 
 _POSITIVE = ("window_s", "evaluation_interval_s", "repeat_interval_s", "webhook_timeout_s", "alertmanager_timeout_s")
-_NON_NEGATIVE = ("window_min_tasks", "webhook_retries", "webhook_backoff_s", "alertmanager_resend_s")
+_NON_NEGATIVE = (
+    "task_lines_per_s",
+    "window_min_tasks",
+    "webhook_retries",
+    "webhook_backoff_s",
+    "alertmanager_resend_s",
+)
 _COMPRESSIONS = ("gz", "bz2", "xz", "lzma", "tar", "tar.gz", "tar.bz2", "tar.xz", "zip")
 
 

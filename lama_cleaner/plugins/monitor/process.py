@@ -64,10 +64,10 @@ class MonitorProcess:
         instance = str(os.getpid()) if role in INSTANCE_ROLES else None
         if self._saved_logging is None:
             self._saved_logging = (list(logging.root.handlers), logging.root.level)
-        setup_logging(role, cfg, instance=instance)
+        budget = setup_logging(role, cfg, instance=instance)
         self.logging_on = True
         # Straight to loguru: the path is the monitor's busiest writer (three lines a task in the scheduler).
-        lines = LoguruLines(min_level=LEVEL_NUMBERS[cfg.log_level])
+        lines = LoguruLines(min_level=LEVEL_NUMBERS[cfg.log_level], budget=budget)
         self.task_path = TaskPathLogger(lines, level=LEVEL_NUMBERS[cfg.task_path_level])
         log.debug("monitor: logging set up for role %s", role)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from loguru import logger
 
+from .line_budget import LineBudget
+
 _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -25,8 +27,10 @@ class InterceptHandler(logging.Handler):
     (a Werkzeug line per request, a node's line per task), so it builds no logger and no closure per line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, budget: LineBudget | None = None) -> None:
         super().__init__()
+        self.budget = budget
+        """Routine per-task lines (below WARNING, with a ``task_id``) spend it; see ``line_budget.py``."""
         self._levels: dict[str, str | int] = {}
         self._emitting = threading.local()
         self._routed = logger.patch(self._origin)
@@ -52,6 +56,10 @@ class InterceptHandler(logging.Handler):
             loguru_record["extra"].update({key: fields[key] for key in own})
 
     def emit(self, record: logging.LogRecord) -> None:
+        budget = self.budget
+        if budget is not None and record.levelno < logging.WARNING and "task_id" in record.__dict__:
+            if not budget.allow():
+                return  # counted in the budget's summary line
         routed = self._routed
         if record.exc_info and record.exc_info[0] is not None:
             routed = routed.opt(exception=record.exc_info)
@@ -64,14 +72,14 @@ class InterceptHandler(logging.Handler):
             emitting.record = outer
 
 
-def route_standard_logging(level: int) -> None:
+def route_standard_logging(level: int, budget: LineBudget | None = None) -> None:
     """Make the intercept handler the only handler, everywhere.
 
     The root level is the configured one, so a disabled ``log.debug(...)`` costs what it costs without
     loguru (nothing is formatted). Loggers that had handlers of their own lose them and propagate, so
     every line ends up in one place, in one format; Python warnings are logged too.
     """
-    logging.basicConfig(handlers=[InterceptHandler()], level=level, force=True)
+    logging.basicConfig(handlers=[InterceptHandler(budget)], level=level, force=True)
     for existing in list(logging.root.manager.loggerDict.values()):
         if isinstance(existing, logging.Logger) and existing.handlers:
             existing.handlers.clear()

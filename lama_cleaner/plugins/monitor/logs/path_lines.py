@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from .deferred_stream import DEFER
+from .line_budget import LineBudget
 
 TASK_LOGGER = "lama_cleaner.tasks"
 
@@ -23,8 +24,10 @@ TASK_LOGGER = "lama_cleaner.tasks"
 class PathLines(Protocol):
     """A destination for task-path lines."""
 
-    def enabled(self, level: int) -> bool:
-        """Whether a line at ``level`` (a ``logging`` level number) would be written: skip building it if not."""
+    def enabled(self, level: int, routine: bool = True) -> bool:
+        """Whether a line at ``level`` (a ``logging`` level number) is to be written: skip building it if not.
+        A ``routine`` line (accepted, started, completed) may be left out under a flood (``line_budget.py``);
+        a yes is a promise to write it."""
 
     def write(self, level: int, message: str, context: dict[str, Any]) -> None:
         """Write ``message`` (already formatted) with the task ``context`` (``task_id``, ``queue``, ...)."""
@@ -36,7 +39,7 @@ class StandardLines:
     def __init__(self, target: logging.Logger | None = None) -> None:
         self.target = target or logging.getLogger(TASK_LOGGER)
 
-    def enabled(self, level: int) -> bool:
+    def enabled(self, level: int, routine: bool = True) -> bool:
         return self.target.isEnabledFor(level)
 
     def write(self, level: int, message: str, context: dict[str, Any]) -> None:
@@ -47,12 +50,14 @@ class LoguruLines:
     """Lines straight to loguru, named ``lama_cleaner.tasks`` like the standard-library ones, the context in
     the record's ``extra`` (where the monitor's formats read it).
 
-    ``min_level`` is the process's configured level: below it a line is not even formatted.
+    ``min_level`` is the process's configured level: below it a line is not even formatted. ``budget`` (the
+    process's, shared with the standard-library bridge) limits routine lines below WARNING.
     """
 
-    def __init__(self, min_level: int, name: str = TASK_LOGGER) -> None:
+    def __init__(self, min_level: int, name: str = TASK_LOGGER, budget: LineBudget | None = None) -> None:
         self.min_level = min_level
         self.name = name
+        self.budget = budget
         self._logger = logger.patch(self._name_record)
         self._levels: dict[int, str | int] = {}
 
@@ -70,8 +75,10 @@ class LoguruLines:
             self._levels[level] = name
         return name
 
-    def enabled(self, level: int) -> bool:
-        return level >= self.min_level
+    def enabled(self, level: int, routine: bool = True) -> bool:
+        if level < self.min_level:
+            return False
+        return not routine or level >= logging.WARNING or self.budget is None or self.budget.allow()
 
     def write(self, level: int, message: str, context: dict[str, Any]) -> None:
         # No format arguments: loguru then leaves the message as it is (braces in an error stay braces).

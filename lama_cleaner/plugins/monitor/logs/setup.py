@@ -13,11 +13,14 @@ from ..config import MonitorConfig
 from .deferred_stream import DeferredStream
 from .formats import json_format, text_format
 from .intercept import route_standard_logging
+from .line_budget import LineBudget
+from .path_lines import TASK_LOGGER
 
 ROLES = ("serve", "scheduler", "node", "inference", "batch")
 LEVEL_NUMBERS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _streams: list[DeferredStream] = []
+_budgets: list[LineBudget] = []
 
 
 def log_file_path(log_dir: str, role: str, instance: str | None = None) -> Path:
@@ -31,17 +34,20 @@ def log_file_path(log_dir: str, role: str, instance: str | None = None) -> Path:
 
 def setup_logging(
     role: str, config: MonitorConfig, *, instance: str | None = None, stream: TextIO | None = None
-) -> None:
+) -> LineBudget | None:
     """Replace every loguru and standard-library handler of this process with the configured ones.
 
     Call once per process, after any fork (a forked child calls it again with its own role). ``stream`` is
-    standard error unless given. Tracebacks show variable values only with ``log_diagnose``.
+    standard error unless given. Tracebacks show variable values only with ``log_diagnose``. Returns the
+    process's budget of routine per-task lines (``None``: unlimited), for the task path to share.
     """
     if role not in ROLES:
         raise ValueError(f"unknown process role {role!r}; expected one of {', '.join(ROLES)}")
     formatter = json_format if config.log_format == "json" else text_format
     logger.remove()
     _close_streams()
+    while _budgets:
+        _budgets.pop().close()
     logger.configure(extra={"role": role})
     deferred = DeferredStream(stream or sys.stderr)  # the task path's lines are written in batches
     _streams.append(deferred)
@@ -69,11 +75,31 @@ def setup_logging(
             enqueue=True,  # file writes and rotation happen on loguru's thread, not on a request's
             encoding="utf-8",
         )
-    route_standard_logging(LEVEL_NUMBERS[config.log_level])
+    budget = None
+    if config.task_lines_per_s > 0:
+        budget = LineBudget(config.task_lines_per_s, _summary_writer(config.task_lines_per_s))
+        _budgets.append(budget)
+    route_standard_logging(LEVEL_NUMBERS[config.log_level], budget)
+    return budget
+
+
+def _summary_writer(lines_per_s: int):  # noqa: ANN202 - a closure over the limit
+    named = logger.patch(lambda record: record.update(name=TASK_LOGGER))
+
+    def summarize(left_out: int, span_s: float) -> None:
+        named.info(
+            f"{left_out} routine task lines (accepted, started, completed) left out over the last {span_s:.1f} s: "
+            f"more than {lines_per_s} a second (monitor.task_lines_per_s); failures, retries, re-queues and "
+            "cancellations are always written"
+        )
+
+    return summarize
 
 
 def shutdown_logging() -> None:
     """Flush what the file sink still holds (``enqueue``) and close it; call once, at exit."""
+    while _budgets:
+        _budgets.pop().close()  # its last summary, while the sinks are still there
     logger.complete()
     logger.remove()
     _close_streams()

@@ -4,7 +4,9 @@ Accepted, started on a node (with the queue wait), retried, re-queued, completed
 failed (with the error), cancelled: one line each, named ``lama_cleaner.tasks``, every line carrying the
 task's id, queue, node and attempt. Progress events only update what is remembered about the task. Where
 the lines go is a :class:`~.path_lines.PathLines`: loguru directly once the monitor set it up, else the
-standard library. A line below the destination's level is not even formatted.
+standard library. A line below the destination's level is not even formatted, nor is a routine one
+(accepted, first start, completed) that a flood of tasks would push past the process's line budget
+(``line_budget.py``); re-queues, retries, cancellations and failures are always written.
 
 The observer runs wherever task events are seen (the web server, the scheduler's process). It remembers
 the tasks in flight only, and at most ``max_tracked`` of them (the oldest are forgotten first), so a flood
@@ -96,7 +98,7 @@ class TaskPathLogger:
                 )
             return
         if seen.started_at is not None:  # it ran, and is back in its queue
-            if self.lines.enabled(self.level):
+            if self.lines.enabled(self.level, routine=False):
                 reason = f": {event.error}" if event.error else ""
                 self.lines.write(
                     self.level,
@@ -114,7 +116,7 @@ class TaskPathLogger:
             return  # a progress report of the attempt already logged
         retried = seen.attempt > 0
         seen.attempt, seen.started_at, seen.node = attempt, event.at, event.node
-        if not self.lines.enabled(self.level):
+        if not self.lines.enabled(self.level, routine=not retried):
             return
         waited = event.at - seen.accepted_at
         if retried:
@@ -126,7 +128,7 @@ class TaskPathLogger:
 
     def _finished(self, event: TaskEventLike, seen: _InFlight | None) -> None:
         level = logging.WARNING if event.status == "failed" else self.level
-        if not self.lines.enabled(level):
+        if not self.lines.enabled(level, routine=event.status == "completed"):
             return
         node = event.node or (seen.node if seen else None)
         attempt = event.attempts or (seen.attempt if seen else 0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pluggy
@@ -42,13 +42,29 @@ DROP_LOG_INTERVAL_S = 10.0
 CLOSE_TIMEOUT_S = 5.0
 
 
-class EventBatch(tuple):
+class EventBatch:
     """Events handed to an observer in one queue operation, delivered one by one, in order.
 
     A scheduler round can finish hundreds of tasks at once; a queue hand-off (a lock, a condition, a wake-up
-    of the observer's thread and a GIL hand-over) per event cost more than most observers themselves."""
+    of the observer's thread and a GIL hand-over) per event cost more than most observers themselves. A batch
+    may hold the events as dicts of :class:`TaskEvent` fields (what the scheduler has): they become
+    ``TaskEvent`` objects on the first observer's thread, not on the scheduler's loop. Two observers building
+    them at once build equal lists; either is kept."""
 
-    __slots__ = ()
+    __slots__ = ("_fields", "_events")
+
+    def __init__(self, events: list[TaskEvent] | None = None, *, fields: list[dict[str, Any]] | None = None) -> None:
+        self._events = events
+        self._fields = fields
+
+    def __len__(self) -> int:
+        return len(self._events if self._events is not None else self._fields or ())
+
+    def __iter__(self) -> Iterator[TaskEvent]:
+        events = self._events
+        if events is None:
+            events = self._events = [TaskEvent(**f) for f in self._fields or ()]
+        return iter(events)
 
 
 class HookCall:
@@ -173,13 +189,17 @@ class EventSink:
 
     def emit_many(self, events: list[TaskEvent]) -> None:
         """Queue ``events`` (in order) for every observer with one hand-off each: what a caller that produces
-        events in rounds (the scheduler) uses. Same guarantees as :meth:`emit`."""
-        if not events:
-            return
-        if len(events) == 1:
-            self.emit(events[0])
-            return
-        batch = EventBatch(events)
+        events in rounds uses. Same guarantees as :meth:`emit`."""
+        if events:
+            self._put_batch(EventBatch(events))
+
+    def emit_fields(self, fields: list[dict[str, Any]]) -> None:
+        """Like :meth:`emit_many` with each event as a dict of :class:`TaskEvent` fields, made into events on
+        the observers' threads: the scheduler's loop thread only hands the round's list over."""
+        if fields:
+            self._put_batch(EventBatch(fields=fields))
+
+    def _put_batch(self, batch: EventBatch) -> None:
         for dispatcher in self._observers():
             dispatcher.put(batch)
 

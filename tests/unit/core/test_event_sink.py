@@ -194,3 +194,15 @@ def test_a_dropped_round_counts_each_of_its_events():
     gated.gate.set()
     assert sink.close(10)
     assert gated.seen == ["first", "queued"]
+
+
+def test_events_given_as_fields_become_task_events_on_the_observers_threads():
+    recorder, other = Recorder(), Recorder()
+    sink, _ = _sink(recorder, other)
+    fields = [{"task_id": f"f{i}", "status": "queued", "queue": "cpu", "attempts": 0} for i in range(20)]
+    sink.emit_fields(fields)
+    sink.emit_fields([])  # nothing to hand over
+    assert sink.flush(10)
+    assert recorder.seen == other.seen == [f"f{i}" for i in range(20)]
+    assert threading.current_thread().name not in recorder.threads | other.threads
+    sink.close()

@@ -250,7 +250,7 @@ class EventPublisher:
         if self.watchers and self.control is not None:
             self._send_events(self.control, events)
         if self.events is not None and self.emit_task_events and self.events.has_observers("task_event"):
-            self.events.emit_many([TaskEvent(**event) for event in events])  # the task_event hook, off this thread
+            self.events.emit_fields(events)  # the task_event hook, off this thread (events built there too)
         if self.on_event is not None:
             for event in events:
                 try:

@@ -76,3 +76,26 @@ def test_history_refuses_points_closer_than_the_step() -> None:
     assert history.add({"time": 0.0})
     assert not history.add({"time": 4.9})
     assert history.add({"time": 5.0})
+
+
+def test_the_window_keeps_the_newest_samples_up_to_its_cap_and_memory_stays_bounded(monkeypatch) -> None:
+    from lama_cleaner.plugins.monitor.metrics import task_tally
+
+    monkeypatch.setattr(task_tally, "WINDOW_CAP", 10)
+    tally = TaskTally([1.0], window_s=1e9)
+    for i in range(1, 36):  # run times 1..35, finishing in that order
+        tally.observe(_run(i, at=float(i)))
+        assert tally._groups[None].count <= 20  # noqa: SLF001 - never more than twice the cap between reads
+    (overall, gpu) = tally.window(now=100.0, min_tasks=1)
+    assert overall.count == gpu.count == 10
+    assert (gpu.run_p50_s, gpu.run_p95_s) == (30.0, 35.0), "the newest ten: 26..35"
+
+
+def test_a_queue_whose_samples_all_left_the_window_leaves_the_figures() -> None:
+    tally = TaskTally([1.0], window_s=60.0)
+    tally.observe(_run(1, queue="cpu", at=900.0))
+    tally.observe(_run(2, queue="gpu", at=990.0))
+    assert [f.queue for f in tally.window(now=950.0, min_tasks=1)] == [None, "cpu", "gpu"]
+    assert [f.queue for f in tally.window(now=1000.0, min_tasks=1)] == [None, "gpu"]
+    (overall,) = tally.window(now=2000.0, min_tasks=1)
+    assert overall.count == 0 and overall.run_p50_s is None

@@ -13,7 +13,7 @@ being silently lost.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +24,8 @@ from .snapshot import FINISHED_STATUSES, TaskSampleLike
 FinishedKey = tuple[str, str, str, str]  # queue, kind, model, status
 
 WINDOW_CAP = 10_000
-"""Samples the percentile window holds at most, whatever ``window_s`` says (bounded memory)."""
+"""Samples the percentile window is computed from at most, whatever ``window_s`` says (the newest); memory
+holds at most twice that between two reads."""
 
 FAILURES_KEPT = 20
 """Recent failures kept for the dashboard."""
@@ -56,7 +57,6 @@ class TaskTally:
         self.run = HistogramSet(buckets)
         self.samples_missed = 0
         self.failures: deque[TaskSampleLike] = deque(maxlen=FAILURES_KEPT)
-        self._window: deque[TaskSampleLike] = deque()  # oldest first; at most WINDOW_CAP
         self._groups: dict[str | None, _Group] = {}  # None: every queue
         self._previous_ids: frozenset[str] = frozenset()
         self._finished_baseline: int | None = None
@@ -102,91 +102,113 @@ class TaskTally:
     def window(self, now: float, min_tasks: int) -> list[WindowFigures]:
         """Figures over the window ending at ``now``: one entry for all queues, then one per queue.
 
-        Read on every scrape and alert evaluation. The groups are kept up to date as samples come and go
-        (counts, and sorted lists kept sorted with ``insort``), so a read costs a few lookups however full the
-        window is: recomputing them from up to :data:`WINDOW_CAP` samples cost ~8 ms a read."""
+        Read on every scrape and alert evaluation. Each group keeps its counts and its wait and run times as
+        they arrive (appends), and the samples that left the window are cut off in one slice per list, so a
+        read is a C-speed sort of plain floats per figure: computing the figures from the samples themselves
+        (attribute reads and generator passes over up to :data:`WINDOW_CAP` of them) cost ~8 ms a read."""
         cutoff = now - self.window_s
-        while self._window and self._window[0].finished_at < cutoff:
-            self._forget(self._window.popleft())
-        groups = self._groups
-        figures = [groups[None].figures(None, min_tasks) if None in groups else _Group().figures(None, min_tasks)]
-        figures.extend(groups[q].figures(q, min_tasks) for q in sorted(q for q in groups if q is not None))
+        for group in self._groups.values():
+            group.expire(cutoff)
+        self._cap(WINDOW_CAP)
+        figures = [self._groups[None].figures(None, min_tasks) if None in self._groups else _EMPTY(min_tasks)]
+        for queue in sorted(q for q in self._groups if q is not None):
+            group = self._groups[queue]
+            if group.count:
+                figures.append(group.figures(queue, min_tasks))
+            else:
+                del self._groups[queue]  # a queue with nothing in the window leaves the figures
         return figures
 
+    def _cap(self, limit: int) -> None:
+        """Keep at most ``limit`` samples: the newest (cut at a finish time, so every group loses the same)."""
+        everything = self._groups.get(None)
+        if everything is not None and everything.count > limit:
+            cutoff = everything.finished_at(everything.count - limit - 1)
+            for group in self._groups.values():
+                group.expire(cutoff, inclusive=True)
+
     def _remember(self, sample: TaskSampleLike) -> None:
-        if len(self._window) >= WINDOW_CAP:
-            self._forget(self._window.popleft())
-        self._window.append(sample)
+        everything = self._groups.get(None)
+        if everything is not None and everything.count >= 2 * WINDOW_CAP:
+            self._cap(WINDOW_CAP)  # bounded memory without a read; trimmed in bulk, not a sample at a time
         for key in (None, sample.queue):
             group = self._groups.get(key)
             if group is None:
                 group = self._groups[key] = _Group()
             group.add(sample)
 
-    def _forget(self, sample: TaskSampleLike) -> None:
-        for key in (None, sample.queue):
-            group = self._groups.get(key)
-            if group is not None and group.remove(sample) == 0 and key is not None:
-                del self._groups[key]  # a queue with nothing in the window leaves the figures
-
 
 class _Group:
-    """The window's figures for one group of samples (all queues, or one), kept as samples come and go."""
+    """One group's samples in the window (all queues, or one), as parallel lists in arrival order.
 
-    __slots__ = ("count", "completed", "failed", "cancelled", "waits", "runs")
+    ``_at`` holds each sample's finish time and status; ``_waits``/``_runs`` the values with their finish time,
+    so expiring is a bisect and a slice. Samples arrive in finish order (the tally sorts each batch), which
+    is what makes the bisect valid; one that arrives out of order is at worst kept a little longer."""
+
+    __slots__ = ("_at", "_statuses", "_waits", "_wait_at", "_runs", "_run_at")
 
     def __init__(self) -> None:
-        self.count = self.completed = self.failed = self.cancelled = 0
-        self.waits: list[float] = []  # sorted
-        self.runs: list[float] = []  # sorted; completed tasks only: a failure's run time is not the work's
+        self._at: list[float] = []
+        self._statuses: list[str] = []
+        self._waits: list[float] = []
+        self._wait_at: list[float] = []
+        self._runs: list[float] = []  # completed tasks only: a failure's run time is not the work's
+        self._run_at: list[float] = []
+
+    @property
+    def count(self) -> int:
+        return len(self._at)
+
+    def finished_at(self, index: int) -> float:
+        return self._at[index]
 
     def add(self, sample: TaskSampleLike) -> None:
-        self.count += 1
-        self._tally(sample.status, 1)
+        at = sample.finished_at
+        self._at.append(at)
+        self._statuses.append(sample.status)
         if sample.wait_s is not None:
-            insort(self.waits, sample.wait_s)
+            self._waits.append(sample.wait_s)
+            self._wait_at.append(at)
         if sample.status == "completed" and sample.run_s is not None:
-            insort(self.runs, sample.run_s)
+            self._runs.append(sample.run_s)
+            self._run_at.append(at)
 
-    def remove(self, sample: TaskSampleLike) -> int:
-        """Take ``sample`` out (it was added); returns how many samples are left."""
-        self.count -= 1
-        self._tally(sample.status, -1)
-        if sample.wait_s is not None:
-            _discard(self.waits, sample.wait_s)
-        if sample.status == "completed" and sample.run_s is not None:
-            _discard(self.runs, sample.run_s)
-        return self.count
-
-    def _tally(self, status: str, step: int) -> None:
-        if status == "completed":
-            self.completed += step
-        elif status == "failed":
-            self.failed += step
-        elif status == "cancelled":
-            self.cancelled += step
+    def expire(self, cutoff: float, *, inclusive: bool = False) -> None:
+        """Drop the samples that finished before ``cutoff`` (``inclusive``: at it too)."""
+        cut = bisect_right if inclusive else bisect_left
+        n = cut(self._at, cutoff)
+        if n:
+            del self._at[:n], self._statuses[:n]
+        n = cut(self._wait_at, cutoff)
+        if n:
+            del self._waits[:n], self._wait_at[:n]
+        n = cut(self._run_at, cutoff)
+        if n:
+            del self._runs[:n], self._run_at[:n]
 
     def figures(self, queue: str | None, min_tasks: int) -> WindowFigures:
-        enough = self.count >= max(1, min_tasks)
-        judged = self.completed + self.failed  # a cancellation says nothing about whether the work succeeds
+        statuses = self._statuses
+        completed, failed, cancelled = (statuses.count(s) for s in ("completed", "failed", "cancelled"))
+        enough = len(statuses) >= max(1, min_tasks)
+        judged = completed + failed  # a cancellation says nothing about whether the work succeeds
+        waits = sorted(self._waits) if enough else []
+        runs = sorted(self._runs) if enough else []
         return WindowFigures(
             queue=queue,
-            count=self.count,
-            completed=self.completed,
-            failed=self.failed,
-            cancelled=self.cancelled,
-            failure_ratio=(self.failed / judged) if enough and judged else None,
-            wait_p50_s=percentile(self.waits, 0.5) if enough else None,
-            wait_p95_s=percentile(self.waits, 0.95) if enough else None,
-            run_p50_s=percentile(self.runs, 0.5) if enough else None,
-            run_p95_s=percentile(self.runs, 0.95) if enough else None,
+            count=len(statuses),
+            completed=completed,
+            failed=failed,
+            cancelled=cancelled,
+            failure_ratio=(failed / judged) if enough and judged else None,
+            wait_p50_s=percentile(waits, 0.5) if enough else None,
+            wait_p95_s=percentile(waits, 0.95) if enough else None,
+            run_p50_s=percentile(runs, 0.5) if enough else None,
+            run_p95_s=percentile(runs, 0.95) if enough else None,
         )
 
 
-def _discard(ordered: list[float], value: float) -> None:
-    index = bisect_left(ordered, value)
-    if index < len(ordered) and ordered[index] == value:
-        del ordered[index]
+def _EMPTY(min_tasks: int) -> WindowFigures:  # noqa: N802 - reads as a constant at the call site
+    return _Group().figures(None, min_tasks)
 
 
 def percentile(ordered: Sequence[float], q: float) -> float | None:

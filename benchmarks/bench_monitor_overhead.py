@@ -100,7 +100,7 @@ class Dispatch:
     """A standalone scheduler, two nodes and a SchedulerClient; ``monitor`` adds the plugin to every process."""
 
     def __init__(
-        self, group: ProcessGroup, work: Path, mode: str, monitor: bool, timeout_s: float, logs: dict[str, str]
+        self, group: ProcessGroup, work: Path, mode: str, monitor: bool, timeout_s: float, logs: dict[str, Any]
     ) -> None:
         from lama_cleaner.config import Config
         from lama_cleaner.plugins.distributed.producer.client import SchedulerClient
@@ -207,7 +207,7 @@ def measure_dispatch(
     rounds: int,
     warmup: int,
     timeout_s: float,
-    logs: dict[str, str],
+    logs: dict[str, Any],
     log: Callable,
     same: bool = False,
 ) -> dict:
@@ -309,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
         "--task-path-level", default="INFO", help="monitor.task_path_level of the monitored deployment (default: INFO)"
     )
     parser.add_argument(
+        "--task-lines-per-s",
+        type=int,
+        default=None,
+        help="monitor.task_lines_per_s of the monitored deployment (default: the setting's default; 0: every line)",
+    )
+    parser.add_argument(
         "--same",
         action="store_true",
         help="calibration: the 'on' deployments run without the monitor too, so the tables show the noise floor",
@@ -330,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         "requests_per_round": per_round,
         "log_level": args.log_level,
         "task_path_level": args.task_path_level,
+        "task_lines_per_s": args.task_lines_per_s,
         "same": args.same,
     }
     out: dict[str, Any] = {"settings": settings}
@@ -339,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp or scratch)
         if "dispatch" in only:
             warmup = max(50, tasks // 4)
-            logs = {"log_level": args.log_level, "task_path_level": args.task_path_level}
+            logs: dict[str, Any] = {"log_level": args.log_level, "task_path_level": args.task_path_level}
+            if args.task_lines_per_s is not None:
+                logs["task_lines_per_s"] = args.task_lines_per_s
             dispatch = measure_dispatch(work / "dispatch", tasks, rounds, warmup, args.timeout, logs, log, args.same)
             out["dispatch"] = dispatch
             print(format_table(dispatch["rows"], title="dispatch throughput, no-op tasks, 2 nodes (tasks/s)"))

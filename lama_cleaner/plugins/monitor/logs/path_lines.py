@@ -1,8 +1,7 @@
 """Where the task path's lines go: the standard library's ``logging``, or loguru directly.
 
 The task path writes three lines or more per task in the scheduler's process, where each microsecond is
-taken from dispatch; its INFO lines are marked deferrable, so standard error gets them in batches. Through
-the standard library and the loguru bridge a line costs about twice what a
+taken from dispatch. Through the standard library and the loguru bridge a line costs about twice what a
 direct loguru call does (a ``LogRecord``, the bridge's copy of it, then loguru's own record), so once the
 monitor has set up loguru in a process the path writes to loguru itself. Before that (and in tests that
 read ``caplog``), it writes to the standard-library logger ``lama_cleaner.tasks``.
@@ -15,7 +14,6 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from .deferred_stream import DEFER
 from .line_budget import LineBudget
 
 TASK_LOGGER = "lama_cleaner.tasks"
@@ -82,5 +80,4 @@ class LoguruLines:
 
     def write(self, level: int, message: str, context: dict[str, Any]) -> None:
         # No format arguments: loguru then leaves the message as it is (braces in an error stay braces).
-        # Below WARNING the line may reach standard error with the next batch (``deferred_stream.py``).
-        self._logger.bind(**context, **{DEFER: level < logging.WARNING}).log(self._level(level), message)
+        self._logger.bind(**context).log(self._level(level), message)

@@ -10,7 +10,6 @@ from typing import TextIO
 from loguru import logger
 
 from ..config import MonitorConfig
-from .deferred_stream import DeferredStream
 from .formats import json_format, text_format
 from .intercept import route_standard_logging
 from .line_budget import LineBudget
@@ -19,7 +18,6 @@ from .path_lines import TASK_LOGGER
 ROLES = ("serve", "scheduler", "node", "inference", "batch")
 LEVEL_NUMBERS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_streams: list[DeferredStream] = []
 _budgets: list[LineBudget] = []
 
 
@@ -45,14 +43,11 @@ def setup_logging(
         raise ValueError(f"unknown process role {role!r}; expected one of {', '.join(ROLES)}")
     formatter = json_format if config.log_format == "json" else text_format
     logger.remove()
-    _close_streams()
     while _budgets:
         _budgets.pop().close()
     logger.configure(extra={"role": role})
-    deferred = DeferredStream(stream or sys.stderr)  # the task path's lines are written in batches
-    _streams.append(deferred)
     logger.add(
-        deferred,
+        stream or sys.stderr,
         level=config.log_level,
         format=formatter,
         diagnose=config.log_diagnose,
@@ -102,9 +97,3 @@ def shutdown_logging() -> None:
         _budgets.pop().close()  # its last summary, while the sinks are still there
     logger.complete()
     logger.remove()
-    _close_streams()
-
-
-def _close_streams() -> None:
-    while _streams:
-        _streams.pop().close()

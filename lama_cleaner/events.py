@@ -9,8 +9,9 @@ observer is a plugin implementing ``task_event``.
 
 ``emit`` is called on the I/O path: the request thread in classic mode, the producer's ZeroMQ thread
 in distributed mode. Observer code never runs there. Each ``task_event`` implementation has its own
-dispatcher: a thread fed by a bounded queue (``observer_queue.py``: under load it takes events in batches, at
-most a few milliseconds late, instead of being woken for each), so that
+dispatcher: a thread fed by a bounded queue (``observer_queue.py``; an observer marked with :func:`may_lag`
+takes events in batches under load, at most a few milliseconds late, instead of being woken for each), so
+that
 
 - a slow observer delays no reply and no other observer (each sees its events in order);
 - a raising observer is logged with its plugin's name and the task id, and keeps receiving events;
@@ -29,7 +30,7 @@ from typing import Any
 
 import pluggy
 
-from .observer_queue import ObserverQueue
+from .observer_queue import LINGER_S, ObserverQueue
 from .tasks import TaskEvent
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,19 @@ class EventBatch:
         return iter(events)
 
 
+MAY_LAG = "lama_cleaner_may_lag"
+"""Attribute of a hook implementation's function: its events may come a few milliseconds late, in batches."""
+
+
+def may_lag(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a ``task_event`` implementation whose events may arrive up to ``observer_queue.LINGER_S`` late, in
+    batches (logs, metrics): under load its thread is then not woken for every scheduler round. Observers that
+    act on events at once (the Socket.IO notifier: a subscriber must see what follows its subscription, not
+    what came before it) are left unmarked and are woken per event, as before."""
+    setattr(function, MAY_LAG, True)
+    return function
+
+
 class HookCall:
     """The arguments of one call of an observing hook other than ``task_event`` (see ``EventSink.notify``)."""
 
@@ -84,7 +98,8 @@ class ObserverDispatcher:
         self.plugin_name = impl.plugin_name
         self.hook_name = hook_name
         self.dropped = 0
-        self._queue = ObserverQueue(maxsize)
+        lags = bool(getattr(impl.function, MAY_LAG, False))
+        self._queue = ObserverQueue(maxsize, linger_s=LINGER_S if lags else 0.0)
         self._last_drop_log = float("-inf")
         self._closed = False
         self._takes_event = "event" in impl.argnames

@@ -26,7 +26,8 @@ notice), for at most 100 wake-ups a second whatever the event rate."""
 
 
 class ObserverQueue:
-    """Bounded (``maxsize`` items; a batch of events is one item), never blocks the producer."""
+    """Bounded (``maxsize`` items; a batch of events is one item), never blocks the producer. ``linger_s = 0``:
+    a plain queue that wakes its consumer for every item (what an observer that must not lag gets)."""
 
     def __init__(self, maxsize: int, linger_s: float = LINGER_S) -> None:
         self.maxsize = maxsize
@@ -45,7 +46,7 @@ class ObserverQueue:
         if len(self._items) >= self.maxsize:
             return False
         self._items.append(item)
-        if urgent or self._sleeping:
+        if urgent or self._sleeping or self.linger_s <= 0:
             with self._cond:
                 self._cond.notify()
         return True
@@ -65,7 +66,7 @@ class ObserverQueue:
                     return self._drain()
                 if self._closed:
                     return []
-                if found_nothing:  # a whole linger without items: sleep until a put wakes us
+                if found_nothing or self.linger_s <= 0:  # a whole linger without items: sleep until a put wakes us
                     self._sleeping = True
                     if not self._items and not self._closed:
                         self._cond.wait()

@@ -24,6 +24,7 @@ import argparse
 import functools
 from typing import Any
 
+from ...events import may_lag
 from ..hookspecs import hookimpl
 
 optional_hookimpl = functools.partial(hookimpl, optionalhook=True)
@@ -124,6 +125,7 @@ def shutdown() -> None:  # the same in every role; takes no argument, so any cal
 
 
 @hookimpl
+@may_lag  # logs and counts: a few milliseconds late, in batches, is fine (``lama_cleaner/events.py``)
 def task_event(event: Any) -> None:
     _process().observe(event)
 

@@ -11,6 +11,7 @@ import requests
 
 from tests.support.example_package import install_example_plugin
 from tests.support.server_process import REPO_ROOT, server_env
+from tests.support.waiting import wait_for
 
 from .media_helpers import decode, image_array, image_bytes, mask_array, mask_bytes, post_inpaint
 
@@ -40,8 +41,12 @@ def test_plugin_route_option_and_model(plugin_server):
     assert np.array_equal(result[masked], 255 - source[masked]), "the plugin model inverts masked pixels"
     assert np.array_equal(result[~masked], source[~masked])
 
-    events = requests.get(base + "/hello-plugin/events", timeout=30).json()
-    assert events.get("completed", 0) >= 1, events
+    # Observers run on their own thread: the count follows the reply, it does not come with it.
+    wait_for(
+        lambda: requests.get(base + "/hello-plugin/events", timeout=30).json().get("completed", 0) >= 1,
+        30,
+        "the plugin's task_event observer to count the completed task",
+    )
 
 
 def test_plugin_command_is_found_through_the_entry_point(plugin_site):

@@ -206,3 +206,20 @@ def test_events_given_as_fields_become_task_events_on_the_observers_threads():
     assert recorder.seen == other.seen == [f"f{i}" for i in range(20)]
     assert threading.current_thread().name not in recorder.threads | other.threads
     sink.close()
+
+
+def test_only_observers_marked_may_lag_get_a_lingering_queue():
+    from lama_cleaner.events import may_lag
+
+    class Lagging:
+        @hookspecs.hookimpl
+        @may_lag
+        def task_event(self, event):
+            pass
+
+    recorder, lagging = Recorder(), Lagging()
+    sink, _ = _sink(recorder, lagging)
+    sink.emit(_event("a"))
+    lingers = {d.plugin_name: d._queue.linger_s for d in sink._observers()}  # noqa: SLF001
+    assert lingers["recorder-0"] == 0.0 and lingers["lagging-1"] > 0
+    sink.close()

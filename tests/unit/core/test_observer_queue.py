@@ -67,3 +67,16 @@ def test_a_full_queue_refuses_and_close_delivers_what_is_left() -> None:
     consumer = _consume(q, got, [])
     consumer.join(10)
     assert got == [0, 1, 2] and not consumer.is_alive()
+
+
+def test_without_a_linger_every_put_wakes_the_consumer() -> None:
+    q = ObserverQueue(maxsize=10, linger_s=0.0)
+    assert q.linger_s == 0.0
+    got: list[object] = []
+    consumer = _consume(q, got, [])
+    wait_for(lambda: q._sleeping, 10, "the consumer to sleep at once")  # noqa: SLF001
+    for i in range(3):
+        assert q.put(i)
+        wait_for(lambda i=i: got == list(range(i + 1)), 10, f"item {i} taken at once")
+    q.close()
+    consumer.join(10)

@@ -324,7 +324,8 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
             cancels.pop(header["task_id"], None)
 
     send(pack(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})))
-    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="inference-task") as pool:
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="inference-task")
+    try:
         while True:
             try:
                 msg = conn.recv()
@@ -339,3 +340,7 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
                 event = cancels.get(msg[1])
                 if event is not None:
                     event.set()
+    finally:
+        # Without waiting: a SIGTERM (``_Terminated``) unwinds through here to the role's shutdown
+        # while a model call may still run; the node kills the process if it lingers.
+        pool.shutdown(wait=False, cancel_futures=True)

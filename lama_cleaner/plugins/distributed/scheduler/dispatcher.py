@@ -71,6 +71,7 @@ class Dispatcher:
                 loaded_model=n.loaded_model,
                 models=n.models,
                 plugins=n.plugins,
+                held=len(n.held),
             )
             for n in idle_nodes.values()
         ]

@@ -230,8 +230,8 @@ class NodeHandlers:
                 # The node does not hold it, long after we handed it over: the TASK or its outcome
                 # was lost (e.g. a connection was re-established). Retry it elsewhere.
                 self.requeue.lose_task(node, task_id, now, f"node {node.name} reported it without the task")
-            if lost and state == p.NODE_IDLE:
-                node.make_ready(now)
+            if lost:
+                node.make_ready(now)  # their slots are free again (a draining node stays without credit)
         elif state == p.NODE_IDLE and h.get("task_id") is None:
             self._ask_for_credit(node, now, outbox)
 

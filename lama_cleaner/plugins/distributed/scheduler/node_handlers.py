@@ -230,8 +230,9 @@ class NodeHandlers:
                 # The node does not hold it, long after we handed it over: the TASK or its outcome
                 # was lost (e.g. a connection was re-established). Retry it elsewhere.
                 self.requeue.lose_task(node, task_id, now, f"node {node.name} reported it without the task")
-            if lost:
-                node.make_ready(now)  # their slots are free again (a draining node stays without credit)
+            if lost and len(named) < node.slots:
+                # Their slots are free, and the node says it has one free: credit (not when draining).
+                node.make_ready(now)
         elif state == p.NODE_IDLE and h.get("task_id") is None:
             self._ask_for_credit(node, now, outbox)
 

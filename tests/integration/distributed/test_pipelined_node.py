@@ -162,3 +162,32 @@ def test_a_drained_depth_2_node_finishes_both_tasks_and_takes_no_more(
     assert wait_status(dist.url, late["id"], ["queued"], 5)["status"] == "queued"
     assert sorted(_lines(counted)) == ["h0", "h1"]
     assert json.loads(json.dumps(api_nodes(dist.url)))  # the node list still serialises
+
+
+@pytest.mark.slow
+def test_a_depth_2_node_replaces_its_inference_process_only_when_it_holds_no_task(
+    tmp_path: Path, servers: list[DistServer], procs: list[Proc]
+):
+    """``--max-tasks-per-child 1``: each child is due after its first task while it may still run the
+    other; it gets no new task, is replaced once empty, and no task is lost or charged twice."""
+    counted = tmp_path / "count.log"
+    dist, config = _cluster(tmp_path, servers, max_attempts=1)
+    node = start_node(
+        procs,
+        dist.scheduler,
+        config,
+        "--pipeline-depth",
+        "2",
+        "--max-tasks-per-child",
+        "1",
+        "--plugins",
+        PROBE_PLUGINS,
+        env={"LAMA_TEST_COUNT_FILE": str(counted)},
+    )
+    _wait_node_slots(dist.url, 2)
+    tasks = [api_submit(dist.url, "count", f"400 r{i}") for i in range(5)]
+    for task in tasks:
+        done = wait_status(dist.url, task["id"], DONE, 90)
+        assert done["status"] == "completed" and done["attempts"] == 1, done
+    assert sorted(_lines(counted)) == [f"r{i}" for i in range(5)]
+    assert node.output().count("replacing inference process") >= 2

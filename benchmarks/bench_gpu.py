@@ -11,13 +11,17 @@ On a machine with CUDA it builds a random-weight FFC ResNet generator of Big-LaM
   ``--nodes`` local nodes on the same GPU; 512x512 PNG and 1920x1080 JPEG (the front end's lama form:
   Crop, trigger 800, margin 196); concurrency 1, 8 and 32. The first round of each server starts right
   after it answers, unwarmed (``warmup=0``), so a cold start shows in its p95;
-- the GPU's busy fraction during each level (``nvidia-smi`` utilization, sampled every 200 ms).
+- the GPU's busy fraction during each level (``nvidia-smi`` utilization, sampled every 200 ms);
+- the one-node run once per ``--pipeline-depth`` (default ``1,auto``: a node holding one task at a
+  time, then the depth a node derives from this machine, ``node/depth.py``), so the gain of
+  overlapping decoding and encoding with the model shows on the same GPU.
 
 Without CUDA it prints why and exits 0. ``--cpu-smoke`` runs the whole script on the CPU with a tiny
 generator and a few requests, to check the script itself (its numbers mean nothing).
 
     python benchmarks/bench_gpu.py                        # ~10 min on one GPU
     python benchmarks/bench_gpu.py --requests 24 --concurrency 1,8 --nodes 2
+    python benchmarks/bench_gpu.py --pipeline-depth 1,2,3 --nodes 0      # depths on one node only
     python benchmarks/bench_gpu.py --cpu-smoke            # no GPU: checks the script
 
 Targets (issue 11): 512x512 PNG at concurrency >= 8 reaches >= 0.8x the model-only rate and is never
@@ -132,15 +136,32 @@ def model_only(path: Path, device: str, sizes: list[tuple[int, int]], repeat: in
     return rows
 
 
-def server_args(mode: str, nodes: int, work: Path) -> list[str]:
+def server_args(mode: str, nodes: int, work: Path, depth: int = 0) -> list[str]:
+    """The server's arguments; ``depth``: the local nodes' ``node_pipeline_depth`` (0 = derived)."""
     if mode == "classic":
         return []
     base = consecutive_free_ports(3)
-    config = work / f"distributed-{nodes}.toml"
+    config = work / f"distributed-{nodes}-{depth}.toml"
     config.write_text(
-        f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / f"journal-{nodes}"}"\n'
+        f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / f"journal-{nodes}-{depth}"}"\n'
+        f"node_pipeline_depth = {depth}\n"
     )
     return ["--plugins", "distributed", "--config", str(config), "--local-nodes", str(nodes)]
+
+
+def parse_depths(text: str, device: str) -> list[int]:
+    """``--pipeline-depth``: integers >= 1, ``auto`` = the depth a node on ``device`` derives here;
+    duplicates dropped (auto is 1 on a CPU), order kept."""
+    from lama_cleaner.plugins.distributed.node.depth import default_depth
+
+    depths: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        depth = default_depth(device) if part == "auto" else int(part)
+        if depth < 1:
+            raise SystemExit(f"--pipeline-depth: {part!r} is not a depth (an integer >= 1 or auto)")
+        if depth not in depths:
+            depths.append(depth)
+    return depths or [1]
 
 
 def run_server(
@@ -178,13 +199,21 @@ def run_server(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=4, help="local nodes on the one GPU for the N-node run")
+    parser.add_argument(
+        "--nodes", type=int, default=4, help="local nodes on the one GPU for the N-node run (1 or less: no N-node run)"
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=48, help="measured requests per level (at least the level)")
     parser.add_argument("--repeat", type=int, default=30, help="model-only calls per size")
     parser.add_argument("--max-seconds", type=float, default=900, help="time budget per server")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--cpu-smoke", action="store_true", help="no GPU: tiny model on the CPU, few requests")
+    parser.add_argument(
+        "--pipeline-depth",
+        default="1,auto",
+        help="comma-separated depths of the one-node run: integers, or auto for the depth derived from "
+        "this machine (default: %(default)s); --nodes 0 skips the N-node run",
+    )
     parser.add_argument("--results-dir", type=Path, default=None)
     opts = parser.parse_args(argv)
 
@@ -197,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if opts.cpu_smoke else "cuda"
     generator = {"ngf": 8, "n_blocks": 1} if opts.cpu_smoke else {}
     levels = [int(c) for c in opts.concurrency.split(",")]
+    depths = parse_depths(opts.pipeline_depth, device)
     sizes = [(512, 512), (1920, 1080)]
     if opts.cpu_smoke:
         levels, opts.requests, opts.repeat, sizes = [1, 2], 2, 2, [(128, 128), (320, 192)]
@@ -211,11 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(alone, title="the model alone (fp32)"))
         jobs = [make_job(*sizes[0], "png"), make_job(*sizes[1], "jpeg")]
         rows: list[dict[str, Any]] = []
-        for label, args in (
-            ("classic", server_args("classic", 0, work)),
-            ("distributed 1 node", server_args("distributed", 1, work)),
-            (f"distributed {opts.nodes} nodes", server_args("distributed", opts.nodes, work)),
-        ):
+        servers = [("classic", server_args("classic", 0, work))]
+        servers += [(f"distributed 1 node depth {d}", server_args("distributed", 1, work, d)) for d in depths]
+        if opts.nodes > 1:
+            servers.append((f"distributed {opts.nodes} nodes", server_args("distributed", opts.nodes, work)))
+        for label, args in servers:
             rows += run_server(label, args, device, env, jobs, levels, opts)
 
     columns = ["server", "job", "concurrency", "cold_start", "n", "p50", "p95", "max", "req_per_s", "gpu_busy"]
@@ -233,6 +263,16 @@ def main(argv: list[str] | None = None) -> int:
             Target(f"{name}: >= classic", ratio(r["req_per_s"], classic[r["concurrency"]]["req_per_s"]), ">=", 1.0),
             Target(f"{name}: p95 <= 2x p50", ratio(r["p95"], r["p50"]), "<=", 2.0),
         ]
+    shallow = {r["concurrency"]: r for r in rows if r["server"] == f"distributed 1 node depth {depths[0]}"}
+    for r in rows:
+        deeper = (
+            r["server"].startswith("distributed 1 node depth ")
+            and r["server"] != f"distributed 1 node depth {depths[0]}"
+        )
+        if deeper and r["job"] == small and r["concurrency"] >= 8 and r["concurrency"] in shallow:
+            name = f"{r['server']} c={r['concurrency']}"
+            base = shallow[r["concurrency"]]["req_per_s"]
+            targets.append(Target(f"{name}: >= depth {depths[0]}", ratio(r["req_per_s"], base), ">=", 1.0))
     if targets:
         print(format_table([t.row() for t in targets], title="targets (issue 11)"))
     path = write_results(
@@ -240,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "device": device,
             "smoke": opts.cpu_smoke,
+            "pipeline_depths": depths,
             "model_only": alone,
             "results": rows,
             "targets": [t.to_json() for t in targets],

@@ -101,10 +101,10 @@ def _inpaint(
     if mask.shape[:2] != source.size:
         raise ClientError(imaging.mask_mismatch_message(mask.shape[:2], source.size))
     # An empty name means "the current model" (classic mode). The reference taken here stays valid even if
-    # a switch replaces the model meanwhile. Only the model call is guarded (its per-model lock, or nothing
-    # for a thread-safe model); decoding and encoding above and below run in parallel.
-    model = models.get(request.name or None)
-    with models.guard(model):
+    # a switch replaces the model meanwhile. Only the model call is guarded (its per-model lock, nothing for
+    # a thread-safe model, or one lock per device on a pipelined node); decoding and encoding above and
+    # below run in parallel.
+    with models.running(request.name or None) as model:
         result_bgr = model(source.rgb, mask[:, :, None], req, progress, cancelled)
     body = imaging.encode_like(
         result_bgr[:, :, ::-1], source, quality=config.quality, png=PngSettings.from_config(config)

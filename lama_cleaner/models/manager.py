@@ -5,13 +5,19 @@ before building the new one (a failed build left the server without a model, and
 got a 500); and concurrent requests shared one model object without a lock (IOPaint #481/#616). Here a
 switch builds first and only then drops the old model, and callers run a model inside ``guard(model)``:
 its per-model lock, or nothing for a model that declares itself ``thread_safe`` (cv2).
+
+An ``exclusive`` manager (a node's inference process running several tasks at once) goes further:
+``running(name)`` holds one lock for the device across the model's load or switch and its call, so
+two tasks never run models side by side (nor load a second model beside a running one) on one
+device; their decoding and encoding, outside ``running``, still overlap.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 from ..errors import OOM_MARKER, InferenceError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
@@ -28,7 +34,7 @@ log = logging.getLogger(__name__)
 class ModelManager:
     """At most one resident model; ``get`` loads on demand (nodes), ``switch`` is ``POST /model``."""
 
-    def __init__(self, registry: ModelRegistry, config: Config, device: str) -> None:
+    def __init__(self, registry: ModelRegistry, config: Config, device: str, *, exclusive: bool = False) -> None:
         self.registry = registry
         self.config = config
         self.device = device
@@ -37,6 +43,8 @@ class ModelManager:
         self._switch_lock = threading.RLock()
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._device_lock = threading.Lock() if exclusive else None
+        """Held across a whole model call (and the load before it) when ``exclusive``."""
 
     # ------------------------------------------------------------------ state
     @property
@@ -60,6 +68,19 @@ class ModelManager:
         if getattr(model, "thread_safe", False):
             return nullcontext()
         return self.lock_for(model.name)
+
+    @contextmanager
+    def running(self, name: str | None = None) -> Iterator[InpaintModel]:
+        """The model ``name`` (default: the current one), held for one call: under the device lock
+        when ``exclusive`` (taken before the model is fetched, so a switch waits for the running
+        call), else fetched first and then guarded by :meth:`guard`."""
+        if self._device_lock is not None:
+            with self._device_lock:
+                yield self.get(name)
+            return
+        model = self.get(name)
+        with self.guard(model):
+            yield model
 
     def model_class(self, name: str) -> type[InpaintModel]:
         """The class for ``name``; unknown names give upstream's 403 ``<name> not implemented``."""

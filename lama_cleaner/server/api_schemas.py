@@ -304,6 +304,8 @@ class NodeSchema(OpenSchema):
     capabilities = fields.Dict(metadata={"description": "device, gpu_name, gpu_memory_mb, ram_mb, cpus, models..."})
     queues = fields.List(fields.String(), metadata={"description": "Queues it joined."})
     current_task = fields.String(allow_none=True, metadata={"description": "Task it is running, if busy."})
+    tasks = fields.List(fields.String(), metadata={"description": "Every task it holds, oldest first."})
+    slots = fields.Integer(metadata={"description": "How many tasks it may hold at once (its pipeline depth)."})
     loaded_model = fields.String(allow_none=True, metadata={"description": "Model held in memory."})
     last_heartbeat = Timestamp(allow_none=True, metadata={"description": "Last sign of life (ISO 8601, UTC)."})
 

@@ -14,6 +14,9 @@ variables give defaults.
 - ``count`` (cpu): sleeps ``ms`` (default ``LAMA_TEST_COUNT_MS`` or 0), then appends the marker as
   one line to the file named by ``LAMA_TEST_COUNT_FILE`` (exactly-once checks).
 - ``gpu_sleep`` (gpu): like ``sleep`` but needs the gpu queue.
+- ``probe-pipe`` (cpu): appends ``model-start <marker> <time.monotonic()>`` to ``LAMA_TEST_PIPE_FILE``
+  (if set), sleeps ``ms`` (default ``LAMA_TEST_PIPE_MS`` or 400), then appends ``model-end ...``: with
+  ``tests.support.pipeline_probe`` it shows whether a pipelined node overlaps decoding and the model.
 - ``fail`` (cpu): appends ``<time.time()> <marker>`` to ``LAMA_TEST_FAIL_FILE`` (if set) when it
   starts, then raises: a ``RuntimeError`` naming the marker (an inference failure, retried), or with
   ``final=1`` a ``ClientError`` (bad input, never retried). The file gives each attempt's start time.
@@ -151,7 +154,24 @@ class FailModel(_Fake):
         raise RuntimeError(f"fake model failure {marker}")
 
 
-FAKE_MODELS = (SleepModel, GpuSleepModel, StepsModel, BlockModel, CountModel, FailModel)
+def record_event(event: str, who: str) -> None:
+    """One line ``<event> <who> <time.monotonic()>`` in ``LAMA_TEST_PIPE_FILE`` (if set)."""
+    path = os.environ.get("LAMA_TEST_PIPE_FILE")
+    if path:
+        append_line(path, f"{event} {who} {time.monotonic():.6f}\n")
+
+
+class PipeProbeModel(_Fake):
+    name = "probe-pipe"
+
+    def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        who = values.get("marker") or "-"
+        record_event("model-start", who)
+        time.sleep(_int(values, "ms", "LAMA_TEST_PIPE_MS", 400) / 1000.0)
+        record_event("model-end", who)
+
+
+FAKE_MODELS = (SleepModel, GpuSleepModel, StepsModel, BlockModel, CountModel, FailModel, PipeProbeModel)
 
 
 @hookimpl

@@ -104,6 +104,15 @@ class DistributedConfig:
         "--max-tasks-per-child N` overrides it.",
         minimum=0,
     )
+    node_pipeline_depth: int = setting(
+        0,
+        "How many tasks a node holds at once: while its model runs one, it decodes and prepares the "
+        "next ones and encodes finished ones on other cores; the model call stays exclusive per device. "
+        "0 = derived from the machine: 1 on a CPU device (model and image stages share the cores, so "
+        "overlap buys nothing), 2 on a GPU, 3 on a GPU with 8 or more cores. At most 16. `lama-cleaner "
+        "node --pipeline-depth N` overrides it.",
+        minimum=0,
+    )
     node_preload: str = setting(
         "auto",
         "The model a node's inference process loads before the node takes work, so no request waits "

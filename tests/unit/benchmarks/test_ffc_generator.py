@@ -55,3 +55,11 @@ def test_bench_gpu_says_why_and_exits_0_without_cuda(capsys):
 
     assert bench_gpu.main([]) == 0
     assert "skipped: no CUDA device" in capsys.readouterr().out
+
+
+def test_bench_gpu_pipeline_depths_resolve_auto_per_device():
+    from benchmarks.bench_gpu import parse_depths
+
+    assert parse_depths("1,auto", "cpu") == [1]  # auto is 1 on a CPU: measured once
+    assert parse_depths("1,auto", "cuda") in ([1, 2], [1, 3])
+    assert parse_depths("3, 1 ,3", "cuda") == [3, 1]

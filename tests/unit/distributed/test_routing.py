@@ -115,3 +115,12 @@ def test_cold_task_avoids_node_warm_for_a_later_task():
     nodes = [node("warm-sd", idle_since=0.0, loaded="sd"), node("other", idle_since=5.0, loaded="cv2")]
     plan = plan_dispatch([task("t1", name="lama"), task("t2", name="sd")], nodes)
     assert {t.task_id: n.node_id for t, n in plan} == {"t1": "other", "t2": "warm-sd"}
+
+
+def test_an_empty_node_wins_over_a_warm_one_that_holds_a_task_already():
+    task = WaitingTask("t", "inpaint", "lama", "gpu")
+    warm_busy = IdleNode("warm", frozenset({"gpu"}), 1.0, loaded_model="lama", held=1)
+    cold_empty = IdleNode("cold", frozenset({"gpu"}), 2.0, loaded_model=None)
+    assert choose_node(task, [warm_busy, cold_empty]).node_id == "cold"
+    deeper = IdleNode("deeper", frozenset({"gpu"}), 0.5, loaded_model="lama", held=2)
+    assert choose_node(task, [warm_busy, deeper]).node_id == "warm"

@@ -16,7 +16,7 @@ from lama_cleaner.plugins.distributed.scheduler.handle import (
     stats_from_dict,
     stats_to_dict,
 )
-from lama_cleaner.plugins.distributed.scheduler.node_registry import NodeEntry, reported_models
+from lama_cleaner.plugins.distributed.scheduler.node_registry import HeldAttempt, NodeEntry, reported_models
 from lama_cleaner.plugins.distributed.scheduler.snapshots import NodeWatch
 from lama_cleaner.plugins.distributed.wire import protocol as p
 
@@ -88,13 +88,14 @@ def test_registry_changes_become_node_events_once():
     assert watch.changes(nodes, 2.1, None) == []
     node.queue_idents["cpu"] = b"q"
     assert [e.kind for e in watch.changes(nodes, 2.2, None)] == ["idle"]
-    node.current_task = "t1"
+    node.hold("t1", 1, 2.3)
     [busy] = watch.changes(nodes, 2.3, None)
     assert busy.kind == "busy" and busy.node.current_task == "t1" and busy.node.labels == {"a": "b"}
-    again = _node(registered_at=3.0, current_task="t1", queue_idents={"cpu": b"q2"})  # a reconnect, still busy
+    # A reconnect, still busy:
+    again = _node(registered_at=3.0, held={"t1": HeldAttempt(1, 3.0)}, queue_idents={"cpu": b"q2"})
     nodes["n1"] = again
     assert watch.changes(nodes, 3.1, None) == []
-    again.current_task = None
+    again.release("t1")
     again.draining = True
     assert [e.kind for e in watch.changes(nodes, 3.2, None)] == ["draining"]
     again.offline, again.left = True, True

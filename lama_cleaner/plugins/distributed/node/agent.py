@@ -1,16 +1,20 @@
-"""A worker node: registers with the scheduler, pulls one task at a time and runs it in a child process.
+"""A worker node: registers with the scheduler, pulls tasks and runs them in a child process.
 
 Threading model. The node's main process owns every ZeroMQ socket and runs one poll loop over the
 control socket, the joined queue sockets and the Pipe to the inference child. Inference happens in
 that child (:mod:`.inference`, started and stopped through :mod:`.child`), so a long model call never
 delays heartbeats, CANCEL handling or reconnects: the loop wakes at least every ``_TICK_S`` whatever
-the model does. The task held and early CANCELs are kept in :mod:`.current_work`; where the node
+the model does. The tasks held and early CANCELs are kept in :mod:`.current_work`; where the node
 stands (starting, joining, idle, busy, draining, stopping, stopped) is ``self.lifecycle``, the pure
 state machine of :mod:`.lifecycle`: every change of mode, link or work goes through it.
 
 Flow control is pull-based (ZeroMQ Guide ch. 3, "load balancing"): when idle the node sends READY
-(a credit of exactly one task) on each joined queue socket; the scheduler hands out at most one TASK
-and the node sends READY again only once that task is finished. No task ever waits in a busy node.
+on each joined queue socket; the scheduler hands out at most ``depth`` TASKs (the node's
+``pipeline_depth``, advertised as ``capabilities.slots``, see :mod:`.depth`) and the node is ready
+again as each of them finishes. With depth 1 (the default on a CPU) that is one task at a time and no
+task ever waits in a busy node; with depth N the inference child runs up to N tasks at once, their
+image stages overlapping the (device-exclusive) model call, so a task waits on the node only for the
+model, never for a free core.
 A scheduler that lost the credit of an idle node (a queue socket reconnected on its own after a short
 network cut, so its identity changed and the TASK bounced) asks for it with ``HEARTBEAT send_ready``;
 the node then sends READY again if it is idle.
@@ -28,7 +32,8 @@ Failure handling:
   terminating the child (SIGTERM, then SIGKILL after ``KILL_GRACE_S``) and a fresh child is spawned.
   CANCELLED is reported only once an inference child is ready again: the scheduler takes CANCELLED
   as the node's next credit, so saying it earlier would invite a TASK the node cannot start yet, and
-  "idle" must mean "can run work now";
+  "idle" must mean "can run work now". The other tasks the killed child held (depth > 1) are handed
+  back (FAILED ``handed_back: true``): they never finish here, and no attempt is charged for them;
 - a TASK that arrives while the node is not idle (a stop or drain raced it, or a protocol slip) is
   handed back: FAILED with ``handed_back: true`` and ``ready: false``, which the scheduler re-queues
   without charging an attempt; a stopping node also hands back TASKs still queued on its sockets and
@@ -37,11 +42,12 @@ Failure handling:
   stopping, or no ready inference child): then it sends READY itself once it can;
 - the inference child is replaced between tasks (never during one) once it ran
   ``node_max_tasks_per_child`` tasks or its RSS exceeds ``node_max_child_rss_mb``; the outcome of
-  that last task says ``ready: false`` and READY follows once the new child is ready;
+  that last task says ``ready: false`` and READY follows once the new child is ready (depth > 1:
+  the child gets no new task once due, and is replaced when its last task is done);
 - a TASK that arrives while the child is (re)starting (from a scheduler that took an outcome as a
   credit regardless, or sent it just before) is accepted and handed to the child once it is ready:
   the node is not stopping or draining, so it will run it, and bouncing it would only delay it;
-- the inference child dies -> the task is reported FAILED (retryable) and a new child is spawned;
+- the inference child dies -> every task it held is reported FAILED (retryable) and a new child is spawned;
 - ``parent_pid`` dies -> the node exits (local nodes must not outlive their web server).
 """
 
@@ -53,6 +59,7 @@ import multiprocessing as mp
 import os
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import zmq
@@ -66,6 +73,7 @@ from ..wire.send import send_nowait
 from .capabilities import available_models, collect
 from .child import KILL_GRACE_S, InferenceChild
 from .current_work import CurrentTask, RecentCancels
+from .depth import pipeline_depth
 from .inference import child_rss_mb, pack, recycle_reason
 from .lifecycle import NodeLifecycle
 from .warm import preload_model
@@ -132,6 +140,8 @@ class Node:
         self.max_child_rss_mb = max(0, int(dist.node_max_child_rss_mb))
         self._recycling = bool(self.max_tasks_per_child or self.max_child_rss_mb)
         self.early_cancels = RecentCancels()
+        self.depth = pipeline_depth(int(dist.node_pipeline_depth), device)
+        """How many tasks this node holds at once (``capabilities.slots``)."""
 
         pm = plugin_manager if plugin_manager is not None else create_plugin_manager(self.plugins)
         self.registry = build_model_registry(pm)
@@ -150,6 +160,7 @@ class Node:
             labels=labels or {},
             queues_requested=list(queues or []),
         )
+        self.capabilities["slots"] = self.depth
 
         dist = config.distributed
         self.liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
@@ -165,8 +176,10 @@ class Node:
         self._stop_requests: list[tuple[float, bool]] = []
         """``(deadline, began)`` of each ``request_stop`` (a signal), for the loop to confirm and announce."""
         self.next_connect_at = 0.0
-        self.current: CurrentTask | None = None
-        self.pending_outcome: list[bytes] | None = None
+        self.held: dict[str, CurrentTask] = {}
+        """The tasks this node holds (at most ``depth``), in the order they arrived."""
+        self.pending_outcomes: deque[list[bytes]] = deque(maxlen=self.depth)
+        """The last outcomes sent, re-sent after every WELCOME (the scheduler discards duplicates)."""
         self.ready_sent = False
         self.exit_code: int | None = None
         self.loaded_model: str | None = None
@@ -228,7 +241,7 @@ class Node:
                 self._send_heartbeat()
         if lifecycle.stopping:
             if not self._running_work() or lifecycle.stop_due(now):
-                self._exit("shutdown", 0, kill_child=self.current is not None)
+                self._exit("shutdown", 0, kill_child=bool(self.held))
                 return
         if self.max_idle_s is not None and self._idled_out(now):
             return
@@ -243,9 +256,8 @@ class Node:
             self._disconnect(backoff=True)
         if lifecycle.joined and self.control is not None and liveness.due():
             self._send_heartbeat()
-        cur = self.current
-        if cur is not None and cur.cancel_deadline is not None:
-            self._check_cancel_deadline(now)
+        if self.held:
+            self._check_cancel_deadlines(now)
 
         items = self._poll_items if self._poll_items is not None else self._build_poll_items()
         if lifecycle.joined:
@@ -273,7 +285,7 @@ class Node:
         """``--max-idle-s``: no task for that long (counted from the start of ``run``, the last WELCOME,
         or the last task's end) -> exit saying goodbye; a node that never reaches its scheduler leaves
         too. A TASK racing the decision is handed back before BYE (``_shutdown``)."""
-        if self.current is not None or self.lifecycle.stopping:
+        if self.held or self.lifecycle.stopping:
             self._idle_since = now
             return False
         if now - self._idle_since < (self.max_idle_s or 0.0):
@@ -375,7 +387,7 @@ class Node:
     def _hello(self) -> list[bytes]:
         from .... import __version__
 
-        cur = self.current
+        cur = self._first()
         self._reported_model = self.loaded_model
         return p.encode(
             p.HELLO,
@@ -389,6 +401,7 @@ class Node:
                 "public_key": self.curve.own.public.decode("ascii") if self.curve else None,
                 "task_id": cur.task_id if cur else None,
                 "attempt": cur.attempt if cur else None,
+                "tasks": [[t.task_id, t.attempt] for t in self.held.values()],
             },
         )
 
@@ -412,21 +425,32 @@ class Node:
                 {
                     "node_id": self.node_id,
                     "state": self.lifecycle.reported_state,
-                    "task_id": self.current.task_id if self.current else None,
+                    "task_id": next(iter(self.held), None),
+                    "task_ids": list(self.held),
                     "loaded_model": self.loaded_model,
                 },
             )
         )
 
+    def _first(self) -> CurrentTask | None:
+        """The oldest task held (the one a node of depth 1 runs), or None."""
+        return next(iter(self.held.values()), None)
+
     def _idle(self) -> bool:
-        """Idle = able to start a task right now: no task, and an inference child that is ready."""
+        """Able to start a task right now: a free slot, and an inference child that is ready and
+        not waiting to be replaced."""
         child = self.child
-        return not self.lifecycle.busy and self.lifecycle.accepting and child is not None and child.ready
+        return (
+            len(self.held) < self.depth
+            and self.lifecycle.accepting
+            and child is not None
+            and child.ready
+            and child.recycle_reason is None
+        )
 
     def _running_work(self) -> bool:
         """A task is really running (a stop must wait for it), not just cancelled or not yet started."""
-        cur = self.current
-        return cur is not None and cur.handed and not cur.cancelled
+        return any(t.handed and not t.cancelled for t in self.held.values())
 
     def _offer_credit(self, *, again: bool = False) -> None:
         """READY (one credit) on every joined queue, once per idle period; ``again``: the scheduler
@@ -456,7 +480,7 @@ class Node:
             log.info("drain requested")
             self.lifecycle.drain()
             self._send_heartbeat()
-            if self.exit_on_drain and self.current is None:
+            if self.exit_on_drain and not self.held:
                 self._exit("drained", 0)
         elif cmd == p.ERROR:
             log.error("scheduler error %s: %s", msg.header["code"], msg.header["message"])
@@ -492,8 +516,8 @@ class Node:
         self.ready_sent = False
         self._idle_since = time.monotonic()  # --max-idle-s counts from when work can arrive
         log.info("welcomed by %s; queues %s", self.scheduler, sorted(header["queues"]))
-        if self.pending_outcome is not None:
-            self._send(self.pending_outcome)
+        for frames in self.pending_outcomes:
+            self._send(frames)
         self._send_heartbeat()
         self._offer_credit()
 
@@ -507,23 +531,31 @@ class Node:
         if self.early_cancels.take(task_id, attempt, time.monotonic()):
             self._answer_cancelled_task(header, queue)
             return
-        if self.lifecycle.busy or not self.lifecycle.accepting:
+        if len(self.held) >= self.depth or task_id in self.held or not self.lifecycle.accepting:
             self._hand_back(task_id, attempt)
             return
         files = msg.blob_map()  # decode() already checked the blob count against the header
         # Accepted even while the inference child is (re)starting: the scheduler gave us the task
         # on a legitimate credit; it is handed over as soon as the child says it is ready.
-        self.current = CurrentTask(
-            task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), payload=(dict(header), files)
+        self._hold(
+            CurrentTask(
+                task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), payload=(dict(header), files)
+            )
         )
-        self.lifecycle.take()
-        self.pending_outcome = None
-        self.ready_sent = False
         if _loads_model(header["kind"]):
             self._reported_model = header["name"]  # what the scheduler predicts at dispatch
         # No HEARTBEAT here: the scheduler knows we are busy (it just dispatched), and any message
         # counts as a sign of life; the periodic heartbeat goes on regardless.
         self._hand_over()
+
+    def _hold(self, cur: CurrentTask) -> None:
+        """Take a task into a free slot (the node is busy from the first)."""
+        if not self.held:
+            self.lifecycle.take()
+        self.held[cur.task_id] = cur
+        if self.depth == 1:
+            self.pending_outcomes.clear()  # a new TASK: the scheduler has the last outcome or lost us
+        self.ready_sent = False
 
     def _hand_back(self, task_id: str, attempt: int) -> None:
         """Give back a TASK this node will not start (a stop or drain raced it, or a protocol slip):
@@ -537,29 +569,28 @@ class Node:
         through the usual outcome path, so CANCELLED is still said only once a child is ready."""
         task_id, attempt = header["task_id"], header["attempt"]
         log.info("TASK %s (attempt %s) was cancelled before it arrived; not running it", task_id, attempt)
-        if self.current is not None:  # a protocol slip: the node is busy, so no credit either
+        if len(self.held) >= self.depth or task_id in self.held:  # a protocol slip: no credit either
             self._send(self._cancelled_frames(task_id, attempt, ready=False))
             return
-        self.current = CurrentTask(
-            task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), cancelled=True
+        self._hold(
+            CurrentTask(task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), cancelled=True)
         )
-        self.lifecycle.take()
-        self.pending_outcome = None
-        self.ready_sent = False
         self._report_cancel_when_ready()
 
     def _hand_over(self) -> None:
-        """Send the current task to the inference child if it is ready (else this runs again on "ready")."""
-        cur, child = self.current, self.child
-        if cur is None or cur.handed or cur.cancelled or cur.payload is None:
-            return
-        if child is None or not child.ready:
+        """Send the tasks held but not started to the inference child if it is ready (else this runs
+        again on "ready"); a child waiting to be replaced gets none (it is replaced once empty)."""
+        for cur in list(self.held.values()):
+            if not cur.handed and not cur.cancelled and cur.payload is not None:
+                self._hand_over_one(cur)
+
+    def _hand_over_one(self, cur: CurrentTask) -> None:
+        child = self.child
+        if child is None or not child.ready or child.recycle_reason is not None:
             log.info("task %s waits for the inference process to start", cur.task_id)
             return
-        header, files = cur.payload
-        if child.cancel_set:
-            child.cancel_event.clear()
-            child.cancel_set = False
+        header, files = cur.payload  # type: ignore[misc]  # checked by _hand_over
+        child.before_task()
         try:
             child.conn.send_bytes(pack(("task", header, files)))
         except (OSError, ValueError) as exc:
@@ -577,8 +608,8 @@ class Node:
         return {"task_id": cur.task_id, "queue": cur.queue, "node": self.node_id, "attempt": cur.attempt}
 
     def _on_cancel(self, task_id: str, attempt: int) -> None:
-        cur = self.current
-        if cur is None or cur.task_id != task_id:
+        cur = self.held.get(task_id)
+        if cur is None:
             # Not ours (yet): the CANCEL may have overtaken its TASK (different sockets), or be about
             # an attempt that already finished here. Remember it; a matching TASK is not run.
             self.early_cancels.add(task_id, attempt, time.monotonic())
@@ -593,14 +624,13 @@ class Node:
             cur.payload = None
             self._report_cancel_when_ready()
             return
-        self.child.cancel_event.set()
-        self.child.cancel_set = True
+        self.child.cancel(task_id)
         if self._reports_steps(cur):
             cur.cancel_deadline = time.monotonic() + _STEP_CANCEL_GRACE_S
             log.info("cancel %s: asked the model to stop at its next step", task_id)
         else:
             log.info("cancel %s: model cannot be interrupted; terminating the inference process", task_id)
-            self._kill_child_for_cancel()
+            self._kill_child_for_cancel(cur)
 
     def _reports_steps(self, cur: CurrentTask) -> bool:
         """Whether the task's model checks the cancel Event between steps (else only a kill stops it)."""
@@ -611,45 +641,61 @@ class Node:
         except NotFound:  # a model this node does not know: treat as uninterruptible
             return False
 
-    def _check_cancel_deadline(self, now: float) -> None:
-        cur = self.current
-        if cur is not None and not cur.cancelled and cur.cancel_deadline is not None and now > cur.cancel_deadline:
-            log.warning("task %s did not stop at a step boundary; terminating the inference process", cur.task_id)
-            self._kill_child_for_cancel()
+    def _check_cancel_deadlines(self, now: float) -> None:
+        for cur in list(self.held.values()):
+            if not cur.cancelled and cur.cancel_deadline is not None and now > cur.cancel_deadline:
+                log.warning("task %s did not stop at a step boundary; terminating the inference process", cur.task_id)
+                self._kill_child_for_cancel(cur)
+                return
 
-    def _kill_child_for_cancel(self) -> None:
-        """Stop the child the hard way; CANCELLED follows once its replacement is ready."""
-        cur = self.current
+    def _kill_child_for_cancel(self, cur: CurrentTask) -> None:
+        """Stop the child the hard way; CANCELLED follows once its replacement is ready. The other
+        tasks the child was running are handed back (they will not finish here, and it is not their
+        fault: no attempt is charged); those it had not been given wait for the new child."""
         if self.child is not None:
             self.child.terminate()
             self.dying.append(self.child)
             self.child = None
             self._sockets_changed()
         self.loaded_model = None
-        if cur is not None:
-            cur.cancelled = True
-            self._report_cancel_when_ready()
+        cur.cancelled = True
+        for other in list(self.held.values()):
+            if other is not cur and other.handed and not other.cancelled and other.cancel_deadline is None:
+                log.info("task %s: its inference process was stopped for a cancel; handing it back", other.task_id)
+                error = "inference process stopped to cancel another task"
+                frames = self._failed_frames(
+                    other.task_id, other.attempt, error, "", True, 503, ready=False, handed_back=True
+                )
+                self._finish(other.task_id, frames)
+                if self.lifecycle.stopped:
+                    return
+            elif other.handed:
+                other.cancelled = True  # was being cancelled too: reported with this one
+        self._report_cancel_when_ready()
 
     def _report_cancel_when_ready(self) -> None:
-        """Report a cancelled current task, but only once the node can really take the next one."""
-        cur = self.current
-        if cur is None or not cur.cancelled:
-            return
-        if self.child is None or not self.child.ready:
-            log.info("cancel %s: CANCELLED follows when the inference process is ready", cur.task_id)
-            return
-        self._finish(self._cancelled_frames(cur.task_id, cur.attempt, ready=self._can_take_next()))
+        """Report the cancelled tasks held, but only once the node can really take the next one."""
+        for cur in [t for t in self.held.values() if t.cancelled]:
+            child = self.child
+            if child is None or not child.ready or child.recycle_reason is not None:
+                log.info("cancel %s: CANCELLED follows when the inference process is ready", cur.task_id)
+                return
+            self._finish(cur.task_id, self._cancelled_frames(cur.task_id, cur.attempt, ready=self._can_take_next()))
+            if self.lifecycle.stopped:
+                return
 
-    def _finish(self, frames: list[bytes]) -> None:
-        """Report the outcome of the current task, keep it for re-sending, and become idle."""
-        self.pending_outcome = frames
+    def _finish(self, task_id: str, frames: list[bytes]) -> None:
+        """Report the outcome of a held task, keep it for re-sending, and free its slot."""
+        self.pending_outcomes.append(frames)
         self._send(frames)
-        self.current = None
-        self.lifecycle.release()
+        self.held.pop(task_id, None)
         self.ready_sent = False
-        if self.lifecycle.draining and self.exit_on_drain:
-            self._exit("drained", 0)
-            return
+        if not self.held:
+            self.lifecycle.release()
+            if self.lifecycle.draining and self.exit_on_drain:
+                self._exit("drained", 0)
+                return
+        self._retire_if_due()
         if self.loaded_model != self._reported_model:
             # Only when the scheduler's idea of our model is wrong (a failed load, a killed child):
             # otherwise the outcome already is the sign of life and the periodic heartbeat follows.
@@ -661,7 +707,7 @@ class Node:
         if a TASK sent right after it could start at once. Otherwise the outcome says
         ``ready: false`` and READY follows when the node is able to work again."""
         child = self.child
-        return child is not None and child.ready and self.lifecycle.accepting
+        return child is not None and child.ready and child.recycle_reason is None and self.lifecycle.accepting
 
     def _cancelled_frames(self, task_id: str, attempt: int, *, ready: bool = True) -> list[bytes]:
         header: dict[str, Any] = {"node_id": self.node_id, "task_id": task_id, "attempt": attempt}
@@ -698,7 +744,7 @@ class Node:
 
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
-        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device, self.preload)
+        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device, self.preload, self.depth)
         self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)
 
@@ -733,14 +779,17 @@ class Node:
         self.child = None
         self._sockets_changed()
         self.loaded_model = None
-        cur = self.current
-        if cur is not None:
+        for cur in list(self.held.values()):
             if cur.cancelled or cur.cancel_deadline is not None:
                 cur.cancelled = True  # reported once the new child is ready
             elif cur.handed:
                 error = f"inference process exited unexpectedly (exit code {code})"
                 # ready: false: no child can run the next task until the replacement says "ready".
-                self._finish(self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500, ready=False))
+                self._finish(
+                    cur.task_id, self._failed_frames(cur.task_id, cur.attempt, error, "", True, 500, ready=False)
+                )
+                if self.lifecycle.stopped:
+                    return
             # else: it never reached the child; the new child gets it.
         if not self.lifecycle.leaving:
             self._spawn_child()
@@ -748,25 +797,23 @@ class Node:
 
     def _on_child(self, msg: tuple) -> None:
         kind = msg[0]
-        cur = self.current
         if kind == "ready":
             assert self.child is not None
             self.child.ready = True
             self.loaded_model = msg[1].get("loaded_model")
             if self.loaded_model != self._reported_model and self.lifecycle.joined:
                 self._send_heartbeat()  # warm now (node.warm): the scheduler routes by it
-            if cur is not None and cur.cancelled:
-                self._report_cancel_when_ready()
-            elif cur is not None:
+            self._report_cancel_when_ready()
+            if not self.lifecycle.stopped:
                 self._hand_over()
-            else:
                 self._offer_credit()
             return
         if kind == "init_failed":
             log.error("inference process could not start: %s", msg[1])
             self._exit("inference process could not start", 3, kill_child=True)
             return
-        if cur is None or msg[1] != cur.task_id or not cur.handed:
+        cur = self.held.get(msg[1])
+        if cur is None or not cur.handed:
             return  # a late message about a task we already gave up on
         if kind == "progress":
             _, task_id, percent, step, total = msg
@@ -799,28 +846,31 @@ class Node:
                 header["ready"] = False
             ran = time.monotonic() - cur.started
             log.info("task %s completed in %.3f s", task_id, ran, extra=self._task_fields(cur))
-            self._finish(p.encode_named(p.RESULT, header, {"body": body}))
+            self._finish(task_id, p.encode_named(p.RESULT, header, {"body": body}))
         elif kind == "failed":
             _, task_id, error, tb, retryable, status = msg
             log.warning("task %s failed: %s", task_id, error, extra=self._task_fields(cur))
             if self._recycling:
                 self._recycle_if_due()
             ready = self._can_take_next()
-            self._finish(self._failed_frames(task_id, cur.attempt, error, tb, retryable, status, ready=ready))
+            self._finish(task_id, self._failed_frames(task_id, cur.attempt, error, tb, retryable, status, ready=ready))
         elif kind == "cancelled":
             cur.cancelled = True
+            cur.handed = False  # the child is done with it
             if self._recycling:
                 self._recycle_if_due()
+                self._retire_if_due()
             self._report_cancel_when_ready()  # now if this child is kept, else once its successor is ready
 
     def _recycle_if_due(self) -> None:
         """After a task: replace the inference child if it reached ``node_max_tasks_per_child`` or
-        its RSS exceeds ``node_max_child_rss_mb``. Between tasks only, so no work is lost; the old
-        child exits (freeing its memory) before the new one is spawned (``_reap_dying``), so the
-        two never hold a model at the same time, and the node offers no credit until the new one
-        is ready."""
+        its RSS exceeds ``node_max_child_rss_mb``. Between tasks only, so no work is lost: a child
+        that still runs other tasks (depth > 1) gets no new one and is replaced once they are done
+        (``_retire_if_due``). The old child exits (freeing its memory) before the new one is spawned
+        (``_reap_dying``), so the two never hold a model at the same time, and the node offers no
+        credit until the new one is ready."""
         child = self.child
-        if child is None:
+        if child is None or child.recycle_reason is not None:
             return
         child.tasks_done += 1
         pid = child.proc.pid
@@ -830,7 +880,14 @@ class Node:
         reason = recycle_reason(child.tasks_done, rss, self.max_tasks_per_child, self.max_child_rss_mb)
         if reason is None:
             return
-        log.info("replacing inference process %s: it %s", pid, reason)
+        child.recycle_reason = reason
+
+    def _retire_if_due(self) -> None:
+        """Replace a child due for recycling once none of the held tasks is in it."""
+        child = self.child
+        if child is None or child.recycle_reason is None or any(t.handed for t in self.held.values()):
+            return
+        log.info("replacing inference process %s: it %s", child.proc.pid, child.recycle_reason)
         child.retire()
         self.dying.append(child)
         self.child = None
@@ -888,11 +945,12 @@ class Node:
         reason = getattr(self, "_bye_reason", "shutdown")
         if self.control is not None and self.lifecycle.joined:
             self._hand_back_queued_tasks()
-            cur = self.current
             # What we still hold, if it ever ran: null tells the scheduler that a TASK still in
             # flight to us (or one we had not started) never ran, so its attempt is not charged.
-            held = cur.task_id if cur is not None and cur.handed else None
-            self._send(p.encode(p.BYE, {"node_id": self.node_id, "reason": reason, "task_id": held}))
+            started = [t.task_id for t in self.held.values() if t.handed]
+            header = {"node_id": self.node_id, "reason": reason, "task_id": started[0] if started else None}
+            header["task_ids"] = started
+            self._send(p.encode(p.BYE, header))
             self.control.setsockopt(zmq.LINGER, _BYE_LINGER_MS)
         for sock in list(self.queue_socks):
             sock.close(0)

@@ -21,12 +21,16 @@ RETIRE_GRACE_S = 10.0
 class InferenceChild:
     """One inference child process and its Pipe; stopping it never blocks the poll loop."""
 
-    def __init__(self, ctx: Any, config: Any, plugins: list[str], device: str, preload: str | None = None) -> None:
+    def __init__(
+        self, ctx: Any, config: Any, plugins: list[str], device: str, preload: str | None = None, depth: int = 1
+    ) -> None:
         self.conn, child_conn = ctx.Pipe()
         self.cancel_event = ctx.Event()
+        self.depth = depth
+        """Tasks it runs at once; above 1 a CANCEL is a Pipe message naming the task (see :mod:`.inference`)."""
         self.proc = ctx.Process(
             target=worker_main,
-            args=(child_conn, self.cancel_event, config, plugins, device, preload),
+            args=(child_conn, self.cancel_event, config, plugins, device, preload, depth),
             name="lama-cleaner-inference",
             daemon=True,
         )
@@ -36,10 +40,29 @@ class InferenceChild:
         self.ready = False
         self.tasks_done = 0
         """Tasks this process finished (for ``node_max_tasks_per_child``)."""
+        self.recycle_reason: str | None = None
+        """Why it is to be replaced once it holds no task (a pipelined child is recycled only empty)."""
         self.kill_deadline: float | None = None
         self.cancel_set = False
         """Whether ``cancel_event`` may be set: clearing it takes the Event's lock and semaphore, so
         it is cleared before the next task only after a CANCEL actually set it."""
+
+    def cancel(self, task_id: str) -> None:
+        """Ask the model running ``task_id`` to stop at its next step."""
+        if self.depth == 1:
+            self.cancel_event.set()
+            self.cancel_set = True
+            return
+        try:
+            self.conn.send(("cancel", task_id))
+        except (OSError, ValueError):
+            pass  # the child is going away; the agent sees it die
+
+    def before_task(self) -> None:
+        """Clear a cancel left over from the previous task (depth 1: one shared Event)."""
+        if self.cancel_set:
+            self.cancel_event.clear()
+            self.cancel_set = False
 
     def terminate(self) -> None:
         """SIGTERM now; :meth:`reap` escalates to SIGKILL after the grace period."""

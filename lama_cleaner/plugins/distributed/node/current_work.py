@@ -1,9 +1,9 @@
 """What a node is working on now, and the CANCELs that overtook their TASK.
 
-Plain bookkeeping, no sockets and no processes: :class:`CurrentTask` is the one task the node holds
-(a node never holds more), :class:`RecentCancels` remembers CANCELs that arrived before their TASK
-(CANCEL travels on the control socket, TASK on a queue socket, so the order between them is not
-guaranteed).
+Plain bookkeeping, no sockets and no processes: :class:`CurrentTask` is a task the node holds (it
+holds at most its ``pipeline_depth`` of them), :class:`RecentCancels` remembers CANCELs that arrived
+before their TASK (CANCEL travels on the control socket, TASK on a queue socket, so the order between
+them is not guaranteed).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass
 class CurrentTask:
-    """The task the node is working on."""
+    """A task the node holds (one of at most ``pipeline_depth``)."""
 
     task_id: str
     attempt: int

@@ -5,16 +5,22 @@ model runs, and a model call that cannot be interrupted (a long C/CUDA call) can
 stopped by terminating this process, which also frees its memory. The parent talks to it over a
 ``multiprocessing`` Pipe and a shared Event:
 
-parent -> child: ``("task", header_dict, files_dict)``, ``("stop",)``
+parent -> child: ``("task", header_dict, files_dict)``, ``("cancel", task_id)`` (depth > 1 only),
+``("stop",)``
 child -> parent: ``("ready", info)``, ``("init_failed", message)``,
 ``("progress", task_id, percent, step, total_steps)``, ``("result", task_id, body, mimetype, headers,
 loaded_model)``, ``("failed", task_id, message, traceback, retryable, status)``, ``("cancelled", task_id)``.
 
-Messages on the hot path are pickled with :func:`pack` and sent with ``send_bytes``; the other end
-reads every message with ``Connection.recv`` (which unpickles any protocol).
+Messages are pickled with :func:`pack` and sent with ``send_bytes``; the other end reads every
+message with ``Connection.recv`` (which unpickles any protocol).
 
-The cancel Event is set by the parent on CANCEL; models that report steps check it between steps
-through the ``cancelled`` callback of ``execute_task``.
+Depth 1 (the node's ``pipeline_depth``): the child runs one task at a time in its main thread, and
+the shared cancel Event is set by the parent on CANCEL; models that report steps check it between
+steps through the ``cancelled`` callback of ``execute_task``. Depth N > 1 (:func:`_serve_pipelined`):
+the main thread only reads the Pipe and runs each task in a thread of its own (at most N), so one
+task's decoding and encoding overlap another's model call; the model call is exclusive per device
+(``ModelManager(exclusive=True)``), and CANCEL arrives as ``("cancel", task_id)``, setting that
+task's own Event.
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ import pickle
 import signal
 import socket
 import sys
+import threading
 import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
@@ -152,7 +161,7 @@ def classify(exc: BaseException) -> tuple[str, bool, int]:
 class _Runtime:
     """Everything the child builds once from its plugin manager: model manager, image plugins."""
 
-    def __init__(self, pm: Any, config: Any, device: str) -> None:
+    def __init__(self, pm: Any, config: Any, device: str, depth: int = 1) -> None:
         from .... import pipeline
         from ....errors import TaskCancelled
         from ....image_plugins.registry import build_image_plugin_registry
@@ -161,7 +170,7 @@ class _Runtime:
         from ....tasks import TaskRequest
 
         self.config = config
-        self.models = ModelManager(build_model_registry(pm), config, device)
+        self.models = ModelManager(build_model_registry(pm), config, device, exclusive=depth > 1)
         self.image_plugins = build_image_plugin_registry(pm, config)
         # Resolved once here, not by an import statement per task (the parent process never imports
         # the pipeline: it does not need cv2, PIL or numpy).
@@ -169,7 +178,14 @@ class _Runtime:
         self._task_cancelled = TaskCancelled
         self._task_request = TaskRequest
 
-    def run(self, header: dict[str, Any], files: dict[str, bytes], conn: Connection, cancel_event: Any) -> None:
+    def run(
+        self,
+        header: dict[str, Any],
+        files: dict[str, bytes],
+        send: Callable[[bytes], None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        """Run one task; every message about it goes through ``send`` (packed bytes)."""
         task_id = header["task_id"]
         request = self._task_request(
             kind=header["kind"],
@@ -185,7 +201,7 @@ class _Runtime:
                 # "Done" without a step: the outcome right behind it says more. Filtered here, at the
                 # source, so the node forwards every progress message it gets as a PROGRESS.
                 return
-            conn.send_bytes(pack(("progress", task_id, float(p.percent), p.step, p.total_steps)))
+            send(pack(("progress", task_id, float(p.percent), p.step, p.total_steps)))
 
         try:
             out = self._execute_task(
@@ -194,21 +210,19 @@ class _Runtime:
                 image_plugins=self.image_plugins,
                 config=self.config,
                 progress=progress,
-                cancelled=cancel_event.is_set,
+                cancelled=cancelled,
             )
         except self._task_cancelled:
-            conn.send(("cancelled", task_id))
+            send(pack(("cancelled", task_id)))
             return
         except Exception as exc:  # noqa: BLE001 - every failure is reported, none kills the worker
-            if cancel_event.is_set():
-                conn.send(("cancelled", task_id))
+            if cancelled():
+                send(pack(("cancelled", task_id)))
                 return
             message, retryable, status = classify(exc)
-            conn.send(("failed", task_id, message, traceback.format_exc(), retryable, status))
+            send(pack(("failed", task_id, message, traceback.format_exc(), retryable, status)))
             return
-        conn.send_bytes(
-            pack(("result", task_id, out.body, out.mimetype, dict(out.headers), self.models.loaded_model()))
-        )
+        send(pack(("result", task_id, out.body, out.mimetype, dict(out.headers), self.models.loaded_model())))
 
 
 class _Terminated(BaseException):
@@ -220,7 +234,13 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
 
 
 def worker_main(
-    conn: Connection, cancel_event: Any, config: Any, plugins: list[str], device: str, preload: str | None = None
+    conn: Connection,
+    cancel_event: Any,
+    config: Any,
+    plugins: list[str],
+    device: str,
+    preload: str | None = None,
+    depth: int = 1,
 ) -> None:
     """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away.
 
@@ -242,9 +262,12 @@ def worker_main(
     try:
         pm = create_plugin_manager(plugins)
         with running(pm, config, "inference"):
-            runtime = _Runtime(pm, config, device)
+            runtime = _Runtime(pm, config, device, depth)
             load_in_child(runtime.models, preload)
-            _serve(conn, cancel_event, runtime)
+            if depth > 1:
+                _serve_pipelined(conn, runtime, depth)
+            else:
+                _serve(conn, cancel_event, runtime)
     except _Terminated:
         return
     except BaseException as exc:
@@ -277,4 +300,47 @@ def _serve(conn: Connection, cancel_event: Any, runtime: _Runtime) -> None:
         if not msg or msg[0] == "stop":
             return
         if msg[0] == "task":
-            runtime.run(msg[1], msg[2], conn, cancel_event)
+            runtime.run(msg[1], msg[2], conn.send_bytes, cancel_event.is_set)
+
+
+def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
+    """Say ready, then run up to ``depth`` tasks at once, each in its own thread, until ``stop`` or
+    until the node closes the Pipe. The main thread only reads the Pipe (so a ``cancel`` reaches a
+    task at once); the threads share the Pipe's sending end under a lock. The node never sends more
+    than ``depth`` tasks at once, so none waits for a thread."""
+    send_lock = threading.Lock()
+    cancels: dict[str, threading.Event] = {}
+
+    def send(data: bytes) -> None:
+        with send_lock:
+            conn.send_bytes(data)
+
+    def run(header: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event) -> None:
+        try:
+            runtime.run(header, files, send, cancelled.is_set)
+        except (OSError, ValueError):
+            pass  # the Pipe is gone: the node is stopping, or stopped this process already
+        finally:
+            cancels.pop(header["task_id"], None)
+
+    send(pack(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})))
+    pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="inference-task")
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return  # parent closed the pipe or died
+            if not msg or msg[0] == "stop":
+                return
+            if msg[0] == "task":
+                event = cancels[msg[1]["task_id"]] = threading.Event()
+                pool.submit(run, msg[1], msg[2], event)
+            elif msg[0] == "cancel":
+                event = cancels.get(msg[1])
+                if event is not None:
+                    event.set()
+    finally:
+        # Without waiting: a SIGTERM (``_Terminated``) unwinds through here to the role's shutdown
+        # while a model call may still run; the node kills the process if it lingers.
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Replace the inference process after a task that left it above MB MiB resident "
         "(0 = no cap; default: distributed.node_max_child_rss_mb).",
     )
+    ap.add_argument(
+        "--pipeline-depth",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="Tasks the node holds at once, image stages overlapping the model (0 = derived from the "
+        "device; default: distributed.node_pipeline_depth).",
+    )
     ap.add_argument("--log-level", default="INFO", help="Python logging level (default: %(default)s).")
     return ap
 
@@ -167,6 +175,8 @@ def node_main(argv: Sequence[str] | None = None) -> int:
         config.plugins = split_list(args.plugins)
     if args.max_tasks_per_child is not None:
         config.distributed.node_max_tasks_per_child = args.max_tasks_per_child
+    if args.pipeline_depth is not None:
+        config.distributed.node_pipeline_depth = args.pipeline_depth
     if args.max_child_rss_mb is not None:
         config.distributed.node_max_child_rss_mb = args.max_child_rss_mb
     pm.hook.configure(config=config, args=args)

@@ -1,5 +1,5 @@
-"""Dispatch: pair runnable tasks (highest priority first, then oldest) with idle nodes that hold
-credit, one task per node, and turn each pair into a journaled dispatch and a TASK in the outbox.
+"""Dispatch: pair runnable tasks (highest priority first, then oldest) with nodes that hold credit,
+up to each node's free slots, and turn each pair into a journaled dispatch and a TASK in the outbox.
 
 Which node gets which task is :func:`.routing.plan_dispatch` (pure); this module picks the candidate
 tasks cheaply from the live index, holds dispatch back after a restart until interrupted tasks'
@@ -45,11 +45,22 @@ class Dispatcher:
         self._hold_until = until
 
     def dispatch(self, now: float, outbox: Outbox) -> None:
-        """Pair runnable tasks with idle nodes that hold credit; one task per node."""
+        """Pair runnable tasks with nodes that hold credit: one task per node and pass, and as many
+        passes as the deepest node has free slots (one, unless a node advertises ``slots`` > 1), so
+        each pass still spreads the work over every node with credit before any gets a second task."""
+        if self._holding(now):
+            return
+        passes = max((n.free_slots for n in self.state.nodes.values() if n.has_credit()), default=0)
+        for _ in range(passes):
+            if not self._dispatch_pass(now, outbox):
+                return
+
+    def _dispatch_pass(self, now: float, outbox: Outbox) -> int:
+        """One task at most to each node with credit; how many were dispatched."""
         state = self.state
         idle_nodes = {n.node_id: n for n in state.nodes.values() if n.has_credit()}
-        if not idle_nodes or self._holding(now):
-            return
+        if not idle_nodes:
+            return 0
         queues = sorted({q for n in idle_nodes.values() for q in n.ready})
         store = state.journal()
         views = [
@@ -60,6 +71,7 @@ class Dispatcher:
                 loaded_model=n.loaded_model,
                 models=n.models,
                 plugins=n.plugins,
+                held=len(n.held),
             )
             for n in idle_nodes.values()
         ]
@@ -68,8 +80,9 @@ class Dispatcher:
         online = self._online_views() if failed_on else []
         tasks = candidates(store.live.runnable(now, queues), views, failed_on.get if failed_on else None, online)
         if not tasks:
-            return
+            return 0
         counters = state.counters
+        dispatched = 0
         for task, view in plan_dispatch(tasks, views, online):
             node = idle_nodes[view.node_id]
             ident = node.queue_idents.get(task.queue)
@@ -94,13 +107,11 @@ class Dispatcher:
                 "queue": rec.queue,
                 "blobs": list(files),
             }
-            node.current_task = rec.id
-            node.current_attempt = rec.dispatches
-            node.dispatched_at = now
-            node.ready.clear()
+            node.hold(rec.id, rec.dispatches, now)
             if rec.kind == "inpaint":
                 node.loaded_model = rec.name  # it will load it; affinity follows the model
             counters.count("dispatched")
+            dispatched += 1
             outbox.append(
                 Out(
                     ident,
@@ -110,6 +121,7 @@ class Dispatcher:
                 )
             )
             self.events.record(rec)
+        return dispatched
 
     def _holding(self, now: float) -> bool:
         """Whether dispatch still waits for nodes to reclaim tasks interrupted by a restart."""
@@ -138,9 +150,7 @@ class Dispatcher:
             # credit until it sends READY from the new socket; it is asked to at its next idle
             # heartbeat (``NodeHandlers._ask_for_credit``), so it cannot stay idle for good.
             node = self.state.nodes.get(node_id)
-            if node is not None and node.current_task == task_id:
-                node.current_task = None
-                node.current_attempt = None
+            if node is not None and node.release(task_id) is not None:
                 node.ready.clear()
                 node.queue_idents.pop(queue, None)
             if self.state.processing_on(task_id, node_id) is not None:

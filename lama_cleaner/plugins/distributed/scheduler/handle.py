@@ -32,7 +32,8 @@ class QueueStats:
 @dataclass(frozen=True)
 class NodeInfo:
     """One node as the scheduler sees it. ``models`` is empty when the node did not restrict them;
-    ``left`` is True once it said BYE (left on purpose), False while online or when it vanished."""
+    ``left`` is True once it said BYE (left on purpose), False while online or when it vanished;
+    ``current_task`` is the oldest of the ``tasks`` it holds (a node with ``slots`` > 1 may hold more)."""
 
     node_id: str
     name: str
@@ -47,6 +48,10 @@ class NodeInfo:
     loaded_models: tuple[str, ...]
     tasks_done: int
     left: bool
+    tasks: tuple[str, ...] = ()
+    """Every task the node holds, oldest first (``current_task`` is the first of them)."""
+    slots: int = 1
+    """How many tasks the node may hold at once (its pipeline depth)."""
 
 
 @dataclass(frozen=True)

@@ -120,10 +120,12 @@ class NodeHandlers:
             # Node ids are chosen by nodes: a second key must not take over one (and its tasks).
             self._foreign(f"HELLO as node {node_id}, which registered with another key")
             return
-        running = running_task(h)
-        if old is not None and old.current_task and (old.current_task, old.current_attempt) != running:
-            # The node restarted (or no longer runs what we handed it): that attempt is lost.
-            self.requeue.lose_task(old, now, f"node {old.name} re-registered without the task")
+        running = running_tasks(h)
+        if old is not None:
+            for task_id, held in list(old.held.items()):
+                if (task_id, held.attempt) not in running:
+                    # The node restarted (or no longer runs what we handed it): that attempt is lost.
+                    self.requeue.lose_task(old, task_id, now, f"node {old.name} re-registered without the task")
         if old is not None:
             self._ctrl_owner.pop(old.ctrl_ident, None)
         requested = caps.get("queues_requested") or h.get("queues_requested") or []
@@ -170,8 +172,8 @@ class NodeHandlers:
             # Drained before it reconnected: the drain still holds (sent after WELCOME, same socket).
             log.info("node %s (%s) was drained before it re-registered: DRAIN again", node.name, node_id)
             self._send_drain(node, now, outbox)
-        if running is not None:
-            self._resume(node, running[0], running[1], now, outbox)
+        for task_id, attempt in running:
+            self._resume(node, task_id, attempt, now, outbox)
 
     def _resume(self, node: NodeEntry, task_id: str, attempt: int, now: float, outbox: Outbox) -> None:
         """A (re)registering node says it is still running ``attempt`` of ``task_id``.
@@ -180,10 +182,8 @@ class NodeHandlers:
         node (a reconnect the scheduler had not noticed yet), or queued again but not dispatched
         since (the node was declared lost, or the scheduler restarted and recovered it). Otherwise
         (re-dispatched elsewhere, finished, cancelled, unknown) the node is told to CANCEL it. Either
-        way the node stays busy, without credit, until it reports the outcome."""
-        node.current_task = task_id
-        node.current_attempt = attempt
-        node.dispatched_at = now
+        way the node holds the task (a slot taken) until it reports the outcome."""
+        node.hold(task_id, attempt, now)
         store = self._store()
         rec = store.get(task_id)
         if rec is not None and 0 < attempt <= rec.dispatches and not self._dispatched_to(rec, attempt, node):
@@ -209,7 +209,7 @@ class NodeHandlers:
             return
         h = msg.header
         node.reported_models = reported_models(h, node.reported_models)
-        if "loaded_model" in h and not node.current_task:
+        if "loaded_model" in h and not node.held:
             # While it holds a task the node may still be loading the model we predicted at
             # dispatch; a heartbeat sent before the TASK arrived would undo that prediction.
             node.loaded_model = h.get("loaded_model")
@@ -222,16 +222,17 @@ class NodeHandlers:
             # was lost. (A heartbeat that merely crossed the DRAIN is let be.)
             log.info("node %s (%s) reports %r while drained: DRAIN again", node.name, node.node_id, state)
             self._send_drain(node, now, outbox)
-        if (
-            state == p.NODE_IDLE
-            and node.current_task
-            and h.get("task_id") is None
-            and now - node.dispatched_at > self.state.liveness_window
-        ):
-            # The node says it is idle, long after we handed it a task: the TASK or its outcome
-            # was lost (e.g. a connection was re-established). Retry it elsewhere.
-            self.requeue.lose_task(node, now, f"node {node.name} reported idle without finishing the task")
-            node.grant_implied_credit(now)
+        named = heartbeat_tasks(h)
+        if node.held and named is not None:
+            window = self.state.liveness_window
+            lost = [t for t, held in node.held.items() if t not in named and now - held.dispatched_at > window]
+            for task_id in lost:
+                # The node does not hold it, long after we handed it over: the TASK or its outcome
+                # was lost (e.g. a connection was re-established). Retry it elsewhere.
+                self.requeue.lose_task(node, task_id, now, f"node {node.name} reported it without the task")
+            if lost and len(named) < node.slots:
+                # Their slots are free, and the node says it has one free: credit (not when draining).
+                node.make_ready(now)
         elif state == p.NODE_IDLE and h.get("task_id") is None:
             self._ask_for_credit(node, now, outbox)
 
@@ -244,7 +245,7 @@ class NodeHandlers:
         so without this it would heartbeat "idle" forever and never get work. At most once per
         interval, never in the first interval after HELLO (its first READY may still be on the way);
         a node that cannot work yet (its inference process restarting) ignores the request."""
-        if node.current_task or node.draining or node.ready or not node.allowed:
+        if node.held or node.draining or node.ready or not node.allowed:
             return
         if now - node.ready_asked_at < self.state.interval:
             return
@@ -264,8 +265,8 @@ class NodeHandlers:
             return
         node.last_seen = now
         node.queue_idents[queue_name] = ident
-        if node.current_task or node.draining:
-            return  # credit sent before it got its task (or while draining): not a credit now
+        if len(node.held) >= node.slots or node.draining:
+            return  # credit sent before it got its last task (or while draining): not a credit now
         if not node.ready:
             node.idle_since = now
         node.ready.add(queue_name)
@@ -320,7 +321,7 @@ class NodeHandlers:
             return
         if node is not None and holds(node, task_id, h["attempt"]):
             node.tasks_done += 1
-            node.grant_implied_credit(now, ready=h.get("ready") is not False)
+            node.grant_implied_credit(now, h["task_id"], ready=h.get("ready") is not False)
         if rec.terminal:
             store.add_duplicate(task_id)
             self._count("duplicates")
@@ -335,7 +336,7 @@ class NodeHandlers:
             now=now,
         )
         self._count("completed")
-        if holder is not None and holder.current_task == task_id and not holds(holder, task_id, h["attempt"]):
+        if holder is not None and task_id in holder.held and not holds(holder, task_id, h["attempt"]):
             # First result wins; the other attempt is now wasted work: stop it.
             send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": task_id, "attempt": rec.dispatches})
         self.events.record(rec, body=blobs["body"])
@@ -350,7 +351,7 @@ class NodeHandlers:
             return  # spoken for it by another key
         task_id = h["task_id"]
         if holds(node, task_id, h["attempt"]):
-            node.grant_implied_credit(now, ready=h.get("ready") is not False)
+            node.grant_implied_credit(now, h["task_id"], ready=h.get("ready") is not False)
         rec = self._current_attempt(node, task_id, h["attempt"])
         if rec is None:
             return
@@ -390,7 +391,7 @@ class NodeHandlers:
             return
         h = msg.header
         if holds(node, h["task_id"], h["attempt"]):
-            node.grant_implied_credit(now, ready=h.get("ready") is not False)
+            node.grant_implied_credit(now, h["task_id"], ready=h.get("ready") is not False)
         rec = self.state.processing_on(h["task_id"], node.node_id)
         if rec is None:
             self._judge_stray(node, h["task_id"], h["attempt"], p.CANCELLED, count_stale=False)
@@ -408,12 +409,11 @@ class NodeHandlers:
         self._drained.discard(node.node_id)  # it left: the drain is done
         node.left = not node.offline
         reason = str(msg.header.get("reason") or "left")
-        held = node.current_task
-        if held is not None and "task_id" in msg.header and msg.header["task_id"] is None:
-            # The node says it leaves without having started the task we sent it: the TASK was
+        started = bye_tasks(msg.header)
+        for held in [t for t in node.held if started is not None and t not in started]:
+            # The node says it leaves without having started this task we sent it: the TASK was
             # still in flight, or waited unstarted (a stop raced the dispatch). Not the task's fault.
-            node.current_task = None
-            node.current_attempt = None
+            node.release(held)
             if self.state.processing_on(held, node.node_id) is not None:
                 self.requeue.take_back(held, f"node {node.name} left before starting it ({reason})")
         self.requeue.go_offline(node, now, f"node {node.name} left ({reason})")
@@ -468,9 +468,47 @@ class NodeHandlers:
         return owner == (node_id, key)
 
 
-def running_task(hello: dict[str, Any]) -> tuple[str, int] | None:
-    """``(task_id, attempt)`` a HELLO says the node is still running, or None (idle, or not said)."""
-    task_id, attempt = hello.get("task_id"), hello.get("attempt")
+def _attempt_pair(task_id: Any, attempt: Any) -> tuple[str, int] | None:
     if isinstance(task_id, str) and task_id and isinstance(attempt, int) and not isinstance(attempt, bool):
         return task_id, attempt
     return None
+
+
+def running_task(hello: dict[str, Any]) -> tuple[str, int] | None:
+    """``(task_id, attempt)`` a HELLO says the node is still running first, or None (idle, or not said)."""
+    return _attempt_pair(hello.get("task_id"), hello.get("attempt"))
+
+
+def running_tasks(hello: dict[str, Any]) -> list[tuple[str, int]]:
+    """Every ``(task_id, attempt)`` a HELLO says the node still runs: its ``tasks`` list (minor 2),
+    else its one ``task_id``/``attempt``; malformed entries are ignored."""
+    listed = hello.get("tasks")
+    if isinstance(listed, list):
+        pairs = (_attempt_pair(*e) if isinstance(e, list) and len(e) == 2 else None for e in listed)
+        return [pair for pair in pairs if pair is not None]
+    first = running_task(hello)
+    return [first] if first is not None else []
+
+
+def heartbeat_tasks(header: dict[str, Any]) -> set[str] | None:
+    """The tasks a HEARTBEAT says the node holds, when it says so: its ``task_ids`` list (minor 2),
+    or, from an idle node of an older minor, none. None: a busy node of an older minor, which names
+    only one of them (nothing can be concluded about the others)."""
+    listed = header.get("task_ids")
+    if isinstance(listed, list):
+        return {t for t in listed if isinstance(t, str)}
+    if header.get("state") == p.NODE_IDLE and header.get("task_id") is None:
+        return set()
+    return None
+
+
+def bye_tasks(header: dict[str, Any]) -> set[str] | None:
+    """The tasks a BYE says the node started (its ``task_ids`` list, minor 2, or its one ``task_id``,
+    null for none); None when it says nothing, and then every held task counts as started."""
+    listed = header.get("task_ids")
+    if isinstance(listed, list):
+        return {t for t in listed if isinstance(t, str)}
+    if "task_id" not in header:
+        return None
+    task_id = header["task_id"]
+    return {task_id} if isinstance(task_id, str) else set()

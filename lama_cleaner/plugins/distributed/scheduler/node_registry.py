@@ -1,8 +1,11 @@
-"""What the scheduler knows about each node: registration, liveness, credit and current task.
+"""What the scheduler knows about each node: registration, liveness, credit and the tasks it holds.
 
 In memory only: nodes re-register (HELLO) after a scheduler restart, so nothing here is journaled.
-The credit rules (one task per node in total, a finished task doubles as the next READY) live on
-:class:`NodeEntry` so the message handlers and the dispatcher apply them the same way.
+The credit rules live on :class:`NodeEntry` so the message handlers and the dispatcher apply them the
+same way: a node advertises ``slots`` (its pipeline depth, absent = 1) and may hold that many tasks;
+while it is *ready* (it sent READY, or its last outcome doubled as READY) its credit is its free
+slots, ``slots - len(held)``; an outcome that says ``ready: false`` takes the credit away until the
+node sends READY again. With one slot this is exactly one task per node, as in protocol minor 1.
 """
 
 from __future__ import annotations
@@ -10,9 +13,27 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Container
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..wire import protocol as p
+
+MAX_SLOTS = 16
+"""The most tasks the scheduler hands one node at once, whatever ``slots`` it advertises."""
+
+
+class HeldAttempt(NamedTuple):
+    """One task a node holds: the attempt dispatched to it, and when."""
+
+    attempt: int
+    dispatched_at: float
+
+
+def slots_of(capabilities: dict[str, Any]) -> int:
+    """The pipeline depth a node advertises (``capabilities.slots``): absent or malformed = 1."""
+    value = capabilities.get("slots")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return min(value, MAX_SLOTS)
+    return 1
 
 
 @dataclass
@@ -33,9 +54,12 @@ class NodeEntry:
     idle_since: float = 0.0
     queue_idents: dict[str, bytes] = field(default_factory=dict)
     ready: set[str] = field(default_factory=set)
-    current_task: str | None = None
-    current_attempt: int | None = None
+    """The queues the node is ready on (its READY, or an outcome that doubled as one); its credit on
+    them is its free slots."""
+    held: dict[str, HeldAttempt] = field(default_factory=dict)
+    """The tasks dispatched to the node and not finished yet, in dispatch order."""
     dispatched_at: float = 0.0
+    """When the node was last handed a task."""
     draining: bool = False
     drain_sent_at: float = 0.0
     """When the scheduler last sent this node ``DRAIN`` (re-sent if the node still says it is not draining)."""
@@ -58,10 +82,27 @@ class NodeEntry:
     """``capabilities.models`` as a set (None: not declared, any model), for dispatch every round."""
     plugins: frozenset[str] | None = field(init=False, default=None)
     """``capabilities.plugins`` as a set (None: not declared)."""
+    slots: int = field(init=False, default=1)
+    """How many tasks the node may hold at once (``capabilities.slots``, its pipeline depth)."""
 
     def __post_init__(self) -> None:
         self.models = name_set(self.capabilities.get("models"))
         self.plugins = name_set(self.capabilities.get("plugins"))
+        self.slots = slots_of(self.capabilities)
+
+    @property
+    def current_task(self) -> str | None:
+        """The oldest task the node holds (the one a one-slot node runs), or None."""
+        return next(iter(self.held), None)
+
+    @property
+    def current_attempt(self) -> int | None:
+        task_id = self.current_task
+        return None if task_id is None else self.held[task_id].attempt
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - len(self.held))
 
     @property
     def state(self) -> str:
@@ -69,23 +110,39 @@ class NodeEntry:
             return p.NODE_OFFLINE
         if self.draining:
             return p.NODE_DRAINING
-        if self.current_task:
+        if self.held:
             return p.NODE_BUSY
         return p.NODE_IDLE
 
     def has_credit(self) -> bool:
-        return not (self.offline or self.draining or self.current_task) and bool(self.ready)
+        return not (self.offline or self.draining) and bool(self.ready) and len(self.held) < self.slots
 
-    def grant_implied_credit(self, now: float, *, ready: bool = True) -> None:
+    def hold(self, task_id: str, attempt: int, now: float) -> None:
+        """The node was handed ``attempt`` of ``task_id`` (a dispatch, or its HELLO says it runs it).
+        A node whose slots are all taken has no credit left: it is ready again on its next outcome."""
+        self.held[task_id] = HeldAttempt(attempt, now)
+        self.dispatched_at = now
+        if len(self.held) >= self.slots:
+            self.ready.clear()
+
+    def release(self, task_id: str) -> HeldAttempt | None:
+        """Forget a held task (finished, lost or taken back); its slot is free again."""
+        return self.held.pop(task_id, None)
+
+    def grant_implied_credit(self, now: float, task_id: str | None = None, *, ready: bool = True) -> None:
         """A finished task (RESULT/FAILED/CANCELLED) is also the node's next READY on every queue
         it joined, as in the Guide's load-balancing broker; READY on a queue socket may arrive
         before the RESULT on the control socket and is then ignored, so this keeps the node usable.
+        ``task_id`` is the finished task (None: the oldest held one).
 
         ``ready=False`` (the outcome said ``ready: false``, e.g. the node is restarting its inference
         process after a hard cancel) frees the node of its task without the credit: a TASK sent now
         would only bounce back. The node sends READY itself once it can work again."""
-        self.current_task = None
-        self.current_attempt = None
+        self.release(task_id if task_id is not None else (self.current_task or ""))
+        self.make_ready(now, ready=ready)
+
+    def make_ready(self, now: float, *, ready: bool = True) -> None:
+        """The node can start work now on every queue it joined (``ready=False``: it cannot)."""
         if not ready:
             self.ready.clear()
             return
@@ -103,6 +160,8 @@ class NodeEntry:
             "queues": sorted(self.allowed),
             "rejected": dict(self.rejected),
             "current_task": self.current_task,
+            "tasks": list(self.held),
+            "slots": self.slots,
             "credit": sorted(self.ready) if self.has_credit() else [],
             "loaded_model": self.loaded_model,
             "last_heartbeat": self.last_seen,
@@ -174,8 +233,9 @@ class FailedOn:
 
 
 def holds(node: NodeEntry, task_id: str, attempt: int) -> bool:
-    """Whether ``node`` is running exactly this attempt of the task (so its outcome frees the node)."""
-    return node.current_task == task_id and node.current_attempt == attempt
+    """Whether ``node`` is running exactly this attempt of the task (so its outcome frees a slot)."""
+    held = node.held.get(task_id)
+    return held is not None and held.attempt == attempt
 
 
 def reported_models(header: dict[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:

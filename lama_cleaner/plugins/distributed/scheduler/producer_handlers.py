@@ -211,7 +211,7 @@ class ProducerHandlers:
             attempt = rec.dispatches
             rec = self._store().cancel(rec.id, now)
             self._count("cancelled")
-            if holder is not None and not holder.offline and holder.current_task == rec.id:
+            if holder is not None and not holder.offline and rec.id in holder.held:
                 # Cancelled for the client at once; the node stays busy until it confirms
                 # (CANCELLED, then READY), and a late RESULT is discarded as a duplicate.
                 send_ctrl(outbox, holder.ctrl_ident, p.CANCEL, {"task_id": rec.id, "attempt": attempt})

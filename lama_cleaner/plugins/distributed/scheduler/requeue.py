@@ -1,6 +1,6 @@
 """What happens to a task whose attempt did not finish: retried with backoff, failed for good, or
 re-queued uncharged when it never started; and to a node that is lost or leaves (offline, its task
-re-queued with the attempt charged).
+re-queued with their attempts charged).
 
 Used by the node handlers (FAILED, CANCELLED, BYE, a HELLO or HEARTBEAT that contradicts the
 registry) and the timers (a node that went silent). The retry decision itself is
@@ -55,12 +55,14 @@ class Requeue:
         self.events.record(rec)
         return rec
 
-    def lose_task(self, node: NodeEntry, now: float, why: str) -> None:
-        """``node`` will not finish its task: re-queue it (attempt charged, backoff) or fail it."""
-        task_id = node.current_task
-        node.current_task = None
-        node.current_attempt = None
-        if task_id is None:
+    def lose_tasks(self, node: NodeEntry, now: float, why: str) -> None:
+        """``node`` will finish none of its tasks: each is lost as :meth:`lose_task` loses one."""
+        for task_id in list(node.held):
+            self.lose_task(node, task_id, now, why)
+
+    def lose_task(self, node: NodeEntry, task_id: str, now: float, why: str) -> None:
+        """``node`` will not finish ``task_id``: re-queue it (attempt charged, backoff) or fail it."""
+        if node.release(task_id) is None:
             return
         rec = self.state.processing_on(task_id, node.node_id)
         if rec is None:
@@ -70,7 +72,7 @@ class Requeue:
         self.retry_or_fail(rec, now, why, None, None)
 
     def go_offline(self, node: NodeEntry, now: float, why: str) -> None:
-        """The node left (BYE) or went silent: no credit, no identities, its task lost."""
+        """The node left (BYE) or went silent: no credit, no identities, every task it held lost."""
         if node.offline:
             return
         node.offline = True
@@ -81,4 +83,4 @@ class Requeue:
         node.queue_idents.clear()
         self.state.ctrl_owner.pop(node.ctrl_ident, None)
         log.warning("%s", why)
-        self.lose_task(node, now, why)
+        self.lose_tasks(node, now, why)

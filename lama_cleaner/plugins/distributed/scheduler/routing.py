@@ -97,6 +97,7 @@ class IdleNode:
 
     ``queues``: queues on which it holds credit (sent READY). ``models``: model names it can run
     (None = it did not say, so any). ``idle_since``: when it became idle (for least recently used).
+    ``held``: tasks it holds already (a node with several slots may get another while it works).
     """
 
     node_id: str
@@ -105,6 +106,7 @@ class IdleNode:
     loaded_model: str | None = None
     models: frozenset[str] | None = None
     plugins: frozenset[str] | None = None
+    held: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,11 +167,18 @@ def choose_node(
 
     Among nodes without the model, those whose loaded model no later waiting task wants are
     preferred, so a node warm for the next task is not spent on a cold one. Nodes the task failed
-    on come last, as :func:`preferred_nodes` says (``online``: see there).
+    on come last, as :func:`preferred_nodes` says (``online``: see there). Before all that, only the
+    nodes holding the fewest tasks are considered: a node with a free slot but work in hand (protocol
+    "slots") never takes a task an empty node could start now, so depth adds overlap, not queueing.
     """
     candidates = preferred_nodes(task, [n for n in idle if node_can_run(n, task)], online)
     if not candidates:
         return None
+    fewest = min(n.held for n in candidates)
+    if fewest:
+        candidates = [n for n in candidates if n.held == fewest]
+    elif any(n.held for n in candidates):
+        candidates = [n for n in candidates if not n.held]
     if task.kind == "inpaint":
         warm = [n for n in candidates if n.loaded_model == task.name]
         if warm:

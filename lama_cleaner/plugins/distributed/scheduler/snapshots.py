@@ -52,6 +52,8 @@ def node_info(node: NodeEntry, now: float, live: LiveTasks | None) -> NodeInfo:
         loaded_models=node.reported_models,
         tasks_done=node.tasks_done,
         left=node.left,
+        tasks=tuple(node.held),
+        slots=node.slots,
     )
 
 

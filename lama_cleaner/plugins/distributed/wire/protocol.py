@@ -28,9 +28,12 @@ from typing import Any
 import orjson
 
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 1
+PROTOCOL_MINOR = 2
 """Additive revisions of version 1 (the signature stays ``LC1``): 1 added the producer requests
-``STATS`` and ``CALL`` (answered ``ANSWER``); a scheduler at minor 0 answers them ``REJECTED 400``."""
+``STATS`` and ``CALL`` (answered ``ANSWER``); a scheduler at minor 0 answers them ``REJECTED 400``.
+2 added node pipelining: ``capabilities.slots`` (how many tasks a node may hold; absent = 1) and the
+lists of held tasks ``HELLO.tasks``, ``HEARTBEAT.task_ids`` and ``BYE.task_ids``; a scheduler of an
+older minor ignores them and hands such a node one task at a time."""
 SIGNATURE = b"LC1"
 SIGNATURE_PREFIX = b"LC"
 MAX_HEADER_BYTES = 4 * 1024 * 1024
@@ -158,12 +161,13 @@ checked by the receiver itself, which knows what it needs from them."""
 
 OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
     "scheduler": {
-        HELLO: {"task_id": (str, _NONE), "attempt": (int, _NONE)},
+        HELLO: {"task_id": (str, _NONE), "attempt": (int, _NONE), "tasks": (list,)},
+        HEARTBEAT: {"task_ids": (list,)},
         SUBMIT: {"want_result": (bool,)},
         RESULT: {"ready": (bool,)},
         FAILED: {"ready": (bool,), "handed_back": (bool,)},
         CANCELLED: {"ready": (bool,)},
-        BYE: {"task_id": (str, _NONE)},
+        BYE: {"task_id": (str, _NONE), "task_ids": (list,)},
         WATCH: {"batch_events": (bool,)},
     },
     "producer": {
@@ -177,7 +181,9 @@ task a reconnecting node is still running; ``SUBMIT.want_result``: push a DONE t
 ``ready: false`` on an outcome: the node cannot take the next task yet (no implied credit);
 ``FAILED.handed_back: true``: the node never started the task (a stop or drain raced the TASK), so
 it is re-queued without charging an attempt; ``BYE.task_id``: what the leaving node still held
-(null: nothing, so a TASK still in flight to it never started); ``WATCH.batch_events``: the
+(null: nothing, so a TASK still in flight to it never started); ``HELLO.tasks`` (``[[task_id,
+attempt], ...]``), ``HEARTBEAT.task_ids`` and ``BYE.task_ids`` (minor 2): every task a node with
+several slots holds (BYE: every one it started); ``WATCH.batch_events``: the
 producer also understands EVENTS (several events in one message); ``ERROR.req_id``: the producer
 request the ERROR answers (absent when the refused message had no readable ``req_id``)."""
 

@@ -112,10 +112,17 @@ class _PairPlugin:
         return [ConfigSection("pair", _Pair, validate=_check_pair, doc="A test section.")]
 
 
+@dataclass
+class _OtherPair:
+    value: int = setting(0, "Anything.")
+
+
 class _ClashPlugin:
     @hookimpl
     def config_sections(self):
-        return [ConfigSection("pair", DistributedConfig)]
+        # Its own schema: declaring a section for a real plugin's schema (DistributedConfig) would replace that
+        # schema's declaration, and its validator, for every test that runs after this one.
+        return [ConfigSection("pair", _OtherPair)]
 
 
 def _pm_with(*plugins):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -78,7 +79,8 @@ def setup_logging(
     return budget
 
 
-def _summary_writer(lines_per_s: int):  # noqa: ANN202 - a closure over the limit
+def _summary_writer(lines_per_s: int) -> Callable[[int, float], None]:
+    """The budget's summary line, named like the task path (it is about the path's lines)."""
     named = logger.patch(lambda record: record.update(name=TASK_LOGGER))
 
     def summarize(left_out: int, span_s: float) -> None:

@@ -110,7 +110,7 @@ class TaskTally:
         for group in self._groups.values():
             group.expire(cutoff)
         self._cap(WINDOW_CAP)
-        figures = [self._groups[None].figures(None, min_tasks) if None in self._groups else _EMPTY(min_tasks)]
+        figures = [self._groups[None].figures(None, min_tasks) if None in self._groups else _empty_figures(min_tasks)]
         for queue in sorted(q for q in self._groups if q is not None):
             group = self._groups[queue]
             if group.count:
@@ -207,7 +207,8 @@ class _Group:
         )
 
 
-def _EMPTY(min_tasks: int) -> WindowFigures:  # noqa: N802 - reads as a constant at the call site
+def _empty_figures(min_tasks: int) -> WindowFigures:
+    """The all-queues entry when nothing finished yet."""
     return _Group().figures(None, min_tasks)
 
 

@@ -44,27 +44,27 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class EventBatch:
-    """Events handed to an observer in one queue operation, delivered one by one, in order.
+    """A round of events handed to an observer in one queue operation, delivered one by one, in order.
 
     A scheduler round can finish hundreds of tasks at once; a queue hand-off (a lock, a condition, a wake-up
-    of the observer's thread and a GIL hand-over) per event cost more than most observers themselves. A batch
-    may hold the events as dicts of :class:`TaskEvent` fields (what the scheduler has): they become
+    of the observer's thread and a GIL hand-over) per event cost more than most observers themselves. The
+    batch holds the events as dicts of :class:`TaskEvent` fields (what the scheduler has): they become
     ``TaskEvent`` objects on the first observer's thread, not on the scheduler's loop. Two observers building
     them at once build equal lists; either is kept."""
 
     __slots__ = ("_fields", "_events")
 
-    def __init__(self, events: list[TaskEvent] | None = None, *, fields: list[dict[str, Any]] | None = None) -> None:
-        self._events = events
+    def __init__(self, fields: list[dict[str, Any]]) -> None:
         self._fields = fields
+        self._events: list[TaskEvent] | None = None
 
     def __len__(self) -> int:
-        return len(self._events if self._events is not None else self._fields or ())
+        return len(self._fields)
 
     def __iter__(self) -> Iterator[TaskEvent]:
         events = self._events
         if events is None:
-            events = self._events = [TaskEvent(**f) for f in self._fields or ()]
+            events = self._events = [TaskEvent(**f) for f in self._fields]
         return iter(events)
 
 
@@ -107,7 +107,7 @@ class ObserverDispatcher:
         self._thread.start()
 
     def put(self, item: TaskEvent | EventBatch | HookCall | Callable[[], None]) -> bool:
-        """Queue an event, a batch of them (one hand-off for many, see :meth:`EventSink.emit_many`) or a
+        """Queue an event, a batch of them (one hand-off for many, see :meth:`EventSink.emit_fields`) or a
         follow-up call (see :meth:`EventSink.after_events`); never blocks. False when the observer's queue
         was full or it is closed and the item was dropped."""
         if self._closed:
@@ -202,21 +202,14 @@ class EventSink:
         for dispatcher in self._observers():
             dispatcher.put(event)
 
-    def emit_many(self, events: list[TaskEvent]) -> None:
-        """Queue ``events`` (in order) for every observer with one hand-off each: what a caller that produces
-        events in rounds uses. Same guarantees as :meth:`emit`."""
-        if events:
-            self._put_batch(EventBatch(events))
-
     def emit_fields(self, fields: list[dict[str, Any]]) -> None:
-        """Like :meth:`emit_many` with each event as a dict of :class:`TaskEvent` fields, made into events on
-        the observers' threads: the scheduler's loop thread only hands the round's list over."""
+        """Queue a round of events, in order, for every observer with one hand-off each: what a caller that
+        produces events in rounds (the scheduler) uses. Each event is a dict of :class:`TaskEvent` fields,
+        made into an event on the observers' threads. Same guarantees as :meth:`emit`."""
         if fields:
-            self._put_batch(EventBatch(fields=fields))
-
-    def _put_batch(self, batch: EventBatch) -> None:
-        for dispatcher in self._observers():
-            dispatcher.put(batch)
+            batch = EventBatch(fields)
+            for dispatcher in self._observers():
+                dispatcher.put(batch)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of the observing hook ``hook_name`` with ``kwargs``, each on its

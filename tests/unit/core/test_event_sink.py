@@ -66,6 +66,11 @@ def _event(task_id: str) -> TaskEvent:
     return TaskEvent(task_id=task_id, status="processing")
 
 
+def _round(*task_ids: str) -> list[dict]:
+    """A scheduler round's events, as the fields it hands over (``EventSink.emit_fields``)."""
+    return [{"task_id": task_id, "status": "processing"} for task_id in task_ids]
+
+
 def _emit_in_thread(sink: EventSink, ids: list[str]) -> threading.Thread:
     """Emit from another thread, so that an emit that blocked would be seen (the thread still alive)
     rather than hang the test."""
@@ -172,9 +177,9 @@ def test_a_round_of_events_is_one_hand_off_delivered_in_order_between_single_eve
     sink, _ = _sink(gated, recorder, queue_size=5)
     sink.emit(_event("first"))
     assert gated.entered.wait(10), "the gated dispatcher holds the first event"
-    sink.emit_many([_event(f"r{i}") for i in range(50)])  # one queue slot for the whole round
+    sink.emit_fields(_round(*(f"r{i}" for i in range(50))))  # one queue slot for the whole round
     sink.emit(_event("after"))
-    sink.emit_many([_event("only")])  # a round of one is a plain event
+    sink.emit_fields(_round("only"))  # a round of one
     assert sink.dropped() == {"gated-0": 0, "recorder-1": 0}, "a round of 50 took one slot"
     gated.gate.set()
     assert sink.flush(10)
@@ -189,7 +194,7 @@ def test_a_dropped_round_counts_each_of_its_events():
     sink.emit(_event("first"))
     assert gated.entered.wait(10)
     sink.emit(_event("queued"))  # fills the queue
-    sink.emit_many([_event(f"r{i}") for i in range(7)])
+    sink.emit_fields(_round(*(f"r{i}" for i in range(7))))
     assert sink.dropped() == {"gated-0": 7}
     gated.gate.set()
     assert sink.close(10)

@@ -34,7 +34,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -292,15 +292,21 @@ def _report_init_failed(conn: Connection, exc: BaseException) -> None:
 def _serve(conn: Connection, cancel_event: Any, runtime: _Runtime) -> None:
     """Say ready, then run tasks until ``stop`` or until the node closes the Pipe."""
     conn.send(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()}))
+    for msg in _messages(conn):
+        if msg[0] == "task":
+            runtime.run(msg[1], msg[2], conn.send_bytes, cancel_event.is_set)
+
+
+def _messages(conn: Connection) -> Iterator[tuple[Any, ...]]:
+    """The node's messages, until ``stop`` or until the node closes the Pipe (or dies)."""
     while True:
         try:
             msg = conn.recv()
         except (EOFError, OSError):
-            return  # parent closed the pipe or died
+            return
         if not msg or msg[0] == "stop":
             return
-        if msg[0] == "task":
-            runtime.run(msg[1], msg[2], conn.send_bytes, cancel_event.is_set)
+        yield msg
 
 
 def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
@@ -326,13 +332,7 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
     send(pack(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})))
     pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="inference-task")
     try:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                return  # parent closed the pipe or died
-            if not msg or msg[0] == "stop":
-                return
+        for msg in _messages(conn):
             if msg[0] == "task":
                 event = cancels[msg[1]["task_id"]] = threading.Event()
                 pool.submit(run, msg[1], msg[2], event)

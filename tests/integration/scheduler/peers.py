@@ -111,18 +111,22 @@ class ScriptedNode:
 
     def hello(self, running: p.Message | None = None) -> p.Message:
         """HELLO (naming the TASK still being run, if any, as a reconnecting node does) -> WELCOME."""
-        caps = {"device": self.device, "models": self.models or ["cv2", "lama", "fake"],
-                "queues_requested": self.requested, "labels": {}}  # fmt: skip
-        self.control.send(p.HELLO, {"node_id": self.node_id, "name": self.node_id, "version": "test", "pid": 1,
-                                    "capabilities": caps, "loaded_model": None, "public_key": None,
-                                    "task_id": running.header["task_id"] if running else None,
-                                    "attempt": running.header["attempt"] if running else None})  # fmt: skip
+        self.control.send(p.HELLO, self.hello_header(running))
         self.welcome = self.control.expect(p.WELCOME)
         for q, endpoint in self.welcome.header["queues"].items():
             if q not in self.queue_peers:
                 self.queue_peers[q] = Peer(self.ctx, endpoint, "node", self.secure)
                 self.queue_peers[q].on_pump = self.tick
         return self.welcome
+
+    def hello_header(self, running: p.Message | None) -> dict[str, Any]:
+        """The HELLO this node sends (a subclass adds fields: ``slots``, the tasks it holds)."""
+        caps = {"device": self.device, "models": self.models or ["cv2", "lama", "fake"],
+                "queues_requested": self.requested, "labels": {}}  # fmt: skip
+        return {"node_id": self.node_id, "name": self.node_id, "version": "test", "pid": 1, "capabilities": caps,
+                "loaded_model": None, "public_key": None,
+                "task_id": running.header["task_id"] if running else None,
+                "attempt": running.header["attempt"] if running else None}  # fmt: skip
 
     def reconnect(self, sched: Any | None = None) -> None:
         """Drop every socket and connect fresh ones (new identities), as a node does when it loses

@@ -7,13 +7,14 @@ task is for a one-slot node.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
 import zmq
 
 from lama_cleaner.plugins.distributed.wire import protocol as p
-from tests.integration.scheduler.peers import Peer, Producer, ScriptedNode
+from tests.integration.scheduler.peers import Producer, ScriptedNode
 from tests.support.waiting import wait_for
 
 
@@ -21,24 +22,17 @@ class SlottedNode(ScriptedNode):
     """A scripted node with ``slots`` whose heartbeats name every task it holds (``task_ids``)."""
 
     def __init__(self, ctx: zmq.Context, sched: Any, slots: int) -> None:
-        super().__init__(ctx, sched)
+        super().__init__(ctx, sched, models=["cv2"])
         self.slots = slots
         self.held: dict[str, int] = {}
 
-    def hello(self, running: p.Message | None = None) -> p.Message:
-        caps = {"device": "cpu", "models": ["cv2"], "queues_requested": [], "labels": {}, "slots": self.slots}
+    def hello_header(self, running: p.Message | None) -> dict[str, Any]:
+        header = super().hello_header(None)
         tasks = [[t, a] for t, a in self.held.items()]
-        first = tasks[0] if tasks else [None, None]
-        header = {"node_id": self.node_id, "name": self.node_id, "version": "test", "pid": 1, "capabilities": caps,
-                  "loaded_model": None, "public_key": None, "task_id": first[0], "attempt": first[1],
-                  "tasks": tasks}  # fmt: skip
-        self.control.send(p.HELLO, header)
-        self.welcome = self.control.expect(p.WELCOME)
-        for q, endpoint in self.welcome.header["queues"].items():
-            if q not in self.queue_peers:
-                self.queue_peers[q] = Peer(self.ctx, endpoint, "node", self.secure)
-                self.queue_peers[q].on_pump = self.tick
-        return self.welcome
+        header["capabilities"]["slots"] = self.slots
+        header["task_id"], header["attempt"] = tasks[0] if tasks else (None, None)
+        header["tasks"] = tasks
+        return header
 
     def heartbeat(self, state: str = "idle", task_id: str | None = None) -> None:
         self.last_beat = time.monotonic()
@@ -58,12 +52,21 @@ class SlottedNode(ScriptedNode):
         self.result(task)
 
 
-def _slotted(zctx: zmq.Context, sched: Any, made: list[Any], slots: int = 2) -> SlottedNode:
-    node = SlottedNode(zctx, sched, slots)
-    made.append(node)
-    node.hello()
-    node.ready()
-    return node
+@pytest.fixture
+def slotted(zctx: zmq.Context) -> Iterator[Callable[..., SlottedNode]]:
+    """Make a node with ``slots`` that said HELLO and READY; every one is closed after the test."""
+    made: list[SlottedNode] = []
+
+    def make(sched: Any, slots: int = 2) -> SlottedNode:
+        node = SlottedNode(zctx, sched, slots)
+        made.append(node)
+        node.hello()
+        node.ready()
+        return node
+
+    yield make
+    for node in made:
+        node.close()
 
 
 def _status(producer: Producer, task_id: str, statuses: tuple[str, ...]) -> dict[str, Any]:
@@ -84,12 +87,11 @@ def _no_task(node: ScriptedNode, seconds: float = 0.5) -> None:
 
 
 def test_a_two_slot_node_holds_two_tasks_and_each_outcome_frees_one(
-    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], zctx: zmq.Context
+    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], slotted: Callable[..., SlottedNode]
 ):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    made: list[Any] = []
-    node = _slotted(zctx, sched, made)
+    node = slotted(sched)
     ids = [producer.submit("cv2").header["task"]["id"] for _ in range(3)]
     first, second = node.expect_task(), node.expect_task()
     assert {first.header["task_id"], second.header["task_id"]} == set(ids[:2])
@@ -104,56 +106,47 @@ def test_a_two_slot_node_holds_two_tasks_and_each_outcome_frees_one(
     node.done(third)
     for task_id in ids:
         assert _status(producer, task_id, ("completed",))["attempts"] == 1
-    for peer in made:
-        peer.close()
 
 
 def test_one_task_per_node_before_any_node_gets_a_second(
-    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], zctx: zmq.Context
+    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], slotted: Callable[..., SlottedNode]
 ):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    made: list[Any] = []
-    nodes = [_slotted(zctx, sched, made), _slotted(zctx, sched, made)]
+    nodes = [slotted(sched), slotted(sched)]
     for node in nodes:
         wait_for(lambda node=node: _public(producer, node)["credit"], 10, "the node's READY handled")
     for _ in range(2):  # one at a time: the second finds one node warm with a free slot, one empty
-        producer.submit("cv2")
-        time.sleep(0.2)
+        task_id = producer.submit("cv2").header["task"]["id"]
+        _status(producer, task_id, ("processing",))
     got = [n.expect_task() for n in nodes]
     assert len({m.header["task_id"] for m in got}) == 2
-    for peer in made:
-        peer.close()
 
 
 def test_a_silent_two_slot_node_loses_both_tasks_and_each_completes_once_elsewhere(
-    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], zctx: zmq.Context
+    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], slotted: Callable[..., SlottedNode]
 ):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    made: list[Any] = []
-    lost = _slotted(zctx, sched, made)
+    lost = slotted(sched)
     ids = [producer.submit("cv2").header["task"]["id"] for _ in range(2)]
     lost.expect_task(), lost.expect_task()
     lost.silent = True
     wait_for(lambda: _public(producer, lost)["state"] == "offline", 15, "the silent node offline")
-    other = _slotted(zctx, sched, made)
+    other = slotted(sched)
     for _ in ids:
         other.done(other.expect_task(timeout=10))
     for task_id in ids:
         assert _status(producer, task_id, ("completed",))["attempts"] == 2
     assert sched.stats()["requeued_on_node_loss"] == 2
-    for peer in made:
-        peer.close()
 
 
 def test_a_heartbeat_that_no_longer_names_a_held_task_retries_that_one_only(
-    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], zctx: zmq.Context
+    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], slotted: Callable[..., SlottedNode]
 ):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    made: list[Any] = []
-    node = _slotted(zctx, sched, made)
+    node = slotted(sched)
     producer.submit("cv2"), producer.submit("cv2")
     kept, dropped = node.expect_task(), node.expect_task()
     node.held.pop(dropped.header["task_id"])  # as if its TASK had been lost on the way
@@ -165,17 +158,14 @@ def test_a_heartbeat_that_no_longer_names_a_held_task_retries_that_one_only(
     node.done(kept)
     node.done(again)
     assert _status(producer, kept.header["task_id"], ("completed",))["attempts"] == 1
-    for peer in made:
-        peer.close()
 
 
 def test_a_node_that_re_registers_keeps_every_task_its_hello_names(
-    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], zctx: zmq.Context
+    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], slotted: Callable[..., SlottedNode]
 ):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    made: list[Any] = []
-    node = _slotted(zctx, sched, made)
+    node = slotted(sched)
     producer.submit("cv2"), producer.submit("cv2")
     a, b = node.expect_task(), node.expect_task()
     node.reconnect()
@@ -186,17 +176,14 @@ def test_a_node_that_re_registers_keeps_every_task_its_hello_names(
     node.done(b)
     for msg in (a, b):
         assert _status(producer, msg.header["task_id"], ("completed",))["attempts"] == 1
-    for peer in made:
-        peer.close()
 
 
 def test_bye_naming_one_started_task_charges_it_and_takes_the_other_back_free(
-    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], zctx: zmq.Context
+    scheduler_factory: Callable[..., Any], peers: Callable[..., Any], slotted: Callable[..., SlottedNode]
 ):
     sched = scheduler_factory()
     producer = peers("producer", sched)
-    made: list[Any] = []
-    node = _slotted(zctx, sched, made)
+    node = slotted(sched)
     producer.submit("cv2"), producer.submit("cv2")
     started, unstarted = node.expect_task(), node.expect_task()
     node.silent = True
@@ -206,5 +193,3 @@ def test_bye_naming_one_started_task_charges_it_and_takes_the_other_back_free(
     charged = _status(producer, started_id, ("queued", "failed"))
     free = _status(producer, unstarted.header["task_id"], ("queued", "failed"))
     assert charged["attempts"] == 1 and free["attempts"] == 0
-    for peer in made:
-        peer.close()

@@ -372,7 +372,7 @@ def serve_scheduler(config_file: str, profile_out: str | None) -> int:
     import logging
 
     from lama_cleaner.plugins.config_loader import load_config
-    from lama_cleaner.plugins.distributed.node.malloc_tuning import tune_malloc
+    from lama_cleaner.plugins.distributed.malloc_tuning import tune_malloc
     from lama_cleaner.plugins.distributed.scheduler.main import build_resource_class_of
     from lama_cleaner.plugins.distributed.scheduler.service import Scheduler
     from lama_cleaner.plugins.manager import create_plugin_manager

@@ -3,6 +3,7 @@ real SQLite): thread safety, clear errors when the scheduler is away, reconnect 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -407,6 +408,34 @@ def test_embedded_executor_talks_to_its_scheduler_in_process_and_nodes_over_tcp(
     finally:
         if not closed:
             executor.close()
+
+
+def test_executor_tunes_malloc_for_its_own_process_only(tmp_path: Path, monkeypatch):
+    """Every image crosses the web process several times in distributed mode, so the executor applies
+    the malloc thresholds there (malloc_tuning); it hands them to no other process through
+    ``os.environ`` (its nodes tune themselves), and an operator's ``LAMA_CLEANER_MALLOC_TUNING=0`` holds."""
+    from lama_cleaner.plugins.distributed import malloc_tuning
+    from lama_cleaner.plugins.distributed.producer import executor as executor_module
+    from lama_cleaner.plugins.manager import create_plugin_manager
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(malloc_tuning, "_glibc_mallopt", lambda: lambda param, value: calls.append((param, value)))
+    for name, _param, _value in malloc_tuning.SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(malloc_tuning.DISABLE_ENV, raising=False)
+    before = dict(os.environ)
+    pm = create_plugin_manager(["tests.support.fake_models"])
+    for disabled in (False, True):
+        if disabled:
+            monkeypatch.setenv(malloc_tuning.DISABLE_ENV, "0")
+        config = _config(tmp_path / str(disabled))
+        executor = executor_module.DistributedExecutor(config, _Events(), pm, start_local_nodes=False)
+        executor.close()
+        expected = [] if disabled else [(param, value) for _name, param, value in malloc_tuning.SETTINGS]
+        assert calls == expected
+        calls.clear()
+    monkeypatch.delenv(malloc_tuning.DISABLE_ENV)
+    assert dict(os.environ) == before
 
 
 def test_send_request_queues_a_burst_and_every_reply_and_result_arrives(tmp_path: Path, procs, tmp_config):

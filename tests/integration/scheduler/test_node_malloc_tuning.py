@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lama_cleaner.plugins.distributed.node import malloc_tuning
+from lama_cleaner.plugins.distributed import malloc_tuning
 from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

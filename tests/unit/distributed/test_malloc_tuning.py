@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from lama_cleaner.plugins.distributed.node import malloc_tuning as mt
+from lama_cleaner.plugins.distributed import malloc_tuning as mt
 
 
 def recorder():

@@ -28,9 +28,9 @@ from ....errors import LamaCleanerError
 from ....models.device import resolve_device
 from ...config_loader import load_config
 from ..config import DEVICE_PATTERN, check_endpoint
+from ..malloc_tuning import tune_malloc
 from .capabilities import effective_device, parse_labels, split_list
 from .labels import advertised_labels
-from .malloc_tuning import tune_malloc
 
 log = logging.getLogger(__name__)
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -47,6 +48,7 @@ from typing import Any, TypeVar
 from ....errors import ClientError, LamaCleanerError, ModelNotSupported, Overloaded
 from ....events import EventSink
 from ....tasks import TaskInfo, TaskOutput, TaskRequest
+from ..malloc_tuning import tune_malloc
 from ..node.capabilities import task_resource_class
 from ..wire import protocol as p
 from ..wire.endpoints import connectable
@@ -82,6 +84,9 @@ class DistributedExecutor:
         from ....image_plugins.registry import build_image_plugin_registry
         from ....models.registry import build_model_registry
 
+        # Every image crosses this process several times (see malloc_tuning). This process only:
+        # the nodes it starts tune themselves, and other children of the server are not ours to change.
+        tune_malloc(dict(os.environ))
         if pm is None:
             from ...manager import create_plugin_manager
 

@@ -36,8 +36,8 @@ from typing import Any
 
 from ....config import Config, ConfigError, validate_config
 from ...config_loader import load_config
+from ..malloc_tuning import tune_malloc
 from ..node.capabilities import split_list, task_resource_class
-from ..node.malloc_tuning import tune_malloc
 from .routing import ResourceClassOf
 
 log = logging.getLogger(__name__)

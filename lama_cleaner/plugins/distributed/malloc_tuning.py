@@ -1,4 +1,4 @@
-"""glibc malloc settings for the node and scheduler processes, so image-sized buffers are reused, not re-faulted.
+"""glibc malloc settings for the distributed processes, so image-sized buffers are reused, not re-faulted.
 
 Why: a cv2 ``/inpaint`` of a 512x512 PNG allocates a dozen image-sized temporaries (0.8-3 MB each:
 decoded planes, the float32 blend, the encoder's buffers). In the node's inference child these are
@@ -16,8 +16,16 @@ Both settings are applied to the running process with ``mallopt(3)`` and put int
 (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), which glibc reads when a process starts,
 so the node's inference child (spawned afterwards) gets them too. Other C libraries have neither
 and are left alone. A variable the operator already set wins (the process started with it), and
-``LAMA_CLEANER_MALLOC_TUNING=0`` turns all of this off. The web server's own process is not
-tuned: its request threads use their own arenas and showed no such faults.
+``LAMA_CLEANER_MALLOC_TUNING=0`` turns all of this off.
+
+A web server in distributed mode applies them too (``DistributedExecutor``): it runs no model, but
+every image passes through it several times (the upload, the SUBMIT into the embedded scheduler,
+the TASK out, the RESULT in, the DONE to the waiting request), and without them each copy of a
+1920x1080 PNG faulted its pages in again: ~1,800 more minor faults per request than the classic
+server, and 4-5 ms of the latency distributed mode added at concurrency 1 (17.5 -> 12.9 ms,
+measured inside the server). A classic server is left alone: there the thresholds saved nothing
+measurable and its request threads' arenas kept 2.5x the memory (283 -> 693 MiB after eight
+concurrent 1080p requests).
 """
 
 from __future__ import annotations

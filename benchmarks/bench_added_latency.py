@@ -8,6 +8,8 @@ starts a classic server and a ``--plugins distributed --local-nodes 2`` server s
 the same request to each in pairs, alternating who goes first, so drift hits both sides equally. It
 prints p50/p95 of each side, the added p50 and the median of the pairs' differences (the steadier of
 the two), checks both replies carry the same bytes, and writes JSON to ``benchmarks/results/``.
+Each pair sends a new image file (the same picture, one corner changed), because the journal stores
+an upload it has already seen only once: repeating one file would leave its write unmeasured.
 
     python benchmarks/bench_added_latency.py                      # 1080p JPEG and PNG, 40 pairs each
     python benchmarks/bench_added_latency.py --pairs 10 --sizes 512x512   # quick
@@ -28,23 +30,24 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_upstream import distributed_args  # noqa: E402
 from benchmarks.harness import Target, format_table, summarize, write_results  # noqa: E402
-from benchmarks.inpaint_load import Job, front_end_form, make_job, post  # noqa: E402
+from benchmarks.inpaint_load import Job, front_end_form, make_jobs, post  # noqa: E402
 from tests.support.server_process import ServerProcess  # noqa: E402
 
 TARGET_MS = 5.0
 
 
 def measure_pairs(
-    classic: str, distributed: str, job: Job, form: dict[str, str], pairs: int, warmup: int, timeout: float
+    classic: str, distributed: str, jobs: list[Job], form: dict[str, str], warmup: int, timeout: float
 ) -> dict[str, Any]:
-    """``pairs`` requests to each server, one of each per pair, the first of a pair alternating."""
-    for _ in range(warmup):
+    """One pair per job after ``warmup`` (the first jobs, unmeasured): the same request to each
+    server, the first of a pair alternating."""
+    for job in jobs[:warmup]:
         post(classic, job, form, timeout)
         post(distributed, job, form, timeout)
     classic_s: list[float] = []
     distributed_s: list[float] = []
     same = True
-    for i in range(pairs):
+    for i, job in enumerate(jobs[warmup:]):
         if i % 2 == 0:
             c, c_body = post(classic, job, form, timeout)
             d, d_body = post(distributed, job, form, timeout)
@@ -57,8 +60,9 @@ def measure_pairs(
     c_ms = {k: v * 1000 if k != "n" else v for k, v in summarize(classic_s).items()}
     d_ms = {k: v * 1000 if k != "n" else v for k, v in summarize(distributed_s).items()}
     return {
-        "case": job.label,
-        "pairs": pairs,
+        "case": jobs[0].label,
+        "distinct_images": len({job.image for job in jobs}) == len(jobs),
+        "pairs": len(classic_s),
         "classic_p50_ms": c_ms["p50"],
         "classic_p95_ms": c_ms["p95"],
         "distributed_p50_ms": d_ms["p50"],
@@ -76,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=40, help="measured pairs per case")
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured pairs per case first")
     parser.add_argument("--nodes", type=int, default=2, help="local nodes of the distributed server")
+    parser.add_argument(
+        "--same-image",
+        action="store_true",
+        help="send one image file throughout (the journal then stores it once: its write is not measured)",
+    )
     parser.add_argument("--timeout", type=float, default=120, help="per-request timeout in seconds")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    jobs = [
-        make_job(*(int(x) for x in size.split("x")), fmt)
+    count = args.warmup + args.pairs
+    cases = [
+        make_jobs(*(int(x) for x in size.split("x")), fmt, 1 if args.same_image else count)
         for size in args.sizes.split(",")
         for fmt in args.formats.split(",")
     ]
@@ -91,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         classic = ServerProcess(ready_timeout=120)
         distributed = ServerProcess(distributed_args(Path(work), args.nodes), ready_timeout=120)
         with classic, distributed:
-            for job in jobs:
+            for jobs in cases:
+                jobs = jobs * count if len(jobs) == 1 else jobs
                 started = time.perf_counter()
-                row = measure_pairs(classic.url, distributed.url, job, form, args.pairs, args.warmup, args.timeout)
+                row = measure_pairs(classic.url, distributed.url, jobs, form, args.warmup, args.timeout)
                 rows.append(row)
                 print(
-                    f"{job.label}: added p50 {row['added_p50_ms']:+.2f} ms, paired median "
+                    f"{jobs[0].label}: added p50 {row['added_p50_ms']:+.2f} ms, paired median "
                     f"{row['paired_median_ms']:+.2f} ms ({time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )

@@ -33,18 +33,33 @@ class Job:
 
 
 def make_job(width: int, height: int, fmt: str, seed: int = 0) -> Job:
+    return make_jobs(width, height, fmt, 1, seed)[0]
+
+
+def make_jobs(width: int, height: int, fmt: str, count: int, seed: int = 0) -> list[Job]:
+    """``count`` jobs of the same picture and mask whose image files differ (in one corner): the
+    same work per request, but every upload is new to the scheduler's journal, which stores a file
+    it has seen before only once (a benchmark that repeats one image never pays that write)."""
     rgb = photo_like(height, width, seed)
-    out = io.BytesIO()
-    if fmt == "jpeg":
-        Image.fromarray(rgb).save(out, "JPEG", quality=90)
-    else:
-        Image.fromarray(rgb).save(out, "PNG")
     plane = stroke_mask(height, width, seed)
     mask = np.zeros((height, width, 4), np.uint8)
     mask[plane > 0] = 255
     mask_out = io.BytesIO()
     Image.fromarray(mask).save(mask_out, "PNG")
-    return Job(f"{width}x{height} {fmt}", out.getvalue(), f"photo.{fmt}", f"image/{fmt}", mask_out.getvalue())
+    jobs = []
+    for i in range(count):
+        variant = rgb.copy()
+        if i:  # three flat 8x8 grey blocks count in base 16: they survive JPEG, one pixel does not
+            variant[:8, :8] = i % 16 * 16 + 8
+            variant[:8, 8:16] = i // 16 % 16 * 16 + 8
+            variant[:8, 16:24] = i // 256 % 16 * 16 + 8
+        out = io.BytesIO()
+        if fmt == "jpeg":
+            Image.fromarray(variant).save(out, "JPEG", quality=90)
+        else:
+            Image.fromarray(variant).save(out, "PNG")
+        jobs.append(Job(f"{width}x{height} {fmt}", out.getvalue(), f"photo.{fmt}", f"image/{fmt}", mask_out.getvalue()))
+    return jobs
 
 
 def front_end_form(model: str) -> dict[str, str]:

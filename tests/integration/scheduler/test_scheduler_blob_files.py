@@ -4,6 +4,7 @@ restart; a task whose input file was lost fails with a clear error instead of be
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 from lama_cleaner.plugins.distributed.journal.task_store import sha256_of
@@ -43,7 +44,12 @@ def test_big_input_and_result_go_through_files_byte_for_byte(scheduler_factory, 
     node.result(task, body=RESULT)
     done = producer.expect(p.DONE)
     assert done.header["status"] == "completed" and done.blob_map() == {"body": RESULT}
-    assert blob_path(sched, RESULT).read_bytes() == RESULT
+    # A result is stored under the random key its task row names, not under its hash.
+    assert not blob_path(sched, RESULT).exists()
+    journal = sqlite3.connect(Path(sched.data_dir) / "journal.sqlite3")
+    (key,) = journal.execute("SELECT result_sha256 FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    journal.close()
+    assert (Path(sched.data_dir) / "blobs" / key[:2] / key).read_bytes() == RESULT
     fetched = producer.request(p.FETCH, {"task_id": task_id})
     assert fetched.command == p.OUTPUT and fetched.blob_map() == {"body": RESULT}
 

@@ -55,10 +55,13 @@ def test_big_blobs_are_files_small_ones_stay_inline_and_both_read_back(path):
         assert on_disk(path) == {sha256_of(BIG), sha256_of(BIG2)}
         assert (blob_dir(path) / sha256_of(BIG)[:2] / sha256_of(BIG)).read_bytes() == BIG
         store.mark_processing(a.id, "n")
-        store.complete(a.id, mimetype="image/png", headers={}, body=BIG2)  # result shares BIG2's file
-        assert on_disk(path) == {sha256_of(BIG), sha256_of(BIG2)}
+        # A result is not content-addressed: the same bytes as BIG2 get a file of their own, under a
+        # random key of a digest's shape (no hashing on the way back, nothing shares a result).
+        result = store.complete(a.id, mimetype="image/png", headers={}, body=BIG2).result_sha256
+        assert result not in (sha256_of(BIG2), None) and len(result) == 64 and int(result, 16) >= 0
+        assert on_disk(path) == {sha256_of(BIG), sha256_of(BIG2), result}
     with TaskStore(path) as store:  # reopened: nothing swept, everything readable
-        assert on_disk(path) == {sha256_of(BIG), sha256_of(BIG2)}
+        assert on_disk(path) == {sha256_of(BIG), sha256_of(BIG2), result}
         assert store.inputs(a.id) == {"image": BIG, "mask": SMALL}
         assert store.inputs(b.id) == {"image": BIG, "mask": BIG2}
         assert store.output(a.id) == ("image/png", {}, BIG2)
@@ -139,9 +142,9 @@ def test_a_lost_file_reads_as_missing_and_the_same_bytes_restore_it(path):
     with TaskStore(path) as store:
         rec = new(store, {"image": BIG})
         store.mark_processing(rec.id, "n")
-        store.complete(rec.id, mimetype="image/png", headers={}, body=BIG2)
-        for data in (BIG, BIG2):
-            (blob_dir(path) / sha256_of(data)[:2] / sha256_of(data)).unlink()
+        result = store.complete(rec.id, mimetype="image/png", headers={}, body=BIG2).result_sha256
+        for key in (sha256_of(BIG), result):
+            (blob_dir(path) / key[:2] / key).unlink()
         with pytest.raises(BlobMissing, match="image"):
             store.inputs(rec.id)
         assert store.get_blob(sha256_of(BIG)) is None

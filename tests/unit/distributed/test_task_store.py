@@ -250,17 +250,17 @@ def test_a_result_is_kept_while_its_task_is_and_goes_with_it(path):
         ):
             rec = new(store, files={"image": label.encode()})
             store.mark_processing(rec.id, "n", now=1.0)
-            store.complete(rec.id, mimetype="image/png", headers={}, body=body, now=finished)
-            done[label] = (rec.id, body)
+            key = store.complete(rec.id, mimetype="image/png", headers={}, body=body, now=finished).result_sha256
+            done[label] = (rec.id, body, key)
         store.prune(older_than=100.0, now=200.0)
         for label in ("recent", "recent-big"):
-            task_id, body = done[label]
-            assert store.output(task_id) == ("image/png", {}, body)
+            task_id, body, key = done[label]
+            assert store.output(task_id) == ("image/png", {}, body) and store.get_blob(key) == body
         for label in ("old", "old-big"):
-            task_id, body = done[label]
-            assert store.get(task_id) is None and store.get_blob(sha256_of(body)) is None
+            task_id, body, key = done[label]
+            assert store.get(task_id) is None and store.get_blob(key) is None
         # the recent big result's file is left; the old one's is gone
-        assert [d for d, _ in store.files.files()] == [sha256_of(big + b"2")]
+        assert [d for d, _ in store.files.files()] == [done["recent-big"][2]]
 
 
 def test_prune_works_in_bounded_bites(path):

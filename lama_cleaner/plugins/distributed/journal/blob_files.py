@@ -1,4 +1,4 @@
-"""Content-addressed blob files next to the journal: ``<data_dir>/blobs/<2 hex>/<sha256>``.
+"""Blob files next to the journal: ``<data_dir>/blobs/<2 hex>/<key>`` (an input's sha256, a result's random key).
 
 Why files: a 1 MB image stored as an SQLite BLOB is written twice (into the WAL, then into the
 database by the checkpoint) and copied through the page cache on every read; measured on the

@@ -21,7 +21,9 @@ Durability: ``synchronous`` is the SQLite pragma (``NORMAL`` by default, see
 ``DistributedConfig.journal_synchronous``). In WAL mode ``NORMAL`` survives a crash or SIGKILL of
 the process; only an OS crash or power cut can lose the last commits. ``FULL`` fsyncs every commit.
 
-Blobs: content-addressed (sha256) and shared between tasks. Blobs up to ``inline_max`` bytes
+Blobs: inputs are content-addressed (sha256) and shared between tasks; a result is stored under a
+random 256-bit name of the same shape (:func:`result_key`), since no other task shares it and
+hashing a 1080p PNG reply cost 1.8 ms of every request's latency. Blobs up to ``inline_max`` bytes
 (64 KiB) are stored in the ``blobs`` table; larger ones (images, results) are files in the
 journal's ``blobs/`` folder (:mod:`.blob_files`), because writing a 1 MB BLOB through the WAL and
 its checkpoint cost ten times a file write. A file is in place before the commit that references
@@ -41,6 +43,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import sqlite3
 import time
 import uuid
@@ -110,6 +113,12 @@ def default_migrations_dir() -> Path:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def result_key() -> str:
+    """A fresh name for a result blob: 64 hex digits like a sha256 (the ``blobs`` key, the file name
+    and the start-up sweep expect that shape), drawn at random instead of hashed."""
+    return secrets.token_hex(32)
 
 
 _COLUMNS = (
@@ -713,7 +722,8 @@ class TaskStore:
         cur = self.require(task_id)
         states.transition(cur.status, states.COMPLETE)  # refuse before writing the blob
         with self.batch():
-            digest = self.put_blob(body, now)
+            digest = result_key()
+            self._store_blob(digest, body, now)
             changes = {"finished_at": now, "progress": 100.0, "result_mimetype": mimetype,
                        "result_headers": dict(headers), "result_sha256": digest,
                        "node_id": node_id if node_id is not None else cur.node_id, "error": None,

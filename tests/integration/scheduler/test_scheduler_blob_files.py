@@ -1,12 +1,15 @@
 """Image-sized inputs and results travel through the journal's blob files, byte for byte, across a
-restart; a task whose input file was lost fails with a clear error instead of being dispatched."""
+restart; a task whose input file was lost fails with a clear error instead of being dispatched; a
+TASK leaves before its upload is written, and a failed write loses nothing and delivers nothing twice."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
+from lama_cleaner.plugins.distributed.journal import blob_files
 from lama_cleaner.plugins.distributed.journal.task_store import sha256_of
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.integration.scheduler.peers import Producer, ScriptedNode
@@ -82,3 +85,83 @@ def test_a_task_whose_input_file_was_lost_fails_and_the_node_gets_the_next_one(s
     assert task.header["task_id"] == other
     info = wait_for(lambda: (t := producer.get(lost))["status"] == "failed" and t, message="lost task failed")
     assert "Task input lost" in info["error"] and "'image'" in info["error"]
+
+
+def test_the_task_leaves_before_its_upload_is_written_and_the_accepted_after(scheduler_factory, peers, monkeypatch):
+    """A TASK is sent before the round's commit, which writes the upload's file while the node starts;
+    the ACCEPTED (an answer the producer relies on) still waits until the file and row are committed."""
+    writing = threading.Event()
+    release = threading.Event()
+    real_write = blob_files.BlobFiles.write
+
+    def slow_write(files, digest, data):
+        writing.set()
+        assert release.wait(10), "the test never released the write"
+        real_write(files, digest, data)
+
+    sched = scheduler_factory()
+    node: ScriptedNode = peers("node", sched)
+    node.hello()
+    node.ready()
+    producer: Producer = peers("producer", sched)
+    monkeypatch.setattr(blob_files.BlobFiles, "write", slow_write)
+    header = {"task": {"kind": "inpaint", "name": "cv2", "form": {}, "submitter": None, "idempotency_key": None}}
+    producer.send(p.SUBMIT, {"req_id": "early", **header}, {"image": IMAGE, "mask": MASK})
+    try:
+        assert writing.wait(5)
+        task = node.expect_task()  # while the upload's write is still blocked
+        assert task.blob_map() == {"image": IMAGE, "mask": MASK}
+        assert not blob_path(sched, IMAGE).exists()
+        producer.pump()
+        assert not any(m.header.get("req_id") == "early" for m in producer.inbox)  # no ACCEPTED yet
+    finally:
+        release.set()
+    accepted = producer.expect(p.ACCEPTED, lambda m: m.header.get("req_id") == "early")
+    assert accepted.header["task"]["id"] == task.header["task_id"]
+    assert blob_path(sched, IMAGE).read_bytes() == IMAGE
+
+
+def test_a_round_whose_upload_cannot_be_written_loses_nothing_and_delivers_nothing_twice(
+    scheduler_factory, peers, monkeypatch
+):
+    """The disk fills while an upload is written: its TASK already left, but the round is rolled back
+    (no ACCEPTED, no task); that node's RESULT for the attempt the journal never recorded is dropped,
+    and the producer's re-sent SUBMIT (same idempotency key) runs once, to completion."""
+    real_write = blob_files.BlobFiles.write
+    fail = {"left": 1}
+
+    def disk_full(files, digest, data):
+        if fail["left"]:
+            fail["left"] -= 1
+            raise OSError(28, "No space left on device")
+        real_write(files, digest, data)
+
+    sched = scheduler_factory()
+    node: ScriptedNode = peers("node", sched)
+    node.hello()
+    node.ready()
+    producer: Producer = peers("producer", sched)
+    monkeypatch.setattr(blob_files.BlobFiles, "write", disk_full)
+    header = {"task": {"kind": "inpaint", "name": "cv2", "form": {}, "submitter": None, "idempotency_key": "k1"}}
+    producer.send(p.SUBMIT, {"req_id": "lost", **header}, {"image": IMAGE, "mask": MASK})
+    ghost = node.expect_task()
+    wait_for(lambda: sched.stats()["journal_errors"] == 1, message="the failed round")
+    gone = producer.request(p.GET, {"task_id": ghost.header["task_id"]})
+    assert gone.command == p.REJECTED and gone.header["status"] == 404
+    assert not any(m.header.get("req_id") == "lost" for m in producer.inbox)  # never ACCEPTED
+    stale = sched.stats()["stale_messages"]
+    node.result(ghost, body=RESULT)  # the work done for the unrecorded attempt is dropped
+    wait_for(lambda: sched.stats()["stale_messages"] == stale + 1, message="the dropped RESULT")
+    # The producer re-sends after its timeout; the node reports again to get credit back.
+    retry = producer.request(p.SUBMIT, header, {"image": IMAGE, "mask": MASK})
+    assert retry.command == p.ACCEPTED
+    task_id = retry.header["task"]["id"]
+    node.heartbeat()
+    node.ready()
+    task = node.expect_task()
+    assert task.header["task_id"] == task_id != ghost.header["task_id"]
+    node.result(task, body=RESULT)
+    wait_for(lambda: producer.get(task_id)["status"] == "completed", message="the re-sent task completed")
+    fetched = producer.request(p.FETCH, {"task_id": task_id})
+    assert fetched.command == p.OUTPUT and fetched.blob_map() == {"body": RESULT}
+    assert sched.stats()["completed"] == 1

@@ -68,14 +68,27 @@ def test_big_blobs_are_files_small_ones_stay_inline_and_both_read_back(path):
         assert store.get_blob(sha256_of(BIG)) == BIG
 
 
-def test_rolled_back_writes_leave_no_file(path):
+def test_files_are_written_at_the_commit_and_rolled_back_writes_leave_none(path, monkeypatch):
     with TaskStore(path) as store:
         with pytest.raises(RuntimeError):
             with store.batch():
-                new(store, {"image": BIG})
-                assert on_disk(path) == {sha256_of(BIG)}  # written before the commit...
+                rec = new(store, {"image": BIG})
+                assert on_disk(path) == set()  # not written (nor hashed) while the batch goes on...
+                assert store.inputs(rec.id) == {"image": BIG}  # ...though its task's inputs read back
                 raise RuntimeError("boom")
-        assert on_disk(path) == set()  # ...and gone with the rollback
+        assert on_disk(path) == set()  # a rolled-back batch never writes its files
+        in_transaction: list[bool] = []
+        real_write = blob_files.BlobFiles.write
+
+        def write(files, digest, data):
+            in_transaction.append(store._db.in_transaction)  # True: the COMMIT has not happened yet
+            real_write(files, digest, data)
+
+        monkeypatch.setattr(blob_files.BlobFiles, "write", write)
+        with store.batch():
+            new(store, {"image": BIG2})
+            assert in_transaction == []
+        assert in_transaction == [True] and on_disk(path) == {sha256_of(BIG2)}
         with store.batch():
             kept = new(store, {"image": BIG2})
             with pytest.raises(RuntimeError):
@@ -196,7 +209,8 @@ def test_a_task_dispatched_in_the_batch_that_created_it_gets_its_bytes_without_a
     with TaskStore(path) as store:
         with store.batch():
             rec = new(store, {"image": BIG, "mask": SMALL})
-            (blob_dir(path) / sha256_of(BIG)[:2] / sha256_of(BIG)).unlink()  # proves nothing is read back
+            assert on_disk(path) == set()  # its file is only written at the commit: nothing to read yet
             assert store.inputs(rec.id) == {"image": BIG, "mask": SMALL}
+        (blob_dir(path) / sha256_of(BIG)[:2] / sha256_of(BIG)).unlink()
         with pytest.raises(BlobMissing):
             store.inputs(rec.id)  # later rounds read the journal

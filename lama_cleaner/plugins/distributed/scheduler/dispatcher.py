@@ -118,6 +118,7 @@ class Dispatcher:
                     p.encode(p.TASK, header, list(files.values())),
                     queue=task.queue,
                     on_fail=self._undelivered(node.node_id, rec.id, task.queue),
+                    early=True,  # the node starts while the commit writes the upload (service docstring)
                 )
             )
             self.events.record(rec)

@@ -311,7 +311,9 @@ class NodeHandlers:
             if store.is_expired(task_id):
                 self._count("duplicates")
             else:
-                self._garbage(f"RESULT for unknown task {task_id}")
+                # An attempt the journal never recorded: its TASK left before a commit that failed
+                # or never happened (the scheduler died first; see the service's docstring).
+                self._count("stale_messages")
             return
         if h["attempt"] > rec.dispatches:
             self._count("stale_messages")  # an attempt we never handed out

@@ -3,8 +3,10 @@ build the usual replies.
 
 Handlers never touch a socket. They append to the round's outbox, which the loop
 (:class:`~.service.Scheduler`) sends after the journal commit, so a reply never announces something
-the journal could still lose. An :class:`Out` names where it goes (the control socket, or a queue's
-socket by queue name), not the socket itself, which keeps the handlers testable without ZeroMQ.
+the journal could still lose. TASKs are the exception (``early``): they leave just before the
+commit, which then writes the round's uploads while the node starts (see the service's docstring).
+An :class:`Out` names where it goes (the control socket, or a queue's socket by queue name), not the
+socket itself, which keeps the handlers testable without ZeroMQ.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Out:
     queue: str | None = None
     """None: the control socket; otherwise the socket of this queue (TASKs go there)."""
     on_fail: Callable[[], None] | None = None
+    early: bool = False
+    """Sent before the round's commit: only work for a node, never an answer to a producer."""
 
 
 Outbox = list[Out]

@@ -12,8 +12,17 @@ registry or the journal. Each loop iteration:
    so one bad message cannot undo the others; replies are only queued in an outbox;
 3. runs the timers (node liveness, heartbeats to nodes, producer expiry, retention pruning) and the
    dispatcher (pairs the first runnable tasks, by priority then age, with idle nodes, see :mod:`.routing`);
-4. commits, then sends the outbox: an ACCEPTED or TASK never announces something the journal
+4. sends the round's TASKs, then commits (which first writes the round's new blob files), then
+   sends the rest of the outbox: an ACCEPTED, DONE or EVENT never announces something the journal
    could still lose.
+
+Why a TASK may leave before its commit: it is work for a node, not an answer anyone relies on, and
+sending it first lets the node receive and decode an upload while the journal writes it (a 1080p
+PNG's file took 1-5 ms of every request). If that commit then fails, or the scheduler dies before
+it, the attempt is one the journal never recorded: its RESULT is dropped (an unknown task, or an
+attempt never handed out) and a node naming it in its HELLO is told to CANCEL it
+(``NodeHandlers._resume``), so nothing is delivered twice and the task itself, unless it was
+durable already, was never ACCEPTED (its producer submits it again).
 
 Where things are: this module is the engine (lifecycle, sockets, the loop and its rounds, message
 decoding and routing to a handler, the public thread-safe API); it composes collaborators that never
@@ -639,8 +648,9 @@ class Scheduler:
         """Handle a burst of messages, timers and dispatch in one transaction, then send."""
         assert self.store is not None
         outbox: Outbox = []
+        early_failures: list[Callable[[], None]] = []
         try:
-            self._round_in_transaction(inbound, now, outbox)
+            self._round_in_transaction(inbound, now, outbox, early_failures)
         except Exception:
             # The commit failed (disk full, journal locked by another process...): nothing of this
             # round is durable, so nothing of it may be announced. Producers re-send after their
@@ -649,11 +659,17 @@ class Scheduler:
             self.state.counters.count("journal_errors")
             log.exception("journal transaction failed; the replies of this round were dropped")
             return
-        self._flush(outbox)
+        self._flush(outbox, early_failures)
         self._publisher.publish()
         self._publisher.publish_node_events(now)
 
-    def _round_in_transaction(self, inbound: list[tuple[zmq.Socket, list[bytes]]], now: float, outbox: Outbox) -> None:
+    def _round_in_transaction(
+        self,
+        inbound: list[tuple[zmq.Socket, list[bytes]]],
+        now: float,
+        outbox: Outbox,
+        early_failures: list[Callable[[], None]],
+    ) -> None:
         assert self.store is not None
         with self.store.batch():
             while True:
@@ -676,10 +692,17 @@ class Scheduler:
                     self._internal_error(sock, frames, exc, outbox)
             self._timers.run(now, outbox)
             self._dispatcher.dispatch(now, outbox)
+            # The TASKs go now; leaving the block writes the round's files and commits (docstring, 4.).
+            if any(out.early for out in outbox):
+                self._send(outbox, early_failures, early=True)
+                outbox[:] = [out for out in outbox if not out.early]
 
-    def _flush(self, outbox: Outbox) -> None:
-        failures: list[Callable[[], None]] = []
+    def _send(self, outbox: Outbox, failures: list[Callable[[], None]], *, early: bool = False) -> None:
+        """Send the outbox's messages (with ``early``, only those marked early); the ``on_fail`` of
+        each that could not be delivered is added to ``failures``."""
         for out in outbox:
+            if early and not out.early:
+                continue
             sock = self._control if out.queue is None else self._queue_socks[out.queue]
             assert sock is not None
             try:
@@ -689,6 +712,12 @@ class Scheduler:
                 log.debug("could not deliver %r: %s", out.frames[1][:16], exc)
                 if out.on_fail is not None:
                     failures.append(out.on_fail)
+
+    def _flush(self, outbox: Outbox, early_failures: list[Callable[[], None]]) -> None:
+        """After the commit: send the rest, then undo what could not be delivered (the early TASKs'
+        failures included, whose undo needs the committed dispatch)."""
+        failures = list(early_failures)
+        self._send(outbox, failures)
         if failures:
             assert self.store is not None
             with self.store.batch():

@@ -125,8 +125,9 @@ def test_a_round_whose_upload_cannot_be_written_loses_nothing_and_delivers_nothi
     scheduler_factory, peers, monkeypatch
 ):
     """The disk fills while an upload is written: its TASK already left, but the round is rolled back
-    (no ACCEPTED, no task); that node's RESULT for the attempt the journal never recorded is dropped,
-    and the producer's re-sent SUBMIT (same idempotency key) runs once, to completion."""
+    (no ACCEPTED, no task) and the producer is told why at once; that node's RESULT for the attempt
+    the journal never recorded is dropped, and the producer's re-sent SUBMIT (same idempotency key)
+    runs once, to completion."""
     real_write = blob_files.BlobFiles.write
     fail = {"left": 1}
 
@@ -146,13 +147,16 @@ def test_a_round_whose_upload_cannot_be_written_loses_nothing_and_delivers_nothi
     producer.send(p.SUBMIT, {"req_id": "lost", **header}, {"image": IMAGE, "mask": MASK})
     ghost = node.expect_task()
     wait_for(lambda: sched.stats()["journal_errors"] == 1, message="the failed round")
+    refused = producer.expect(p.REJECTED, lambda m: m.header.get("req_id") == "lost")
+    assert refused.header["status"] == 503 and refused.header["code"] == "journal_unavailable"
+    assert "No space left on device" in refused.header["message"] and refused.header["retry_after"] >= 1
     gone = producer.request(p.GET, {"task_id": ghost.header["task_id"]})
     assert gone.command == p.REJECTED and gone.header["status"] == 404
-    assert not any(m.header.get("req_id") == "lost" for m in producer.inbox)  # never ACCEPTED
+    assert not any(m.command == p.ACCEPTED for m in producer.inbox)  # never ACCEPTED
     stale = sched.stats()["stale_messages"]
     node.result(ghost, body=RESULT)  # the work done for the unrecorded attempt is dropped
     wait_for(lambda: sched.stats()["stale_messages"] == stale + 1, message="the dropped RESULT")
-    # The producer re-sends after its timeout; the node reports again to get credit back.
+    # The producer re-sends; the node reports again to get credit back.
     retry = producer.request(p.SUBMIT, header, {"image": IMAGE, "mask": MASK})
     assert retry.command == p.ACCEPTED
     task_id = retry.header["task"]["id"]

@@ -651,17 +651,38 @@ class Scheduler:
         early_failures: list[Callable[[], None]] = []
         try:
             self._round_in_transaction(inbound, now, outbox, early_failures)
-        except Exception:
+        except Exception as exc:
             # The commit failed (disk full, journal locked by another process...): nothing of this
-            # round is durable, so nothing of it may be announced. Producers re-send after their
-            # timeout (SUBMIT is idempotent) and node state converges through heartbeats.
+            # round is durable, so nothing of it may be announced. Its producers' requests are
+            # refused with the reason (SUBMIT is idempotent: re-sending it is safe); node state
+            # converges through heartbeats, and a TASK that already left is answered by a RESULT the
+            # journal does not know (counted stale).
             self._publisher.discard_round()
             self.state.counters.count("journal_errors")
             log.exception("journal transaction failed; the replies of this round were dropped")
+            self._refuse_round(inbound, exc)
             return
         self._flush(outbox, early_failures)
         self._publisher.publish()
         self._publisher.publish_node_events(now)
+
+    def _refuse_round(self, inbound: list[tuple[zmq.Socket, list[bytes]]], exc: Exception) -> None:
+        """Answer every producer request of a round the journal could not commit with a 503 that
+        says why, instead of leaving it to time out (a full disk does not clear by re-sending)."""
+        refusals: Outbox = []
+        retry_after = int(self.state.dcfg.retry_after_s)
+        message = f"The task journal could not save this request ({type(exc).__name__}: {exc}); nothing of it was kept"
+        for sock, frames in inbound:
+            if sock is not self._control or len(frames) < 2 or is_node_message(frames):
+                continue
+            req_id = peek_req_id(frames[1:])
+            if req_id is None:
+                continue
+            try:
+                reject(refusals, frames[0], req_id, 503, "journal_unavailable", message, retry_after)
+            except p.ProtocolError:
+                log.exception("could not refuse a request of the failed round")
+        self._send(refusals, [])
 
     def _round_in_transaction(
         self,

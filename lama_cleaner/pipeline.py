@@ -104,7 +104,7 @@ def _inpaint(
     # a switch replaces the model meanwhile. Only the model call is guarded (its per-model lock, nothing for
     # a thread-safe model, or one lock per device on a pipelined node); decoding and encoding above and
     # below run in parallel.
-    with models.running(request.name or None) as model:
+    with models.running(request.name or None, cancelled) as model:
         result_bgr = model(source.rgb, mask[:, :, None], req, progress, cancelled)
     body = imaging.encode_like(
         result_bgr[:, :, ::-1], source, quality=config.quality, png=PngSettings.from_config(config)

@@ -9,7 +9,9 @@ its per-model lock, or nothing for a model that declares itself ``thread_safe`` 
 An ``exclusive`` manager (a node's inference process running several tasks at once) goes further:
 ``running(name)`` holds one lock for the device across the model's load or switch and its call, so
 two tasks never run models side by side (nor load a second model beside a running one) on one
-device; their decoding and encoding, outside ``running``, still overlap.
+device; their decoding and encoding, outside ``running``, still overlap. A task waiting for the device
+sees its cancel while it waits (``TaskCancelled``), and :meth:`holds_device` tells the node's
+inference process whether a task is inside its model call (only then can a cancel need a kill).
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
-from ..errors import OOM_MARKER, InferenceError, LamaCleanerError, ModelNotSupported, NotFound, OutOfMemory
+from ..errors import (
+    OOM_MARKER,
+    InferenceError,
+    LamaCleanerError,
+    ModelNotSupported,
+    NotFound,
+    OutOfMemory,
+    TaskCancelled,
+)
+from ..tasks import CancelCheck, never_cancelled
 from .device import torch_gc
 
 if TYPE_CHECKING:
@@ -29,6 +40,10 @@ if TYPE_CHECKING:
     from .registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+_CANCEL_POLL_S = 0.02
+"""How often a task waiting for the device lock looks at its cancel flag: a cancelled task leaves the
+queue for the device within this, instead of after the running model call (seconds on a GPU)."""
 
 
 class ModelManager:
@@ -45,6 +60,8 @@ class ModelManager:
         self._locks_guard = threading.Lock()
         self._device_lock = threading.Lock() if exclusive else None
         """Held across a whole model call (and the load before it) when ``exclusive``."""
+        self._device_holder: int | None = None
+        """The ident of the thread holding ``_device_lock``, None while it is free."""
 
     # ------------------------------------------------------------------ state
     @property
@@ -70,17 +87,36 @@ class ModelManager:
         return self.lock_for(model.name)
 
     @contextmanager
-    def running(self, name: str | None = None) -> Iterator[InpaintModel]:
+    def running(self, name: str | None = None, cancelled: CancelCheck = never_cancelled) -> Iterator[InpaintModel]:
         """The model ``name`` (default: the current one), held for one call: under the device lock
         when ``exclusive`` (taken before the model is fetched, so a switch waits for the running
-        call), else fetched first and then guarded by :meth:`guard`."""
-        if self._device_lock is not None:
-            with self._device_lock:
+        call), else fetched first and then guarded by :meth:`guard`.
+
+        Raises ``TaskCancelled`` when ``cancelled()`` turns true while waiting for the device, or is
+        true once it is taken (checked after the holder is recorded, so a canceller that read
+        :meth:`holds_device` as False is sure the task stops here, never inside the model)."""
+        lock = self._device_lock
+        if lock is not None:
+            while not lock.acquire(timeout=_CANCEL_POLL_S):
+                if cancelled():
+                    raise TaskCancelled()
+            self._device_holder = threading.get_ident()
+            try:
+                if cancelled():
+                    raise TaskCancelled()
                 yield self.get(name)
+            finally:
+                self._device_holder = None
+                lock.release()
             return
         model = self.get(name)
         with self.guard(model):
             yield model
+
+    def holds_device(self, thread_ident: int | None) -> bool:
+        """Whether the thread ``thread_ident`` is inside a model call (or load) on an ``exclusive``
+        manager; always False on a shared one."""
+        return thread_ident is not None and self._device_holder == thread_ident
 
     def model_class(self, name: str) -> type[InpaintModel]:
         """The class for ``name``; unknown names give upstream's 403 ``<name> not implemented``."""

@@ -5,8 +5,9 @@ The node holds two tasks at once; while the model runs one, the other is decoded
 record shows a decode inside a model call, and never two model calls at once). Losing the node
 (SIGKILL) re-queues both of its tasks, and each completes exactly once elsewhere. Cancelling one of
 two held tasks, whether its model stops at a step or its inference process must be killed, leaves
-the other delivered exactly once without an extra attempt charged. A drained depth-2 node finishes
-both tasks it holds and takes no more.
+the other delivered exactly once without an extra attempt charged; cancelling the task that waits
+for the device while an uninterruptible model runs the other stops it there, without killing the
+inference process. A drained depth-2 node finishes both tasks it holds and takes no more.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import requests
 from tests.support.distributed_config import FAKE_PLUGIN, FAST
 from tests.support.waiting import wait_for
 
-from .conftest import DistServer, Proc, api_nodes, api_submit, merged, start_node, wait_status, write_config
+from .conftest import DistServer, Proc, api_nodes, api_submit, api_task, merged, start_node, wait_status, write_config
 
 PROBE_PLUGINS = f"{FAKE_PLUGIN},tests.support.pipeline_probe"
 DONE = ["completed", "failed", "cancelled"]
@@ -135,6 +136,32 @@ def test_cancelling_one_of_two_held_tasks_delivers_the_other_once_uncharged(
     # The node is usable afterwards: its slots came back.
     again = api_submit(dist.url, "count", "10 after")
     assert wait_status(dist.url, again["id"], DONE, 60)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_cancelling_the_task_waiting_for_the_device_keeps_the_inference_process(
+    tmp_path: Path, servers: list[DistServer], procs: list[Proc]
+):
+    """``count`` cannot be interrupted: killing the process was the only way to stop a task inside it.
+    The cancelled task here waits for the device while the other runs, so it leaves by itself: the
+    other finishes in the same process (no hand-back), and the waiting one never runs."""
+    counted = tmp_path / "count.log"
+    dist, config = _cluster(tmp_path, servers, max_attempts=1)
+    node = _deep_node(procs, dist, config, {"LAMA_TEST_COUNT_FILE": str(counted)})
+    _wait_node_slots(dist.url, 2)
+    running = api_submit(dist.url, "count", "2500 running")
+    wait_status(dist.url, running["id"], ["processing"], 30)
+    waiting = api_submit(dist.url, "count", "10 waiting")
+    _holding(dist.url, 2)
+    assert requests.delete(f"{dist.url}/api/v1/tasks/{waiting['id']}", timeout=10).status_code == 200
+    assert wait_status(dist.url, waiting["id"], DONE, 10)["status"] == "cancelled"
+    assert api_task(dist.url, running["id"])["status"] == "processing", "the other task runs on"
+    done = wait_status(dist.url, running["id"], DONE, 60)
+    assert done["status"] == "completed" and done["attempts"] == 1, done
+    assert _lines(counted) == ["running"]
+    log = node.output()
+    assert "asked the inference process where the task is" in log, log
+    assert "terminating the inference process" not in log and "handing it back" not in log, log
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from lama_cleaner import pipeline
 from lama_cleaner.config import Config
-from lama_cleaner.errors import InferenceError, ModelNotSupported
+from lama_cleaner.errors import InferenceError, ModelNotSupported, TaskCancelled
 from lama_cleaner.image_plugins.registry import ImagePluginRegistry
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.models.base import InpaintModel
@@ -19,6 +19,7 @@ from lama_cleaner.models.opencv import OpenCV2
 from lama_cleaner.models.registry import ModelRegistry
 from lama_cleaner.models.unsupported import SD15
 from lama_cleaner.tasks import TaskRequest
+from tests.support.waiting import wait_for
 
 from .images import decode, encode, mask_bytes, pixels
 
@@ -67,11 +68,11 @@ class Unsafe(InpaintModel):
         return out
 
 
-def manager(*classes) -> ModelManager:
+def manager(*classes, exclusive: bool = False) -> ModelManager:
     registry = ModelRegistry()
     for cls in (OpenCV2, SD15, *classes):
         registry.register(cls)
-    return ModelManager(registry, Config(model="cv2", device="cpu"), "cpu")
+    return ModelManager(registry, Config(model="cv2", device="cpu"), "cpu", exclusive=exclusive)
 
 
 def test_switch_to_same_model_is_a_no_op():
@@ -153,3 +154,53 @@ def test_concurrent_requests_are_serialised_and_never_mix():
     for i, body in enumerate(results):
         assert body is not None
         np.testing.assert_array_equal(np.asarray(decode(body)), images[i], err_msg=f"request {i} got another image")
+
+
+def test_a_task_waiting_for_an_exclusive_device_leaves_when_cancelled():
+    """A pipelined node's child: one task in its model call, another waiting for the device. The
+    waiting one sees its cancel without waiting for the call, and ``holds_device`` tells the two
+    apart (the node kills the process only for a task inside an uninterruptible call)."""
+    m = manager(exclusive=True)
+    release, inside = threading.Event(), threading.Event()
+    idents: dict[str, int] = {}
+    cancel = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def running_task() -> None:
+        idents["running"] = threading.get_ident()
+        with m.running("cv2"):
+            inside.set()
+            release.wait(timeout=30)
+
+    def waiting_task() -> None:
+        idents["waiting"] = threading.get_ident()
+        try:
+            with m.running("cv2", cancel.is_set):
+                outcome.append(None)
+        except TaskCancelled as exc:
+            outcome.append(exc)
+
+    first = threading.Thread(target=running_task)
+    first.start()
+    assert inside.wait(timeout=30)
+    second = threading.Thread(target=waiting_task)
+    second.start()
+    wait_for(lambda: "waiting" in idents, 10, "the waiting task to start")
+    assert m.holds_device(idents["running"]) and not m.holds_device(idents["waiting"])
+    assert not m.holds_device(None)
+    cancel.set()
+    second.join(timeout=10)
+    assert not second.is_alive() and isinstance(outcome[0], TaskCancelled), outcome
+    assert first.is_alive(), "the model call went on undisturbed"
+    release.set()
+    first.join(timeout=10)
+    assert not m.holds_device(idents["running"])
+
+
+def test_a_task_cancelled_before_it_takes_a_free_device_never_enters_the_model():
+    m = manager(exclusive=True)
+    with pytest.raises(TaskCancelled):
+        with m.running("cv2", lambda: True):
+            pytest.fail("the model was entered after the cancel")
+    with m.running("cv2") as model:  # the device was released
+        assert model.name == "cv2"

@@ -30,7 +30,10 @@ Failure handling:
 - CANCEL -> the shared Event is set; a model that reports steps stops at its next step, anything
   else (or a stepping model that does not stop within ``_STEP_CANCEL_GRACE_S``) is stopped by
   terminating the child (SIGTERM, then SIGKILL after ``KILL_GRACE_S``) and a fresh child is spawned.
-  CANCELLED is reported only once an inference child is ready again: the scheduler takes CANCELLED
+  At depth > 1 an inpaint task of a model that cannot be interrupted is first asked too: the child's
+  ``cancel_ack`` says whether it is inside its model call, and only then is the child killed (a task
+  still decoding or waiting for the device stops by itself, and the loaded model and the other
+  tasks stay). CANCELLED is reported only once an inference child is ready again: the scheduler takes CANCELLED
   as the node's next credit, so saying it earlier would invite a TASK the node cannot start yet, and
   "idle" must mean "can run work now". The other tasks the killed child held (depth > 1) are handed
   back (FAILED ``handed_back: true``): they never finish here, and no attempt is charged for them;
@@ -628,6 +631,10 @@ class Node:
         if self._reports_steps(cur):
             cur.cancel_deadline = time.monotonic() + _STEP_CANCEL_GRACE_S
             log.info("cancel %s: asked the model to stop at its next step", task_id)
+        elif self.depth > 1 and cur.kind == "inpaint":
+            # The child's cancel_ack says whether the task is in its model call; only that needs a kill.
+            cur.cancel_deadline = time.monotonic() + _STEP_CANCEL_GRACE_S
+            log.info("cancel %s: asked the inference process where the task is", task_id)
         else:
             log.info("cancel %s: model cannot be interrupted; terminating the inference process", task_id)
             self._kill_child_for_cancel(cur)
@@ -815,6 +822,13 @@ class Node:
         cur = self.held.get(msg[1])
         if cur is None or not cur.handed:
             return  # a late message about a task we already gave up on
+        if kind == "cancel_ack":
+            _, task_id, in_model = msg
+            if in_model and not cur.cancelled and not self._reports_steps(cur):
+                log.info("cancel %s: the model call cannot be interrupted; terminating the inference process", task_id)
+                self._kill_child_for_cancel(cur)
+            # else it stops by itself (CANCELLED, or its outcome if it was already encoding)
+            return
         if kind == "progress":
             _, task_id, percent, step, total = msg
             self._send(

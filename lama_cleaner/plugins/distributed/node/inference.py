@@ -9,7 +9,8 @@ parent -> child: ``("task", header_dict, files_dict)``, ``("cancel", task_id)`` 
 ``("stop",)``
 child -> parent: ``("ready", info)``, ``("init_failed", message)``,
 ``("progress", task_id, percent, step, total_steps)``, ``("result", task_id, body, mimetype, headers,
-loaded_model)``, ``("failed", task_id, message, traceback, retryable, status)``, ``("cancelled", task_id)``.
+loaded_model)``, ``("failed", task_id, message, traceback, retryable, status)``, ``("cancelled", task_id)``,
+``("cancel_ack", task_id, in_model)`` (depth > 1 only).
 
 Messages are pickled with :func:`pack` and sent with ``send_bytes``; the other end reads every
 message with ``Connection.recv`` (which unpickles any protocol).
@@ -20,7 +21,10 @@ steps through the ``cancelled`` callback of ``execute_task``. Depth N > 1 (:func
 the main thread only reads the Pipe and runs each task in a thread of its own (at most N), so one
 task's decoding and encoding overlap another's model call; the model call is exclusive per device
 (``ModelManager(exclusive=True)``), and CANCEL arrives as ``("cancel", task_id)``, setting that
-task's own Event.
+task's own Event. The child answers at once with ``cancel_ack``, saying whether the task is inside its
+model call: if not, it stops by itself (waiting for the device, it sees the Event; decoding or
+encoding, it ends within moments), so the node has no reason to kill the process (and its loaded
+model, and the other tasks in it) for a model that cannot be interrupted.
 """
 
 from __future__ import annotations
@@ -316,18 +320,23 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
     than ``depth`` tasks at once, so none waits for a thread."""
     send_lock = threading.Lock()
     cancels: dict[str, threading.Event] = {}
+    threads: dict[str, int] = {}
+    """The thread running each task, once it runs (``ModelManager.holds_device`` asks by thread)."""
 
     def send(data: bytes) -> None:
         with send_lock:
             conn.send_bytes(data)
 
     def run(header: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event) -> None:
+        task_id = header["task_id"]
+        threads[task_id] = threading.get_ident()
         try:
             runtime.run(header, files, send, cancelled.is_set)
         except (OSError, ValueError):
             pass  # the Pipe is gone: the node is stopping, or stopped this process already
         finally:
-            cancels.pop(header["task_id"], None)
+            cancels.pop(task_id, None)
+            threads.pop(task_id, None)
 
     send(pack(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})))
     pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="inference-task")
@@ -339,7 +348,9 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
             elif msg[0] == "cancel":
                 event = cancels.get(msg[1])
                 if event is not None:
-                    event.set()
+                    event.set()  # before asking who holds the device: see ModelManager.running
+                    in_model = runtime.models.holds_device(threads.get(msg[1]))
+                    send(pack(("cancel_ack", msg[1], in_model)))
     finally:
         # Without waiting: a SIGTERM (``_Terminated``) unwinds through here to the role's shutdown
         # while a model call may still run; the node kills the process if it lingers.

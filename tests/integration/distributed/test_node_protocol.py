@@ -294,43 +294,6 @@ def test_megabyte_images_cross_the_inference_pipe_intact(scripted: ScriptedSched
     assert np.array_equal(decoded, cv2.imdecode(np.frombuffer(big, np.uint8), cv2.IMREAD_COLOR))
 
 
-def _sndbuf(conn) -> int:
-    import socket
-
-    sock = socket.socket(fileno=conn.fileno())
-    try:
-        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-    finally:
-        sock.detach()  # the fd belongs to the Connection
-
-
-def test_pipe_buffers_are_enlarged():
-    import multiprocessing as mp
-
-    import pytest
-
-    from lama_cleaner.plugins.distributed.node.inference import _PIPE_BUFFER_BYTES, enlarge_pipe_buffers
-
-    a, b = mp.Pipe()
-    try:
-        before = _sndbuf(a)
-        try:
-            with open("/proc/sys/net/core/wmem_max") as fh:
-                cap = int(fh.read())
-        except OSError:
-            cap = _PIPE_BUFFER_BYTES
-        if cap <= before:
-            pytest.skip(f"the kernel caps socket buffers at {cap} bytes, the default here")
-        enlarge_pipe_buffers(a)
-        after = _sndbuf(a)
-        assert after > before and after >= min(_PIPE_BUFFER_BYTES, cap)
-        a.send(b"still works")  # the Connection's own fd is untouched
-        assert b.recv() == b"still works"
-    finally:
-        a.close()
-        b.close()
-
-
 def test_a_scheduler_of_another_protocol_version_makes_the_node_exit_with_its_reason(
     scripted: ScriptedScheduler, procs: list[Proc], tmp_config
 ):

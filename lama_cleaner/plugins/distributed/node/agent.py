@@ -77,7 +77,7 @@ from .capabilities import available_models, collect
 from .child import KILL_GRACE_S, InferenceChild
 from .current_work import CurrentTask, RecentCancels
 from .depth import pipeline_depth
-from .inference import child_rss_mb, pack, recycle_reason
+from .inference import child_rss_mb, recycle_reason
 from .lifecycle import NodeLifecycle
 from .warm import preload_model
 
@@ -309,7 +309,7 @@ class Node:
         self._poll_child_fd = None
         if self.child is not None:
             try:
-                fd = self.child.conn.fileno()
+                fd = self.child.pipe.fileno()
             except OSError:
                 pass
             else:
@@ -595,7 +595,8 @@ class Node:
         header, files = cur.payload  # type: ignore[misc]  # checked by _hand_over
         child.before_task()
         try:
-            child.conn.send_bytes(pack(("task", header, files)))
+            names = list(files)
+            child.pipe.send(("task", header, names), [files[name] for name in names])
         except (OSError, ValueError) as exc:
             log.error("cannot hand task %s to the inference process: %s", cur.task_id, exc)
             return  # the child is going away; _child_died reports the task
@@ -772,11 +773,11 @@ class Node:
         child = self.child
         assert child is not None
         try:
-            msg = child.conn.recv()
+            fields, blobs = child.pipe.recv()
         except (EOFError, OSError):
             self._child_died(child)
             return
-        self._on_child(msg)
+        self._on_child(fields, blobs)
 
     def _child_died(self, child: InferenceChild) -> None:
         child.proc.join(1.0)
@@ -802,7 +803,7 @@ class Node:
             self._spawn_child()
             self._offer_credit()
 
-    def _on_child(self, msg: tuple) -> None:
+    def _on_child(self, msg: tuple, blobs: list[bytes]) -> None:
         kind = msg[0]
         if kind == "ready":
             assert self.child is not None
@@ -845,7 +846,8 @@ class Node:
                 )
             )
         elif kind == "result":
-            _, task_id, body, mimetype, headers, loaded = msg
+            _, task_id, mimetype, headers, loaded = msg
+            (body,) = blobs
             self.loaded_model = loaded
             if self._recycling:
                 self._recycle_if_due()

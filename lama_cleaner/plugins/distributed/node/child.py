@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .inference import enlarge_pipe_buffers, worker_main
+from .child_pipe import ChildPipe
+from .inference import worker_main
 
 KILL_GRACE_S = 0.5
 """How long a terminated child may take to exit before it is killed."""
@@ -24,7 +25,7 @@ class InferenceChild:
     def __init__(
         self, ctx: Any, config: Any, plugins: list[str], device: str, preload: str | None = None, depth: int = 1
     ) -> None:
-        self.conn, child_conn = ctx.Pipe()
+        conn, child_conn = ctx.Pipe()
         self.cancel_event = ctx.Event()
         self.depth = depth
         """Tasks it runs at once; above 1 a CANCEL is a Pipe message naming the task (see :mod:`.inference`)."""
@@ -36,7 +37,7 @@ class InferenceChild:
         )
         self.proc.start()
         child_conn.close()
-        enlarge_pipe_buffers(self.conn)
+        self.pipe = ChildPipe(conn)
         self.ready = False
         self.tasks_done = 0
         """Tasks this process finished (for ``node_max_tasks_per_child``)."""
@@ -54,7 +55,7 @@ class InferenceChild:
             self.cancel_set = True
             return
         try:
-            self.conn.send(("cancel", task_id))
+            self.pipe.send(("cancel", task_id))
         except (OSError, ValueError):
             pass  # the child is going away; the agent sees it die
 
@@ -78,7 +79,7 @@ class InferenceChild:
         if self.kill_deadline is None:
             self.kill_deadline = time.monotonic() + RETIRE_GRACE_S
             try:
-                self.conn.send(("stop",))
+                self.pipe.send(("stop",))
             except (OSError, ValueError):  # its Pipe is gone already: stop it the hard way
                 self.kill_deadline = None
                 self.terminate()
@@ -98,15 +99,12 @@ class InferenceChild:
         return False
 
     def close_pipe(self) -> None:
-        try:
-            self.conn.close()
-        except OSError:
-            pass
+        self.pipe.close()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Blocking stop used at exit: ask politely, then terminate, then kill."""
         try:
-            self.conn.send(("stop",))
+            self.pipe.send(("stop",))
         except (OSError, ValueError):
             pass
         self.proc.join(timeout)

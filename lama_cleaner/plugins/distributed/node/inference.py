@@ -3,17 +3,15 @@
 Why a separate process: the node's main process must keep answering heartbeats and CANCEL while a
 model runs, and a model call that cannot be interrupted (a long C/CUDA call) can then still be
 stopped by terminating this process, which also frees its memory. The parent talks to it over a
-``multiprocessing`` Pipe and a shared Event:
+``multiprocessing`` Pipe (spoken through :class:`.child_pipe.ChildPipe`: fields, then byte strings
+sent raw) and a shared Event:
 
-parent -> child: ``("task", header_dict, files_dict)``, ``("cancel", task_id)`` (depth > 1 only),
-``("stop",)``
+parent -> child: ``("task", header_dict, file_names)`` with the files' bytes in that order,
+``("cancel", task_id)`` (depth > 1 only), ``("stop",)``
 child -> parent: ``("ready", info)``, ``("init_failed", message)``,
-``("progress", task_id, percent, step, total_steps)``, ``("result", task_id, body, mimetype, headers,
-loaded_model)``, ``("failed", task_id, message, traceback, retryable, status)``, ``("cancelled", task_id)``,
-``("cancel_ack", task_id, in_model)`` (depth > 1 only).
-
-Messages are pickled with :func:`pack` and sent with ``send_bytes``; the other end reads every
-message with ``Connection.recv`` (which unpickles any protocol).
+``("progress", task_id, percent, step, total_steps)``, ``("result", task_id, mimetype, headers,
+loaded_model)`` with the reply's bytes, ``("failed", task_id, message, traceback, retryable, status)``,
+``("cancelled", task_id)``, ``("cancel_ack", task_id, in_model)`` (depth > 1 only).
 
 Depth 1 (the node's ``pipeline_depth``): the child runs one task at a time in its main thread, and
 the shared cancel Event is set by the parent on CANCEL; models that report steps check it between
@@ -32,18 +30,17 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import pickle
 import signal
-import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ....process_lifetime import die_with_parent
+from .child_pipe import ChildPipe, Message
 from .warm import load_in_child
 
 if TYPE_CHECKING:
@@ -51,36 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PIPE_BUFFER_BYTES = 4 * 1024 * 1024
-"""Socket buffer size asked for on both ends of the Pipe to the inference child. The default (about
-200 KiB) splits a 1 MB image into many write/wake-up/read rounds between the two processes; 4 MiB
-moves it in one (measured: a 1 MB round trip 2.0 ms -> 0.4-1.0 ms, the node's CPU 1.3 ms -> 0.3 ms).
-The kernel caps it at ``net.core.wmem_max``/``rmem_max``, which only makes it smaller, never wrong."""
-
-
-def pack(msg: tuple[Any, ...]) -> bytes:
-    """Pickle a Pipe message for ``Connection.send_bytes``; the other end's ``Connection.recv`` reads it.
-
-    ``Connection.send`` pickles through ``ForkingPickler`` (a BytesIO, a pickler with a copyreg
-    dispatch table, then a memoryview) because it may carry sockets or connections. Ours carry only
-    plain data (tuples, dicts, str, bytes), which ``pickle.dumps`` handles in about 70 % of the time.
-    """
-    return pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def enlarge_pipe_buffers(conn: Any) -> None:
-    """Ask for large socket buffers on a ``multiprocessing`` Pipe end (a socketpair on Unix); best effort."""
-    try:
-        sock = socket.socket(fileno=os.dup(conn.fileno()))
-    except (OSError, ValueError, AttributeError):
-        return  # not a socket (e.g. a simplex pipe) or already closed
-    try:
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            sock.setsockopt(socket.SOL_SOCKET, option, _PIPE_BUFFER_BYTES)
-    except OSError:
-        pass
-    finally:
-        sock.close()
+Send = Callable[[tuple[Any, ...], Sequence[bytes]], None]
+"""How a task's messages reach the node: ``ChildPipe.send`` (under a lock when tasks overlap)."""
 
 
 def child_rss_mb(pid: int) -> float | None:
@@ -186,10 +155,10 @@ class _Runtime:
         self,
         header: dict[str, Any],
         files: dict[str, bytes],
-        send: Callable[[bytes], None],
+        send: Send,
         cancelled: Callable[[], bool],
     ) -> None:
-        """Run one task; every message about it goes through ``send`` (packed bytes)."""
+        """Run one task; every message about it goes through ``send``."""
         task_id = header["task_id"]
         request = self._task_request(
             kind=header["kind"],
@@ -205,7 +174,7 @@ class _Runtime:
                 # "Done" without a step: the outcome right behind it says more. Filtered here, at the
                 # source, so the node forwards every progress message it gets as a PROGRESS.
                 return
-            send(pack(("progress", task_id, float(p.percent), p.step, p.total_steps)))
+            send(("progress", task_id, float(p.percent), p.step, p.total_steps), ())
 
         try:
             out = self._execute_task(
@@ -217,16 +186,16 @@ class _Runtime:
                 cancelled=cancelled,
             )
         except self._task_cancelled:
-            send(pack(("cancelled", task_id)))
+            send(("cancelled", task_id), ())
             return
         except Exception as exc:  # noqa: BLE001 - every failure is reported, none kills the worker
             if cancelled():
-                send(pack(("cancelled", task_id)))
+                send(("cancelled", task_id), ())
                 return
             message, retryable, status = classify(exc)
-            send(pack(("failed", task_id, message, traceback.format_exc(), retryable, status)))
+            send(("failed", task_id, message, traceback.format_exc(), retryable, status), ())
             return
-        send(pack(("result", task_id, out.body, out.mimetype, dict(out.headers), self.models.loaded_model())))
+        send(("result", task_id, out.mimetype, dict(out.headers), self.models.loaded_model()), (out.body,))
 
 
 class _Terminated(BaseException):
@@ -255,7 +224,7 @@ def worker_main(
     """
     # The node died, however it died (even before this line): nothing is left to report to.
     die_with_parent(signal.SIGKILL, parent_pid=_starter_pid())
-    enlarge_pipe_buffers(conn)
+    pipe = ChildPipe(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=os.environ.get("LAMA_CLEANER_LOG_LEVEL", "INFO"))
@@ -269,15 +238,15 @@ def worker_main(
             runtime = _Runtime(pm, config, device, depth)
             load_in_child(runtime.models, preload)
             if depth > 1:
-                _serve_pipelined(conn, runtime, depth)
+                _serve_pipelined(pipe, runtime, depth)
             else:
-                _serve(conn, cancel_event, runtime)
+                _serve(pipe, cancel_event, runtime)
     except _Terminated:
         return
     except BaseException as exc:
         if runtime is not None:
             raise  # a task's crash: the node sees the child die and reports the task
-        _report_init_failed(conn, exc)  # could not start: the node reports it and exits
+        _report_init_failed(pipe, exc)  # could not start: the node reports it and exits
 
 
 def _starter_pid() -> int | None:
@@ -286,34 +255,38 @@ def _starter_pid() -> int | None:
     return parent.pid if parent is not None else None
 
 
-def _report_init_failed(conn: Connection, exc: BaseException) -> None:
+def _report_init_failed(pipe: ChildPipe, exc: BaseException) -> None:
     try:
-        conn.send(("init_failed", f"{type(exc).__name__}: {exc}"))
+        pipe.send(("init_failed", f"{type(exc).__name__}: {exc}"))
     except (OSError, ValueError):
         pass  # the node is gone already
 
 
-def _serve(conn: Connection, cancel_event: Any, runtime: _Runtime) -> None:
+def _ready(runtime: _Runtime) -> tuple[str, dict[str, Any]]:
+    return ("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})
+
+
+def _serve(pipe: ChildPipe, cancel_event: Any, runtime: _Runtime) -> None:
     """Say ready, then run tasks until ``stop`` or until the node closes the Pipe."""
-    conn.send(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()}))
-    for msg in _messages(conn):
-        if msg[0] == "task":
-            runtime.run(msg[1], msg[2], conn.send_bytes, cancel_event.is_set)
+    pipe.send(_ready(runtime))
+    for fields, blobs in _messages(pipe):
+        if fields[0] == "task":
+            runtime.run(fields[1], dict(zip(fields[2], blobs, strict=True)), pipe.send, cancel_event.is_set)
 
 
-def _messages(conn: Connection) -> Iterator[tuple[Any, ...]]:
+def _messages(pipe: ChildPipe) -> Iterator[Message]:
     """The node's messages, until ``stop`` or until the node closes the Pipe (or dies)."""
     while True:
         try:
-            msg = conn.recv()
+            fields, blobs = pipe.recv()
         except (EOFError, OSError):
             return
-        if not msg or msg[0] == "stop":
+        if not fields or fields[0] == "stop":
             return
-        yield msg
+        yield fields, blobs
 
 
-def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
+def _serve_pipelined(pipe: ChildPipe, runtime: _Runtime, depth: int) -> None:
     """Say ready, then run up to ``depth`` tasks at once, each in its own thread, until ``stop`` or
     until the node closes the Pipe. The main thread only reads the Pipe (so a ``cancel`` reaches a
     task at once); the threads share the Pipe's sending end under a lock. The node never sends more
@@ -323,9 +296,9 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
     threads: dict[str, int] = {}
     """The thread running each task, once it runs (``ModelManager.holds_device`` asks by thread)."""
 
-    def send(data: bytes) -> None:
+    def send(fields: tuple[Any, ...], blobs: Sequence[bytes] = ()) -> None:
         with send_lock:
-            conn.send_bytes(data)
+            pipe.send(fields, blobs)
 
     def run(header: dict[str, Any], files: dict[str, bytes], cancelled: threading.Event) -> None:
         task_id = header["task_id"]
@@ -338,19 +311,19 @@ def _serve_pipelined(conn: Connection, runtime: _Runtime, depth: int) -> None:
             cancels.pop(task_id, None)
             threads.pop(task_id, None)
 
-    send(pack(("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})))
+    send(_ready(runtime))
     pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="inference-task")
     try:
-        for msg in _messages(conn):
-            if msg[0] == "task":
-                event = cancels[msg[1]["task_id"]] = threading.Event()
-                pool.submit(run, msg[1], msg[2], event)
-            elif msg[0] == "cancel":
-                event = cancels.get(msg[1])
+        for fields, blobs in _messages(pipe):
+            if fields[0] == "task":
+                event = cancels[fields[1]["task_id"]] = threading.Event()
+                pool.submit(run, fields[1], dict(zip(fields[2], blobs, strict=True)), event)
+            elif fields[0] == "cancel":
+                event = cancels.get(fields[1])
                 if event is not None:
                     event.set()  # before asking who holds the device: see ModelManager.running
-                    in_model = runtime.models.holds_device(threads.get(msg[1]))
-                    send(pack(("cancel_ack", msg[1], in_model)))
+                    in_model = runtime.models.holds_device(threads.get(fields[1]))
+                    send(("cancel_ack", fields[1], in_model))
     finally:
         # Without waiting: a SIGTERM (``_Terminated``) unwinds through here to the role's shutdown
         # while a model call may still run; the node kills the process if it lingers.

@@ -169,3 +169,40 @@ def test_a_round_whose_upload_cannot_be_written_loses_nothing_and_delivers_nothi
     fetched = producer.request(p.FETCH, {"task_id": task_id})
     assert fetched.command == p.OUTPUT and fetched.blob_map() == {"body": RESULT}
     assert sched.stats()["completed"] == 1
+
+
+def test_a_result_the_journal_could_not_save_runs_again_instead_of_staying_processing(
+    scheduler_factory, peers, monkeypatch
+):
+    """The disk fills while a RESULT's file is written: the round is rolled back, so the journal still
+    says the task runs on the node while the node (and the scheduler's registry) are done with it.
+    The scheduler notices the task no node holds and queues it again, uncharged (the loss was the
+    journal's); its second run completes and the producer gets one DONE."""
+    real_write = blob_files.BlobFiles.write
+    fail = {"left": 0}
+
+    def disk_full(files, digest, data):
+        if fail["left"]:
+            fail["left"] -= 1
+            raise OSError(28, "No space left on device")
+        real_write(files, digest, data)
+
+    monkeypatch.setattr(blob_files.BlobFiles, "write", disk_full)
+    sched = scheduler_factory()
+    producer: Producer = peers("producer", sched)
+    task_id = submit(producer, want_result=True)
+    node: ScriptedNode = peers("node", sched)
+    node.hello()
+    node.ready()
+    first = node.expect_task()
+    fail["left"] = 1
+    node.result(first, body=RESULT)
+    wait_for(lambda: sched.stats()["journal_errors"] == 1, message="the failed round")
+    second = node.expect_task(timeout=30)  # the node is idle in the registry: it gets the task again
+    assert second.header["task_id"] == task_id and second.header["attempt"] > first.header["attempt"]
+    node.result(second, body=RESULT)
+    done = producer.expect(p.DONE)
+    assert done.header["status"] == "completed" and done.blob_map() == {"body": RESULT}
+    info = producer.get(task_id)
+    assert info["status"] == "completed" and info["attempts"] == 1, info
+    assert not any(m.command == p.DONE for m in producer.inbox if m is not done)

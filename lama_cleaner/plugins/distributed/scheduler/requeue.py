@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from ..journal import states
 from ..journal.records import TaskRecord
 from .event_publishing import EventPublisher
 from .node_registry import NodeEntry
@@ -34,6 +35,20 @@ class Requeue:
         self.state.counters.count("handed_back")
         log.info("task %s: %s; queued again, attempt not charged", task_id, why)
         self.events.record(rec)
+
+    def requeue_orphans(self) -> None:
+        """Queue again, uncharged, each task the journal has running on a registered node that does
+        not hold it. Only a failed commit leaves such a task (the registry let it go with an outcome
+        the journal never recorded): the node is done with it, and the loss was the journal's, so the
+        attempt is refunded. A node the registry does not know (the scheduler restarted) is left to
+        the restart's own recovery, which waits for it to reclaim its tasks."""
+        store = self.state.journal()
+        running = [rec for rec in store.live.records.values() if rec.status == states.PROCESSING]
+        for rec in running:
+            node = self.state.nodes.get(rec.node_id) if rec.node_id else None
+            if node is None or rec.id in node.held:
+                continue
+            self.take_back(rec.id, f"its outcome on node {node.name} was lost with a journal commit that failed")
 
     def retry_or_fail(
         self, rec: TaskRecord, now: float, error: str, trace: str | None, status: int | None

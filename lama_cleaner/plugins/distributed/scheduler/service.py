@@ -655,10 +655,12 @@ class Scheduler:
             # The commit failed (disk full, journal locked by another process...): nothing of this
             # round is durable, so nothing of it may be announced. Its producers' requests are
             # refused with the reason (SUBMIT is idempotent: re-sending it is safe); node state
-            # converges through heartbeats, and a TASK that already left is answered by a RESULT the
-            # journal does not know (counted stale).
+            # converges through heartbeats, a task whose outcome was lost runs again (the next
+            # rounds requeue it), and a TASK that already left is answered by a RESULT the journal
+            # does not know (counted stale).
             self._publisher.discard_round()
             self.state.counters.count("journal_errors")
+            self.state.reconcile_at = now  # the registry kept this round's changes: see Requeue.requeue_orphans
             log.exception("journal transaction failed; the replies of this round were dropped")
             self._refuse_round(inbound, exc)
             return

@@ -1,6 +1,7 @@
 """The scheduler's periodic work, run once per round inside its transaction: node liveness (silent
 nodes go offline, long-offline ones are forgotten), watcher expiry, heartbeats to nodes, retention
-pruning of the journal, and the unschedulable-task check.
+pruning of the journal, the unschedulable-task check, and after a failed commit the search for
+tasks no node holds any more.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Timers:
                 why = f"node {node.name} silent for {now - node.last_seen:.1f}s"
                 self.requeue.go_offline(node, now, why)
         self.events.expire_watchers(now, deadline)
+        if state.reconcile_at is not None and now >= state.reconcile_at:
+            state.reconcile_at = None  # set again if this round's commit fails too
+            self.requeue.requeue_orphans()
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + state.interval
             for node in state.nodes.values():

@@ -34,6 +34,21 @@ def submit(producer: Producer, *, want_result: bool = False) -> str:
     return reply.header["task"]["id"]
 
 
+def failing_writes(monkeypatch) -> dict[str, int]:
+    """Make blob writes fail as on a full disk while the returned ``left`` count lasts (0 at first)."""
+    real_write = blob_files.BlobFiles.write
+    fail = {"left": 0}
+
+    def disk_full(files, digest, data):
+        if fail["left"]:
+            fail["left"] -= 1
+            raise OSError(28, "No space left on device")
+        real_write(files, digest, data)
+
+    monkeypatch.setattr(blob_files.BlobFiles, "write", disk_full)
+    return fail
+
+
 def test_big_input_and_result_go_through_files_byte_for_byte(scheduler_factory, peers):
     sched = scheduler_factory()
     producer: Producer = peers("producer", sched)
@@ -128,21 +143,12 @@ def test_a_round_whose_upload_cannot_be_written_loses_nothing_and_delivers_nothi
     (no ACCEPTED, no task) and the producer is told why at once; that node's RESULT for the attempt
     the journal never recorded is dropped, and the producer's re-sent SUBMIT (same idempotency key)
     runs once, to completion."""
-    real_write = blob_files.BlobFiles.write
-    fail = {"left": 1}
-
-    def disk_full(files, digest, data):
-        if fail["left"]:
-            fail["left"] -= 1
-            raise OSError(28, "No space left on device")
-        real_write(files, digest, data)
-
     sched = scheduler_factory()
     node: ScriptedNode = peers("node", sched)
     node.hello()
     node.ready()
     producer: Producer = peers("producer", sched)
-    monkeypatch.setattr(blob_files.BlobFiles, "write", disk_full)
+    failing_writes(monkeypatch)["left"] = 1
     header = {"task": {"kind": "inpaint", "name": "cv2", "form": {}, "submitter": None, "idempotency_key": "k1"}}
     producer.send(p.SUBMIT, {"req_id": "lost", **header}, {"image": IMAGE, "mask": MASK})
     ghost = node.expect_task()
@@ -178,16 +184,7 @@ def test_a_result_the_journal_could_not_save_runs_again_instead_of_staying_proce
     says the task runs on the node while the node (and the scheduler's registry) are done with it.
     The scheduler notices the task no node holds and queues it again, uncharged (the loss was the
     journal's); its second run completes and the producer gets one DONE."""
-    real_write = blob_files.BlobFiles.write
-    fail = {"left": 0}
-
-    def disk_full(files, digest, data):
-        if fail["left"]:
-            fail["left"] -= 1
-            raise OSError(28, "No space left on device")
-        real_write(files, digest, data)
-
-    monkeypatch.setattr(blob_files.BlobFiles, "write", disk_full)
+    fail = failing_writes(monkeypatch)
     sched = scheduler_factory()
     producer: Producer = peers("producer", sched)
     task_id = submit(producer, want_result=True)

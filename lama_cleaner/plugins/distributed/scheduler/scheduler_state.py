@@ -41,10 +41,10 @@ class SchedulerState:
     """Nodes each retrying task failed on, which its next dispatch avoids when it can."""
     refunded: set[str] = field(default_factory=set)
     """Recovered tasks whose interrupted attempt was refunded (charged again if their node reclaims them)."""
-    reconcile_at: float | None = None
+    orphans_possible: bool = False
     """Set when a round's commit failed: the registry kept that round's changes while the journal
     lost them, so a task the journal still has running may be held by no node (its RESULT was the
-    lost part). The timers look for such tasks once ``now`` reaches it (``Requeue.requeue_orphans``)."""
+    lost part). The next round's timers look for such tasks (``Requeue.requeue_orphans``)."""
     key_of: Callable[[str | None, bytes], str | None] | None = None
     """With CURVE: the key of a connection (``queue`` None: the control socket), set by the scheduler
     once its sockets exist; None without CURVE (see :meth:`peer_key`)."""

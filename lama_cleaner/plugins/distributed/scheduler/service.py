@@ -660,7 +660,7 @@ class Scheduler:
             # does not know (counted stale).
             self._publisher.discard_round()
             self.state.counters.count("journal_errors")
-            self.state.reconcile_at = now  # the registry kept this round's changes: see Requeue.requeue_orphans
+            self.state.orphans_possible = True  # the registry kept this round's changes: see Requeue.requeue_orphans
             log.exception("journal transaction failed; the replies of this round were dropped")
             self._refuse_round(inbound, exc)
             return

@@ -54,8 +54,8 @@ class Timers:
                 why = f"node {node.name} silent for {now - node.last_seen:.1f}s"
                 self.requeue.go_offline(node, now, why)
         self.events.expire_watchers(now, deadline)
-        if state.reconcile_at is not None and now >= state.reconcile_at:
-            state.reconcile_at = None  # set again if this round's commit fails too
+        if state.orphans_possible:
+            state.orphans_possible = False  # set again if this round's commit fails too
             self.requeue.requeue_orphans()
         if now >= self.next_heartbeat:
             self.next_heartbeat = now + state.interval

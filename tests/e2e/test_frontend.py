@@ -18,7 +18,7 @@ from PIL import Image
 from lama_cleaner import frontend
 from tests.integration.classic.media_helpers import image_bytes
 from tests.support.browser import launched_chromium, loud_skip
-from tests.support.server_process import HOST, REPO_ROOT, ServerProcess, free_port
+from tests.support.server_process import HOST, REPO_ROOT, ServerProcess, free_port_block
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.browser
@@ -45,7 +45,7 @@ def _mode_args(mode: str, data_dir) -> list[str]:
     """Classic mode, or the README's embedded distributed system (scheduler + one local node)."""
     if mode == "classic":
         return []
-    bind = f"tcp://{HOST}:{free_port()}"
+    bind = f"tcp://{HOST}:{free_port_block()}"
     return ["--plugins", "distributed", "--scheduler-bind", bind, "--data-dir", str(data_dir)]
 
 

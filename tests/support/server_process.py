@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from .waiting import wait_for
+from .waiting import WaitTimeout, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -31,11 +31,46 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
+def _fixed_port_range() -> tuple[int, int]:
+    """Ports the kernel does not hand out by itself: below the ephemeral range, from which it picks the
+    local port of every outgoing connection (and ``free_port``'s), so no other test's client takes them."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 20000, 60000
+    return (10000, low - 16) if low > 12000 else (20000, 60000)
+
+
+def free_port_block(count: int = 3) -> int:
+    """A port P such that P..P+count-1 were all free a moment ago: what an embedded scheduler binds
+    (its control port, then one port per queue)."""
+    import random
+
+    first, last = _fixed_port_range()
+    for _ in range(200):
+        base = random.randint(first, last - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind((HOST, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no block of free ports found")
+
+
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test environment: repo root importable (``--plugins tests.support.…``), quiet pip."""
+    """The test environment: repo root importable (``--plugins tests.support.…``), unbuffered output,
+    stacks printed on a fatal signal."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("PYTHONFAULTHANDLER", "1")  # a fatal signal (SIGABRT, see ServerProcess) prints every stack
     if extra:
         env.update(extra)
     return env
@@ -81,6 +116,10 @@ class ServerProcess:
         )
         try:
             wait_for(self._ready_or_dead, self.ready_timeout, f"server {self.url} to answer GET /model")
+        except WaitTimeout as exc:
+            self._dump_stacks()
+            self.stop()
+            raise ServerStartError(f"{exc}; the server printed:\n{self.output()[-16000:]}") from None
         except BaseException:
             self.stop()
             raise
@@ -88,6 +127,22 @@ class ServerProcess:
             code = self.stop()
             raise ServerStartError(f"server exited with code {code}:\n{self.output()[-4000:]}")
         return self
+
+    def _dump_stacks(self) -> None:
+        """Make a server stuck while starting print every thread's stack before it is stopped, so that
+        the report says where it waits: SIGABRT, which ``faulthandler`` (armed by ``server_env``)
+        answers with the stacks before the process dies."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.kill(self.proc.pid, signal.SIGABRT)
+        except ProcessLookupError:
+            return
+        try:
+            wait_for(lambda: self.proc.poll() is not None, 5, "the server to abort", interval=0.1)
+        except WaitTimeout:
+            pass  # a handler of its own took SIGABRT; stop() ends it
 
     def _ready_or_dead(self) -> bool:
         """True once the server answers, or once it has exited (start() then reports why)."""

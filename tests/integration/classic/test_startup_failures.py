@@ -125,6 +125,35 @@ def test_serve_with_the_scheduler_port_in_use_exits_with_one_line(tmp_path, held
     assert result.returncode == 1
 
 
+@pytest.fixture
+def held_port_above_a_free_one() -> Iterator[int]:
+    """A loopback TCP port this test keeps listening on, whose port below was free a moment ago."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+            held.bind((HOST, 0))
+            port = int(held.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((HOST, port - 1))
+                except OSError:
+                    continue
+            held.listen()
+            yield port
+            return
+    raise RuntimeError("no free port below a bound one in 100 tries")
+
+
+def test_serve_with_a_queue_port_in_use_exits_with_one_line(tmp_path, held_port_above_a_free_one):
+    """The scheduler binds its control port, then the next ports for its queues: the first queue's port is
+    held here. (The socket that failed to bind once stayed open, and closing the context waited for it
+    for ever: the server hung while starting instead of saying why.)"""
+    bind = f"tcp://{HOST}:{held_port_above_a_free_one - 1}"
+    result = run_cli(*SERVE, "--port", "0", "--scheduler-bind", bind, "--data-dir", str(tmp_path / "data"))
+    line = assert_one_clear_line(result, "Address already in use", bind, "the next 2 ports", "--scheduler-bind")
+    assert line.startswith("lama-cleaner: error: ")
+    assert result.returncode == 1
+
+
 def test_serve_on_a_data_dir_held_by_a_scheduler_exits_with_one_line(tmp_path, schedulers):
     data = tmp_path / "data"
     holder = start_scheduler(schedulers, tmp_path, "--scheduler-bind", f"tcp://{HOST}:0", "--data-dir", str(data))

@@ -26,30 +26,8 @@ import zmq
 from lama_cleaner.inpaint_request import default_form
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from tests.support.distributed_config import FAKE_PLUGIN, FAST
-from tests.support.server_process import REPO_ROOT, free_port, server_env
+from tests.support.server_process import REPO_ROOT, free_port, free_port_block, server_env
 from tests.support.waiting import wait_for
-
-
-def free_port_block(count: int = 3) -> int:
-    """A port P such that P..P+count-1 were all free a moment ago (control port + one per queue)."""
-    import random
-    import socket
-
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no block of free ports found")
 
 
 def png(width: int = 48, height: int = 32, seed: int = 1) -> bytes:

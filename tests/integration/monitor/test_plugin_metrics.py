@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.integration.distributed.conftest import mask_png, png, task_form, write_config
-from tests.support.server_process import ServerProcess, free_port
+from tests.support.server_process import ServerProcess, free_port_block
 from tests.support.waiting import wait_for
 from tests.unit.monitor.exposition import SampleKey, parse_exposition, value
 
@@ -33,7 +33,7 @@ def test_the_usage_line_serves_inpaint_metrics_and_the_dashboard(tmp_path: Path)
     """``lama-cleaner --plugins distributed,monitor``: one local node, an embedded scheduler."""
     config = write_config(
         tmp_path,
-        {"distributed": {"data_dir": str(tmp_path / "data"), "scheduler_bind": f"tcp://127.0.0.1:{free_port()}"}},
+        {"distributed": {"data_dir": str(tmp_path / "data"), "scheduler_bind": f"tcp://127.0.0.1:{free_port_block()}"}},
     )
     with ServerProcess(["--plugins", "distributed,monitor", "--config", str(config)], ready_timeout=180) as server:
         files = {"image": ("i.png", png(64, 40)), "mask": ("m.png", mask_png(64, 40))}

@@ -306,9 +306,13 @@ class SchedulerClient:
         if self._sock is not None:
             self._sock.close(0)
         sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        secure_client(sock, self._curve, self._dist)
-        sock.connect(self.endpoint)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            secure_client(sock, self._curve, self._dist)
+            sock.connect(self.endpoint)
+        except BaseException:
+            sock.close(0)  # not ours yet: left open, the context's term() at close would wait for ever
+            raise
         self._sock = sock
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)

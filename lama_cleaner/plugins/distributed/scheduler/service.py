@@ -410,7 +410,13 @@ class Scheduler:
         queue_eps: dict[str, str] = {}
         for name in self.queues:
             sock = self._router()
-            sock.bind(planned[name])
+            try:
+                sock.bind(planned[name])
+            except zmq.ZMQError:
+                # Not yet among the sockets _close_sockets closes, and the context's term() waits
+                # for every socket: left open, the start-up error would become a hang.
+                sock.close(0)
+                raise
             queue_eps[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._queue_socks[name] = sock
             self._sock_queue[sock] = name
@@ -438,13 +444,17 @@ class Scheduler:
     def _router(self) -> zmq.Socket:
         assert self._ctx is not None
         sock = self._ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, not a silent drop
-        sock.setsockopt(zmq.LINGER, 200)
-        sock.setsockopt(zmq.RCVHWM, 10000)
-        sock.setsockopt(zmq.SNDHWM, 10000)
-        limit_socket(sock, self.dcfg)
-        if self._security is not None:
-            self._security.apply(sock)
+        try:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown identity -> error, not a silent drop
+            sock.setsockopt(zmq.LINGER, 200)
+            sock.setsockopt(zmq.RCVHWM, 10000)
+            sock.setsockopt(zmq.SNDHWM, 10000)
+            limit_socket(sock, self.dcfg)
+            if self._security is not None:
+                self._security.apply(sock)
+        except BaseException:
+            sock.close(0)  # the caller never got it, so nothing else would close it (see _bind)
+            raise
         return sock
 
     def _close_sockets(self) -> None:

@@ -4,12 +4,16 @@ Each ``startup``/``shutdown`` call appends ``<hook> <role>`` as one line to the 
 ``LAMA_TEST_LIFECYCLE_FILE`` (one ``O_APPEND`` write, so every process of a deployment may share the
 file); with ``LAMA_TEST_LIFECYCLE_PID=1`` the line ends with the pid of the process, so a test can
 tell which process of a deployment ran which role. With ``LAMA_TEST_LIFECYCLE_FAIL=startup`` its
-``startup`` refuses with a ConfigError, the way a plugin refuses settings it cannot work with.
+``startup`` refuses with a ConfigError, the way a plugin refuses settings it cannot work with. With
+``LAMA_TEST_LIFECYCLE_HOLD=<path>`` a node's ``startup`` waits (up to a minute) until that file exists, and
+swallows any exception meanwhile, the way start-up code with a broad ``except`` would (a model's
+availability check): a test can then signal a node that is still starting.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 from lama_cleaner.config import ConfigError
 from lama_cleaner.plugins.hookspecs import hookimpl
@@ -33,6 +37,14 @@ def startup(config, role):
     record(f"startup {role}")
     if os.environ.get("LAMA_TEST_LIFECYCLE_FAIL") == "startup":
         raise ConfigError("the lifecycle recorder refuses to start")
+    hold = os.environ.get("LAMA_TEST_LIFECYCLE_HOLD")
+    if hold and role == "node":
+        deadline = time.monotonic() + 60
+        while not os.path.exists(hold) and time.monotonic() < deadline:
+            try:
+                time.sleep(0.02)
+            except Exception:  # noqa: BLE001, S110 - the point: start-up code that swallows what is raised in it
+                pass
 
 
 @hookimpl

@@ -101,3 +101,25 @@ def test_a_refused_startup_stops_a_node_before_it_says_hello(tmp_path: Path, tmp
     assert result.stderr.strip().splitlines()[-1] == "lama-cleaner node: error: the lifecycle recorder refuses to start"
     assert "Traceback" not in result.stderr
     assert log.read_text().splitlines() == ["startup node", "shutdown node"], "no inference child was started"
+
+
+def test_a_node_signalled_while_it_starts_stops_before_it_says_hello(
+    tmp_path: Path, procs: list[Proc], tmp_config: Path
+) -> None:
+    """The SIGTERM a local node gets when the server stops while the node is still starting: it leaves with 0,
+    without an inference process, without a HELLO, even though the start-up code it landed in swallows
+    exceptions (the node once raised from the signal handler, which such code ate: the node then ran on)."""
+    log, hold = tmp_path / "lifecycle.log", tmp_path / "release"
+    env = {"LAMA_TEST_LIFECYCLE_FILE": str(log), "LAMA_TEST_LIFECYCLE_PID": "1", "LAMA_TEST_LIFECYCLE_HOLD": str(hold)}
+    node = start_node(procs, f"tcp://127.0.0.1:{free_port_block()}", tmp_config, "--plugins", RECORDER, env=env)
+    wait_for(lambda: ("startup", "node", node.pid) in records(log), 60, "the node's startup hook")
+
+    node.kill(signal.SIGTERM)
+    wait_for(lambda: "signal 15: stopping" in node.output(), 10, "the node to take the signal")
+    hold.touch()  # start-up goes on: the node exists now, and must not run
+
+    assert node.proc.wait(30) == 0, node.output()[-3000:]
+    assert [(hook, role) for hook, role, _ in records(log)] == [("startup", "node"), ("shutdown", "node")], (
+        "no inference child was started"
+    )
+    assert "says HELLO" not in node.output()

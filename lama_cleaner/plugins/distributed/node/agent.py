@@ -217,7 +217,8 @@ class Node:
     def run(self) -> int:
         self.lifecycle.start()  # stays stopping if a signal came first
         self._idle_since = time.monotonic()
-        self._spawn_child()
+        if not self.lifecycle.stopping:  # stopped while starting: no inference process to load for nothing
+            self._spawn_child()
         try:
             while not self.lifecycle.stopped:
                 self._tick()

@@ -200,12 +200,21 @@ def node_main(argv: Sequence[str] | None = None) -> int:
         log.debug("malloc settings for the node and its inference process: %s", tuned)
 
     node_ref: list[Node] = []
+    early_signals: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %s: stopping", signum)
-        if not node_ref:
-            raise _StoppedEarly()  # still starting: unwind through the role's shutdown
-        node_ref[0].request_stop()
+        if node_ref:
+            node_ref[0].request_stop()
+            return
+        # Still starting. The stop is remembered and applied once the node exists (it then exits
+        # before it spawns its inference process or says HELLO): an exception raised here would land
+        # wherever start-up happens to be, and a broad ``except`` there (a model's availability
+        # check, a plugin) would swallow it and the node would run on, deaf to the stop. A second
+        # signal is the operator insisting: unwind now, as best it can.
+        early_signals.append(signum)
+        if len(early_signals) > 1:
+            raise _StoppedEarly()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -230,7 +239,9 @@ def node_main(argv: Sequence[str] | None = None) -> int:
                 )
             except (zmq.ZMQError, RuntimeError, OSError, LamaCleanerError) as exc:
                 return _failed(f"cannot start: {exc}")
-            node_ref.append(node)
+            node_ref.append(node)  # before the check below: a signal from now on reaches the node itself
+            if early_signals:
+                node.request_stop()
             log.info("node %s offers models %s on %s", node.name, node.models, device)
             try:
                 return node.run()
@@ -243,7 +254,7 @@ def node_main(argv: Sequence[str] | None = None) -> int:
 
 
 class _StoppedEarly(Exception):
-    """A SIGTERM/SIGINT that arrived before the node ran: nothing to finish, so it stops at once."""
+    """A second SIGTERM/SIGINT while the node is still starting: nothing to finish, so it stops at once."""
 
 
 def _try_connect(endpoint: str) -> None:

@@ -361,7 +361,8 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 continue
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything it spawned (local nodes)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in its group (its local nodes, in sessions
+            # of their own, follow the server's death through --parent-pid)
         except ProcessLookupError:
             pass
         self.log.close()

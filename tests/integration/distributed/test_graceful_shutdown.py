@@ -5,6 +5,10 @@ While it drains, new work is refused with 503 (plain text on the classic routes,
 finishes with its image; the process exits within the grace period; the tasks accepted through
 ``/api/v1`` survive in the journal and all complete after a restart on the same data directory.
 A request that outlasts ``server.shutdown_grace_s`` does not hold the process beyond it.
+
+SIGTERM to a whole process group (a shell's ``kill -TERM -PGID``, supervisord's ``stopasgroup``) reaches
+the web process or the node only: local nodes and inference processes run in sessions of their own, and
+are stopped by whoever started them once the work in flight is done.
 """
 
 from __future__ import annotations
@@ -21,7 +25,20 @@ import requests
 from tests.support.distributed_config import FAST
 from tests.support.waiting import wait_for
 
-from .conftest import DistServer, api_submit, api_task, mask_png, merged, png, task_form, write_config
+from .conftest import (
+    DistServer,
+    Proc,
+    api_submit,
+    api_task,
+    mask_png,
+    merged,
+    png,
+    start_node,
+    task_form,
+    wait_nodes,
+    wait_status,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +132,45 @@ def test_a_request_longer_than_the_grace_period_does_not_hold_the_process(tmp_pa
     server.server.proc.wait(TIMEOUT)
     assert time.monotonic() - stopped_at < 20, "1 s of grace, then the executor and the node stop"
     assert "still in flight after 1s" in server.server.output()
+
+
+def test_sigterm_to_the_process_group_drains_on_the_local_node_that_runs_the_request(tmp_path: Path, servers):
+    """``kill -TERM -PGID`` (a shell script, supervisord's ``stopasgroup``): local nodes run in a session of
+    their own, so the signal reaches the web process only. The request in flight finishes on the node that
+    runs it, which the server then stops; the node is never stopped early, and never restarted."""
+    config = write_config(tmp_path, merged(FAST, {"server": {"shutdown_grace_s": 60}}))
+    server = DistServer(tmp_path / "data", config, model="sleep").start()
+    servers.append(server)
+    in_flight: dict[str, requests.Response | BaseException] = {}
+    thread = threading.Thread(target=_classic_inpaint, args=(server.url, "3000", in_flight))
+    thread.start()
+    wait_for(lambda: _processing(server.url), TIMEOUT, "the classic request's task to run on the node")
+
+    assert server.server.proc is not None
+    os.killpg(server.server.proc.pid, signal.SIGTERM)
+    thread.join(TIMEOUT * 2)
+    reply = in_flight["reply"]
+    assert isinstance(reply, requests.Response), reply
+    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("image/"), "in flight finishes"
+    assert server.server.proc.wait(TIMEOUT) == 0, server.server.output()[-3000:]
+    output = server.server.output()
+    assert output.count("started local node") == 1 and "restarting in" not in output, output[-3000:]
+    assert output.count("signal 15: stopping") == 1, "the one SIGTERM the node gets is the server's, at the end"
+
+
+def test_sigterm_to_a_nodes_process_group_lets_its_task_finish_uncharged(tmp_path: Path, servers, procs: list[Proc]):
+    """The inference process is not in its node's group: the node takes the signal, finishes its task within
+    its grace and stops the inference process itself. (Sharing the group, that process died at once and
+    the task's attempt failed as "inference process exited unexpectedly".)"""
+    config = write_config(tmp_path, FAST)
+    server = DistServer(tmp_path / "data", config, local_nodes=0).start()
+    servers.append(server)
+    node = start_node(procs, server.scheduler, config, "--stop-grace", "60")
+    wait_nodes(server.url, 1)
+    task_id = api_submit(server.url, "sleep", "2000")["id"]
+    wait_status(server.url, task_id, ["processing"])
+
+    os.killpg(node.pid, signal.SIGTERM)  # Proc starts the node as the leader of its own group
+    assert node.proc.wait(TIMEOUT) == 0, node.output()[-3000:]
+    task = wait_status(server.url, task_id, ["completed", "failed", "queued"])
+    assert task["status"] == "completed" and task["attempts"] == 1, (task, node.output()[-3000:])

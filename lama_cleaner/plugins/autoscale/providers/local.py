@@ -120,7 +120,14 @@ class LocalProvider(ScalingProvider):
             for _ in range(max(0, min(count, room))):
                 instance_id = f"local-{uuid.uuid4().hex[:10]}"
                 try:
-                    proc = subprocess.Popen(self.command(queue, instance_id), env=self._env(), stdin=subprocess.DEVNULL)
+                    # A session of its own, as for distributed.local_nodes: a signal to the server's process
+                    # group must not stop the nodes under the autoscaler; release/close decide when they go.
+                    proc = subprocess.Popen(
+                        self.command(queue, instance_id),
+                        env=self._env(),
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
                 except OSError as exc:
                     raise ProviderError(f"cannot start a node process: {exc}", launched=started) from exc
                 inst = LaunchedInstance(self.name, queue, instance_id, {"pid": proc.pid})

@@ -27,6 +27,7 @@ model, and the other tasks in it) for a model that cannot be interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -224,6 +225,12 @@ def worker_main(
     """
     # The node died, however it died (even before this line): nothing is left to report to.
     die_with_parent(signal.SIGKILL, parent_pid=_starter_pid())
+    # A session of its own: a signal sent to the node's process group (`kill -TERM -PGID`, a server
+    # stopping the group it runs in) reaches the node, which finishes or hands back its tasks and
+    # then stops this process. Terminated directly, the task it runs would fail as "inference
+    # process exited unexpectedly", and that attempt would be charged.
+    with contextlib.suppress(OSError):  # already a session leader: nothing to leave
+        os.setsid()
     pipe = ChildPipe(conn)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     signal.signal(signal.SIGTERM, _on_sigterm)

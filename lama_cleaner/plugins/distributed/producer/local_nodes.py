@@ -3,7 +3,8 @@
 Each is an ordinary ``python -m lama_cleaner node ...`` process, visible in ``ps`` and killable like
 any other node, started with ``--parent-pid`` so it exits when the server dies, even by SIGKILL. A
 supervisor thread restarts a node that exits, with exponential backoff so a node that cannot start
-does not spin, and ``stop()`` terminates them all at shutdown (SIGTERM, then SIGKILL).
+does not spin, and ``stop()`` terminates them all at shutdown (SIGTERM, then SIGKILL). Each runs in a
+session of its own, so only the server decides when its nodes stop.
 
 The nodes receive the server's effective configuration as a JSON file (heartbeat intervals,
 reconnect bounds, model settings), so what the operator configured applies to them too.
@@ -134,7 +135,11 @@ class LocalNodeSupervisor:
         env = dict(os.environ)
         cwd = os.getcwd()
         env["PYTHONPATH"] = os.pathsep.join(x for x in (cwd, env.get("PYTHONPATH", "")) if x)
-        slot.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL)
+        # A session of its own: a signal sent to the server's process group (Ctrl+C in a terminal, a
+        # supervisor's kill of the group) reaches the server only, which drains its requests on nodes
+        # that are still there and then stops them itself (``stop``). Sharing the group, the nodes left
+        # at once, were restarted by this supervisor while the server drained, and were stopped again.
+        slot.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
         slot.started_at = time.monotonic()
         log.info("started local node %s (pid %s)", slot.name, slot.proc.pid)
 

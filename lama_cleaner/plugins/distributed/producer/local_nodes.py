@@ -135,10 +135,11 @@ class LocalNodeSupervisor:
         env = dict(os.environ)
         cwd = os.getcwd()
         env["PYTHONPATH"] = os.pathsep.join(x for x in (cwd, env.get("PYTHONPATH", "")) if x)
-        # A session of its own: a signal sent to the server's process group (Ctrl+C in a terminal, a
-        # supervisor's kill of the group) reaches the server only, which drains its requests on nodes
-        # that are still there and then stops them itself (``stop``). Sharing the group, the nodes left
-        # at once, were restarted by this supervisor while the server drained, and were stopped again.
+        # A session of its own: a signal sent to the server's process group (a script's or a process
+        # supervisor's kill of the group, Ctrl+C in a terminal) reaches the server only, which stops its
+        # nodes itself (``stop``): after draining its requests on them (SIGTERM), or at once (SIGINT).
+        # Sharing the group, the nodes left at once, were restarted by this supervisor while the server
+        # drained, and were stopped again.
         slot.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, start_new_session=True)
         slot.started_at = time.monotonic()
         log.info("started local node %s (pid %s)", slot.name, slot.proc.pid)

@@ -89,6 +89,14 @@ class DistributedConfig:
         "and loses at most the last commits on a power cut; FULL fsyncs every commit; OFF is fastest.",
         choices=["OFF", "NORMAL", "FULL", "EXTRA"],
     )
+    journal_spare_files: int = setting(
+        4,
+        "Files the scheduler keeps allocated and cached ahead of its blob writes (uploads and results of "
+        "256 KiB or more): a write fills one instead of making a new file, which on a VM whose host reclaims "
+        "freed memory took most of a large result's time before its DONE. Each takes the largest blob's size "
+        "(up to 32 MiB) of disk and page cache. 0: none.",
+        minimum=0,
+    )
     request_timeout_s: float = setting(
         600.0, "How long a classic `/inpaint` waits for its task before answering 504.", exclusive_minimum=0
     )

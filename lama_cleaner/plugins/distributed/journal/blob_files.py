@@ -19,6 +19,10 @@ Rules that keep files and journal consistent (:class:`~.task_store.TaskStore` ap
   committed (a rolled-back transaction, a crash between rename and commit) and stray temporary
   files are removed when the journal is opened (:meth:`BlobFiles.sweep`).
 
+A scheduler also keeps spare files (:meth:`BlobFiles.keep_spares`, :mod:`.spare_files`): a large
+blob overwrites a file whose page-cache pages exist already instead of making a new one, which on
+a VM whose host reclaims freed memory was most of what writing a result before its DONE cost.
+
 Not thread-safe; the store's thread owns it, and one scheduler owns a data directory.
 """
 
@@ -28,7 +32,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .spare_files import MIN_BLOB, SpareFiles
+
 TMP_SUFFIX = ".tmp"
+SPARE_DIR = ".spare"
 
 
 def _is_digest(name: str) -> bool:
@@ -42,6 +49,18 @@ class BlobFiles:
         self.root = Path(root)
         self.fsync = fsync
         self._dirs: set[str] = set()  # fan-out folders known to exist (saves a mkdir per write)
+        self.spares: SpareFiles | None = None
+
+    def keep_spares(self, count: int) -> None:
+        """Keep ``count`` spare files ready for large blobs (0: none); for the process that writes."""
+        if count > 0 and self.spares is None:
+            self.spares = SpareFiles(self.root / SPARE_DIR, count=count, suffix=TMP_SUFFIX).start()
+
+    def close(self) -> None:
+        """Stop making spares and remove those left (safe twice, and without spares)."""
+        spares, self.spares = self.spares, None
+        if spares is not None:
+            spares.stop()
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
@@ -56,12 +75,18 @@ class BlobFiles:
                 _fsync_dir(self.root)
             self._dirs.add(digest[:2])
         final = folder / digest
-        tmp = folder / f".{digest}.{os.getpid()}{TMP_SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        spare = self.spares.take(len(data)) if self.spares is not None and len(data) >= MIN_BLOB else None
+        if spare is not None:  # overwritten in place, then cut to size: its pages exist already
+            tmp, flags = spare, os.O_WRONLY
+        else:
+            tmp, flags = folder / f".{digest}.{os.getpid()}{TMP_SUFFIX}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = os.open(tmp, flags, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if spare is not None:
+                os.ftruncate(fd, len(data))
             if self.fsync:
                 os.fsync(fd)
         except BaseException:

@@ -226,6 +226,7 @@ class TaskStore:
 
     # ------------------------------------------------------------ plumbing
     def close(self) -> None:
+        self.files.close()
         self._db.close()
 
     def __enter__(self) -> TaskStore:

@@ -295,6 +295,7 @@ class Scheduler:
                 )
             self._fail_orphans(time.time())
             self._bind()
+            store.files.keep_spares(self.dcfg.journal_spare_files)
         except BaseException:
             self._close_sockets()
             store.close()

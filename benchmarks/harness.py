@@ -260,25 +260,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def consecutive_free_ports(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
-    """First of ``count`` consecutive free ports (for a scheduler that binds port, port+1, ...)."""
-    for _ in range(attempts):
-        base = free_port(host)
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind((host, p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} consecutive free ports found on {host}")
+def consecutive_free_ports(count: int) -> int:
+    """First of ``count`` consecutive free loopback ports (for a scheduler that binds port, port+1, ...):
+    the tests' own choice, below the kernel's ephemeral range."""
+    from tests.support.server_process import free_port_block
+
+    return free_port_block(count)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

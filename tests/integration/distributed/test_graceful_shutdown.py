@@ -45,7 +45,11 @@ pytestmark = pytest.mark.slow
 TIMEOUT = 30
 
 
-def _classic_inpaint(url: str, prompt: str, out: dict[str, requests.Response | BaseException]) -> None:
+InFlight = dict[str, "requests.Response | BaseException"]
+"""Where a request thread leaves its reply (or what it raised), under ``"reply"``."""
+
+
+def _classic_inpaint(url: str, prompt: str, out: InFlight) -> None:
     try:
         out["reply"] = requests.post(
             f"{url}/inpaint",
@@ -61,6 +65,22 @@ def _processing(url: str) -> list[dict]:
     return requests.get(f"{url}/api/v1/tasks", params={"status": "processing"}, timeout=TIMEOUT).json()["tasks"]
 
 
+def _request_running(url: str, prompt: str, *, daemon: bool = False) -> tuple[threading.Thread, InFlight]:
+    """A classic ``/inpaint`` of the sleep model (``prompt`` ms) in a thread, once its task runs on the node."""
+    in_flight: InFlight = {}
+    thread = threading.Thread(target=_classic_inpaint, args=(url, prompt, in_flight), daemon=daemon)
+    thread.start()
+    wait_for(lambda: _processing(url), TIMEOUT, "the classic request's task to run on the node")
+    return thread, in_flight
+
+
+def _finished_with_an_image(thread: threading.Thread, in_flight: InFlight) -> None:
+    thread.join(TIMEOUT * 2)
+    reply = in_flight["reply"]
+    assert isinstance(reply, requests.Response), reply
+    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("image/"), "in flight finishes"
+
+
 def _sigterm(server: DistServer) -> None:
     assert server.server.proc is not None
     os.kill(server.server.proc.pid, signal.SIGTERM)  # the web process only, as `docker stop` does
@@ -71,10 +91,7 @@ def test_sigterm_refuses_new_work_finishes_in_flight_and_accepted_tasks_survive(
     first = DistServer(tmp_path / "data", config, model="sleep").start()
     servers.append(first)
 
-    in_flight: dict[str, requests.Response | BaseException] = {}
-    thread = threading.Thread(target=_classic_inpaint, args=(first.url, "4000", in_flight))
-    thread.start()
-    wait_for(lambda: _processing(first.url), TIMEOUT, "the classic request's task to run on the node")
+    thread, in_flight = _request_running(first.url, "4000")
     accepted = [api_submit(first.url, "sleep", "300")["id"] for _ in range(5)]
 
     stopped_at = time.monotonic()
@@ -98,10 +115,7 @@ def test_sigterm_refuses_new_work_finishes_in_flight_and_accepted_tasks_survive(
     assert health.status_code == 503 and "shutting down" in health.json()["reason"]
     assert api_task(first.url, accepted[0])["id"] == accepted[0], "reads are still answered while draining"
 
-    thread.join(TIMEOUT * 2)
-    reply = in_flight["reply"]
-    assert isinstance(reply, requests.Response), reply
-    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("image/"), "in flight finishes"
+    _finished_with_an_image(thread, in_flight)
 
     assert first.server.proc is not None
     code = first.server.proc.wait(TIMEOUT)
@@ -121,10 +135,7 @@ def test_a_request_longer_than_the_grace_period_does_not_hold_the_process(tmp_pa
     config = write_config(tmp_path, merged(FAST, {"server": {"shutdown_grace_s": 1}}))
     server = DistServer(tmp_path / "data", config, model="sleep").start()
     servers.append(server)
-    in_flight: dict[str, requests.Response | BaseException] = {}
-    thread = threading.Thread(target=_classic_inpaint, args=(server.url, "60000", in_flight), daemon=True)
-    thread.start()
-    wait_for(lambda: _processing(server.url), TIMEOUT, "the long request's task to run")
+    _request_running(server.url, "60000", daemon=True)
 
     stopped_at = time.monotonic()
     _sigterm(server)
@@ -141,17 +152,11 @@ def test_sigterm_to_the_process_group_drains_on_the_local_node_that_runs_the_req
     config = write_config(tmp_path, merged(FAST, {"server": {"shutdown_grace_s": 60}}))
     server = DistServer(tmp_path / "data", config, model="sleep").start()
     servers.append(server)
-    in_flight: dict[str, requests.Response | BaseException] = {}
-    thread = threading.Thread(target=_classic_inpaint, args=(server.url, "3000", in_flight))
-    thread.start()
-    wait_for(lambda: _processing(server.url), TIMEOUT, "the classic request's task to run on the node")
+    thread, in_flight = _request_running(server.url, "3000")
 
     assert server.server.proc is not None
     os.killpg(server.server.proc.pid, signal.SIGTERM)
-    thread.join(TIMEOUT * 2)
-    reply = in_flight["reply"]
-    assert isinstance(reply, requests.Response), reply
-    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("image/"), "in flight finishes"
+    _finished_with_an_image(thread, in_flight)
     assert server.server.proc.wait(TIMEOUT) == 0, server.server.output()[-3000:]
     output = server.server.output()
     assert output.count("started local node") == 1 and "restarting in" not in output, output[-3000:]

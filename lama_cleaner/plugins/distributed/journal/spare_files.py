@@ -121,9 +121,9 @@ class SpareFiles:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _reserve(fd, size)
-            view = memoryview(buffer)
-            while os.readv(fd, [view]) > 0:  # pages into the page cache, zero-filled, no disk I/O
-                pass
+            with open(fd, "rb", buffering=0, closefd=False) as raw:
+                while raw.readinto(buffer):  # pages into the page cache, zero-filled, no disk I/O
+                    pass
         except BaseException:
             os.close(fd)
             _unlink(path)

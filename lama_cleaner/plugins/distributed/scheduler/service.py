@@ -411,15 +411,11 @@ class Scheduler:
         queue_eps: dict[str, str] = {}
         for name in self.queues:
             sock = self._router()
-            try:
-                sock.bind(planned[name])
-            except zmq.ZMQError:
-                # Not yet among the sockets _close_sockets closes, and the context's term() waits
-                # for every socket: left open, the start-up error would become a hang.
-                sock.close(0)
-                raise
-            queue_eps[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            # Kept before binding, so that _close_sockets closes it when the bind fails: the
+            # context's term() waits for every socket, and a start-up error would become a hang.
             self._queue_socks[name] = sock
+            sock.bind(planned[name])
+            queue_eps[name] = sock.getsockopt_string(zmq.LAST_ENDPOINT)
             self._sock_queue[sock] = name
             self._poller.register(sock, zmq.POLLIN)
         self._poller.register(self._control, zmq.POLLIN)

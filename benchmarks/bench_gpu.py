@@ -197,10 +197,23 @@ def run_server(
     return rows
 
 
+def node_counts(spec: str) -> list[int]:
+    """The N-node runs ``--nodes`` asks for: each count above 1, once, in the order given."""
+    counts: list[int] = []
+    for part in spec.split(","):
+        count = int(part)
+        if count > 1 and count not in counts:
+            counts.append(count)
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--nodes", type=int, default=4, help="local nodes on the one GPU for the N-node run (1 or less: no N-node run)"
+        "--nodes",
+        default="4",
+        help="comma-separated local node counts on the one GPU, one N-node run each (counts of 1 or less: "
+        "no N-node run; 2,4 compares deployments for the nodes-per-GPU recommendation)",
     )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=48, help="measured requests per level (at least the level)")
@@ -243,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         servers = [("classic", server_args("classic", 0, work))]
         servers += [(f"distributed 1 node depth {d}", server_args("distributed", 1, work, d)) for d in depths]
-        if opts.nodes > 1:
-            servers.append((f"distributed {opts.nodes} nodes", server_args("distributed", opts.nodes, work)))
+        for count in node_counts(opts.nodes):
+            servers.append((f"distributed {count} nodes", server_args("distributed", count, work)))
         for label, args in servers:
             rows += run_server(label, args, device, env, jobs, levels, opts)
 

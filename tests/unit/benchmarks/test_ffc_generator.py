@@ -63,3 +63,12 @@ def test_bench_gpu_pipeline_depths_resolve_auto_per_device():
     assert parse_depths("1,auto", "cpu") == [1]  # auto is 1 on a CPU: measured once
     assert parse_depths("1,auto", "cuda") in ([1, 2], [1, 3])
     assert parse_depths("3, 1 ,3", "cuda") == [3, 1]
+
+
+def test_bench_gpu_node_counts_keep_each_multi_node_run_once_in_order():
+    from benchmarks.bench_gpu import node_counts
+
+    assert node_counts("4") == [4]
+    assert node_counts("2,4,2") == [2, 4]
+    assert node_counts("0") == []  # 1 or less: the one-node runs only
+    assert node_counts("1,3") == [3]

@@ -4,7 +4,8 @@ Each ``startup``/``shutdown`` call appends ``<hook> <role>`` as one line to the 
 ``LAMA_TEST_LIFECYCLE_FILE`` (one ``O_APPEND`` write, so every process of a deployment may share the
 file); with ``LAMA_TEST_LIFECYCLE_PID=1`` the line ends with the pid of the process, so a test can
 tell which process of a deployment ran which role. With ``LAMA_TEST_LIFECYCLE_FAIL=startup`` its
-``startup`` refuses with a ConfigError, the way a plugin refuses settings it cannot work with. With
+``startup`` refuses with a ConfigError, the way a plugin refuses settings it cannot work with (with
+``startup:<role>``, only in processes of that role, e.g. ``startup:node``). With
 ``LAMA_TEST_LIFECYCLE_HOLD=<path>`` a node's ``startup`` waits (up to a minute) until that file exists, and
 swallows any exception meanwhile, the way start-up code with a broad ``except`` would (a model's
 availability check): a test can then signal a node that is still starting.
@@ -35,7 +36,8 @@ def record(line: str) -> None:
 @hookimpl
 def startup(config, role):
     record(f"startup {role}")
-    if os.environ.get("LAMA_TEST_LIFECYCLE_FAIL") == "startup":
+    fail = os.environ.get("LAMA_TEST_LIFECYCLE_FAIL")
+    if fail == "startup" or fail == f"startup:{role}":
         raise ConfigError("the lifecycle recorder refuses to start")
     hold = os.environ.get("LAMA_TEST_LIFECYCLE_HOLD")
     if hold and role == "node":

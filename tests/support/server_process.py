@@ -104,7 +104,8 @@ class ServerProcess:
         self._log = tempfile.NamedTemporaryFile(prefix="lama-cleaner-server-", suffix=".log", delete=False)
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> ServerProcess:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process without waiting for it to answer (``start`` waits)."""
         self.proc = subprocess.Popen(
             self.cmd,
             cwd=self.cwd,
@@ -114,6 +115,10 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        return self.proc
+
+    def start(self) -> ServerProcess:
+        self.launch()
         try:
             wait_for(self._ready_or_dead, self.ready_timeout, f"server {self.url} to answer GET /model")
         except WaitTimeout as exc:

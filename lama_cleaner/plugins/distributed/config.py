@@ -65,6 +65,13 @@ class DistributedConfig:
     local_nodes: int = setting(
         1, "Node subprocesses the web server spawns and keeps alive.", minimum=0, flag="--local-nodes"
     )
+    local_nodes_ready_timeout_s: float = setting(
+        120.0,
+        "How long `serve` waits, before it accepts connections, for its local nodes to join and load the start-up "
+        "model (as classic mode loads it before it serves), so no first request waits for a node to start; a node "
+        "that exits while starting, or the scheduler failing to answer, ends the wait early. 0 = do not wait.",
+        minimum=0,
+    )
     local_node_queues: list[str] = setting(
         [], "Queues the local nodes ask to join (empty = every queue they qualify for)."
     )

@@ -16,12 +16,16 @@ commands and config sections on every start, enabled or not.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from typing import Any
 
 from ..hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
+
+_NODES_ANSWER_S = 2.0
+"""How long ``server_started`` waits for each node list while it waits for the local nodes."""
 
 _SERVE_OPTIONS = (
     # setting (its `flag` metadata names the flag), type, metavar, help; each flag's default is its
@@ -178,6 +182,20 @@ def register_routes(app: Any, config: Any, executor: Any) -> None:
         log.warning("/api/v1 is not available: %s", exc)
         return
     register_api(app, executor, config)
+
+
+@hookimpl
+def server_started(config: Any, app: Any) -> None:
+    """Before the first connection: wait for this server's local nodes (``local_nodes.wait_until_ready``)."""
+    from ...server.state import EXTENSION_KEY
+    from .producer.executor import DistributedExecutor
+    from .producer.local_nodes import wait_until_ready
+
+    executor = app.extensions[EXTENSION_KEY].executor
+    if isinstance(executor, DistributedExecutor) and executor.local_nodes is not None:
+        # A short answer time: an external scheduler that is down should not hold the server for 15 s.
+        list_nodes = functools.partial(executor.nodes, timeout=_NODES_ANSWER_S)
+        wait_until_ready(executor.local_nodes, list_nodes, config.distributed.local_nodes_ready_timeout_s)
 
 
 @hookimpl

@@ -227,8 +227,9 @@ class DistributedExecutor:
     def queues(self) -> list[dict[str, Any]]:
         return list(self._request(p.QUEUES, {}).header.get("queues") or [])
 
-    def nodes(self) -> list[dict[str, Any]]:
-        return list(self._request(p.NODES, {}).header.get("nodes") or [])
+    def nodes(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The scheduler's node list; ``timeout``: how long to wait for it (None: the client's default)."""
+        return list(self._request(p.NODES, {}, timeout=timeout).header.get("nodes") or [])
 
     def drain_node(self, node_id: str) -> dict[str, Any]:
         """Drain a node (``DRAIN`` request): it finishes its current task and gets no more work.
@@ -288,9 +289,11 @@ class DistributedExecutor:
         except SchedulerError as exc:  # refused outright (e.g. another protocol version)
             raise error_from_scheduler_error(exc) from None
 
-    def _request(self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None) -> p.Message:
+    def _request(
+        self, command: str, header: dict[str, Any], blobs: list[bytes] | None = None, *, timeout: float | None = None
+    ) -> p.Message:
         """One request and its reply; a REJECTED is raised as the error it stands for."""
-        reply = self._call(lambda client: client.request(command, header, blobs))
+        reply = self._call(lambda client: client.request(command, header, blobs, timeout=timeout))
         if reply.command == p.REJECTED:
             raise error_from_reply(reply.header, self._retry_after)
         return reply

@@ -20,10 +20,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ....errors import LamaCleanerError
 from ..wire.liveness import Backoff
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,11 @@ class LocalNodeSupervisor:
         with self._lock:
             return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.poll() is None]
 
+    def any_exited(self) -> bool:
+        """True once a local node has exited since it was started (a restart pending or done)."""
+        with self._lock:
+            return any(s.restarts or s.proc is None or s.proc.poll() is not None for s in self._slots)
+
     def _spawn(self, slot: _Slot) -> None:
         cmd = self.command(slot.name)
         env = dict(os.environ)
@@ -194,3 +201,71 @@ class LocalNodeSupervisor:
                 proc.kill()
                 proc.wait(2.0)
         self._tmpdir.cleanup()
+
+
+def ready_local_nodes(nodes: list[dict[str, Any]], pids: list[int]) -> int:
+    """How many of the local nodes (by process id) the scheduler lists as able to take work: with
+    credit (a node offers it only after its inference process is up and its model preloaded) or
+    already working. By pid, not name: every web server sharing an external scheduler names its
+    local nodes alike."""
+    wanted = set(pids)
+    return sum(1 for node in nodes if node.get("pid") in wanted and (node.get("credit") or node.get("tasks")))
+
+
+def wait_until_ready(
+    supervisor: LocalNodeSupervisor,
+    list_nodes: Callable[[], list[dict[str, Any]]],
+    timeout_s: float,
+    *,
+    poll_s: float = 0.1,
+) -> bool:
+    """Block until every local node can take work (True), or until ``timeout_s`` passed, a local node
+    exited or the scheduler did not answer (False, with a warning saying which): ``serve`` waits so
+    before it accepts connections, as classic mode loads its model first, so the first requests find
+    a warm node instead of waiting for a Python process, its imports and its model (seconds on a GPU).
+    Waiting longer would not help in the other cases: requests queue until the nodes join."""
+    count = supervisor.count
+    if count <= 0 or timeout_s <= 0:
+        return True
+    started = time.monotonic()
+    deadline = started + timeout_s
+    log.info("waiting up to %.0f s for %d local node(s) to start and load their model", timeout_s, count)
+    while True:
+        pids = supervisor.pids()
+        try:
+            nodes = list_nodes()
+        except LamaCleanerError as exc:
+            log.warning("serving without waiting for the local nodes: the scheduler did not answer (%s)", exc)
+            return False
+        ready = ready_local_nodes(nodes, pids)
+        if ready >= count:
+            log.info("%d local node(s) ready after %.1f s", count, time.monotonic() - started)
+            return True
+        idle_for_good = [n["name"] for n in nodes if n.get("pid") in pids and not n.get("queues")]
+        if idle_for_good:
+            log.warning(
+                "serving with %d of %d local node(s) ready: %s joined no queue (see the scheduler's log for why, "
+                "e.g. a CPU node and the gpu queue)",
+                ready,
+                count,
+                ", ".join(idle_for_good),
+            )
+            return False
+        if supervisor.any_exited():
+            log.warning(
+                "serving with %d of %d local node(s) ready: one exited while starting (its output says why; "
+                "it is restarted and requests queue until a node joins)",
+                ready,
+                count,
+            )
+            return False
+        if time.monotonic() >= deadline:
+            log.warning(
+                "serving with %d of %d local node(s) ready after %.0f s (distributed.local_nodes_ready_timeout_s); "
+                "requests queue until they join",
+                ready,
+                count,
+                timeout_s,
+            )
+            return False
+        time.sleep(poll_s)

@@ -69,7 +69,8 @@ class DistributedConfig:
         120.0,
         "How long `serve` waits, before it accepts connections, for its local nodes to join and load the start-up "
         "model (as classic mode loads it before it serves), so no first request waits for a node to start; a node "
-        "that exits while starting, or the scheduler failing to answer, ends the wait early. 0 = do not wait.",
+        "that exits while starting or joins no queue, or a scheduler that does not answer, ends the wait early. "
+        "0 = do not wait.",
         minimum=0,
     )
     local_node_queues: list[str] = setting(

@@ -203,13 +203,17 @@ class LocalNodeSupervisor:
         self._tmpdir.cleanup()
 
 
-def ready_local_nodes(nodes: list[dict[str, Any]], pids: list[int]) -> int:
-    """How many of the local nodes (by process id) the scheduler lists as able to take work: with
-    credit (a node offers it only after its inference process is up and its model preloaded) or
-    already working. By pid, not name: every web server sharing an external scheduler names its
-    local nodes alike."""
+def local_entries(nodes: list[dict[str, Any]], pids: list[int]) -> list[dict[str, Any]]:
+    """The scheduler's entries of the local nodes, found by process id, not name: every web server
+    sharing an external scheduler names its local nodes alike."""
     wanted = set(pids)
-    return sum(1 for node in nodes if node.get("pid") in wanted and (node.get("credit") or node.get("tasks")))
+    return [node for node in nodes if node.get("pid") in wanted]
+
+
+def ready_local_nodes(nodes: list[dict[str, Any]], pids: list[int]) -> int:
+    """How many of the local nodes the scheduler lists as able to take work: with credit (a node offers
+    it only after its inference process is up and its model preloaded) or already working."""
+    return sum(1 for node in local_entries(nodes, pids) if node.get("credit") or node.get("tasks"))
 
 
 def wait_until_ready(
@@ -237,11 +241,12 @@ def wait_until_ready(
         except LamaCleanerError as exc:
             log.warning("serving without waiting for the local nodes: the scheduler did not answer (%s)", exc)
             return False
-        ready = ready_local_nodes(nodes, pids)
+        mine = local_entries(nodes, pids)
+        ready = ready_local_nodes(mine, pids)
         if ready >= count:
             log.info("%d local node(s) ready after %.1f s", count, time.monotonic() - started)
             return True
-        idle_for_good = [n["name"] for n in nodes if n.get("pid") in pids and not n.get("queues")]
+        idle_for_good = [n["name"] for n in mine if not n.get("queues")]
         if idle_for_good:
             log.warning(
                 "serving with %d of %d local node(s) ready: %s joined no queue (see the scheduler's log for why, "

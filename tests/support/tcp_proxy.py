@@ -15,13 +15,14 @@ import threading
 
 
 class LoopbackProxy:
-    """Forwards connections from a free 127.0.0.1 port (``endpoint``) to ``target_port``."""
+    """Forwards connections from a 127.0.0.1 port (``endpoint``; ``listen_port``, or a free one) to
+    ``target_port``."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, listen_port: int = 0) -> None:
         self.target_port = target_port
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind(("127.0.0.1", listen_port))
         self.listener.listen(16)
         self.port = int(self.listener.getsockname()[1])
         self.endpoint = f"tcp://127.0.0.1:{self.port}"

@@ -43,6 +43,14 @@ class DistributedConfig:
         "(one per queue, in the order of `queues`). Loopback only by default.",
         flag="--scheduler-bind",
     )
+    scheduler_advertise: str | None = setting(
+        None,
+        "The control address nodes reach this scheduler at when it is not `scheduler_bind` (a NAT, a port "
+        "mapping, a TCP proxy): `tcp://HOST:PORT`, with the queues at the ports after PORT as at the bind. "
+        "A node whose `--scheduler` is this address is granted those queue addresses in WELCOME; any other "
+        "node (the server's local nodes, a node on the scheduler's own network) the bound ones, as when unset.",
+        flag="--scheduler-advertise",
+    )
     scheduler: str | None = setting(
         None,
         "Address of an external scheduler (`lama-cleaner scheduler`). When set, the web server "
@@ -208,6 +216,14 @@ def validate_distributed(dist: DistributedConfig, where: str = "distributed.") -
     if not dist.queues or any(not q.strip() for q in dist.queues) or len(set(dist.queues)) != len(dist.queues):
         raise ConfigError(f"{where}queues must be a non-empty list of distinct names, got {dist.queues!r}")
     check_endpoint(where + "scheduler_bind", dist.scheduler_bind)
+    if dist.scheduler_advertise is not None:
+        from .wire.endpoints import parse_tcp  # pure string logic; kept out of the plugin's import
+
+        check_endpoint(where + "scheduler_advertise", dist.scheduler_advertise, connect=True)
+        if parse_tcp(dist.scheduler_advertise).is_wildcard:  # type: ignore[union-attr]
+            raise ConfigError(
+                f"{where}scheduler_advertise must name a host nodes can connect to, got {dist.scheduler_advertise!r}"
+            )
     if dist.scheduler is not None:
         check_endpoint(where + "scheduler", dist.scheduler, connect=True)
     if not dist.data_dir.strip():
@@ -230,9 +246,10 @@ SECTION = ConfigSection(
         "The web server, `lama-cleaner scheduler` and `lama-cleaner node` read this same table. "
         "Most settings are set in the file; the flags listed are those of "
         "`lama-cleaner --plugins distributed`. `lama-cleaner scheduler` takes `--scheduler-bind ADDR` "
-        "(also spelled `--bind`) and `--data-dir DIR`. Besides the ranges below: `queues` must be a "
-        "non-empty list of distinct names, `scheduler_bind` and `scheduler` `tcp://HOST:PORT` "
-        "endpoints, `reconnect_min_s` at most `reconnect_max_s`, and `local_node_device` one of "
+        "(also spelled `--bind`), `--scheduler-advertise ADDR` (`--advertise`) and `--data-dir DIR`. "
+        "Besides the ranges below: `queues` must be a non-empty list of distinct names, `scheduler_bind`, "
+        "`scheduler_advertise` and `scheduler` `tcp://HOST:PORT` endpoints (`scheduler_advertise` with a "
+        "host that is not a wildcard), `reconnect_min_s` at most `reconnect_max_s`, and `local_node_device` one of "
         "`cpu`, `cuda`, `cuda:N`, `mps` (unset: the server's `--device`)."
     ),
 )

@@ -51,6 +51,14 @@ _SERVE_OPTIONS = (
         "Where the embedded scheduler listens (config: distributed.scheduler_bind; default: {scheduler_bind}).",
     ),
     (
+        "scheduler_advertise",
+        str,
+        "ADDR",
+        "The address nodes behind a NAT, port mapping or proxy reach the embedded scheduler at; a node "
+        "connecting there is granted the queues at the ports after it (config: distributed.scheduler_advertise; "
+        "default: unset, every node is granted the bound addresses).",
+    ),
+    (
         "data_dir",
         str,
         "DIR",

@@ -70,7 +70,7 @@ import zmq
 from ....errors import NotFound
 from ..security.curve import ClientKeys, secure_client
 from ..wire import protocol as p
-from ..wire.endpoints import queue_endpoint_for
+from ..wire.endpoints import granted_queues, queue_endpoint_for
 from ..wire.liveness import Backoff, Liveness
 from ..wire.send import send_nowait
 from .capabilities import available_models, collect
@@ -500,7 +500,7 @@ class Node:
         for sock in list(self.queue_socks):
             sock.close(0)
         self.queue_socks.clear()
-        for queue, granted in header["queues"].items():
+        for queue, granted in granted_queues(header, self.scheduler).items():
             endpoint = queue_endpoint_for(granted, self.scheduler)
             sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)

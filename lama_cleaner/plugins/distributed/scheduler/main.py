@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scheduler-bind", "--bind", dest="bind", metavar="ADDR", default=None,
                     help="Control endpoint to bind (distributed.scheduler_bind, default tcp://127.0.0.1:5570); "
                     "queue sockets bind the following ports.")  # fmt: skip
+    ap.add_argument("--scheduler-advertise", "--advertise", dest="advertise", metavar="ADDR", default=None,
+                    help="The address nodes behind a NAT, port mapping or proxy reach this scheduler at "
+                    "(distributed.scheduler_advertise); a node connecting there is granted the queues at the "
+                    "ports after it.")  # fmt: skip
     ap.add_argument("--data-dir", default=None, help="Directory of the SQLite journal (distributed.data_dir).")
     ap.add_argument("--config", default=None, help="TOML or JSON config file.")
     ap.add_argument("--plugins", default=None,
@@ -110,6 +114,8 @@ def scheduler_main(argv: Sequence[str] | None = None) -> int:
     )
     if args.bind:
         config.distributed.scheduler_bind = args.bind
+    if args.advertise:
+        config.distributed.scheduler_advertise = args.advertise
     if args.data_dir:
         config.distributed.data_dir = args.data_dir
     if args.device:

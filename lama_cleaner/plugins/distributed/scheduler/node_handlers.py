@@ -155,18 +155,19 @@ class NodeHandlers:
         self.nodes[node_id] = node
         self._ctrl_owner[ident] = node_id
         queues = {q: self.state.endpoints["queues"][q] for q in self.state.queues if q in allowed}
-        send_ctrl(
-            outbox,
-            ident,
-            p.WELCOME,
-            {
-                "node_id": node_id,
-                "queues": queues,
-                "rejected": rejected,
-                "heartbeat_interval_s": self.state.interval,
-                "liveness": self.state.liveness,
-            },
-        )
+        welcome: dict[str, Any] = {
+            "node_id": node_id,
+            "queues": queues,
+            "rejected": rejected,
+            "heartbeat_interval_s": self.state.interval,
+            "liveness": self.state.liveness,
+        }
+        advertised = self.state.advertised
+        if advertised is not None:
+            # minor 3: a node that came in through the advertised address joins these instead
+            granted = {q: advertised["queues"][q] for q in queues}
+            welcome["advertised"] = {"control": advertised["control"], "queues": granted}
+        send_ctrl(outbox, ident, p.WELCOME, welcome)
         log.info("node %s (%s) joined: queues %s, rejected %s", node.name, node_id, sorted(allowed), rejected)
         if node_id in self._drained:
             # Drained before it reconnected: the drain still holds (sent after WELCOME, same socket).

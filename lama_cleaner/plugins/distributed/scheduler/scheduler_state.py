@@ -16,6 +16,7 @@ from ..config import DistributedConfig
 from ..journal import states
 from ..journal.records import TaskRecord
 from ..journal.task_store import TaskStore
+from ..wire import protocol as p
 from .counters import Counters
 from .node_registry import DrainedNodes, FailedOn, NodeEntry
 from .routing import ResourceClassOf
@@ -53,6 +54,12 @@ class SchedulerState:
         self.interval = float(self.dcfg.heartbeat_interval_s)
         self.liveness = max(1, int(self.dcfg.heartbeat_liveness))
         self.queues: list[str] = list(self.dcfg.queues)
+        self.advertised: dict[str, Any] | None = None
+        """``WELCOME.advertised`` (the control address and every queue's, as nodes behind a NAT or proxy
+        reach them), or None without ``scheduler_advertise``."""
+        if self.dcfg.scheduler_advertise:
+            control = self.dcfg.scheduler_advertise
+            self.advertised = {"control": control, "queues": p.queue_endpoints(control, self.queues)}
 
     @property
     def liveness_window(self) -> float:

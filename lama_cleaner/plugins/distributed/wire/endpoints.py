@@ -3,14 +3,18 @@
 A scheduler may bind ``tcp://0.0.0.0:5570`` or ``tcp://*:5570`` and report its endpoints as bound, but
 a wildcard host means "any interface" only to ``bind``: a peer has to connect somewhere concrete. The
 web server reaches its own embedded scheduler over loopback (:func:`connectable`); a node reaches a
-granted queue through the host it already used for the control endpoint (:func:`queue_endpoint_for`).
-Pure string logic, no sockets, so the rules are tested directly.
+granted queue through the host it already used for the control endpoint (:func:`queue_endpoint_for`),
+or, when it came in through the address a scheduler behind a NAT or proxy advertises, through the queue
+addresses advertised with it (:func:`granted_queues`). Pure string logic, no sockets, so the rules are
+tested directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 WILDCARD_HOSTS = frozenset({"*", "0.0.0.0", "::", "[::]", "[*]"})
 """Hosts that mean "every interface" in a bind address (IPv4, ZeroMQ's ``*``, IPv6 with or without brackets)."""
@@ -82,3 +86,29 @@ def queue_endpoint_for(granted: str, control: str) -> str:
     if not granted_parts.is_wildcard or control_parts.is_wildcard:
         return granted
     return str(dataclasses.replace(granted_parts, host=control_parts.host))
+
+
+def same_endpoint(a: str, b: str) -> bool:
+    """Whether two ``tcp://`` endpoints name the same host (case aside) and port; False for anything else."""
+    pa, pb = parse_tcp(a), parse_tcp(b)
+    return pa is not None and pb is not None and pa.host.lower() == pb.host.lower() and pa.port == pb.port
+
+
+def granted_queues(welcome: Mapping[str, Any], control: str) -> dict[str, str]:
+    """The queue grants a node joins, from its WELCOME header and the control endpoint it connected to.
+
+    A scheduler behind a NAT or proxy (``distributed.scheduler_advertise``) adds ``advertised``
+    (protocol minor 3): the control address as the outside sees it and each queue's. A node that came in
+    through exactly that address joins the advertised queues; any other (a local node, one on the
+    scheduler's own network) joins ``queues``, the addresses as bound, as a node that ignores
+    ``advertised`` does. A malformed ``advertised`` is ignored.
+    """
+    bound: dict[str, str] = dict(welcome["queues"])
+    advertised = welcome.get("advertised")
+    if not isinstance(advertised, Mapping):
+        return bound
+    outside = advertised.get("control")
+    queues = advertised.get("queues")
+    if not isinstance(outside, str) or not isinstance(queues, Mapping) or not same_endpoint(outside, control):
+        return bound
+    return {q: queues[q] if isinstance(queues.get(q), str) else granted for q, granted in bound.items()}

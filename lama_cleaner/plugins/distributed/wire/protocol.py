@@ -28,12 +28,14 @@ from typing import Any
 import orjson
 
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 2
+PROTOCOL_MINOR = 3
 """Additive revisions of version 1 (the signature stays ``LC1``): 1 added the producer requests
 ``STATS`` and ``CALL`` (answered ``ANSWER``); a scheduler at minor 0 answers them ``REJECTED 400``.
 2 added node pipelining: ``capabilities.slots`` (how many tasks a node may hold; absent = 1) and the
 lists of held tasks ``HELLO.tasks``, ``HEARTBEAT.task_ids`` and ``BYE.task_ids``; a scheduler of an
-older minor ignores them and hands such a node one task at a time."""
+older minor ignores them and hands such a node one task at a time. 3 added ``WELCOME.advertised``
+(the control and queue addresses as seen through a NAT or proxy); a node of an older minor ignores it
+and joins the bound queue addresses, as before."""
 SIGNATURE = b"LC1"
 SIGNATURE_PREFIX = b"LC"
 MAX_HEADER_BYTES = 4 * 1024 * 1024

@@ -79,6 +79,7 @@ class AutoscaleRuntime:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="lama-cleaner-autoscale-")
         context = ProviderContext(
             scheduler=node_endpoint(handle, config),
+            advertised=getattr(getattr(config, "distributed", None), "scheduler_advertise", None),
             config_path=str(self._write_node_config(config)),
             plugins=node_plugins(config),
         )

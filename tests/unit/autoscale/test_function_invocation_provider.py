@@ -115,3 +115,21 @@ def test_the_first_failure_stops_the_batch_typed_counted_and_carrying_what_start
         assert caught.value.retry_after_s == 2.0
     if failure == 500:
         assert "expected 202 for an async invocation, got 500" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("configured", "advertised", "expected"),
+    [
+        (None, None, "tcp://127.0.0.1:5570"),  # the autoscaler's own address
+        (None, "tcp://gw.example.com:15570", "tcp://gw.example.com:15570"),  # scheduler_advertise
+        ("tcp://203.0.113.7:5570", "tcp://gw.example.com:15570", "tcp://203.0.113.7:5570"),  # the setting wins
+    ],
+)
+def test_instances_connect_to_the_setting_else_the_advertised_address_else_the_autoscalers(
+    configured, advertised, expected
+):
+    platform = Platform([202], [])
+    settings = InvocationSettings(scheduler=configured)
+    context = ProviderContext("tcp://127.0.0.1:5570", advertised=advertised)
+    DemoProvider(settings, context, platform).start("cpu", 1)
+    assert InstancePayload.from_json(platform.calls[0][1]).scheduler == expected

@@ -91,7 +91,10 @@ class ProviderContext:
     """What the autoscale plugin tells every provider it builds."""
 
     scheduler: str
-    """The control endpoint nodes connect to (``tcp://host:port``, reachable from where they run)."""
+    """The control endpoint nodes started on this machine connect to (``tcp://host:port``)."""
+    advertised: str | None = None
+    """The scheduler's address as seen from outside its network (``distributed.scheduler_advertise``):
+    where instances that run elsewhere (a function platform) connect, when set."""
     config_path: str | None = None
     """A config file with the server's effective settings, for nodes started on this machine."""
     plugins: tuple[str, ...] = ()

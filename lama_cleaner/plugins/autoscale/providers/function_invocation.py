@@ -55,8 +55,9 @@ class InvocationSettings:
     scheduler: str | None = field(
         default=None,
         metadata={
-            "help": "Scheduler endpoint the functions connect to (`tcp://public-host:port`); unset = the "
-            "autoscaler's, which is only right if the functions can reach it."
+            "help": "Scheduler endpoint the functions connect to (`tcp://public-host:port`); unset = "
+            "`distributed.scheduler_advertise` if set, else the autoscaler's, which is only right if the "
+            "functions can reach it."
         },
     )
     idle_timeout_s: float = field(
@@ -104,7 +105,7 @@ class FunctionInvocationProvider(ScalingProvider):
 
     def payload_for(self, queue: str, instance_id: str) -> InstancePayload:
         return InstancePayload(
-            scheduler=self.settings.scheduler or self.context.scheduler,
+            scheduler=self.settings.scheduler or self.context.advertised or self.context.scheduler,
             queues=(queue,),
             provider=self.name,
             instance_id=instance_id,

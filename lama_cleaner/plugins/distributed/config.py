@@ -48,7 +48,8 @@ class DistributedConfig:
         "The control address nodes reach this scheduler at when it is not `scheduler_bind` (a NAT, a port "
         "mapping, a TCP proxy): `tcp://HOST:PORT`, with the queues at the ports after PORT as at the bind. "
         "A node whose `--scheduler` is this address is granted those queue addresses in WELCOME; any other "
-        "node (the server's local nodes, a node on the scheduler's own network) the bound ones, as when unset.",
+        "node (the server's local nodes, a node on the scheduler's own network) the bound ones, as when unset. "
+        "Needs a fixed `scheduler_bind` port.",
         flag="--scheduler-advertise",
     )
     scheduler: str | None = setting(
@@ -223,6 +224,11 @@ def validate_distributed(dist: DistributedConfig, where: str = "distributed.") -
         if parse_tcp(dist.scheduler_advertise).is_wildcard:  # type: ignore[union-attr]
             raise ConfigError(
                 f"{where}scheduler_advertise must name a host nodes can connect to, got {dist.scheduler_advertise!r}"
+            )
+        if dist.scheduler_bind.rpartition(":")[2] in ("0", "*"):
+            raise ConfigError(
+                f"{where}scheduler_advertise needs a fixed port in {where}scheduler_bind (got "
+                f"{dist.scheduler_bind!r}): the mapping forwards the queue ports that follow it"
             )
     if dist.scheduler is not None:
         check_endpoint(where + "scheduler", dist.scheduler, connect=True)

@@ -77,6 +77,10 @@ def test_wrong_types_are_refused_with_the_key_and_the_type(tmp_path, section, ke
         ('scheduler_advertise = "tcp://0.0.0.0:5570"', "distributed.scheduler_advertise must name a host nodes"),
         ('scheduler_advertise = "tcp://gw.example.com:0"', "distributed.scheduler_advertise has a bad port"),
         ('scheduler_advertise = "gw.example.com:5570"', "distributed.scheduler_advertise must be a tcp://HOST:PORT"),
+        (
+            'scheduler_bind = "tcp://0.0.0.0:0"\nscheduler_advertise = "tcp://gw.example.com:15570"',
+            "distributed.scheduler_advertise needs a fixed port in distributed.scheduler_bind",
+        ),
         ('scheduler = "tcp://host"', "distributed.scheduler must be a tcp://HOST:PORT endpoint"),
         ('local_node_device = "gpu"', "distributed.local_node_device must be cpu, cuda, cuda:N or mps"),
     ],

@@ -177,6 +177,14 @@ class DistributedConfig:
         "(no restart: add a file to admit a node, remove it to shut one out, open connections "
         "included). The scheduler's own key is always accepted.",
     )
+    curve_node_keys: str | None = setting(
+        None,
+        "Folder of client public keys (*.key) the scheduler accepts as nodes only: they register, take "
+        "tasks and report on their own, but every producer request from them (submit, read, fetch, cancel, "
+        "list, drain, plugin calls) is refused 403, so a compromised worker cannot read or cancel other "
+        "users' tasks. Put worker machines' keys here and web servers' in `curve_authorized_keys` (a key "
+        "in both may do both). Read again when it changes.",
+    )
     max_message_mb: int = setting(
         512,
         "Largest frame (MiB) any socket of the scheduler, its nodes and producers accepts; a peer that "

@@ -239,3 +239,52 @@ def test_a_frame_over_the_size_limit_drops_its_sender_and_nothing_else(scheduler
     listed = small.request(p.LIST, {"status": None, "limit": 10, "offset": 0}).header
     assert [t["id"] for t in listed["tasks"]] == [accepted.header["task"]["id"]]
     assert big.take(p.ACCEPTED) is None
+
+
+def test_a_node_only_key_serves_as_a_node_and_every_producer_request_from_it_is_refused(
+    scheduler_factory, peers, ring, tmp_path, caplog
+):
+    """``curve_node_keys``: a worker's key registers, takes a task and reports on it, but cannot submit,
+    read, fetch, list, cancel or drain, so a compromised worker cannot reach other users' tasks."""
+    caplog.set_level(logging.WARNING)
+    ring.revoke("node-a")  # not in curve_authorized_keys: only in the workers' folder
+    workers = tmp_path / "workers"
+    workers.mkdir()
+    (workers / "node-a.key").write_bytes((ring.dir / "node-a.key").read_bytes())
+    sched = scheduler_factory(**ring.scheduler_settings(), curve_node_keys=str(workers))
+    producer = peers("producer", sched, secure=ring.client("producer"))
+    node = peers("node", sched, secure=ring.client("node-a"))
+    node.hello()
+    task = producer.submit("cv2").header["task"]
+    node.ready()
+    sent = node.expect_task()
+    node.result(sent, body=b"genuine")
+    wait_for(lambda: producer.status(task["id"]) == "completed", message="the node-only key's result")
+
+    posing = peers("producer", sched, secure=ring.client("node-a"))
+    before = counter(sched, "rejected_peers")
+    requests = [
+        (p.GET, {"task_id": task["id"]}),
+        (p.FETCH, {"task_id": task["id"]}),
+        (p.NODES, {}),
+        (p.CANCEL, {"task_id": task["id"]}),
+        (p.DRAIN, {"node_id": node.node_id}),
+    ]
+    for command, header in requests:
+        reply = posing.request(command, header)
+        assert reply.command == p.REJECTED, (command, reply.header)
+        assert (reply.header["status"], reply.header["code"]) == (403, "node_key")
+        assert f"may act only as a node (distributed.curve_node_keys): {command} refused" in reply.header["message"]
+    refused = posing.submit("cv2")
+    assert (refused.command, refused.header["status"]) == (p.REJECTED, 403)
+    assert counter(sched, "rejected_peers") == before + len(requests) + 1
+    assert "it may act only as a node (curve_node_keys)" in caplog.text
+    # Nothing changed: one task, completed, and the node is not draining.
+    assert producer.request(p.FETCH, {"task_id": task["id"]}).blobs == [b"genuine"]
+    [listed] = producer.request(p.NODES, {}).header["nodes"]
+    assert listed["id"] == node.node_id and listed["state"] != "draining"
+    assert producer.get(task["id"])["status"] == "completed"
+
+    # A key in both folders may do both (the folder is read again, no restart).
+    ring.allow("node-a")
+    wait_for(lambda: posing.request(p.GET, {"task_id": task["id"]}).command == p.INFO, 5, "GET to be served")

@@ -116,9 +116,9 @@ brings node messages in), and the rest wait in ZeroMQ's buffers, whose high-wate
 back on producers."""
 MAX_BACKLOG_BYTES = 256 * 1024 * 1024
 """Bytes of producer requests (uploads included) read but not yet handled, at most."""
-_NODE_COMMANDS = frozenset(
-    c.encode("ascii") for c in (p.HELLO, p.HEARTBEAT, p.PROGRESS, p.RESULT, p.FAILED, p.CANCELLED, p.BYE, p.READY)
-)
+_NODE_COMMAND_NAMES = frozenset((p.HELLO, p.HEARTBEAT, p.PROGRESS, p.RESULT, p.FAILED, p.CANCELLED, p.BYE, p.READY))
+"""What a node sends; everything else on the control socket is a producer request."""
+_NODE_COMMANDS = frozenset(c.encode("ascii") for c in _NODE_COMMAND_NAMES)
 MAX_POLL_S = 0.1
 
 
@@ -196,6 +196,7 @@ class Scheduler:
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
         self._security: ServerSecurity | None = None
         self._guard: PeerGuard | None = None
+        self._node_key_logged_at = float("-inf")
         """With CURVE: receives each message with its sender's key and drops revoked keys'."""
 
     # ================================================================== shared state, by name
@@ -784,8 +785,25 @@ class Scheduler:
         if handler is None:  # pragma: no cover - SCHEMAS and handlers are kept in step
             self.state.counters.garbage(f"no handler for {msg.command}")
             return
+        if self._guard is not None and msg.command not in _NODE_COMMAND_NAMES and self._guard.node_only(sock, ident):
+            self._refuse_node_key(ident, msg, outbox)
+            return
         self._publisher.heard_from(ident, now)
         handler(ident, msg, now, outbox)
+
+    def _refuse_node_key(self, ident: bytes, msg: p.Message, outbox: Outbox) -> None:
+        """A producer request from a key in ``curve_node_keys``: counted, logged (at most once a second)
+        and answered 403, so a mistaken deployment learns why at once."""
+        self.state.counters.count("rejected_peers")
+        now = time.monotonic()
+        if now - self._node_key_logged_at >= 1.0:
+            self._node_key_logged_at = now
+            key = self._guard.key_of(self._control, ident) if self._guard is not None else None
+            log.warning("refused %s from CURVE key %s: it may act only as a node (curve_node_keys)", msg.command, key)
+        req_id = msg.header.get("req_id")
+        if isinstance(req_id, str):
+            message = f"this CURVE key may act only as a node (distributed.curve_node_keys): {msg.command} refused"
+            reject(outbox, ident, req_id, 403, "node_key", message)
 
     def _reject_garbage(
         self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: Outbox

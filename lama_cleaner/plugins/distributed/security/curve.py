@@ -1,11 +1,11 @@
 """CURVE on the scheduler's and its peers' sockets, from the ``[distributed]`` settings.
 
 The scheduler is the CURVE server: its ROUTERs hold its secret key and a ZAP authenticator (a
-thread of pyzmq's ``zmq.auth``, one per scheduler context) asks :class:`~.allow_list.AllowList`
-about every client key at the handshake; an unknown key never gets a connection, so it can neither
-register, pull, read a task nor send a result. Every refusal is logged (rate-limited) and counted
-through the ``on_reject`` callback: unknown keys by the ZAP callback, and handshakes that fail
-before ZAP is asked (a peer without CURVE, or one that does not know the scheduler's public key) by
+thread of pyzmq's ``zmq.auth``, one per scheduler context) asks the allow-lists
+(:class:`~.key_roles.KeyRoles`) about every client key at the handshake; an unknown key never gets a
+connection, so it can neither register, pull, read a task nor send a result. Every refusal is logged
+(rate-limited) and counted through the ``on_reject`` callback: unknown keys by the ZAP callback, and
+handshakes that fail before ZAP is asked (a peer without CURVE, or one that does not know the scheduler's public key) by
 a socket monitor read in a thread of its own. Nodes and remote producers are CURVE clients: their own key
 pair plus the scheduler's public key, which they verify (a man in the middle without the
 scheduler's secret cannot complete the handshake).
@@ -31,6 +31,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from .allow_list import AllowList
 from .key_files import KeyFileError, KeyPair, load_public, load_secret
+from .key_roles import KeyRoles
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def secure_client(sock: zmq.Socket, keys: ClientKeys | None, dist: Any) -> None:
 class _KeyCheck:
     """The ZAP callback: allowed keys pass, every other one is counted and logged."""
 
-    def __init__(self, allow: AllowList, on_reject: Callable[[str], None]) -> None:
+    def __init__(self, allow: KeyRoles, on_reject: Callable[[str], None]) -> None:
         self.allow = allow
         self.on_reject = on_reject
         self._logged_at = 0.0
@@ -188,7 +189,7 @@ class ServerSecurity:
     ``start(ctx)`` before binding, ``apply(sock)`` on every ROUTER before ``bind``, ``stop()`` before
     the context is terminated."""
 
-    def __init__(self, keys: KeyPair, allow: AllowList, on_reject: Callable[[str], None]) -> None:
+    def __init__(self, keys: KeyPair, allow: KeyRoles, on_reject: Callable[[str], None]) -> None:
         self.keys = keys
         self.allow = allow
         self.check = _KeyCheck(allow, on_reject)
@@ -202,7 +203,8 @@ class ServerSecurity:
         if not dist.curve_secret_key:
             return None
         keys = load_secret(dist.curve_secret_key)
-        allow = AllowList(dist.curve_authorized_keys, always=[keys.public])
+        nodes_only = AllowList(dist.curve_node_keys) if dist.curve_node_keys else None
+        allow = KeyRoles(AllowList(dist.curve_authorized_keys, always=[keys.public]), nodes_only)
         return cls(keys, allow, on_reject)
 
     def start(self, ctx: zmq.Context) -> None:

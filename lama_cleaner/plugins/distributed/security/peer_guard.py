@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import zmq
 
-from .allow_list import AllowList
+from .key_roles import KeyRoles
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MAX_REMEMBERED = 4096
 
 
 class PeerGuard:
-    def __init__(self, allow: AllowList, on_reject: Callable[[str], None]) -> None:
+    def __init__(self, allow: KeyRoles, on_reject: Callable[[str], None]) -> None:
         self.allow = allow
         self.on_reject = on_reject
         self._keys: dict[zmq.Socket, OrderedDict[bytes, str]] = {}
@@ -61,6 +61,12 @@ class PeerGuard:
         else:
             known.move_to_end(frames[0])
         return frames
+
+    def node_only(self, sock: zmq.Socket | None, ident: bytes) -> bool:
+        """Whether the connection ``ident`` on ``sock`` holds a key that may act only as a node
+        (``curve_node_keys``); False for inproc and for a connection not seen."""
+        key = self.key_of(sock, ident)
+        return key is not None and self.allow.node_only(key.encode("ascii"))
 
     def key_of(self, sock: zmq.Socket | None, ident: bytes) -> str | None:
         """The Z85 key of the connection ``ident`` on ``sock`` (None: inproc, or not seen)."""

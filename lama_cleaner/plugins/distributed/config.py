@@ -185,6 +185,12 @@ class DistributedConfig:
         "users' tasks. Put worker machines' keys here and web servers' in `curve_authorized_keys` (a key "
         "in both may do both). Read again when it changes.",
     )
+    curve_producer_keys: str | None = setting(
+        None,
+        "Folder of client public keys (*.key) the scheduler accepts as producers (web servers) only: they "
+        "submit and read tasks, but a HELLO from them is answered ERROR `forbidden`, so a compromised web "
+        "server cannot register as a node and receive other servers' users' images. Read again when it changes.",
+    )
     max_message_mb: int = setting(
         512,
         "Largest frame (MiB) any socket of the scheduler, its nodes and producers accepts; a peer that "

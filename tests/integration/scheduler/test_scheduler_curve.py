@@ -288,3 +288,37 @@ def test_a_node_only_key_serves_as_a_node_and_every_producer_request_from_it_is_
     # A key in both folders may do both (the folder is read again, no restart).
     ring.allow("node-a")
     wait_for(lambda: posing.request(p.GET, {"task_id": task["id"]}).command == p.INFO, 5, "GET to be served")
+
+
+def test_a_producer_only_key_submits_and_reads_but_cannot_register_as_a_node(
+    scheduler_factory, peers, ring, tmp_path, caplog
+):
+    """``curve_producer_keys``: a web server's key submits and reads, but its HELLO is answered ERROR
+    ``forbidden`` and never WELCOMEd, so a compromised web server cannot pull other users' images."""
+    caplog.set_level(logging.WARNING)
+    ring.revoke("producer")
+    servers = tmp_path / "servers"
+    servers.mkdir()
+    (servers / "producer.key").write_bytes((ring.dir / "producer.key").read_bytes())
+    sched = scheduler_factory(**ring.scheduler_settings(), curve_producer_keys=str(servers))
+    producer = peers("producer", sched, secure=ring.client("producer"))
+    task = producer.submit("cv2").header["task"]
+    assert producer.get(task["id"])["status"] == "queued"
+
+    before = counter(sched, "rejected_peers")
+    posing = peers("node", sched, secure=ring.client("producer"))
+    posing.control.send(p.HELLO, posing.hello_header(None))
+    error = posing.control.expect(p.ERROR)
+    assert error.header["code"] == p.ERR_FORBIDDEN
+    assert "may act only as a producer (distributed.curve_producer_keys): HELLO refused" in error.header["message"]
+    assert counter(sched, "rejected_peers") == before + 1
+    assert "it may act only as a producer (curve_producer_keys)" in caplog.text
+    assert producer.request(p.NODES, {}).header["nodes"] == []
+    assert posing.control.take(p.WELCOME) is None
+
+    # A real worker key still serves the task the producer submitted.
+    node = peers("node", sched, secure=ring.client("node-a"))
+    node.hello()
+    node.ready()
+    node.result(node.expect_task(), body=b"done")
+    wait_for(lambda: producer.status(task["id"]) == "completed", message="the task on a real node")

@@ -10,7 +10,7 @@ import zmq
 from lama_cleaner.plugins.distributed.security.allow_list import AllowList
 from lama_cleaner.plugins.distributed.security.bind_policy import InsecureBind, check_bind, is_loopback
 from lama_cleaner.plugins.distributed.security.key_files import KeyFileError, generate, load_public, load_secret
-from lama_cleaner.plugins.distributed.security.key_roles import KeyRoles
+from lama_cleaner.plugins.distributed.security.key_roles import NODE, PRODUCER, KeyRoles
 from lama_cleaner.plugins.distributed.security.keys_command import keys_main
 from tests.support.waiting import wait_for
 
@@ -116,18 +116,20 @@ def test_the_keys_command_generates_and_shows(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
-def test_key_roles_admit_either_folder_and_mark_worker_only_keys(tmp_path):
-    keys, web, workers = tmp_path / "keys", tmp_path / "web", tmp_path / "workers"
-    web.mkdir()
-    workers.mkdir()
-    for name in ("web", "worker", "both", "stranger"):
+def test_key_roles_admit_every_folder_and_give_each_key_its_roles(tmp_path):
+    keys, web, workers, servers = tmp_path / "keys", tmp_path / "any", tmp_path / "workers", tmp_path / "servers"
+    folders = {web: ("both-ways", "all"), workers: ("worker", "all"), servers: ("server", "all")}
+    for name in ("both-ways", "worker", "server", "all", "stranger"):
         generate(keys, name)
-    for folder, names in ((web, ("web", "both")), (workers, ("worker", "both"))):
+    for folder, names in folders.items():
+        folder.mkdir()
         for name in names:
             (folder / f"{name}.key").write_bytes((keys / f"{name}.key").read_bytes())
-    web_key, worker, both, stranger = (load_public(keys / f"{n}.key") for n in ("web", "worker", "both", "stranger"))
-    roles = KeyRoles(AllowList(web), AllowList(workers))
-    assert [roles.allows(k) for k in (web_key, worker, both, stranger)] == [True, True, True, False]
-    assert [roles.node_only(k) for k in (web_key, worker, both, stranger)] == [False, True, False, False]
+    names = ("both-ways", "worker", "server", "all", "stranger")
+    key = {n: load_public(keys / f"{n}.key") for n in names}
+    roles = KeyRoles(AllowList(web), AllowList(workers), AllowList(servers))
+    assert [roles.allows(key[n]) for n in names] == [True, True, True, True, False]
+    assert [roles.may(key[n], NODE) for n in names] == [True, True, False, True, False]
+    assert [roles.may(key[n], PRODUCER) for n in names] == [True, False, True, True, False]
     without = KeyRoles(AllowList(web))
-    assert not without.allows(worker) and not without.node_only(worker)
+    assert not without.allows(key["worker"]) and not without.may(key["worker"], NODE)

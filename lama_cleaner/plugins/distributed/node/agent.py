@@ -373,7 +373,8 @@ class Node:
         if self.curve is None or self.lifecycle.joined:
             return ""
         return (f" (no WELCOME: is this node's public key {self.curve.own.public.decode('ascii')} in the "
-                "scheduler's curve_authorized_keys, and curve_server_key the scheduler's key?)")  # fmt: skip
+                "scheduler's curve_authorized_keys (or curve_node_keys), and curve_server_key the "
+                "scheduler's key?)")  # fmt: skip
 
     def _disconnect(self, *, backoff: bool) -> None:
         for sock in list(self.queue_socks):

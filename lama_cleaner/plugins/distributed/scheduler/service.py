@@ -77,6 +77,7 @@ from ..config import DistributedConfig
 from ..journal.task_store import BLOB_DIR, TaskStore
 from ..security.bind_policy import check_bind
 from ..security.curve import ServerSecurity, limit_socket
+from ..security.key_roles import NODE, PRODUCER
 from ..security.peer_guard import PeerGuard
 from ..wire import protocol as p
 from ..wire.send import send_nowait
@@ -196,7 +197,7 @@ class Scheduler:
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
         self._security: ServerSecurity | None = None
         self._guard: PeerGuard | None = None
-        self._node_key_logged_at = float("-inf")
+        self._role_logged_at = float("-inf")
         """With CURVE: receives each message with its sender's key and drops revoked keys'."""
 
     # ================================================================== shared state, by name
@@ -785,25 +786,32 @@ class Scheduler:
         if handler is None:  # pragma: no cover - SCHEMAS and handlers are kept in step
             self.state.counters.garbage(f"no handler for {msg.command}")
             return
-        if self._guard is not None and msg.command not in _NODE_COMMAND_NAMES and self._guard.node_only(sock, ident):
-            self._refuse_node_key(ident, msg, outbox)
+        role = NODE if msg.command in _NODE_COMMAND_NAMES else PRODUCER
+        if self._guard is not None and not self._guard.may(sock, ident, role):
+            self._refuse_role(ident, msg, role, outbox)
             return
         self._publisher.heard_from(ident, now)
         handler(ident, msg, now, outbox)
 
-    def _refuse_node_key(self, ident: bytes, msg: p.Message, outbox: Outbox) -> None:
-        """A producer request from a key in ``curve_node_keys``: counted, logged (at most once a second)
-        and answered 403, so a mistaken deployment learns why at once."""
+    def _refuse_role(self, ident: bytes, msg: p.Message, role: str, outbox: Outbox) -> None:
+        """A message of a role its key may not play (``curve_node_keys``, ``curve_producer_keys``):
+        counted, logged (at most once a second) and answered, so a mistaken deployment learns why at
+        once: a producer request with ``REJECTED 403 node_key``, a node's HELLO with ``ERROR forbidden``
+        (its other messages are dropped: without a WELCOME the key owns no node id)."""
         self.state.counters.count("rejected_peers")
+        folder = "curve_node_keys" if role == PRODUCER else "curve_producer_keys"
+        other = "a node" if role == PRODUCER else "a producer"
         now = time.monotonic()
-        if now - self._node_key_logged_at >= 1.0:
-            self._node_key_logged_at = now
+        if now - self._role_logged_at >= 1.0:
+            self._role_logged_at = now
             key = self._guard.key_of(self._control, ident) if self._guard is not None else None
-            log.warning("refused %s from CURVE key %s: it may act only as a node (curve_node_keys)", msg.command, key)
+            log.warning("refused %s from CURVE key %s: it may act only as %s (%s)", msg.command, key, other, folder)
+        message = f"this CURVE key may act only as {other} (distributed.{folder}): {msg.command} refused"
         req_id = msg.header.get("req_id")
-        if isinstance(req_id, str):
-            message = f"this CURVE key may act only as a node (distributed.curve_node_keys): {msg.command} refused"
+        if role == PRODUCER and isinstance(req_id, str | int):
             reject(outbox, ident, req_id, 403, "node_key", message)
+        elif msg.command == p.HELLO:
+            outbox.append(Out(ident, p.error_frames(p.ERR_FORBIDDEN, message)))
 
     def _reject_garbage(
         self, sock: zmq.Socket, ident: bytes, body: list[bytes], exc: p.ProtocolError, outbox: Outbox

@@ -204,7 +204,9 @@ class ServerSecurity:
             return None
         keys = load_secret(dist.curve_secret_key)
         nodes_only = AllowList(dist.curve_node_keys) if dist.curve_node_keys else None
-        allow = KeyRoles(AllowList(dist.curve_authorized_keys, always=[keys.public]), nodes_only)
+        producers_only = AllowList(dist.curve_producer_keys) if dist.curve_producer_keys else None
+        any_role = AllowList(dist.curve_authorized_keys, always=[keys.public])
+        allow = KeyRoles(any_role, nodes_only, producers_only)
         return cls(keys, allow, on_reject)
 
     def start(self, ctx: zmq.Context) -> None:

@@ -62,11 +62,11 @@ class PeerGuard:
             known.move_to_end(frames[0])
         return frames
 
-    def node_only(self, sock: zmq.Socket | None, ident: bytes) -> bool:
-        """Whether the connection ``ident`` on ``sock`` holds a key that may act only as a node
-        (``curve_node_keys``); False for inproc and for a connection not seen."""
+    def may(self, sock: zmq.Socket | None, ident: bytes, role: str) -> bool:
+        """Whether the connection ``ident`` on ``sock`` holds a key that may play ``role``
+        (``key_roles.NODE`` or ``PRODUCER``); True for inproc (only this process) and a connection not seen."""
         key = self.key_of(sock, ident)
-        return key is not None and self.allow.node_only(key.encode("ascii"))
+        return key is None or self.allow.may(key.encode("ascii"), role)
 
     def key_of(self, sock: zmq.Socket | None, ident: bytes) -> str | None:
         """The Z85 key of the connection ``ident`` on ``sock`` (None: inproc, or not seen)."""

@@ -101,6 +101,8 @@ NODE_STATES = (NODE_IDLE, NODE_BUSY, NODE_DRAINING, NODE_OFFLINE)
 
 ERR_VERSION = "version"
 """ERROR code sent to a peer that speaks another protocol version."""
+ERR_FORBIDDEN = "forbidden"
+"""ERROR code for a node message from a CURVE key that may act only as a producer (``curve_producer_keys``)."""
 ERR_MALFORMED = "malformed"
 ERR_UNKNOWN_COMMAND = "unknown_command"
 

@@ -197,8 +197,9 @@ class Scheduler:
         """This scheduler's :class:`~.handle.SchedulerHandle` (for other plugins, any thread)."""
         self._security: ServerSecurity | None = None
         self._guard: PeerGuard | None = None
-        self._role_logged_at = float("-inf")
         """With CURVE: receives each message with its sender's key and drops revoked keys'."""
+        self._role_logged_at = float("-inf")
+        """When a message of a role its key may not play was last logged (at most once a second)."""
 
     # ================================================================== shared state, by name
     @property

@@ -5,10 +5,10 @@ thread of pyzmq's ``zmq.auth``, one per scheduler context) asks the allow-lists
 (:class:`~.key_roles.KeyRoles`) about every client key at the handshake; an unknown key never gets a
 connection, so it can neither register, pull, read a task nor send a result. Every refusal is logged
 (rate-limited) and counted through the ``on_reject`` callback: unknown keys by the ZAP callback, and
-handshakes that fail before ZAP is asked (a peer without CURVE, or one that does not know the scheduler's public key) by
-a socket monitor read in a thread of its own. Nodes and remote producers are CURVE clients: their own key
-pair plus the scheduler's public key, which they verify (a man in the middle without the
-scheduler's secret cannot complete the handshake).
+handshakes that fail before ZAP is asked (a peer without CURVE, or one that does not know the
+scheduler's public key) by a socket monitor read in a thread of its own. Nodes and remote producers
+are CURVE clients: their own key pair plus the scheduler's public key, which they verify (a man in
+the middle without the scheduler's secret cannot complete the handshake).
 
 Every socket also gets ``MAXMSGSIZE``: libzmq drops a connection that sends a larger frame before
 any of it reaches Python, so a peer cannot make the scheduler (or a node) allocate without bound.

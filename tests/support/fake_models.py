@@ -120,6 +120,9 @@ class CountModel(_Fake):
     name = "count"
 
     def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
+        started = os.environ.get("LAMA_TEST_COUNT_START_FILE")
+        if started:  # the model call has begun (the device is this task's): a test can wait for it
+            append_line(started, (values.get("marker") or "-") + "\n")
         time.sleep(_int(values, "ms", "LAMA_TEST_COUNT_MS", 0) / 1000.0)
         path = os.environ.get("LAMA_TEST_COUNT_FILE")
         if not path:

@@ -145,12 +145,15 @@ def test_cancelling_the_task_waiting_for_the_device_keeps_the_inference_process(
     """``count`` cannot be interrupted: killing the process was the only way to stop a task inside it.
     The cancelled task here waits for the device while the other runs, so it leaves by itself: the
     other finishes in the same process (no hand-back), and the waiting one never runs."""
-    counted = tmp_path / "count.log"
+    counted, started = tmp_path / "count.log", tmp_path / "started.log"
     dist, config = _cluster(tmp_path, servers, max_attempts=1)
-    node = _deep_node(procs, dist, config, {"LAMA_TEST_COUNT_FILE": str(counted)})
+    env = {"LAMA_TEST_COUNT_FILE": str(counted), "LAMA_TEST_COUNT_START_FILE": str(started)}
+    node = _deep_node(procs, dist, config, env)
     _wait_node_slots(dist.url, 2)
     running = api_submit(dist.url, "count", "2500 running")
-    wait_status(dist.url, running["id"], ["processing"], 30)
+    # Inside the model call, holding the device: only then is the next task sure to wait for it (both
+    # dispatched together, either could get the device first, and the cancel would then kill the process).
+    wait_for(lambda: _lines(started) == ["running"], 30, "the first task to be in the model call")
     waiting = api_submit(dist.url, "count", "10 waiting")
     _holding(dist.url, 2)
     assert requests.delete(f"{dist.url}/api/v1/tasks/{waiting['id']}", timeout=10).status_code == 200
@@ -158,7 +161,7 @@ def test_cancelling_the_task_waiting_for_the_device_keeps_the_inference_process(
     assert api_task(dist.url, running["id"])["status"] == "processing", "the other task runs on"
     done = wait_status(dist.url, running["id"], DONE, 60)
     assert done["status"] == "completed" and done["attempts"] == 1, done
-    assert _lines(counted) == ["running"]
+    assert _lines(counted) == ["running"] and _lines(started) == ["running"], "the cancelled task never ran"
     log = node.output()
     assert "asked the inference process where the task is" in log, log
     assert "terminating the inference process" not in log and "handing it back" not in log, log

@@ -114,6 +114,16 @@ class DistributedConfig:
         "(up to 32 MiB) of disk and page cache. 0: none.",
         minimum=0,
     )
+    shared_memory_mb: int = setting(
+        16,
+        "Nodes on the scheduler's host exchange uploads and results with it through shared memory "
+        "instead of the network and the node's Pipe (protocol minor 4; found by the node offering its "
+        "region and the scheduler mapping it, so nodes elsewhere simply keep sending bytes). This is the "
+        "size in MiB of each of the two areas (files in, result out) a node keeps per pipeline slot; "
+        "larger files travel as bytes. A node's region takes up to twice this per slot of memory once "
+        "used (at most 1024). 0 turns it off: on a node, it offers none; on a scheduler, it maps none.",
+        minimum=0,
+    )
     request_timeout_s: float = setting(
         600.0, "How long a classic `/inpaint` waits for its task before answering 504.", exclusive_minimum=0
     )

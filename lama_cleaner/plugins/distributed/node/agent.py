@@ -19,6 +19,13 @@ A scheduler that lost the credit of an idle node (a queue socket reconnected on 
 network cut, so its identity changed and the TASK bounced) asks for it with ``HEARTBEAT send_ready``;
 the node then sends READY again if it is idle.
 
+On the scheduler's host the node offers it a memfd region in every HELLO (``wire.shared_memory``,
+protocol minor 4). Once a WELCOME says it was mapped, a TASK may carry its files by reference to one
+of the region's slots; the inference child reads them there and writes the result into the same slot,
+and the RESULT names it instead of carrying it. A result goes by reference only to the registration
+its TASK came under; a kept outcome is read out of the region before it is sent again, or before its
+slot takes another task.
+
 Failure handling:
 - scheduler silent for ``interval * liveness`` -> sockets are recreated and HELLO is sent again after
   an exponential backoff (``reconnect_min_s`` doubling to ``reconnect_max_s``); a finished task's
@@ -73,9 +80,10 @@ from ..wire import protocol as p
 from ..wire.endpoints import granted_queues, queue_endpoint_for
 from ..wire.liveness import Backoff, Liveness
 from ..wire.send import send_nowait
+from ..wire.shared_memory import SharedMemoryRefused, SharedRegion, supported
 from .capabilities import available_models, collect
 from .child import KILL_GRACE_S, InferenceChild
-from .current_work import CurrentTask, RecentCancels
+from .current_work import CurrentTask, RecentCancels, SentOutcome
 from .depth import pipeline_depth
 from .inference import child_rss_mb, recycle_reason
 from .lifecycle import NodeLifecycle
@@ -93,6 +101,18 @@ _RECONNECT_JITTER = 0.1
 # Plain ints: pyzmq's flag enums cost an enum construction per ``|`` (see wire/send.py).
 _NOBLOCK = int(zmq.NOBLOCK)
 _POLLIN = int(zmq.POLLIN)
+
+
+def _make_region(depth: int, area_mb: int) -> SharedRegion | None:
+    """The node's shared memory (one slot per task it may hold), or None where it is off
+    (``shared_memory_mb`` 0) or cannot be made here (not Linux, a sandbox refusing memfds)."""
+    if area_mb <= 0 or not supported():
+        return None
+    try:
+        return SharedRegion.create(depth, area_mb * 1024 * 1024)
+    except (OSError, SharedMemoryRefused) as exc:
+        log.warning("no shared memory for the scheduler (%s); files travel as bytes", exc)
+        return None
 
 
 def _loads_model(kind: str) -> bool:
@@ -181,8 +201,14 @@ class Node:
         self.next_connect_at = 0.0
         self.held: dict[str, CurrentTask] = {}
         """The tasks this node holds (at most ``depth``), in the order they arrived."""
-        self.pending_outcomes: deque[list[bytes]] = deque(maxlen=self.depth)
+        self.pending_outcomes: deque[SentOutcome] = deque(maxlen=self.depth)
         """The last outcomes sent, re-sent after every WELCOME (the scheduler discards duplicates)."""
+        self.shared = _make_region(self.depth, int(dist.shared_memory_mb))
+        """This node's shared memory (``wire.shared_memory``), offered in every HELLO; None: off or unsupported."""
+        self.shared_active = False
+        """The scheduler mapped it (its last WELCOME said so): TASKs may name their files in it."""
+        self.session = 0
+        """Counts WELCOMEs: a result goes by reference only to the registration its TASK came under."""
         self.ready_sent = False
         self.exit_code: int | None = None
         self.loaded_model: str | None = None
@@ -407,8 +433,16 @@ class Node:
                 "task_id": cur.task_id if cur else None,
                 "attempt": cur.attempt if cur else None,
                 "tasks": [[t.task_id, t.attempt] for t in self.held.values()],
+                **self._shared_hello(),
             },
         )
+
+    def _shared_hello(self) -> dict[str, Any]:
+        """HELLO's minor-4 fields: the region offered, and the slots its held tasks still use there."""
+        if self.shared is None:
+            return {}
+        slots = {t.task_id: t.slot for t in self.held.values() if t.slot is not None}
+        return {"shared_memory": self.shared.offer(), "task_slots": slots}
 
     def _send(self, frames: list[bytes], sock: zmq.Socket | None = None) -> bool:
         """Send one multipart message without blocking; False if it was dropped."""
@@ -518,11 +552,13 @@ class Node:
         for queue, reason in (header.get("rejected") or {}).items():
             log.info("not joining queue %s: %s", queue, reason)
         self.lifecycle.welcome()
+        self.session += 1
+        self.shared_active = self.shared is not None and header.get("shared_memory") is True
         self.ready_sent = False
         self._idle_since = time.monotonic()  # --max-idle-s counts from when work can arrive
         log.info("welcomed by %s; queues %s", self.scheduler, sorted(header["queues"]))
-        for frames in self.pending_outcomes:
-            self._send(frames)
+        for sent in self.pending_outcomes:
+            self._send(self._whole(sent).frames)
         self._send_heartbeat()
         self._offer_credit()
 
@@ -540,11 +576,23 @@ class Node:
             self._hand_back(task_id, attempt)
             return
         files = msg.blob_map()  # decode() already checked the blob count against the header
+        slot = self._shared_slot(header)
+        if slot is False:
+            self._hand_back(task_id, attempt, "its shared memory reference is not usable here")
+            return
         # Accepted even while the inference child is (re)starting: the scheduler gave us the task
         # on a legitimate credit; it is handed over as soon as the child says it is ready.
         self._hold(
             CurrentTask(
-                task_id, attempt, header["kind"], header["name"], queue, time.monotonic(), payload=(dict(header), files)
+                task_id,
+                attempt,
+                header["kind"],
+                header["name"],
+                queue,
+                time.monotonic(),
+                payload=(dict(header), files),
+                slot=slot,
+                session=self.session,
             )
         )
         if _loads_model(header["kind"]):
@@ -552,6 +600,33 @@ class Node:
         # No HEARTBEAT here: the scheduler knows we are busy (it just dispatched), and any message
         # counts as a sign of life; the periodic heartbeat goes on regardless.
         self._hand_over()
+
+    def _shared_slot(self, header: dict[str, Any]) -> int | None | bool:
+        """The shared-memory slot a TASK was given (None: none); False when it names one this node
+        cannot use (not shared in this registration, out of range, or another held task's)."""
+        ref = header.get("shared")
+        if ref is None:
+            return None
+        slot = ref.get("slot") if isinstance(ref, dict) else None
+        if not (
+            self.shared_active and self.shared is not None and isinstance(slot, int) and not isinstance(slot, bool)
+        ):
+            return False
+        if not 0 <= slot < self.shared.slots or any(t.slot == slot for t in self.held.values()):
+            return False
+        if self.depth > 1:  # (at depth 1 a new TASK clears the kept outcomes: ``_hold``)
+            # The out area is about to be written again: a kept outcome still reading from it is made whole first.
+            for i, sent in enumerate(self.pending_outcomes):
+                if sent.slot == slot:
+                    self.pending_outcomes[i] = self._whole(sent)
+        return slot
+
+    def _whole(self, sent: SentOutcome) -> SentOutcome:
+        """``sent`` with its body in the frames (read from shared memory if it was only there)."""
+        if sent.slot is None or sent.header is None or self.shared is None:
+            return sent
+        body = self.shared.read_output(sent.slot, sent.length)
+        return SentOutcome(p.encode_named(p.RESULT, sent.header, {"body": body}))
 
     def _hold(self, cur: CurrentTask) -> None:
         """Take a task into a free slot (the node is busy from the first)."""
@@ -562,10 +637,10 @@ class Node:
             self.pending_outcomes.clear()  # a new TASK: the scheduler has the last outcome or lost us
         self.ready_sent = False
 
-    def _hand_back(self, task_id: str, attempt: int) -> None:
+    def _hand_back(self, task_id: str, attempt: int, why: str = "arrived while not idle") -> None:
         """Give back a TASK this node will not start (a stop or drain raced it, or a protocol slip):
         the scheduler re-queues it without charging an attempt, and gets no credit from it."""
-        log.warning("TASK %s (attempt %s) arrived while not idle; handing it back", task_id, attempt)
+        log.warning("TASK %s (attempt %s) %s; handing it back", task_id, attempt, why)
         error = "node was not idle"
         self._send(self._failed_frames(task_id, attempt, error, "", True, 503, ready=False, handed_back=True))
 
@@ -595,6 +670,15 @@ class Node:
             log.info("task %s waits for the inference process to start", cur.task_id)
             return
         header, files = cur.payload  # type: ignore[misc]  # checked by _hand_over
+        if "shared" in header and not child.shared:
+            # This child could not map the region: it gets the files as bytes and sends its result so.
+            header = dict(header)
+            ref = header.pop("shared")
+            if self.shared is not None and "blobs" in ref:
+                try:
+                    files = {**files, **self.shared.read_inputs(ref["slot"], ref["blobs"])}
+                except ValueError as exc:
+                    log.error("task %s: bad shared memory reference: %s", cur.task_id, exc)
         child.before_task()
         try:
             names = list(files)
@@ -694,10 +778,11 @@ class Node:
             if self.lifecycle.stopped:
                 return
 
-    def _finish(self, task_id: str, frames: list[bytes]) -> None:
+    def _finish(self, task_id: str, outcome: SentOutcome | list[bytes]) -> None:
         """Report the outcome of a held task, keep it for re-sending, and free its slot."""
-        self.pending_outcomes.append(frames)
-        self._send(frames)
+        sent = outcome if isinstance(outcome, SentOutcome) else SentOutcome(outcome)
+        self.pending_outcomes.append(sent)
+        self._send(sent.frames)
         self.held.pop(task_id, None)
         self.ready_sent = False
         if not self.held:
@@ -754,7 +839,10 @@ class Node:
 
     # ------------------------------------------------------------------ child process
     def _spawn_child(self) -> None:
-        self.child = InferenceChild(self.mp_ctx, self.config, self.plugins, self.device, self.preload, self.depth)
+        offer = self.shared.offer() if self.shared is not None else None
+        self.child = InferenceChild(
+            self.mp_ctx, self.config, self.plugins, self.device, self.preload, self.depth, shared=offer
+        )
         self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)
 
@@ -810,6 +898,7 @@ class Node:
         if kind == "ready":
             assert self.child is not None
             self.child.ready = True
+            self.child.shared = msg[1].get("shared") is True
             self.loaded_model = msg[1].get("loaded_model")
             if self.loaded_model != self._reported_model and self.lifecycle.joined:
                 self._send_heartbeat()  # warm now (node.warm): the scheduler routes by it
@@ -848,8 +937,7 @@ class Node:
                 )
             )
         elif kind == "result":
-            _, task_id, mimetype, headers, loaded = msg
-            (body,) = blobs
+            _, task_id, mimetype, headers, loaded, shared_length = msg
             self.loaded_model = loaded
             if self._recycling:
                 self._recycle_if_due()
@@ -863,9 +951,15 @@ class Node:
             if not self._can_take_next():
                 header["ready"] = False
             ran = time.monotonic() - cur.started
-            self._finish(task_id, p.encode_named(p.RESULT, header, {"body": body}))
+            if shared_length is None:
+                (body,) = blobs
+                sent = SentOutcome(p.encode_named(p.RESULT, header, {"body": body}))
+            else:
+                sent = self._shared_result(cur, header, shared_length)
+            self._finish(task_id, sent)
             # Logged once the RESULT is on its way: the line is not on the request's critical path.
-            log.info("task %s completed in %.3f s", task_id, ran, extra=self._task_fields(cur))
+            how = " (result in shared memory)" if sent.slot is not None else ""
+            log.info("task %s completed in %.3f s%s", task_id, ran, how, extra=self._task_fields(cur))
         elif kind == "failed":
             _, task_id, error, tb, retryable, status = msg
             log.warning("task %s failed: %s", task_id, error, extra=self._task_fields(cur))
@@ -880,6 +974,17 @@ class Node:
                 self._recycle_if_due()
                 self._retire_if_due()
             self._report_cancel_when_ready()  # now if this child is kept, else once its successor is ready
+
+    def _shared_result(self, cur: CurrentTask, header: dict[str, Any], length: int) -> SentOutcome:
+        """A RESULT whose body the inference child left in the task's shared-memory slot: named by
+        reference when the scheduler that gave the slot is the one we are registered with now, else
+        (we registered again since) read out and sent whole."""
+        assert cur.slot is not None
+        sent = SentOutcome([], dict(header), cur.slot, length)
+        if not (self.shared_active and cur.session == self.session):
+            return self._whole(sent)
+        sent.frames = p.encode(p.RESULT, {**header, "shared": {"slot": cur.slot, "length": length}})
+        return sent
 
     def _recycle_if_due(self) -> None:
         """After a task: replace the inference child if it reached ``node_max_tasks_per_child`` or
@@ -985,4 +1090,6 @@ class Node:
             self.dying = [c for c in self.dying if not c.reap()]
             time.sleep(0.02)
         self.ctx.term()
+        if self.shared is not None:
+            self.shared.close()
         log.info("node %s stopped (%s)", self.name, reason)

@@ -23,7 +23,15 @@ class InferenceChild:
     """One inference child process and its Pipe; stopping it never blocks the poll loop."""
 
     def __init__(
-        self, ctx: Any, config: Any, plugins: list[str], device: str, preload: str | None = None, depth: int = 1
+        self,
+        ctx: Any,
+        config: Any,
+        plugins: list[str],
+        device: str,
+        preload: str | None = None,
+        depth: int = 1,
+        *,
+        shared: dict[str, Any] | None = None,
     ) -> None:
         conn, child_conn = ctx.Pipe()
         self.cancel_event = ctx.Event()
@@ -31,7 +39,7 @@ class InferenceChild:
         """Tasks it runs at once; above 1 a CANCEL is a Pipe message naming the task (see :mod:`.inference`)."""
         self.proc = ctx.Process(
             target=worker_main,
-            args=(child_conn, self.cancel_event, config, plugins, device, preload, depth),
+            args=(child_conn, self.cancel_event, config, plugins, device, preload, depth, shared),
             name="lama-cleaner-inference",
             daemon=True,
         )
@@ -39,6 +47,8 @@ class InferenceChild:
         child_conn.close()
         self.pipe = ChildPipe(conn)
         self.ready = False
+        self.shared = False
+        """It mapped the node's shared memory (its "ready" says so): it reads files and writes results there."""
         self.tasks_done = 0
         """Tasks this process finished (for ``node_max_tasks_per_child``)."""
         self.recycle_reason: str | None = None

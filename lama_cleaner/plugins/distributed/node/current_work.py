@@ -30,6 +30,23 @@ class CurrentTask:
     """True once the inference child has the task (it may be running)."""
     cancelled: bool = False
     """The outcome is CANCELLED; it is reported as soon as an inference child is ready again."""
+    slot: int | None = None
+    """Its slot in the node's shared memory, if the scheduler gave it one (protocol minor 4)."""
+    session: int = 0
+    """The WELCOME it arrived under: its result goes by reference only to that same registration."""
+
+
+@dataclass
+class SentOutcome:
+    """An outcome already sent, kept to be sent again after the next WELCOME (the scheduler may not
+    have got it). A RESULT whose body is only in shared memory keeps its ``slot`` and ``length`` until
+    it is made whole (:meth:`.agent.Node._whole`): before the slot takes another task, or when re-sent."""
+
+    frames: list[bytes]
+    header: dict[str, Any] | None = None
+    """The RESULT's header without ``shared`` (None: ``frames`` are whole)."""
+    slot: int | None = None
+    length: int = 0
 
 
 class RecentCancels:

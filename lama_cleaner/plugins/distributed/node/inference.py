@@ -10,8 +10,14 @@ parent -> child: ``("task", header_dict, file_names)`` with the files' bytes in 
 ``("cancel", task_id)`` (depth > 1 only), ``("stop",)``
 child -> parent: ``("ready", info)``, ``("init_failed", message)``,
 ``("progress", task_id, percent, step, total_steps)``, ``("result", task_id, mimetype, headers,
-loaded_model)`` with the reply's bytes, ``("failed", task_id, message, traceback, retryable, status)``,
+loaded_model, shared_length)`` with the reply's bytes (or none, with ``shared_length`` its length in
+the task's shared-memory slot), ``("failed", task_id, message, traceback, retryable, status)``,
 ``("cancelled", task_id)``, ``("cancel_ack", task_id, in_model)`` (depth > 1 only).
+
+Shared memory (:mod:`..wire.shared_memory`): the child maps the node's region at start and says so in
+``ready`` (``info["shared"]``). A task whose header has ``shared`` (``{"slot", "blobs"}``) then reads
+the files named there from the slot's in area, and writes its result into the slot's out area when it
+fits; the node only ever sends such a task to a child that said it mapped the region.
 
 Depth 1 (the node's ``pipeline_depth``): the child runs one task at a time in its main thread, and
 the shared cancel Event is set by the parent on CANCEL; models that report steps check it between
@@ -41,6 +47,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ....process_lifetime import die_with_parent
+from ..wire.shared_memory import SharedMemoryRefused, SharedRegion
 from .child_pipe import ChildPipe, Message
 from .warm import load_in_child
 
@@ -144,6 +151,8 @@ class _Runtime:
         from ....tasks import TaskRequest
 
         self.config = config
+        self.shared: SharedRegion | None = None
+        """The node's shared memory, when this process could map it (``_attach_shared``)."""
         self.models = ModelManager(build_model_registry(pm), config, device, exclusive=depth > 1)
         self.image_plugins = build_image_plugin_registry(pm, config)
         # Resolved once here, not by an import statement per task (the parent process never imports
@@ -158,9 +167,18 @@ class _Runtime:
         files: dict[str, bytes],
         send: Send,
         cancelled: Callable[[], bool],
+        shared: SharedRegion | None = None,
     ) -> None:
         """Run one task; every message about it goes through ``send``."""
         task_id = header["task_id"]
+        ref = header.get("shared") if shared is not None else None
+        slot = ref.get("slot") if isinstance(ref, dict) else None
+        if slot is not None and "blobs" in ref:
+            try:
+                files = {**files, **shared.read_inputs(slot, ref["blobs"])}  # type: ignore[union-attr]
+            except ValueError as exc:
+                send(("failed", task_id, f"bad shared memory reference: {exc}", "", True, 500), ())
+                return
         request = self._task_request(
             kind=header["kind"],
             name=header["name"],
@@ -196,7 +214,12 @@ class _Runtime:
             message, retryable, status = classify(exc)
             send(("failed", task_id, message, traceback.format_exc(), retryable, status), ())
             return
-        send(("result", task_id, out.mimetype, dict(out.headers), self.models.loaded_model()), (out.body,))
+        loaded = self.models.loaded_model()
+        length = shared.write_output(slot, out.body) if slot is not None else None  # type: ignore[union-attr]
+        if length is None:
+            send(("result", task_id, out.mimetype, dict(out.headers), loaded, None), (out.body,))
+        else:
+            send(("result", task_id, out.mimetype, dict(out.headers), loaded, length), ())
 
 
 class _Terminated(BaseException):
@@ -215,6 +238,7 @@ def worker_main(
     device: str,
     preload: str | None = None,
     depth: int = 1,
+    shared_offer: dict[str, Any] | None = None,
 ) -> None:
     """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away.
 
@@ -243,6 +267,7 @@ def worker_main(
         pm = create_plugin_manager(plugins)
         with running(pm, config, "inference"):
             runtime = _Runtime(pm, config, device, depth)
+            runtime.shared = _attach_shared(shared_offer)
             load_in_child(runtime.models, preload)
             if depth > 1:
                 _serve_pipelined(pipe, runtime, depth)
@@ -262,6 +287,18 @@ def _starter_pid() -> int | None:
     return parent.pid if parent is not None else None
 
 
+def _attach_shared(offer: dict[str, Any] | None) -> SharedRegion | None:
+    """Map the node's shared memory; None (files and results then go over the Pipe) if it offered
+    none or it cannot be mapped from here."""
+    if offer is None:
+        return None
+    try:
+        return SharedRegion.attach(offer, _starter_pid())
+    except SharedMemoryRefused as exc:
+        log.warning("inference process: cannot map the node's shared memory (%s)", exc)
+        return None
+
+
 def _report_init_failed(pipe: ChildPipe, exc: BaseException) -> None:
     try:
         pipe.send(("init_failed", f"{type(exc).__name__}: {exc}"))
@@ -270,7 +307,8 @@ def _report_init_failed(pipe: ChildPipe, exc: BaseException) -> None:
 
 
 def _ready(runtime: _Runtime) -> tuple[str, dict[str, Any]]:
-    return ("ready", {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model()})
+    info = {"pid": os.getpid(), "loaded_model": runtime.models.loaded_model(), "shared": runtime.shared is not None}
+    return ("ready", info)
 
 
 def _serve(pipe: ChildPipe, cancel_event: Any, runtime: _Runtime) -> None:
@@ -278,7 +316,8 @@ def _serve(pipe: ChildPipe, cancel_event: Any, runtime: _Runtime) -> None:
     pipe.send(_ready(runtime))
     for fields, blobs in _messages(pipe):
         if fields[0] == "task":
-            runtime.run(fields[1], dict(zip(fields[2], blobs, strict=True)), pipe.send, cancel_event.is_set)
+            files = dict(zip(fields[2], blobs, strict=True))
+            runtime.run(fields[1], files, pipe.send, cancel_event.is_set, runtime.shared)
 
 
 def _messages(pipe: ChildPipe) -> Iterator[Message]:
@@ -311,7 +350,7 @@ def _serve_pipelined(pipe: ChildPipe, runtime: _Runtime, depth: int) -> None:
         task_id = header["task_id"]
         threads[task_id] = threading.get_ident()
         try:
-            runtime.run(header, files, send, cancelled.is_set)
+            runtime.run(header, files, send, cancelled.is_set, runtime.shared)
         except (OSError, ValueError):
             pass  # the Pipe is gone: the node is stopping, or stopped this process already
         finally:

@@ -38,6 +38,7 @@ COUNTER_NAMES = (
     "nodes_lost",
     "rejected_peers",
     "foreign_reports",
+    "shared_dispatches",
 )
 """Counters that exist (at 0) from the start, so ``stats()`` always lists them."""
 

@@ -107,7 +107,16 @@ class Dispatcher:
                 "queue": rec.queue,
                 "blobs": list(files),
             }
-            node.hold(rec.id, rec.dispatches, now)
+            slot = node.free_shared_slot()
+            if slot is not None:
+                # minor 4: the node's shared memory gets the files (if they fit) and the slot its result
+                refs = node.shared.write_inputs(slot, files)  # type: ignore[union-attr]  # a slot implies a region
+                header["shared"] = {"slot": slot} if refs is None else {"slot": slot, "blobs": refs}
+                if refs is not None:
+                    header["blobs"] = []
+                    files = {}
+                counters.count("shared_dispatches")
+            node.hold(rec.id, rec.dispatches, now, slot)
             if rec.kind == "inpaint":
                 node.loaded_model = rec.name  # it will load it; affinity follows the model
             counters.count("dispatched")

@@ -24,6 +24,7 @@ from ..journal import states
 from ..journal.records import TaskRecord
 from ..journal.task_store import TaskStore
 from ..wire import protocol as p
+from ..wire.shared_memory import SharedMemoryRefused, SharedRegion
 from .event_publishing import EventPublisher
 from .node_registry import NodeEntry, holds, reported_models
 from .outbox import Outbox, send_ctrl
@@ -128,6 +129,7 @@ class NodeHandlers:
                     self.requeue.lose_task(old, task_id, now, f"node {old.name} re-registered without the task")
         if old is not None:
             self._ctrl_owner.pop(old.ctrl_ident, None)
+            old.drop_shared()  # mapped again below, if it still offers it
         requested = caps.get("queues_requested") or h.get("queues_requested") or []
         if not isinstance(requested, list):
             requested = []
@@ -162,6 +164,9 @@ class NodeHandlers:
             "heartbeat_interval_s": self.state.interval,
             "liveness": self.state.liveness,
         }
+        if "shared_memory" in h:
+            # minor 4: the node offered its shared memory; say whether this scheduler could map it
+            welcome["shared_memory"] = self._attach_shared(node, h)
         advertised = self.state.advertised
         if advertised is not None:
             # minor 3: a node that came in through the advertised address joins these instead
@@ -173,18 +178,42 @@ class NodeHandlers:
             # Drained before it reconnected: the drain still holds (sent after WELCOME, same socket).
             log.info("node %s (%s) was drained before it re-registered: DRAIN again", node.name, node_id)
             self._send_drain(node, now, outbox)
+        slots = task_slots(h, node) if node.shared is not None else {}
         for task_id, attempt in running:
-            self._resume(node, task_id, attempt, now, outbox)
+            self._resume(node, task_id, attempt, now, outbox, slots.get(task_id))
 
-    def _resume(self, node: NodeEntry, task_id: str, attempt: int, now: float, outbox: Outbox) -> None:
+    def _attach_shared(self, node: NodeEntry, hello: dict[str, Any]) -> bool:
+        """Map the shared memory a node offered (``wire.shared_memory``); False (bytes on the wire)
+        when it is off here or cannot be mapped, which is the normal case for a node on another host."""
+        if self.state.dcfg.shared_memory_mb <= 0:
+            return False
+        try:
+            node.shared = SharedRegion.attach(hello.get("shared_memory"), node.pid)
+        except SharedMemoryRefused as exc:
+            log.info("node %s (%s): no shared memory: %s", node.name, node.node_id, exc)
+            return False
+        except OSError as exc:  # pragma: no cover - mapping limits; bytes still work
+            log.warning("node %s (%s): cannot map its shared memory: %s", node.name, node.node_id, exc)
+            return False
+        if node.shared.slots < node.slots:
+            log.info("node %s (%s): its shared memory has fewer slots than it holds tasks", node.name, node.node_id)
+            node.drop_shared()
+            return False
+        log.info("node %s (%s) shares memory with the scheduler", node.name, node.node_id)
+        return True
+
+    def _resume(
+        self, node: NodeEntry, task_id: str, attempt: int, now: float, outbox: Outbox, slot: int | None = None
+    ) -> None:
         """A (re)registering node says it is still running ``attempt`` of ``task_id``.
 
         It keeps the task when that attempt is still the task's current one: processing on this
         node (a reconnect the scheduler had not noticed yet), or queued again but not dispatched
         since (the node was declared lost, or the scheduler restarted and recovered it). Otherwise
         (re-dispatched elsewhere, finished, cancelled, unknown) the node is told to CANCEL it. Either
-        way the node holds the task (a slot taken) until it reports the outcome."""
-        node.hold(task_id, attempt, now)
+        way the node holds the task (a slot taken, and its shared-memory ``slot``) until it reports the
+        outcome."""
+        node.hold(task_id, attempt, now, slot)
         store = self._store()
         rec = store.get(task_id)
         if rec is not None and 0 < attempt <= rec.dispatches and not self._dispatched_to(rec, attempt, node):
@@ -304,6 +333,18 @@ class NodeHandlers:
             self._send_unknown(outbox, ident)
         blobs = msg.blob_map()
         task_id = h["task_id"]
+        if "shared" in h:
+            # minor 4: the body is in the node's shared memory, in the slot this attempt was given
+            if blobs:
+                self._garbage(f"RESULT for {task_id} names a shared body and carries blobs")
+                return
+            body = shared_body(node if known else None, task_id, h["attempt"], h["shared"])
+            if body is None:
+                # Not readable as this attempt's (the node was lost and registered again, or the
+                # scheduler restarted): the node re-sends it with the body after its next WELCOME.
+                self._count("stale_messages")
+                return
+            blobs = {"body": body}
         if set(blobs) != {"body"}:
             self._garbage(f"RESULT for {task_id} must carry exactly one blob named 'body'")
             return
@@ -491,6 +532,32 @@ def running_tasks(hello: dict[str, Any]) -> list[tuple[str, int]]:
         return [pair for pair in pairs if pair is not None]
     first = running_task(hello)
     return [first] if first is not None else []
+
+
+def task_slots(hello: dict[str, Any], node: NodeEntry) -> dict[str, int]:
+    """The shared-memory slot of each task a HELLO says the node still runs (``task_slots``, minor 4),
+    so that a slot still in use there is not given to another task; malformed entries are ignored."""
+    listed = hello.get("task_slots")
+    if not isinstance(listed, dict) or node.shared is None:
+        return {}
+    limit = node.shared.slots
+    return {str(t): s for t, s in listed.items() if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < limit}
+
+
+def shared_body(node: NodeEntry | None, task_id: str, attempt: int, ref: Any) -> bytes | None:
+    """The result a RESULT names in the node's shared memory (``{"slot", "length"}``), or None when
+    it is not this attempt's to read: the node has no region mapped here, does not hold that attempt,
+    or the slot is not the one the attempt was given. Bounds are checked by the region."""
+    if node is None or node.shared is None or not isinstance(ref, dict):
+        return None
+    held = node.held.get(task_id)
+    slot = ref.get("slot")
+    if held is None or held.attempt != attempt or held.slot is None or held.slot != slot:
+        return None
+    try:
+        return node.shared.read_output(held.slot, ref.get("length"))
+    except ValueError:
+        return None
 
 
 def heartbeat_tasks(header: dict[str, Any]) -> set[str] | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..wire import protocol as p
+from ..wire.shared_memory import SharedRegion
 
 MAX_SLOTS = 16
 """The most tasks the scheduler hands one node at once, whatever ``slots`` it advertises."""
@@ -26,6 +27,8 @@ class HeldAttempt(NamedTuple):
 
     attempt: int
     dispatched_at: float
+    slot: int | None = None
+    """Its slot in the node's shared memory (``wire.shared_memory``), if it has one."""
 
 
 def slots_of(capabilities: dict[str, Any]) -> int:
@@ -84,6 +87,8 @@ class NodeEntry:
     """``capabilities.plugins`` as a set (None: not declared)."""
     slots: int = field(init=False, default=1)
     """How many tasks the node may hold at once (``capabilities.slots``, its pipeline depth)."""
+    shared: SharedRegion | None = None
+    """The node's shared memory, mapped here (same host, protocol minor 4); None: bytes on the wire."""
 
     def __post_init__(self) -> None:
         self.models = name_set(self.capabilities.get("models"))
@@ -117,13 +122,27 @@ class NodeEntry:
     def has_credit(self) -> bool:
         return not (self.offline or self.draining) and bool(self.ready) and len(self.held) < self.slots
 
-    def hold(self, task_id: str, attempt: int, now: float) -> None:
-        """The node was handed ``attempt`` of ``task_id`` (a dispatch, or its HELLO says it runs it).
-        A node whose slots are all taken has no credit left: it is ready again on its next outcome."""
-        self.held[task_id] = HeldAttempt(attempt, now)
+    def hold(self, task_id: str, attempt: int, now: float, slot: int | None = None) -> None:
+        """The node was handed ``attempt`` of ``task_id`` (a dispatch, or its HELLO says it runs it),
+        in shared-memory ``slot`` if any. A node whose slots are all taken has no credit left: it is
+        ready again on its next outcome."""
+        self.held[task_id] = HeldAttempt(attempt, now, slot)
         self.dispatched_at = now
         if len(self.held) >= self.slots:
             self.ready.clear()
+
+    def free_shared_slot(self) -> int | None:
+        """A slot of the node's shared memory no held task uses, or None (no region, or all taken)."""
+        if self.shared is None:
+            return None
+        taken = {h.slot for h in self.held.values()}
+        return next((i for i in range(self.shared.slots) if i not in taken), None)
+
+    def drop_shared(self) -> None:
+        """Unmap the node's shared memory (it left, went silent, or registered again)."""
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def release(self, task_id: str) -> HeldAttempt | None:
         """Forget a held task (finished, lost or taken back); its slot is free again."""

@@ -99,3 +99,4 @@ class Requeue:
         self.state.ctrl_owner.pop(node.ctrl_ident, None)
         log.warning("%s", why)
         self.lose_tasks(node, now, why)
+        node.drop_shared()  # a late RESULT naming it is re-sent with its body after the node's next WELCOME

@@ -28,14 +28,18 @@ from typing import Any
 import orjson
 
 PROTOCOL_VERSION = 1
-PROTOCOL_MINOR = 3
+PROTOCOL_MINOR = 4
 """Additive revisions of version 1 (the signature stays ``LC1``): 1 added the producer requests
 ``STATS`` and ``CALL`` (answered ``ANSWER``); a scheduler at minor 0 answers them ``REJECTED 400``.
 2 added node pipelining: ``capabilities.slots`` (how many tasks a node may hold; absent = 1) and the
 lists of held tasks ``HELLO.tasks``, ``HEARTBEAT.task_ids`` and ``BYE.task_ids``; a scheduler of an
 older minor ignores them and hands such a node one task at a time. 3 added ``WELCOME.advertised``
 (the control and queue addresses as seen through a NAT or proxy); a node of an older minor ignores it
-and joins the bound queue addresses, as before."""
+and joins the bound queue addresses, as before. 4 added shared memory between a node and a scheduler on
+the same host (``wire.shared_memory``): ``HELLO.shared_memory`` (the node's offer) and
+``HELLO.task_slots``, ``WELCOME.shared_memory`` (mapped or not), ``TASK.shared`` (the task's slot, and
+its files by reference) and ``RESULT.shared`` (the body by reference); either side of an older minor
+ignores the offer, and nothing else changes until a WELCOME says ``shared_memory: true``."""
 SIGNATURE = b"LC1"
 SIGNATURE_PREFIX = b"LC"
 MAX_HEADER_BYTES = 4 * 1024 * 1024
@@ -165,14 +169,24 @@ checked by the receiver itself, which knows what it needs from them."""
 
 OPTIONAL: dict[str, dict[str, dict[str, tuple[type, ...]]]] = {
     "scheduler": {
-        HELLO: {"task_id": (str, _NONE), "attempt": (int, _NONE), "tasks": (list,)},
+        HELLO: {
+            "task_id": (str, _NONE),
+            "attempt": (int, _NONE),
+            "tasks": (list,),
+            "shared_memory": (dict,),
+            "task_slots": (dict,),
+        },
         HEARTBEAT: {"task_ids": (list,)},
         SUBMIT: {"want_result": (bool,)},
-        RESULT: {"ready": (bool,)},
+        RESULT: {"ready": (bool,), "shared": (dict,)},
         FAILED: {"ready": (bool,), "handed_back": (bool,)},
         CANCELLED: {"ready": (bool,)},
         BYE: {"task_id": (str, _NONE), "task_ids": (list,)},
         WATCH: {"batch_events": (bool,)},
+    },
+    "node": {
+        WELCOME: {"shared_memory": (bool,)},
+        TASK: {"shared": (dict,)},
     },
     "producer": {
         DONE: {"error": (str, _NONE), "error_status": (int, _NONE), "traceback": (str, _NONE)},
@@ -189,7 +203,8 @@ it is re-queued without charging an attempt; ``BYE.task_id``: what the leaving n
 attempt], ...]``), ``HEARTBEAT.task_ids`` and ``BYE.task_ids`` (minor 2): every task a node with
 several slots holds (BYE: every one it started); ``WATCH.batch_events``: the
 producer also understands EVENTS (several events in one message); ``ERROR.req_id``: the producer
-request the ERROR answers (absent when the refused message had no readable ``req_id``)."""
+request the ERROR answers (absent when the refused message had no readable ``req_id``). Minor 4's
+shared-memory fields are described under ``PROTOCOL_MINOR`` and in ``docs/protocol.md``."""
 
 DONE_STATUSES = ("completed", "failed", "cancelled")
 """``DONE.status``: the terminal task states."""

@@ -13,6 +13,13 @@ an upload it has already seen only once: repeating one file would leave its writ
 
     python benchmarks/bench_added_latency.py                      # 1080p JPEG and PNG, 40 pairs each
     python benchmarks/bench_added_latency.py --pairs 10 --sizes 512x512   # quick
+    python benchmarks/bench_added_latency.py --echo --formats png  # the data path alone (see below)
+
+``--echo`` sends each image to ``/run_plugin`` with ``BenchEcho`` (``bench_fakes.py``), which answers
+the upload unchanged without decoding it: the request then moves the same bytes in and out as an
+``/inpaint`` of that image, through the same hops (journal, scheduler, node, inference child), but the
+hundreds of milliseconds of codec and model work, whose spread between processes is larger than the
+few milliseconds being judged, are not in it. What it measures is the data path's own cost.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_fakes import ECHO_PLUGIN  # noqa: E402
 from benchmarks.bench_upstream import distributed_args  # noqa: E402
 from benchmarks.harness import Target, format_table, summarize, write_results  # noqa: E402
 from benchmarks.inpaint_load import Job, front_end_form, make_jobs, post  # noqa: E402
@@ -37,30 +45,36 @@ TARGET_MS = 5.0
 
 
 def measure_pairs(
-    classic: str, distributed: str, jobs: list[Job], form: dict[str, str], warmup: int, timeout: float
+    classic: str,
+    distributed: str,
+    jobs: list[Job],
+    form: dict[str, str],
+    warmup: int,
+    timeout: float,
+    path: str = "/inpaint",
 ) -> dict[str, Any]:
     """One pair per job after ``warmup`` (the first jobs, unmeasured): the same request to each
     server, the first of a pair alternating."""
     for job in jobs[:warmup]:
-        post(classic, job, form, timeout)
-        post(distributed, job, form, timeout)
+        post(classic, job, form, timeout, path)
+        post(distributed, job, form, timeout, path)
     classic_s: list[float] = []
     distributed_s: list[float] = []
     same = True
     for i, job in enumerate(jobs[warmup:]):
         if i % 2 == 0:
-            c, c_body = post(classic, job, form, timeout)
-            d, d_body = post(distributed, job, form, timeout)
+            c, c_body = post(classic, job, form, timeout, path)
+            d, d_body = post(distributed, job, form, timeout, path)
         else:
-            d, d_body = post(distributed, job, form, timeout)
-            c, c_body = post(classic, job, form, timeout)
+            d, d_body = post(distributed, job, form, timeout, path)
+            c, c_body = post(classic, job, form, timeout, path)
         classic_s.append(c)
         distributed_s.append(d)
         same = same and c_body == d_body
     c_ms = {k: v * 1000 if k != "n" else v for k, v in summarize(classic_s).items()}
     d_ms = {k: v * 1000 if k != "n" else v for k, v in summarize(distributed_s).items()}
     return {
-        "case": jobs[0].label,
+        "case": jobs[0].label if path == "/inpaint" else f"{jobs[0].label} {path}",
         "distinct_images": len({job.image for job in jobs}) == len(jobs),
         "pairs": len(classic_s),
         "classic_p50_ms": c_ms["p50"],
@@ -85,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="send one image file throughout (the journal then stores it once: its write is not measured)",
     )
+    parser.add_argument(
+        "--shared-memory-mb",
+        type=int,
+        default=None,
+        help="distributed.shared_memory_mb of the distributed server (0: files and results go as bytes)",
+    )
+    parser.add_argument("--echo", action="store_true", help="/run_plugin BenchEcho instead of /inpaint (see above)")
     parser.add_argument("--timeout", type=float, default=120, help="per-request timeout in seconds")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -95,16 +116,21 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes.split(",")
         for fmt in args.formats.split(",")
     ]
-    form = front_end_form("cv2")
+    form = {"name": ECHO_PLUGIN} if args.echo else front_end_form("cv2")
+    path = "/run_plugin" if args.echo else "/inpaint"
+    plugins = ["--plugins", "benchmarks.bench_fakes"] if args.echo else []
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-added-") as work:
-        classic = ServerProcess(ready_timeout=120)
-        distributed = ServerProcess(distributed_args(Path(work), args.nodes), ready_timeout=120)
+        classic = ServerProcess(plugins, ready_timeout=120)
+        dist_args = distributed_args(Path(work), args.nodes, args.shared_memory_mb)
+        if args.echo:
+            dist_args[dist_args.index("--plugins") + 1] += ",benchmarks.bench_fakes"
+        distributed = ServerProcess(dist_args, ready_timeout=120)
         with classic, distributed:
             for jobs in cases:
                 jobs = jobs * count if len(jobs) == 1 else jobs
                 started = time.perf_counter()
-                row = measure_pairs(classic.url, distributed.url, jobs, form, args.warmup, args.timeout)
+                row = measure_pairs(classic.url, distributed.url, jobs, form, args.warmup, args.timeout, path)
                 rows.append(row)
                 print(
                     f"{jobs[0].label}: added p50 {row['added_p50_ms']:+.2f} ms, paired median "

@@ -98,10 +98,14 @@ def start_upstream(group: ProcessGroup, venv: Path) -> str:
     return url
 
 
-def distributed_args(work: Path, nodes: int) -> list[str]:
+def distributed_args(work: Path, nodes: int, shared_memory_mb: int | None = None) -> list[str]:
+    """A distributed server on free loopback ports (``shared_memory_mb``: that setting, else its default)."""
     base = consecutive_free_ports(3)
     config = work / "distributed.toml"
-    config.write_text(f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / "journal"}"\n')
+    extra = "" if shared_memory_mb is None else f"shared_memory_mb = {shared_memory_mb}\n"
+    config.write_text(
+        f'[distributed]\nscheduler_bind = "tcp://127.0.0.1:{base}"\ndata_dir = "{work / "journal"}"\n{extra}'
+    )
     return ["--plugins", "distributed", "--config", str(config), "--local-nodes", str(nodes)]
 
 

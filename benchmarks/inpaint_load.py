@@ -82,14 +82,15 @@ def front_end_form(model: str) -> dict[str, str]:
     )
 
 
-def post(url: str, job: Job, form: dict[str, str], timeout: float) -> tuple[float, bytes]:
-    """One request: (latency in seconds, reply body); raises on a non-200 reply."""
+def post(url: str, job: Job, form: dict[str, str], timeout: float, path: str = "/inpaint") -> tuple[float, bytes]:
+    """One request (to ``/inpaint`` unless ``path`` says otherwise): (latency in seconds, reply body);
+    raises on a non-200 reply."""
     files = {"image": (job.image_name, job.image, job.mimetype), "mask": ("mask.png", job.mask, "image/png")}
     start = time.perf_counter()
-    reply = requests.post(url + "/inpaint", data=form, files=files, timeout=timeout)
+    reply = requests.post(url + path, data=form, files=files, timeout=timeout)
     elapsed = time.perf_counter() - start
     if reply.status_code != 200:
-        raise RuntimeError(f"/inpaint answered {reply.status_code}: {reply.text[:200]}")
+        raise RuntimeError(f"{path} answered {reply.status_code}: {reply.text[:200]}")
     return elapsed, reply.content
 
 

@@ -181,6 +181,40 @@ class ScriptedNode:
             peer.close()
 
 
+class SlottedNode(ScriptedNode):
+    """A scripted node with ``slots`` whose heartbeats name every task it holds (``task_ids``)."""
+
+    def __init__(self, ctx: zmq.Context, sched: Any, slots: int) -> None:
+        super().__init__(ctx, sched, models=["cv2"])
+        self.slots = slots
+        self.held: dict[str, int] = {}
+
+    def hello_header(self, running: p.Message | None) -> dict[str, Any]:
+        header = super().hello_header(None)
+        tasks = [[t, a] for t, a in self.held.items()]
+        header["capabilities"]["slots"] = self.slots
+        header["task_id"], header["attempt"] = tasks[0] if tasks else (None, None)
+        header["tasks"] = tasks
+        return header
+
+    def heartbeat(self, state: str = "idle", task_id: str | None = None) -> None:
+        self.last_beat = time.monotonic()
+        held = list(self.held)
+        self.control.send(p.HEARTBEAT, {"node_id": self.node_id, "state": "busy" if held else "idle",
+                                        "task_id": held[0] if held else None, "task_ids": held,
+                                        "loaded_model": self.loaded_model})  # fmt: skip
+
+    def take_task(self) -> p.Message | None:
+        msg = super().take_task()
+        if msg is not None:
+            self.held[msg.header["task_id"]] = msg.header["attempt"]
+        return msg
+
+    def done(self, task: p.Message) -> None:
+        self.held.pop(task.header["task_id"], None)
+        self.result(task)
+
+
 class Producer(Peer):
     """A producer: request/reply by req_id, plus WATCHed events."""
 

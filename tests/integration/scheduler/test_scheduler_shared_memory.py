@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,45 +20,34 @@ import zmq
 
 from lama_cleaner.plugins.distributed.wire import protocol as p
 from lama_cleaner.plugins.distributed.wire.shared_memory import MAGIC, SharedRegion
-from tests.integration.scheduler.peers import Producer, ScriptedNode
+from tests.integration.scheduler.peers import Producer, SlottedNode
 from tests.support.waiting import wait_for
 
 IMAGE = os.urandom(300_000)
 MASK = os.urandom(5_000)
 
 
-class SharedNode(ScriptedNode):
+class SharedNode(SlottedNode):
     """A scripted node with ``slots`` that offers a real region and reads/writes it like a node."""
 
     def __init__(self, ctx: zmq.Context, sched: Any, slots: int, offer: dict[str, Any] | None = None) -> None:
-        super().__init__(ctx, sched, models=["cv2"])
-        self.slots = slots
+        super().__init__(ctx, sched, slots)
         self.region = SharedRegion.create(slots, 1024 * 1024)
         self.offer = offer if offer is not None else self.region.offer()
-        self.held: dict[str, tuple[int, int | None]] = {}
-        """task_id -> (attempt, slot)"""
+        self.slot_of: dict[str, int] = {}
+        """The shared-memory slot of each held task that was given one."""
 
     def hello_header(self, running: p.Message | None) -> dict[str, Any]:
-        header = super().hello_header(None)
+        header = super().hello_header(running)
         header["pid"] = os.getpid()
-        header["capabilities"]["slots"] = self.slots
-        header["tasks"] = [[t, a] for t, (a, _) in self.held.items()]
         header["shared_memory"] = self.offer
-        header["task_slots"] = {t: s for t, (_, s) in self.held.items() if s is not None}
+        header["task_slots"] = {t: s for t, s in self.slot_of.items() if t in self.held}
         return header
-
-    def heartbeat(self, state: str = "idle", task_id: str | None = None) -> None:
-        self.last_beat = time.monotonic()
-        held = list(self.held)
-        self.control.send(p.HEARTBEAT, {"node_id": self.node_id, "state": "busy" if held else "idle",
-                                        "task_id": held[0] if held else None, "task_ids": held,
-                                        "loaded_model": self.loaded_model})  # fmt: skip
 
     def take_task(self) -> p.Message | None:
         msg = super().take_task()
-        if msg is not None:
-            slot = (msg.header.get("shared") or {}).get("slot")
-            self.held[msg.header["task_id"]] = (msg.header["attempt"], slot)
+        if msg is not None and "shared" in msg.header:
+            self.slot_of[msg.header["task_id"]] = msg.header["shared"]["slot"]
         return msg
 
     def files(self, task: p.Message) -> dict[str, bytes]:

@@ -19,11 +19,12 @@ import pytest
 import zmq
 
 from lama_cleaner.plugins.distributed.wire import protocol as p
+from lama_cleaner.plugins.distributed.wire.shared_memory import supported
 from tests.integration.scheduler.peers import Producer
 
 from .conftest import FAKE_PLUGIN, Proc, free_port_block, mask_png, png, start_node, task_form, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not supported(), reason="needs memfd_create and /proc (Linux)")]
 
 SHARES = "shares memory with the scheduler"
 BY_REFERENCE = "(result in shared memory)"

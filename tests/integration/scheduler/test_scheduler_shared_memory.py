@@ -19,9 +19,11 @@ import pytest
 import zmq
 
 from lama_cleaner.plugins.distributed.wire import protocol as p
-from lama_cleaner.plugins.distributed.wire.shared_memory import MAGIC, SharedRegion
+from lama_cleaner.plugins.distributed.wire.shared_memory import MAGIC, SharedRegion, supported
 from tests.integration.scheduler.peers import Producer, SlottedNode
 from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.skipif(not supported(), reason="needs memfd_create and /proc (Linux)")
 
 IMAGE = os.urandom(300_000)
 MASK = os.urandom(5_000)

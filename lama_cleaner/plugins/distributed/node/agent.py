@@ -608,11 +608,9 @@ class Node:
         if ref is None:
             return None
         slot = ref.get("slot") if isinstance(ref, dict) else None
-        if not (
-            self.shared_active and self.shared is not None and isinstance(slot, int) and not isinstance(slot, bool)
-        ):
+        if not (self.shared_active and self.shared is not None and self.shared.has_slot(slot)):
             return False
-        if not 0 <= slot < self.shared.slots or any(t.slot == slot for t in self.held.values()):
+        if any(t.slot == slot for t in self.held.values()):
             return False
         if self.depth > 1:  # (at depth 1 a new TASK clears the kept outcomes: ``_hold``)
             # The out area is about to be written again: a kept outcome still reading from it is made whole first.

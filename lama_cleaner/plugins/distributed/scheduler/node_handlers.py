@@ -189,11 +189,8 @@ class NodeHandlers:
             return False
         try:
             node.shared = SharedRegion.attach(hello.get("shared_memory"), node.pid)
-        except SharedMemoryRefused as exc:
+        except SharedMemoryRefused as exc:  # every failure to map it is one (wire/shared_memory.py)
             log.info("node %s (%s): no shared memory: %s", node.name, node.node_id, exc)
-            return False
-        except OSError as exc:  # pragma: no cover - mapping limits; bytes still work
-            log.warning("node %s (%s): cannot map its shared memory: %s", node.name, node.node_id, exc)
             return False
         if node.shared.slots < node.slots:
             log.info("node %s (%s): its shared memory has fewer slots than it holds tasks", node.name, node.node_id)
@@ -538,10 +535,10 @@ def task_slots(hello: dict[str, Any], node: NodeEntry) -> dict[str, int]:
     """The shared-memory slot of each task a HELLO says the node still runs (``task_slots``, minor 4),
     so that a slot still in use there is not given to another task; malformed entries are ignored."""
     listed = hello.get("task_slots")
-    if not isinstance(listed, dict) or node.shared is None:
+    region = node.shared
+    if not isinstance(listed, dict) or region is None:
         return {}
-    limit = node.shared.slots
-    return {str(t): s for t, s in listed.items() if isinstance(s, int) and not isinstance(s, bool) and 0 <= s < limit}
+    return {str(t): s for t, s in listed.items() if region.has_slot(s)}
 
 
 def shared_body(node: NodeEntry | None, task_id: str, attempt: int, ref: Any) -> bytes | None:

@@ -153,8 +153,12 @@ class SharedRegion:
         return cls(mm, fd, slots, area_bytes, token, path)
 
     # ------------------------------------------------------------------ areas
+    def has_slot(self, slot: Any) -> bool:
+        """Whether ``slot`` (as read from a message) names one of this region's slots."""
+        return _int(slot) and 0 <= slot < self.slots
+
     def _area(self, slot: int, out: bool) -> int:
-        if not (_int(slot) and 0 <= slot < self.slots):
+        if not self.has_slot(slot):
             raise ValueError(f"no slot {slot!r}")
         return HEADER_BYTES + (2 * slot + (1 if out else 0)) * self.area_bytes
 

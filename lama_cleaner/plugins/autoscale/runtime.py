@@ -70,8 +70,9 @@ class AutoscaleRuntime:
 
     def __init__(self, handle: Any, config: Any, pluginmanager: Any) -> None:
         section: AutoscaleConfig = config.autoscale
+        dist = getattr(config, "distributed", None)
         classes = collect_provider_classes(pluginmanager, config)
-        queues = getattr(getattr(config, "distributed", None), "queues", None)
+        queues = getattr(dist, "queues", None)
         validate_autoscale_config(section, provider_names=set(classes), queues=queues)
         self.handle = handle
         self.config = config
@@ -79,9 +80,11 @@ class AutoscaleRuntime:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="lama-cleaner-autoscale-")
         context = ProviderContext(
             scheduler=node_endpoint(handle, config),
-            advertised=getattr(getattr(config, "distributed", None), "scheduler_advertise", None),
+            advertised=getattr(dist, "scheduler_advertise", None),
             config_path=str(self._write_node_config(config)),
             plugins=node_plugins(config),
+            node_threads=int(getattr(dist, "node_threads", 0) or 0),
+            host_nodes=int(getattr(dist, "local_nodes", 0) or 0),
         )
         try:
             providers = build_providers(section, classes, context)

@@ -148,6 +148,15 @@ class DistributedConfig:
         "node --pipeline-depth N` overrides it.",
         minimum=0,
     )
+    node_threads: int = setting(
+        0,
+        "Threads the math libraries of a node's inference process use (PyTorch's OpenMP, MKL, OpenBLAS, "
+        "OpenCV). 0 = `OMP_NUM_THREADS` if set, else the libraries' defaults (about one per core), as for a "
+        "node alone on its host; the nodes a server or the autoscaler's `local` provider starts on its own "
+        "host share its cores instead (cores / nodes, at least 1), so they do not oversubscribe it. "
+        "`lama-cleaner node --threads N` overrides it.",
+        minimum=0,
+    )
     node_preload: str = setting(
         "auto",
         "The model a node's inference process loads before the node takes work, so no request waits "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ....cpu_threads import share_for
 from ..labels import instance_labels, labels_argument
 from .base import Capacity, LaunchedInstance, ProviderContext, ProviderError, ScalingProvider
 
@@ -106,6 +107,10 @@ class LocalProvider(ScalingProvider):
             cmd += ["--plugins", ",".join(self.context.plugins)]
         if s.device:
             cmd += ["--device", s.device]
+        # Its share of this machine's cores, with the server's own local nodes (``extra_args`` may still say otherwise).
+        threads = share_for(s.max_nodes + self.context.host_nodes, self.context.node_threads, os.environ)
+        if threads is not None:
+            cmd += ["--threads", str(threads)]
         return cmd + list(s.extra_args)
 
     # ------------------------------------------------------------------ provider

@@ -74,6 +74,7 @@ from typing import Any
 
 import zmq
 
+from ....cpu_threads import threads_for
 from ....errors import NotFound
 from ..security.curve import ClientKeys, secure_client
 from ..wire import protocol as p
@@ -165,6 +166,9 @@ class Node:
         self.early_cancels = RecentCancels()
         self.depth = pipeline_depth(int(dist.node_pipeline_depth), device)
         """How many tasks this node holds at once (``capabilities.slots``)."""
+        self.threads = threads_for(int(dist.node_threads), os.environ)
+        """Threads of its inference process's math libraries, None for their defaults (``capabilities.threads``,
+        see :mod:`lama_cleaner.cpu_threads`)."""
 
         pm = plugin_manager if plugin_manager is not None else create_plugin_manager(self.plugins)
         self.registry = build_model_registry(pm)
@@ -184,6 +188,7 @@ class Node:
             queues_requested=list(queues or []),
         )
         self.capabilities["slots"] = self.depth
+        self.capabilities["threads"] = self.threads
 
         dist = config.distributed
         self.liveness = Liveness(dist.heartbeat_interval_s, dist.heartbeat_liveness)
@@ -839,7 +844,14 @@ class Node:
     def _spawn_child(self) -> None:
         offer = self.shared.offer() if self.shared is not None else None
         self.child = InferenceChild(
-            self.mp_ctx, self.config, self.plugins, self.device, self.preload, self.depth, shared=offer
+            self.mp_ctx,
+            self.config,
+            self.plugins,
+            self.device,
+            self.preload,
+            self.depth,
+            shared=offer,
+            threads=self.threads,
         )
         self._sockets_changed()
         log.info("inference process %s started", self.child.proc.pid)

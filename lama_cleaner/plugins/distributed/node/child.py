@@ -32,6 +32,7 @@ class InferenceChild:
         depth: int = 1,
         *,
         shared: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> None:
         conn, child_conn = ctx.Pipe()
         self.cancel_event = ctx.Event()
@@ -39,7 +40,7 @@ class InferenceChild:
         """Tasks it runs at once; above 1 a CANCEL is a Pipe message naming the task (see :mod:`.inference`)."""
         self.proc = ctx.Process(
             target=worker_main,
-            args=(child_conn, self.cancel_event, config, plugins, device, preload, depth, shared),
+            args=(child_conn, self.cancel_event, config, plugins, device, preload, depth, shared, threads),
             name="lama-cleaner-inference",
             daemon=True,
         )

@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from ....cpu_threads import limit_threads
 from ....process_lifetime import die_with_parent
 from ..wire.shared_memory import SharedMemoryRefused, SharedRegion
 from .child_pipe import ChildPipe, Message
@@ -239,6 +240,7 @@ def worker_main(
     preload: str | None = None,
     depth: int = 1,
     shared_offer: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> None:
     """Entry point of the spawned child; returns (exits) on ``stop`` or when the parent goes away.
 
@@ -246,6 +248,8 @@ def worker_main(
     set up, ``shutdown`` when it stops, when the node terminates it (SIGTERM), or when it failed to
     start. A SIGKILL (the node's last resort, or the node's own death) runs nothing, by nature.
     ``preload`` (``node.warm``) is loaded before ``ready``: the node takes no work until then.
+    ``threads`` (the node's ``threads_for``; None = the libraries' defaults) is applied before
+    any plugin or model can start a thread pool (:mod:`lama_cleaner.cpu_threads`).
     """
     # The node died, however it died (even before this line): nothing is left to report to.
     die_with_parent(signal.SIGKILL, parent_pid=_starter_pid())
@@ -264,6 +268,8 @@ def worker_main(
 
     runtime: _Runtime | None = None
     try:
+        if threads:
+            limit_threads(threads)
         pm = create_plugin_manager(plugins)
         with running(pm, config, "inference"):
             runtime = _Runtime(pm, config, device, depth)

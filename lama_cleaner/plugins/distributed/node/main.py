@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Tasks the node holds at once, image stages overlapping the model (0 = derived from the "
         "device; default: distributed.node_pipeline_depth).",
     )
+    ap.add_argument(
+        "--threads",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="Threads of the inference process's math libraries (0 = OMP_NUM_THREADS, else the "
+        "libraries' defaults; default: distributed.node_threads).",
+    )
     ap.add_argument("--log-level", default="INFO", help="Python logging level (default: %(default)s).")
     return ap
 
@@ -179,6 +187,8 @@ def node_main(argv: Sequence[str] | None = None) -> int:
         config.distributed.node_pipeline_depth = args.pipeline_depth
     if args.max_child_rss_mb is not None:
         config.distributed.node_max_child_rss_mb = args.max_child_rss_mb
+    if args.threads is not None:
+        config.distributed.node_threads = args.threads
     pm.hook.configure(config=config, args=args)
     scheduler = args.scheduler or config.distributed.scheduler or config.distributed.scheduler_bind
     try:
@@ -242,7 +252,14 @@ def node_main(argv: Sequence[str] | None = None) -> int:
             node_ref.append(node)  # before the check below: a signal from now on reaches the node itself
             if early_signals:
                 node.request_stop()
-            log.info("node %s offers models %s on %s", node.name, node.models, device)
+            log.info(
+                "node %s offers models %s on %s (%d task(s) at once, %s)",
+                node.name,
+                node.models,
+                device,
+                node.depth,
+                f"{node.threads} thread(s)" if node.threads else "the math libraries' default threads",
+            )
             try:
                 return node.run()
             except zmq.ZMQError as exc:  # e.g. a scheduler address ZeroMQ cannot connect to (tcp://host:0)

@@ -7,7 +7,9 @@ does not spin, and ``stop()`` terminates them all at shutdown (SIGTERM, then SIG
 session of its own, so only the server decides when its nodes stop.
 
 The nodes receive the server's effective configuration as a JSON file (heartbeat intervals,
-reconnect bounds, model settings), so what the operator configured applies to them too.
+reconnect bounds, model settings), so what the operator configured applies to them too. Each gets an
+equal share of this host's cores for its math libraries (``--threads``, :mod:`lama_cleaner.cpu_threads`)
+unless the operator set ``node_threads`` or ``OMP_NUM_THREADS``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ....cpu_threads import share_for
 from ....errors import LamaCleanerError
 from ..wire.liveness import Backoff
 
@@ -97,6 +100,9 @@ class LocalNodeSupervisor:
             cmd += ["--plugins", ",".join(plugins)]
         if dist.local_node_queues:
             cmd += ["--queues", ",".join(dist.local_node_queues)]
+        threads = share_for(self.count, int(dist.node_threads), os.environ)
+        if threads is not None:  # the nodes share this host's cores (lama_cleaner.cpu_threads)
+            cmd += ["--threads", str(threads)]
         return cmd
 
     def _node_plugins(self) -> list[str]:

@@ -5,8 +5,8 @@ Why (``lama_cleaner/cpu_threads.py``): every process's PyTorch sizes its OpenMP 
 so N nodes on one host running the model at once run N x cores spinning threads. A server's local
 nodes now get ``cores / N`` threads each (``distributed.node_threads = 0``). This measures that
 default against the old behaviour (``node_threads`` = the host's cores: before, every node kept the
-libraries' defaults, about one thread per core) and against classic mode, side by side: three servers at once on loopback, each round
-measuring the three in turn, rounds pooled.
+libraries' defaults, about one thread per core) and against classic mode, side by side: three
+servers at once on loopback, each round measuring the three in turn, rounds pooled.
 
 The model is the FFC generator of ``benchmarks/ffc_generator.py`` with random weights (nothing is
 downloaded), loaded as ``lama`` through ``LAMA_MODEL_URL``, smaller than Big-LaMa by default so a

@@ -63,6 +63,11 @@ class InpaintModel:
     def close(self) -> None:
         """Release resources held by the model (called when the manager drops it)."""
 
+    def warm_up(self) -> None:
+        """Pay the model's one-time costs now rather than in the first request: called by the model
+        manager right after loading, before the model is offered to anyone (a node preloading it, a
+        classic server starting). Nothing by default: most models have no lazy initialisation."""
+
     # ------------------------------------------------------------------ to implement
     def forward(self, image_rgb: np.ndarray, mask: np.ndarray, req: InpaintRequest) -> np.ndarray:
         """Inpaint a padded image: RGB uint8 (H, W, 3) + mask uint8 (H, W, 1) -> BGR uint8 (H, W, 3)."""

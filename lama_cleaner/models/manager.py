@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
@@ -133,7 +134,7 @@ class ModelManager:
             raise ModelNotSupported(reason or f"{name} is not available on this server")
         log.info("Loading model %s on %s", name, self.device)
         try:
-            return cls(self.device, self.config)
+            model = cls(self.device, self.config)
         except LamaCleanerError:
             raise
         except RuntimeError as exc:
@@ -142,6 +143,20 @@ class ModelManager:
             raise InferenceError(f"Failed to load model {name}: {exc}") from exc
         except Exception as exc:
             raise InferenceError(f"Failed to load model {name}: {exc}") from exc
+        self._warm_up(name, model)
+        return model
+
+    @staticmethod
+    def _warm_up(name: str, model: InpaintModel) -> None:
+        """``model.warm_up()``, timed. A failure is logged, not raised: the model loaded, and a request
+        that meets the same problem reports it with the request's own error handling."""
+        started = time.perf_counter()
+        try:
+            model.warm_up()
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            log.warning("warming up model %s failed (its first request pays the start-up costs): %s", name, exc)
+            return
+        log.debug("model %s warmed up in %.2f s", name, time.perf_counter() - started)
 
     def switch(self, name: str) -> bool:
         """Make ``name`` the loaded model; False if it already is. On failure the old model stays."""

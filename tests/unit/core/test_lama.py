@@ -62,6 +62,23 @@ def test_lama_loads_a_local_path_and_inpaints(tiny_lama, monkeypatch):
     np.testing.assert_array_equal(out_bgr[:, :, ::-1][outside], image[outside])
 
 
+def test_lama_warms_up_with_two_calls_that_keep_its_input_contract(tiny_lama, monkeypatch):
+    """TorchScript optimises its graph on the second call: both happen at load, on valid input (TinyLama
+    asserts LaMa's contract), without gradients."""
+    monkeypatch.setenv("LAMA_MODEL_URL", str(tiny_lama))
+    model = LaMa("cpu", Config())
+    scripted = model.model
+    calls = []
+
+    def counting(image, mask):
+        calls.append((tuple(image.shape), tuple(mask.shape), torch.is_grad_enabled()))
+        return scripted(image, mask)
+
+    model.model = counting
+    model.warm_up()
+    assert calls == [((1, 3, 256, 256), (1, 1, 256, 256), False)] * 2
+
+
 def test_lama_output_is_bgr(tiny_lama, monkeypatch):
     class Red(torch.nn.Module):
         def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

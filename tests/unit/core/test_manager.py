@@ -111,6 +111,38 @@ def test_new_model_is_built_before_the_old_one_is_dropped():
     assert m.loaded_model() == "witness"
 
 
+class WarmsUp(InpaintModel):
+    """Records, when it is warmed up, whether the manager already offers it (it must not yet)."""
+
+    name = "warms-up"
+    resource_class = "cpu"
+    manager: ModelManager | None = None
+    loaded_while_warming: list[str | None] = []
+    fail = False
+
+    def warm_up(self):
+        WarmsUp.loaded_while_warming.append(WarmsUp.manager.loaded_model())
+        if WarmsUp.fail:
+            raise RuntimeError("CUDA error: out of memory")
+
+
+def test_a_model_is_warmed_up_once_before_it_is_offered(caplog):
+    m = manager(WarmsUp)
+    WarmsUp.manager, WarmsUp.loaded_while_warming, WarmsUp.fail = m, [], False
+    m.switch("cv2")
+    m.switch("warms-up")
+    m.get("warms-up")
+    assert WarmsUp.loaded_while_warming == ["cv2"], "once, while the previous model was still the one served"
+
+
+def test_a_failed_warm_up_is_logged_and_the_model_still_loads(caplog):
+    m = manager(WarmsUp)
+    WarmsUp.manager, WarmsUp.loaded_while_warming, WarmsUp.fail = m, [], True
+    assert m.switch("warms-up") is True
+    assert m.loaded_model() == "warms-up"
+    assert "warming up model warms-up failed (its first request pays the start-up costs): CUDA error" in caplog.text
+
+
 def test_get_loads_on_demand_and_keeps_one_model():
     m = manager(Witness)
     Witness.manager, Witness.seen_loaded = m, []

@@ -17,9 +17,9 @@ variables give defaults.
 - ``probe-pipe`` (cpu): appends ``model-start <marker> <time.monotonic()>`` to ``LAMA_TEST_PIPE_FILE``
   (if set), sleeps ``ms`` (default ``LAMA_TEST_PIPE_MS`` or 400), then appends ``model-end ...``: with
   ``tests.support.pipeline_probe`` it shows whether a pipelined node overlaps decoding and the model.
-- ``threads`` (cpu): appends ``<OMP_NUM_THREADS> <cv2.getNumThreads()> <torch.get_num_threads() or ->`` to
-  ``LAMA_TEST_THREADS_FILE`` (PyTorch imported on the first task, after the process limited its threads):
-  what the math libraries of the process running it were told.
+- ``threads`` (cpu): appends ``<OMP_NUM_THREADS> <cv2.getNumThreads()> <torch.get_num_threads() or ->
+  <OMP_WAIT_POLICY>`` to ``LAMA_TEST_THREADS_FILE`` (PyTorch imported on the first task, after the process
+  limited its threads): what the math libraries of the process running it were told.
 - ``fail`` (cpu): appends ``<time.time()> <marker>`` to ``LAMA_TEST_FAIL_FILE`` (if set) when it
   starts, then raises: a ``RuntimeError`` naming the marker (an inference failure, retried), or with
   ``final=1`` a ``ClientError`` (bad input, never retried). The file gives each attempt's start time.
@@ -190,7 +190,8 @@ class ThreadsModel(_Fake):
             import torch
 
             torch_threads = str(torch.get_num_threads())
-        line = f"{os.environ.get('OMP_NUM_THREADS')} {cv2.getNumThreads()} {torch_threads}\n"
+        env = os.environ
+        line = f"{env.get('OMP_NUM_THREADS')} {cv2.getNumThreads()} {torch_threads} {env.get('OMP_WAIT_POLICY')}\n"
         append_line(os.environ["LAMA_TEST_THREADS_FILE"], line)
 
 

@@ -83,7 +83,6 @@ class AutoscaleRuntime:
             advertised=getattr(dist, "scheduler_advertise", None),
             config_path=str(self._write_node_config(config)),
             plugins=node_plugins(config),
-            node_threads=int(getattr(dist, "node_threads", 0) or 0),
             host_nodes=int(getattr(dist, "local_nodes", 0) or 0),
         )
         try:

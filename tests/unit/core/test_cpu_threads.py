@@ -1,25 +1,17 @@
-"""``lama_cleaner.cpu_threads``: who decides how many threads an inference process's math libraries use,
-and the share of the cores each of several nodes on one host gets (the autoscaler's ``local``
-provider's command line included). The node and its inference process applying it:
-``tests/integration/distributed/test_node_threads.py``."""
+"""``lama_cleaner.cpu_threads``: when a thread count is imposed on an inference process's math libraries,
+and what nodes started together on one host get (the autoscaler's ``local`` provider's environment
+included). The node and its inference process applying them: ``tests/integration/distributed/test_node_threads.py``."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import cv2
 import pytest
 
-from lama_cleaner import cpu_threads
-from lama_cleaner.cpu_threads import ENV_VARS, host_cpus, limit_threads, share_for, threads_for
+from lama_cleaner.cpu_threads import COUNT_VARS, describe, limit_threads, shared_host_environment, threads_for
 from lama_cleaner.plugins.autoscale.providers.base import ProviderContext
 from lama_cleaner.plugins.autoscale.providers.local import LocalProvider, LocalSettings
-
-
-def test_host_cpus_is_what_this_process_may_run_on():
-    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert host_cpus() == expected >= 1
 
 
 @pytest.mark.parametrize(
@@ -37,17 +29,18 @@ def test_threads_for(configured, environ, expected):
     assert threads_for(configured, environ) == expected
 
 
-@pytest.mark.parametrize(
-    ("nodes", "cpus", "expected"),
-    [(2, 2, 1), (2, 8, 4), (3, 8, 2), (4, 2, 1), (1, 16, 16), (0, 4, 4)],
-)
-def test_nodes_started_together_share_the_cores_at_least_one_each(nodes, cpus, expected):
-    assert share_for(nodes, 0, {}, cpus=cpus) == expected
+def test_nodes_sharing_a_host_wait_passively_unless_alone_or_the_operator_chose():
+    assert shared_host_environment(2, {}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert shared_host_environment(5, {"OMP_NUM_THREADS": "1"}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert shared_host_environment(1, {}) == {}  # a lone node: its threads have the cores to themselves
+    assert shared_host_environment(0, {}) == {}
+    assert shared_host_environment(2, {"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+    assert shared_host_environment(2, {"OMP_WAIT_POLICY": ""}) == {}  # set, even empty: the operator's
 
 
-def test_no_share_where_the_operator_decided():
-    assert share_for(2, 3, {}, cpus=8) is None  # node_threads: each node resolves it, to 3
-    assert share_for(2, 0, {"OMP_NUM_THREADS": "2"}, cpus=8) is None  # inherited by each node
+def test_describe_names_the_count_and_a_set_policy():
+    assert describe(None, {}) == "the math libraries' default threads"
+    assert describe(3, {"OMP_WAIT_POLICY": "PASSIVE"}) == "3 thread(s), OMP_WAIT_POLICY=PASSIVE"
 
 
 @pytest.fixture
@@ -64,29 +57,19 @@ def restore_library_threads():
 def test_limit_threads_sets_the_environment_opencv_and_a_loaded_pytorch(restore_library_threads):
     environ: dict[str, str] = {"OMP_NUM_THREADS": "12"}
     limit_threads(1, environ)
-    assert environ == {name: "1" for name in ENV_VARS}
+    assert environ == {name: "1" for name in COUNT_VARS}
     assert cv2.getNumThreads() == 1
     torch = sys.modules.get("torch")
     if torch is not None:
         assert torch.get_num_threads() == 1
 
 
-def _threads_arg(argv: list[str]) -> str | None:
-    return argv[argv.index("--threads") + 1] if "--threads" in argv else None
-
-
-def test_the_local_provider_gives_its_nodes_a_share_beside_the_servers_own(monkeypatch):
-    monkeypatch.setattr(cpu_threads, "host_cpus", lambda: 8)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    context = ProviderContext(scheduler="tcp://127.0.0.1:5570", host_nodes=1)
-    provider = LocalProvider(LocalSettings(max_nodes=3), context)
-    assert _threads_arg(provider.command("cpu", "local-a")) == "2"  # 8 cores, 3 + 1 nodes
-
-    # A value in extra_args comes later on the command line, so it wins (argparse keeps the last).
-    chosen = LocalProvider(LocalSettings(max_nodes=3, extra_args=["--threads", "5"]), context).command("cpu", "x")
-    assert chosen[-2:] == ["--threads", "5"]
-
-    configured = ProviderContext(scheduler="tcp://127.0.0.1:5570", node_threads=3)
-    assert _threads_arg(LocalProvider(LocalSettings(), configured).command("cpu", "x")) is None
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert _threads_arg(provider.command("cpu", "local-b")) is None
+def test_the_local_providers_nodes_wait_passively_beside_the_servers_own(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    alone = LocalProvider(LocalSettings(max_nodes=1), ProviderContext(scheduler="tcp://127.0.0.1:5570"))
+    assert "OMP_WAIT_POLICY" not in alone._env()
+    beside = LocalProvider(LocalSettings(max_nodes=1), ProviderContext(scheduler="tcp://127.0.0.1:5570", host_nodes=1))
+    assert beside._env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert LocalProvider(LocalSettings(max_nodes=3), alone.context)._env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert beside._env()["OMP_WAIT_POLICY"] == "ACTIVE"

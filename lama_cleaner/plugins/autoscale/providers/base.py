@@ -101,8 +101,6 @@ class ProviderContext:
     """Plugins a node should load (their models and image plugins), ``distributed`` excluded."""
     clock: Callable[[], float] | None = None
     """The autoscaler's clock (monotonic seconds); providers that keep times use it."""
-    node_threads: int = 0
-    """``distributed.node_threads`` as configured (0: nodes started on this machine share its cores)."""
     host_nodes: int = 0
     """Nodes the server itself keeps on this machine (``distributed.local_nodes``), sharing its cores."""
 

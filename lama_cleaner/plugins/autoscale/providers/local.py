@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ....cpu_threads import share_for
+from ....cpu_threads import shared_host_environment
 from ..labels import instance_labels, labels_argument
 from .base import Capacity, LaunchedInstance, ProviderContext, ProviderError, ScalingProvider
 
@@ -107,10 +107,6 @@ class LocalProvider(ScalingProvider):
             cmd += ["--plugins", ",".join(self.context.plugins)]
         if s.device:
             cmd += ["--device", s.device]
-        # Its share of this machine's cores, with the server's own local nodes (``extra_args`` may still say otherwise).
-        threads = share_for(s.max_nodes + self.context.host_nodes, self.context.node_threads, os.environ)
-        if threads is not None:
-            cmd += ["--threads", str(threads)]
         return cmd + list(s.extra_args)
 
     # ------------------------------------------------------------------ provider
@@ -187,11 +183,13 @@ class LocalProvider(ScalingProvider):
 
     def _env(self) -> dict[str, str]:
         """The environment of a node: this one, with this package first on the path (the node must
-        run the same code as the autoscaler, also from a source checkout)."""
+        run the same code as the autoscaler, also from a source checkout), and what nodes sharing a
+        host need (:mod:`lama_cleaner.cpu_threads`)."""
         env = dict(os.environ)
         package_root = str(Path(__file__).resolve().parents[4])
         env["PYTHONPATH"] = os.pathsep.join(x for x in (package_root, env.get("PYTHONPATH", "")) if x)
-        return env
+        # Several nodes on this machine, with the server's own: OpenMP threads that sleep when idle.
+        return env | shared_host_environment(self.settings.max_nodes + self.context.host_nodes, os.environ)
 
     def _reap(self) -> list[_Process]:
         """The processes still running (the caller holds the lock); exited ones are recorded and dropped,

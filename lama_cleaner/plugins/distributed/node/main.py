@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 import zmq
 
 from ....config import ConfigError, validate_config
+from ....cpu_threads import describe as describe_threads
 from ....errors import LamaCleanerError
 from ....models.device import resolve_device
 from ...config_loader import load_config
@@ -258,7 +260,7 @@ def node_main(argv: Sequence[str] | None = None) -> int:
                 node.models,
                 device,
                 node.depth,
-                f"{node.threads} thread(s)" if node.threads else "the math libraries' default threads",
+                describe_threads(node.threads, os.environ),
             )
             try:
                 return node.run()

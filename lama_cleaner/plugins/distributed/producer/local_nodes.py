@@ -7,9 +7,10 @@ does not spin, and ``stop()`` terminates them all at shutdown (SIGTERM, then SIG
 session of its own, so only the server decides when its nodes stop.
 
 The nodes receive the server's effective configuration as a JSON file (heartbeat intervals,
-reconnect bounds, model settings), so what the operator configured applies to them too. Each gets an
-equal share of this host's cores for its math libraries (``--threads``, :mod:`lama_cleaner.cpu_threads`)
-unless the operator set ``node_threads`` or ``OMP_NUM_THREADS``.
+reconnect bounds, model settings), so what the operator configured applies to them too. When there are
+several, their OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, unless the operator set a
+policy), so nodes running a CPU model at once do not spin on each other's cores
+(:mod:`lama_cleaner.cpu_threads`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ....cpu_threads import share_for
+from ....cpu_threads import shared_host_environment
 from ....errors import LamaCleanerError
 from ..wire.liveness import Backoff
 
@@ -100,10 +101,11 @@ class LocalNodeSupervisor:
             cmd += ["--plugins", ",".join(plugins)]
         if dist.local_node_queues:
             cmd += ["--queues", ",".join(dist.local_node_queues)]
-        threads = share_for(self.count, int(dist.node_threads), os.environ)
-        if threads is not None:  # the nodes share this host's cores (lama_cleaner.cpu_threads)
-            cmd += ["--threads", str(threads)]
         return cmd
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment, plus what nodes sharing this host need (:mod:`lama_cleaner.cpu_threads`)."""
+        return dict(os.environ) | shared_host_environment(self.count, os.environ)
 
     def _node_plugins(self) -> list[str]:
         """The server's plugins, ``distributed`` included: a node registers the same plugins as the
@@ -145,7 +147,7 @@ class LocalNodeSupervisor:
 
     def _spawn(self, slot: _Slot) -> None:
         cmd = self.command(slot.name)
-        env = dict(os.environ)
+        env = self.environment()
         cwd = os.getcwd()
         env["PYTHONPATH"] = os.pathsep.join(x for x in (cwd, env.get("PYTHONPATH", "")) if x)
         # A session of its own: a signal sent to the server's process group (a script's or a process

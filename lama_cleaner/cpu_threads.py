@@ -11,10 +11,10 @@ Two remedies were measured side by side (``benchmarks/README.md``): dividing the
 but wait passively (``OMP_WAIT_POLICY=PASSIVE``: a thread without work sleeps at once). Both remove the
 collapse under load (passive waiting measured 1.06x the divided nodes' throughput), and passive
 waiting also keeps a lone request at full speed, where a divided node runs it on its share of the
-cores (433-558 ms against 731-763 ms). So nodes started together on one
-host (the server's ``distributed.local_nodes`` when there are several, the autoscaler's ``local``
-provider) get ``OMP_WAIT_POLICY=PASSIVE`` (:func:`shared_host_environment`) unless the operator's
-environment names a policy already.
+cores (433-558 ms against 731-763 ms). So nodes started together on one host (the server's
+``distributed.local_nodes`` when there are several, the autoscaler's ``local`` provider) get
+``OMP_WAIT_POLICY=PASSIVE`` (:func:`shared_host_environment`) unless the operator's environment
+names a policy already.
 
 A thread count is imposed only when asked (:func:`threads_for`): ``distributed.node_threads`` /
 ``lama-cleaner node --threads N``, else the operator's ``OMP_NUM_THREADS``; otherwise the libraries

@@ -40,7 +40,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import Target, consecutive_free_ports, format_table, ratio, summarize, write_results  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    PooledRounds,
+    Target,
+    consecutive_free_ports,
+    format_table,
+    ratio,
+    write_results,
+)
 from benchmarks.inpaint_load import front_end_form, make_job, measure, post  # noqa: E402
 from tests.support.server_process import ServerProcess  # noqa: E402
 from tests.support.waiting import wait_for  # noqa: E402
@@ -87,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     form = front_end_form("lama")
     job = make_job(opts.size, opts.size, "png", seed=5)
     deadline = time.monotonic() + opts.max_seconds
-    pooled: dict[tuple[str, int], list[float]] = {}
-    walls: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    pooled = PooledRounds()
     with tempfile.TemporaryDirectory(prefix="bench-node-threads-") as tmp:
         work = Path(tmp)
         weights = work / "big-lama.pt"
@@ -118,20 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                         stats = measure(
                             server.url, job, form, level, opts.requests, deadline=deadline, timeout=opts.timeout
                         )
-                        pooled.setdefault((name, level), []).extend(stats["latencies_ms"])
-                        walls.setdefault((name, level), []).append((int(stats["n"]), stats["wall_s"]))
+                        pooled.add((name, level), stats)
         finally:
             for server in servers.values():
                 server.stop()
-    rows = []
-    for (name, level), latencies in pooled.items():
-        done = sum(n for n, _ in walls[(name, level)])
-        wall = sum(w for _, w in walls[(name, level)])
-        stats = summarize(latencies)
-        rows.append(
-            {"server": name, "concurrency": level, "n": done, "p50": stats["p50"], "p95": stats["p95"]}
-            | {"req_per_s": done / wall}
-        )
+    rows = pooled.rows(["server", "concurrency"])
     title = f"POST /inpaint, lama on the CPU ({cores} cores), {opts.size}x{opts.size} PNG (ms)"
     print(format_table(rows, title=title))
     by = {(r["server"], r["concurrency"]): r for r in rows}

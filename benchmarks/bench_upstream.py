@@ -45,13 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import (  # noqa: E402
+    PooledRounds,
     ProcessGroup,
     Target,
     consecutive_free_ports,
     format_table,
     free_port,
     ratio,
-    summarize,
     write_results,
 )
 from benchmarks.inpaint_load import front_end_form, make_job, measure, post  # noqa: E402
@@ -132,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     form = front_end_form("cv2")
     jobs = [make_job(1920, 1080, "jpeg", seed=21), make_job(1920, 1080, "png", seed=22)]
     deadline = time.monotonic() + opts.max_seconds
-    pooled: dict[tuple[str, str, int], list[float]] = {}
-    walls: dict[tuple[str, str, int], list[tuple[int, float]]] = {}
+    pooled = PooledRounds()
     identical: dict[str, bool] = {}
     with tempfile.TemporaryDirectory(prefix="bench-upstream-") as tmp, ProcessGroup(Path(tmp) / "logs") as group:
         servers = {"upstream 1.2.5": start_upstream(group, opts.upstream)}
@@ -152,21 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                             stats = measure(
                                 url, job, form, level, opts.requests, deadline=deadline, timeout=opts.timeout, warmup=0
                             )
-                            key = (name, job.label, level)
-                            pooled.setdefault(key, []).extend(stats["latencies_ms"])
-                            walls.setdefault(key, []).append((int(stats["n"]), stats["wall_s"]))
+                            pooled.add((name, job.label, level), stats)
         finally:
             dist.stop()
             classic.stop()
-    rows = []
-    for (name, label, level), latencies in pooled.items():
-        done = sum(n for n, _ in walls[(name, label, level)])
-        wall = sum(w for _, w in walls[(name, label, level)])
-        stats = summarize(latencies)
-        rows.append(
-            {"server": name, "job": label, "concurrency": level, "n": done, "p50": stats["p50"], "p95": stats["p95"]}
-            | {"req_per_s": done / wall}
-        )
+    rows = pooled.rows(["server", "job", "concurrency"])
     print(format_table(rows, title="POST /inpaint, cv2, 1920x1080, side by side (ms)"))
     by = {(r["server"], r["job"], r["concurrency"]): r for r in rows}
     dist_name = f"distributed {opts.nodes} nodes"

@@ -60,6 +60,35 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+class PooledRounds:
+    """Rounds of a side-by-side benchmark, pooled per key: each server is measured in turn, round after
+    round (so load drift on a shared box hits all of them), and a key's rounds count as one sample:
+    their latencies joined, its rate the requests over the summed wall time."""
+
+    def __init__(self) -> None:
+        self._latencies: dict[tuple[Any, ...], list[float]] = {}
+        self._walls: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
+
+    def add(self, key: tuple[Any, ...], stats: Mapping[str, Any]) -> None:
+        """One round's ``measure`` result (``latencies_ms``, ``n``, ``wall_s``) under ``key``."""
+        self._latencies.setdefault(key, []).extend(stats["latencies_ms"])
+        self._walls.setdefault(key, []).append((int(stats["n"]), float(stats["wall_s"])))
+
+    def rows(self, fields: Sequence[str]) -> list[dict[str, Any]]:
+        """A row per key, in the order keys were first added: the key's parts named by ``fields``, then
+        ``n``, ``p50``, ``p95`` (ms) and ``req_per_s``."""
+        rows = []
+        for key, latencies in self._latencies.items():
+            done = sum(n for n, _ in self._walls[key])
+            wall = sum(w for _, w in self._walls[key])
+            stats = summarize(latencies)
+            rows.append(
+                dict(zip(fields, key, strict=True))
+                | {"n": done, "p50": stats["p50"], "p95": stats["p95"], "req_per_s": done / wall}
+            )
+        return rows
+
+
 def rate(count: int, seconds: float) -> float:
     """Events per second; ``inf`` would hide a broken clock, so zero time is an error."""
     if seconds <= 0:

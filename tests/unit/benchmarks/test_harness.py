@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.harness import (
+    PooledRounds,
     ProcessGroup,
     Target,
     format_table,
@@ -30,6 +31,21 @@ from benchmarks.harness import (
 from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_pooled_rounds_join_latencies_and_sum_walls_per_key_in_first_added_order() -> None:
+    pool = PooledRounds()
+    pool.add(("b", 8), {"latencies_ms": [10.0, 30.0], "n": 2, "wall_s": 1.0})
+    pool.add(("a", 8), {"latencies_ms": [5.0], "n": 1, "wall_s": 0.5})
+    pool.add(("b", 8), {"latencies_ms": [20.0, 40.0], "n": 2, "wall_s": 3.0})
+    rows = pool.rows(["server", "concurrency"])
+    assert [r["server"] for r in rows] == ["b", "a"]
+    assert rows[0] == {"server": "b", "concurrency": 8, "n": 4, "p50": 25.0, "p95": pytest.approx(38.5)} | {
+        "req_per_s": 1.0
+    }
+    assert rows[1]["req_per_s"] == 2.0 and rows[1]["n"] == 1
+    with pytest.raises(ValueError):
+        pool.rows(["server"])  # a field for every part of the key
 
 
 def test_percentile_matches_hand_computed_values() -> None:

@@ -4,7 +4,9 @@ Fixes two upstream races (docs/compatibility.md#concurrency): a switch used to d
 before building the new one (a failed build left the server without a model, and requests in between
 got a 500); and concurrent requests shared one model object without a lock (IOPaint #481/#616). Here a
 switch builds first and only then drops the old model, and callers run a model inside ``guard(model)``:
-its per-model lock, or nothing for a model that declares itself ``thread_safe`` (cv2).
+its per-model lock, or nothing for a model that declares itself ``thread_safe`` (cv2). A replaced model
+is closed when the last call running on it ends, never under it (closing LaMa drops its weights, so a
+request still running on it failed with ``'NoneType' object is not callable``).
 
 An ``exclusive`` manager (a node's inference process running several tasks at once) goes further:
 ``running(name)`` holds one lock for the device across the model's load or switch and its call, so
@@ -63,6 +65,13 @@ class ModelManager:
         """Held across a whole model call (and the load before it) when ``exclusive``."""
         self._device_holder: int | None = None
         """The ident of the thread holding ``_device_lock``, None while it is free."""
+        self._calls_lock = threading.Lock()
+        """Guards the two dicts below. Taken after ``_switch_lock`` when both are needed, and alone when
+        a call ends, so a call ending never waits for a switch that is still building its model."""
+        self._calls: dict[int, int] = {}
+        """Calls inside :meth:`running` on each model, by ``id(model)``."""
+        self._replaced: dict[int, InpaintModel] = {}
+        """Models no longer current whose calls have not all ended: the last one to end closes it."""
 
     # ------------------------------------------------------------------ state
     @property
@@ -105,14 +114,58 @@ class ModelManager:
             try:
                 if cancelled():
                     raise TaskCancelled()
-                yield self.get(name)
+                model = self._enter(name)
+                try:
+                    yield model
+                finally:
+                    self._leave(model)
             finally:
                 self._device_holder = None
                 lock.release()
             return
-        model = self.get(name)
-        with self.guard(model):
-            yield model
+        model = self._enter(name)
+        try:
+            with self.guard(model):
+                yield model
+        finally:
+            self._leave(model)
+
+    def _enter(self, name: str | None) -> InpaintModel:
+        """The model, counted as in use before a switch can replace it (switches hold ``_switch_lock``)."""
+        with self._switch_lock:
+            model = self.get(name)
+            with self._calls_lock:
+                self._calls[id(model)] = self._calls.get(id(model), 0) + 1
+            return model
+
+    def _leave(self, model: InpaintModel) -> None:
+        """One call on ``model`` ended; the last call on a replaced model closes it."""
+        with self._calls_lock:
+            left = self._calls[id(model)] - 1
+            if left:
+                self._calls[id(model)] = left
+                return
+            del self._calls[id(model)]
+            replaced = self._replaced.pop(id(model), None)
+        if replaced is not None:
+            self._dispose(replaced)
+
+    def _retire(self, model: InpaintModel) -> InpaintModel | None:
+        """Called under ``_switch_lock`` for a model that stopped being current: the model to close
+        now, or None when calls still run on it (the last of them closes it)."""
+        with self._calls_lock:
+            if id(model) in self._calls:
+                self._replaced[id(model)] = model
+                return None
+            return model
+
+    @staticmethod
+    def _dispose(model: InpaintModel) -> None:
+        try:
+            model.close()
+        except Exception:  # pragma: no cover - best effort
+            log.exception("closing model %s failed", model.name)
+        torch_gc()
 
     def holds_device(self, thread_ident: int | None) -> bool:
         """Whether the thread ``thread_ident`` is inside a model call (or load) on an ``exclusive``
@@ -165,14 +218,10 @@ class ModelManager:
                 return False
             new_model = self._build(name)  # raises: nothing changed
             old, self._model, self._name = self._model, new_model, name
-        if old is not None:
-            # Requests still running on the old model hold their own reference and finish normally.
-            try:
-                old.close()
-            except Exception:  # pragma: no cover - best effort
-                log.exception("closing the previous model failed")
-            del old
-            torch_gc()
+            to_close = self._retire(old) if old is not None else None
+        del old
+        if to_close is not None:
+            self._dispose(to_close)
         log.info("Model switched to %s", name)
         return True
 
@@ -188,6 +237,6 @@ class ModelManager:
     def close(self) -> None:
         with self._switch_lock:
             old, self._model, self._name = self._model, None, None
-        if old is not None:
-            old.close()
-            torch_gc()
+            to_close = self._retire(old) if old is not None else None
+        if to_close is not None:
+            self._dispose(to_close)

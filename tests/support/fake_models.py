@@ -4,7 +4,7 @@ They return the input image unchanged (so replies are valid images) and differ o
 spend their time, which is what the distributed tests need to control. Parameters come from the
 ``prompt`` form field as whitespace-separated tokens: a bare integer is a duration in milliseconds,
 ``steps=N`` sets a step count, ``marker=X`` (or any other bare word) is a marker; environment
-variables give defaults.
+variables give defaults. Like LaMa, a fake model fails a call that was running when it was closed.
 
 - ``sleep`` (cpu): sleeps ``ms`` (default ``LAMA_TEST_SLEEP_MS`` or 100).
 - ``steps`` (cpu, reports steps): ``steps`` steps of ``ms`` each (defaults ``LAMA_TEST_STEPS`` 10,
@@ -68,6 +68,8 @@ class _Fake(InpaintModel):
     pad_mod = 1
     supports_hd = False
 
+    closed = False
+
     def __call__(
         self,
         image_rgb: np.ndarray,
@@ -77,8 +79,13 @@ class _Fake(InpaintModel):
         cancelled: CancelCheck = never_cancelled,
     ) -> np.ndarray:
         self.work(params(req), progress, cancelled)
+        if self.closed:  # as LaMa, whose close() drops the weights a running call still needs
+            raise RuntimeError(f"model {self.name} was closed while a call was running on it")
         progress(Progress(percent=100.0))
         return _unchanged(image_rgb)
+
+    def close(self) -> None:
+        self.closed = True
 
     def work(self, values: dict[str, str], progress: ProgressCallback, cancelled: CancelCheck) -> None:
         raise NotImplementedError

@@ -8,6 +8,8 @@ import threading
 
 import requests
 
+from tests.support.waiting import wait_for
+
 from .media_helpers import image_bytes, mask_bytes, post_inpaint
 
 CALLS = 4
@@ -56,3 +58,27 @@ def test_thread_safe_model_calls_overlap_and_others_are_serialised(server_factor
     calls = _intervals(record, "probe-serial")
     for (_, end), (next_start, _) in zip(calls, calls[1:], strict=False):
         assert next_start >= end, f"calls of a model that is not thread-safe overlapped: {calls}"
+
+
+def test_a_model_switch_does_not_break_a_request_running_on_the_old_model(server_factory, tmp_path):
+    """``POST /model`` from one user while another user's request runs: the request finishes on the
+    model it started with (which the switch closes once the call ends), the switch succeeds, and the
+    next request runs on the new model. (Closing under the running call failed it with a 500.)"""
+    started = tmp_path / "started.txt"
+    started.write_text("")
+    server = server_factory(
+        "--plugins", "tests.support.fake_models", model="count", env={"LAMA_TEST_COUNT_START_FILE": str(started)}
+    )
+    image, mask = image_bytes(64, 48, seed=2), mask_bytes(64, 48, box=(10, 10, 30, 30))
+    replies: list[requests.Response] = []
+    request = threading.Thread(
+        target=lambda: replies.append(post_inpaint(server.url, image, mask, form={"prompt": "1500 running"}))
+    )
+    request.start()
+    wait_for(lambda: "running" in started.read_text(), 30, "the request to be inside its model call")
+    switched = requests.post(server.url + "/model", data={"name": "cv2"}, timeout=60)
+    assert switched.status_code == 200, switched.text
+    request.join(timeout=60)
+    assert [r.status_code for r in replies] == [200], [r.text for r in replies]
+    assert requests.get(server.url + "/model", timeout=10).text == "cv2"
+    assert post_inpaint(server.url, image, mask).status_code == 200

@@ -236,3 +236,122 @@ def test_a_task_cancelled_before_it_takes_a_free_device_never_enters_the_model()
             pytest.fail("the model was entered after the cancel")
     with m.running("cv2") as model:  # the device was released
         assert model.name == "cv2"
+
+
+class Closable(InpaintModel):
+    """Like LaMa: ``close`` drops the weights, so a call after it fails. Records when it was closed."""
+
+    name = "closable"
+    resource_class = "cpu"
+    pad_mod = 1
+    supports_hd = False
+    closed: list[Closable] = []
+
+    def __init__(self, device, config):
+        super().__init__(device, config)
+        self.weights: str | None = "weights"
+
+    def forward(self, image_rgb, mask, req):
+        if self.weights is None:
+            raise RuntimeError("'NoneType' object is not callable")
+        return np.ascontiguousarray(image_rgb[:, :, ::-1])
+
+    def close(self):
+        self.weights = None
+        Closable.closed.append(self)
+
+
+def _run_once(model: InpaintModel) -> None:
+    image = pixels(8, 8, seed=3)
+    mask = np.full((8, 8), 255, np.uint8)
+    from lama_cleaner.inpaint_request import InpaintRequest
+
+    model(image, mask, InpaintRequest.from_form(default_form()))
+
+
+def test_a_switch_closes_the_old_model_only_after_its_running_calls_end():
+    """``POST /model`` while another user's request runs on the old model (classic mode): the request
+    finishes on the old model, which is closed when it ends, not under it (a closed LaMa raised
+    ``'NoneType' object is not callable``)."""
+    m = manager(Closable)
+    Closable.closed = []
+    m.switch("closable")
+    inside, release = threading.Event(), threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def request() -> None:
+        try:
+            with m.running() as model:
+                inside.set()
+                release.wait(timeout=30)
+                _run_once(model)
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    assert inside.wait(timeout=30)
+    assert m.switch("cv2")
+    assert m.loaded_model() == "cv2"
+    assert Closable.closed == [], "the old model was closed under a running call"
+    release.set()
+    thread.join(timeout=30)
+    assert outcome == [None]
+    assert len(Closable.closed) == 1, "the old model is closed once its last call ended"
+
+
+def test_a_replaced_model_nobody_uses_is_closed_by_the_switch():
+    m = manager(Closable)
+    Closable.closed = []
+    m.switch("closable")
+    with m.running():
+        pass
+    m.switch("cv2")
+    assert len(Closable.closed) == 1
+    m.switch("closable")
+    m.close()
+    assert len(Closable.closed) == 2
+
+
+class SlowToBuild(InpaintModel):
+    """A model whose load waits for ``release`` (weights downloading)."""
+
+    name = "slow-to-build"
+    resource_class = "cpu"
+    building = threading.Event()
+    release = threading.Event()
+
+    def __init__(self, device, config):
+        super().__init__(device, config)
+        SlowToBuild.building.set()
+        assert SlowToBuild.release.wait(timeout=30)
+
+
+def test_a_call_ending_does_not_wait_for_a_switch_still_building_its_model():
+    m = manager(Closable, SlowToBuild)
+    Closable.closed = []
+    SlowToBuild.building.clear()
+    SlowToBuild.release.clear()
+    m.switch("closable")
+    ended = threading.Event()
+
+    def request() -> None:
+        with m.running() as model:
+            assert SlowToBuild.building.wait(timeout=30)
+            _run_once(model)
+        ended.set()
+
+    caller = threading.Thread(target=request)
+    caller.start()
+    switcher = threading.Thread(target=m.switch, args=("slow-to-build",))
+    switcher.start()
+    try:
+        assert ended.wait(timeout=10), "the call's end waited for the switch's build"
+        assert Closable.closed == [], "still current while the new model builds"
+    finally:
+        SlowToBuild.release.set()
+        switcher.join(timeout=30)
+        caller.join(timeout=30)
+    assert m.loaded_model() == "slow-to-build"
+    assert len(Closable.closed) == 1, "the switch closed the model nobody used any more"

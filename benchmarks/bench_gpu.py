@@ -5,8 +5,8 @@ On a machine with CUDA it builds a random-weight FFC ResNet generator of Big-LaM
 (``benchmarks/ffc_generator.py``, 51 M parameters, no weights downloaded), traces it, saves it where
 ``LAMA_MODEL_URL`` points, and measures:
 
-- the model alone at 512x512 and 1920x1080 (fp32), on the device and with the host copies that
-  ``lama_cleaner/models/lama.py`` makes;
+- the model alone at 512x512 and 1920x1080 (fp32): on the device, with 1.2.5's host-side float
+  conversions and copies around it, and through ``LaMa.forward`` (uint8 copies, converted on the device);
 - ``POST /inpaint`` through the real server: classic mode, distributed mode with 1 local node and with
   ``--nodes`` local nodes on the same GPU; 512x512 PNG and 1920x1080 JPEG (the front end's lama form:
   Crop, trigger 800, margin 196); concurrency 1, 8 and 32. The first round of each server starts right
@@ -31,6 +31,7 @@ below classic, with p95 <= 2x p50 including the first requests after start.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -102,16 +103,26 @@ class GpuBusy:
 
 
 def model_only(path: Path, device: str, sizes: list[tuple[int, int]], repeat: int) -> list[dict[str, Any]]:
-    """Calls per second of the traced model alone, and with ``lama.py``'s host copies around it."""
+    """Calls per second of the traced model alone; with 1.2.5's host-side conversions around it (float32
+    built on the host, copied both ways); and through the product's ``LaMa.forward`` (uint8 copies,
+    conversions on the device). The last two differ only in where the bytes are converted."""
     import numpy as np
     import torch
 
-    model = torch.jit.load(str(path), map_location="cpu").to(device).eval()
+    from lama_cleaner.config import Config
+    from lama_cleaner.inpaint_request import InpaintRequest, default_form
+    from lama_cleaner.models.lama import LaMa
+
+    os.environ["LAMA_MODEL_URL"] = str(path)
+    lama = LaMa(device, Config())
+    model = lama.model
+    req = InpaintRequest.from_form(default_form(hdStrategy="Original"))
     rows = []
     for width, height in sizes:
         image = torch.rand(1, 3, height, width, device=device)
         mask = (torch.rand(1, 1, height, width, device=device) > 0.97).float()
         host_image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        host_mask = (mask[0].permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
 
         def device_only(image: Any = image, mask: Any = mask) -> None:
             with torch.no_grad():
@@ -119,13 +130,21 @@ def model_only(path: Path, device: str, sizes: list[tuple[int, int]], repeat: in
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
 
-        def with_copies(host_image: Any = host_image, mask: Any = mask) -> None:
+        def upstream_copies(host_image: Any = host_image, host_mask: Any = host_mask) -> None:
             chw = np.ascontiguousarray(host_image.transpose(2, 0, 1), dtype=np.float32) / 255.0
+            plane = (host_mask.transpose(2, 0, 1) > 0).astype(np.float32)
             with torch.no_grad():
-                out = model(torch.from_numpy(chw).unsqueeze(0).to(device), mask)
+                out = model(torch.from_numpy(chw).unsqueeze(0).to(device), torch.from_numpy(plane)[None].to(device))
             (out[0].permute(1, 2, 0).cpu().numpy() * 255.0).clip(0, 255).astype(np.uint8)
 
-        for name, fn in (("model", device_only), ("model + host copies", with_copies)):
+        def product_forward(host_image: Any = host_image, host_mask: Any = host_mask) -> None:
+            lama.forward(host_image, host_mask, req)
+
+        for name, fn in (
+            ("model", device_only),
+            ("model + 1.2.5's host conversions", upstream_copies),
+            ("LaMa.forward (uint8 copies)", product_forward),
+        ):
             for _ in range(3):
                 fn()
             start = time.perf_counter()
@@ -133,6 +152,7 @@ def model_only(path: Path, device: str, sizes: list[tuple[int, int]], repeat: in
                 fn()
             per_call = (time.perf_counter() - start) / repeat
             rows.append({"what": name, "size": f"{width}x{height}", "ms": per_call * 1000, "per_s": 1 / per_call})
+    lama.close()
     return rows
 
 

@@ -93,6 +93,52 @@ def test_lama_output_is_bgr(tiny_lama, monkeypatch):
     assert out[0, 0].tolist() == [0, 0, 255], "RGB red comes back as BGR"
 
 
+def _upstream_forward(model, image_rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """lama-cleaner 1.2.5's LaMa arithmetic (float32 on the host, then to the model), the oracle."""
+    image = np.ascontiguousarray(image_rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0
+    mask_f = (mask.reshape(1, mask.shape[0], mask.shape[1]) > 0).astype(np.float32)
+    with torch.no_grad():
+        out = model(torch.from_numpy(image).unsqueeze(0), torch.from_numpy(mask_f).unsqueeze(0))
+    result = np.clip(out[0].permute(1, 2, 0).numpy() * 255.0, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(result[:, :, ::-1])
+
+
+def test_lama_converts_on_the_device_with_upstreams_arithmetic_bit_for_bit(tiny_lama, monkeypatch):
+    """uint8 goes to the device and is converted there; the model sees exactly the contiguous float
+    tensors 1.2.5 built on the host (every byte value, x / 255 as a true division), and the result is
+    clipped and truncated exactly as 1.2.5 did, values outside 0..1 included."""
+
+    class Stretch(torch.nn.Module):
+        def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return image * 1.7 - 0.3 + 0.25 * mask
+
+    path = tiny_lama.parent / "stretch.pt"
+    torch.jit.script(Stretch()).save(str(path))
+    monkeypatch.setenv("LAMA_MODEL_URL", str(path))
+    model = LaMa("cpu", Config())
+    scripted = model.model
+    seen = []
+
+    def recording(image, mask):
+        seen.append((image.clone(), mask.clone(), image.is_contiguous(), mask.is_contiguous()))
+        return scripted(image, mask)
+
+    model.model = recording
+    image = np.arange(48 * 64 * 3, dtype=np.uint32).reshape(48, 64, 3).astype(np.uint8)  # all 256 values
+    mask = mask_array(48, 64, [(8, 8, 40, 30)])[:, :, None]
+    out = model.forward(image, mask, req())
+
+    expected_image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0)
+    got_image, got_mask, image_contiguous, mask_contiguous = seen[0]
+    assert image_contiguous and mask_contiguous
+    assert got_image.dtype == torch.float32 and torch.equal(got_image[0], expected_image)
+    assert torch.equal(got_mask[0, 0], torch.from_numpy((mask[:, :, 0] > 0).astype(np.float32)))
+    expected = _upstream_forward(scripted, image, mask)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+    assert out.min() == 0 and out.max() == 255, "the clip was exercised at both ends"
+
+
 def test_corrupt_cached_weights_are_deleted_with_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("LAMA_MODEL_URL", raising=False)
     monkeypatch.setenv("LAMA_MODEL_MD5", hashlib.md5(b"the real thing").hexdigest())

@@ -148,6 +148,8 @@ def test_a_round_whose_upload_cannot_be_written_loses_nothing_and_delivers_nothi
     node.hello()
     node.ready()
     producer: Producer = peers("producer", sched)
+    # The TASK leaves in the SUBMIT's round only if the node's READY was handled in an earlier one.
+    wait_for(lambda: producer.request(p.NODES, {}).header["nodes"][0]["credit"], message="the node's credit")
     failing_writes(monkeypatch)["left"] = 1
     header = {"task": {"kind": "inpaint", "name": "cv2", "form": {}, "submitter": None, "idempotency_key": "k1"}}
     producer.send(p.SUBMIT, {"req_id": "lost", **header}, {"image": IMAGE, "mask": MASK})

@@ -33,6 +33,7 @@ def test_tiny_generator_traces_and_keeps_unmasked_pixels_at_another_size():
     assert torch.equal(out * (1 - mask), image * (1 - mask))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:DeprecationWarning")  # big-lama.pt's format
 def test_the_lama_model_loads_it_as_big_lama(tmp_path, monkeypatch):
     path = tmp_path / "big-lama.pt"
     torch.jit.save(traced_big_lama(32, **TINY), str(path))

@@ -14,7 +14,6 @@ from . import imaging
 from .errors import OOM_MARKER, ClientError, InferenceError, LamaCleanerError, OutOfMemory
 from .image_plugins.builtin import PLUGIN_CLASSES
 from .inpaint_request import InpaintRequest
-from .models.device import torch_gc
 from .png_encoding import PngSettings
 from .tasks import (
     CancelCheck,
@@ -89,7 +88,7 @@ def execute_task(
     except Exception as exc:  # model/plugin failures: report their text, never an unexplained 500
         raise map_runtime_error(exc) from exc
     finally:
-        torch_gc()
+        models.release_cache()
 
 
 def _inpaint(

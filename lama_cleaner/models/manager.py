@@ -167,6 +167,16 @@ class ModelManager:
             log.exception("closing model %s failed", model.name)
         torch_gc()
 
+    def release_cache(self) -> None:
+        """Free cached CUDA memory after a task, as upstream does after each request, unless a call is
+        inside :meth:`running` (a pipelined node's next task, or a classic request waiting for the model):
+        emptying the cache waits for the device while it holds the allocator, so that call would stall
+        mid-forward, and its next forward would allocate everything afresh. The last call to end frees it."""
+        with self._calls_lock:
+            if self._calls:
+                return
+        torch_gc()
+
     def holds_device(self, thread_ident: int | None) -> bool:
         """Whether the thread ``thread_ident`` is inside a model call (or load) on an ``exclusive``
         manager; always False on a shared one."""

@@ -355,3 +355,45 @@ def test_a_call_ending_does_not_wait_for_a_switch_still_building_its_model():
         caller.join(timeout=30)
     assert m.loaded_model() == "slow-to-build"
     assert len(Closable.closed) == 1, "the switch closed the model nobody used any more"
+
+
+def test_the_cuda_cache_is_freed_after_a_task_only_when_no_other_call_runs(monkeypatch):
+    """Emptying the cache waits for the device while holding the allocator: a call inside ``running``
+    (a pipelined node's next task, a concurrent classic request) would stall mid-forward. A task that
+    ends beside one leaves the cache; the last to end frees it."""
+    from lama_cleaner.models import manager as manager_module
+
+    freed: list[str] = []
+    monkeypatch.setattr(manager_module, "torch_gc", lambda: freed.append("gc"))
+    m = manager()
+    task = TaskRequest(
+        kind="inpaint",
+        name="cv2",
+        form=default_form(),
+        files={"image": encode(pixels(12, 12)), "mask": mask_bytes(12, 12, [(2, 2, 6, 6)])},
+    )
+
+    def execute() -> None:
+        pipeline.execute_task(task, models=m, image_plugins=ImagePluginRegistry(), config=Config(device="cpu"))
+
+    execute()
+    assert freed == ["gc"], "alone, a task frees the cache after it, as upstream does"
+
+    inside, release = threading.Event(), threading.Event()
+
+    def other_call() -> None:
+        with m.running("cv2"):
+            inside.set()
+            release.wait(timeout=30)
+        m.release_cache()  # as execute_task does when it ends
+
+    other = threading.Thread(target=other_call)
+    other.start()
+    try:
+        assert inside.wait(timeout=30)
+        execute()  # cv2 is thread-safe: this task runs and ends while the other call is inside its model
+        assert freed == ["gc"], "the cache was emptied under another call"
+    finally:
+        release.set()
+        other.join(timeout=30)
+    assert freed == ["gc", "gc"], "the last call to end frees it"

@@ -71,6 +71,8 @@ class LaMa(InpaintModel):
                 ) from exc
             raise InferenceError(f"Failed to load LaMa weights from {path}: {exc}") from exc
         self.model = model.to(self.torch_device).eval()
+        self._byte_range = torch.tensor(255.0, device=self.torch_device)
+        """The divisor that turns bytes into 0..1, made once on the device (see ``forward``)."""
 
     WARM_UP_SIZE = 256
     WARM_UP_CALLS = 2
@@ -105,7 +107,7 @@ class LaMa(InpaintModel):
         with torch.no_grad():
             image = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device)
             image = image.permute(2, 0, 1).unsqueeze(0).contiguous().to(torch.float32)
-            image = image.div_(torch.tensor(255.0, device=device))
+            image = image.div_(self._byte_range)
             plane = torch.from_numpy(np.ascontiguousarray(mask.reshape(height, width))).to(device)
             mask_t = (plane > 0).to(torch.float32).reshape(1, 1, height, width)
             out = self.model(image, mask_t)
